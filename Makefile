@@ -1,0 +1,35 @@
+# make demo / make test: each sets everything up on a fresh clone (.venv, a throw-away AIRFLOW_HOME
+# with a SQLite metadata database and a generated Fernet key), then runs.
+PYTHON ?= python3
+VENV := $(CURDIR)/.venv
+BIN := $(VENV)/bin
+export AIRFLOW_HOME := $(CURDIR)/.airflow_home
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+
+.PHONY: demo test bench install airflow-home clean
+
+demo: airflow-home
+	$(BIN)/airflow dags test hello_python_exec
+
+test: airflow-home
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+bench: airflow-home
+	$(BIN)/python benchmarks/run.py
+
+install: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade uv
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'
+	touch $@
+
+airflow-home: $(AIRFLOW_HOME)/airflow.db
+
+$(AIRFLOW_HOME)/airflow.db: $(BIN)/.installed scripts/airflow_home.py
+	$(BIN)/python scripts/airflow_home.py $(AIRFLOW_HOME)
+	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+
+clean:
+	rm -rf $(AIRFLOW_HOME) $(VENV)

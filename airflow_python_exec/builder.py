@@ -1,0 +1,231 @@
+"""``PythonCommandBuilder``: a job's argv and its child-process environment.
+
+The environment is assembled in DESIGN.md's precedence, lowest first:
+
+1. the worker's environment minus Airflow's own secrets (or, with ``inherit_env=False``, a minimal
+   set); ``PYTHONUNBUFFERED=1`` so output reaches the log as it is printed;
+2. Airflow context variables (``AIRFLOW_CTX_*``) when run by Airflow;
+3. ``.env`` entries, only with ``dotenv_as_macros=True`` (parsed by python-dotenv);
+4. ``pythonEnv.env``;
+5. macros: ``job.json`` macros, then per-run macros (later wins per key); ``secure`` ones decrypted;
+6. the environment's ``bin/`` and ``prepend_paths`` in front of ``PATH``; ``VIRTUAL_ENV`` set.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from cryptography.fernet import InvalidToken, MultiFernet
+from dotenv import dotenv_values
+from pydantic import ValidationError
+
+from airflow_python_exec import crypto
+from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
+from airflow_python_exec.settings import EngineSettings
+
+log = logging.getLogger(__name__)
+
+#: Variables a script keeps with ``inherit_env=False`` (plus every ``LC_*``).
+MINIMAL_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER")
+#: Airflow's own secrets and the task supervisor's private variables never reach a script.
+HIDDEN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW", "__AIRFLOW")
+#: Inherited variables that would point a script at another Python than the one we run.
+INTERPRETER_VARS = ("VIRTUAL_ENV", "PYTHONHOME")
+
+MacrosArg = Union[Mapping[str, Any], Iterable[Union[Macro, Mapping[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """What to start: argv, environment and working directory.
+
+    ``env`` and ``secrets`` hold decrypted values, so they are left out of ``repr``. ``secrets`` is
+    every decrypted ``secure`` macro value: whoever streams the output must replace them.
+    """
+
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str] = field(repr=False)
+    secrets: frozenset[str] = field(repr=False, default=frozenset())
+
+
+class PythonCommandBuilder:
+    """Build the argv and environment for one run of a job.
+
+    :param settings: engine settings (``inherit_env`` default and the Fernet keys are read).
+    """
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self.settings = settings
+        self._fernet: MultiFernet | None = None
+
+    def build(
+        self,
+        job: PythonJob,
+        python: Path,
+        *,
+        macros: MacrosArg = None,
+        dotenv_as_macros: bool = False,
+        inherit_env: bool | None = None,
+        context_env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+        venv: Path | None = None,
+    ) -> Command:
+        """Return the :class:`Command` that runs ``job`` with ``python``.
+
+        :param python: the interpreter to run (the validated base one, or ``<venv>/bin/python``).
+        :param macros: per-run macros, a ``{key: value}`` dict or a list of :class:`Macro` (or dicts);
+            they override ``job.json`` macros of the same key.
+        :param dotenv_as_macros: convert the job folder's ``.env`` into variables (layer 3); otherwise
+            ``.env`` is left for the script to load with python-dotenv.
+        :param inherit_env: override ``[python_exec] inherit_env`` for this run.
+        :param context_env: ``AIRFLOW_CTX_*`` variables (layer 2).
+        :param cwd: working directory; relative paths resolve against the job folder (default).
+        :param venv: the job's virtual environment, whose ``bin/`` goes first on ``PATH``.
+        :raises JobConfigError: a bad macro, ``.env`` entry, ``cwd`` or ``command``.
+        """
+        inherit = self.settings.inherit_env if inherit_env is None else inherit_env
+        env = base_environment(os.environ, inherit)
+        env.update(context_env or {})
+        if dotenv_as_macros:
+            env.update(read_dotenv(job.dotenv_path))
+        if job.python_env is not None:
+            env.update(job.python_env.env)
+        secrets: set[str] = set()
+        for macro in [*job.macros, *to_macros(macros)]:
+            value = self._macro_value(macro)
+            if value is not None:
+                env[macro.key] = value
+                if macro.secure:
+                    secrets.add(value)
+        self._set_paths(env, job, venv)
+        return Command(
+            argv=self._argv(job, python, venv),
+            cwd=self._cwd(job, cwd),
+            env=env,
+            secrets=frozenset(secrets),
+        )
+
+    def _macro_value(self, macro: Macro) -> str | None:
+        """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
+        if macro.value is None or not macro.secure:
+            return macro.value
+        try:
+            fernet = self._fernet or crypto.multi_fernet(self.settings.fernet_keys())
+            self._fernet = fernet
+            value = crypto.decrypt(macro.value, fernet)
+        except PythonExecError as exc:
+            log.warning("secure macro %s skipped: %s", macro.key, exc)
+            return None
+        except InvalidToken:
+            log.warning(
+                "secure macro %s skipped: its value cannot be decrypted with the configured Fernet "
+                "key(s); re-encrypt it with: airflow-python-exec encrypt",
+                macro.key,
+            )
+            return None
+        if "\x00" in value:
+            log.warning("secure macro %s skipped: its decrypted value contains a NUL byte", macro.key)
+            return None
+        return value
+
+    @staticmethod
+    def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:
+        front = [str(venv / "bin")] if venv is not None else []
+        if job.python_env is not None:
+            front += [str(job.resolve(p)) for p in job.python_env.prepend_paths]
+        if front:
+            env["PATH"] = os.pathsep.join([*front, env["PATH"]] if env.get("PATH") else front)
+        if venv is not None:
+            env["VIRTUAL_ENV"] = str(venv)
+
+    @staticmethod
+    def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
+        command = job.python_env.command if job.python_env is not None else None
+        if command is None:
+            return [str(python), str(job.script)]
+        first, *rest = shlex.split(command)
+        if first == "-m":
+            if not rest:
+                raise JobConfigError(f"command {command!r} names no module after -m; write -m package.module")
+            return [str(python), "-m", *rest]
+        if first.endswith(".py") or "/" in first:
+            return [str(python), str(allowed_script(job.folder, first, "command")), *rest]
+        script = venv / "bin" / first if venv is not None else None
+        if script is None or not script.is_file():
+            where = f"the environment {venv}" if venv is not None else "a job without a pylock environment"
+            raise JobConfigError(
+                f"command {command!r} names console script {first!r}, which {where} lacks; "
+                "add the package that provides it to the lock, or use -m module"
+            )
+        return [str(script), *rest]
+
+    @staticmethod
+    def _cwd(job: PythonJob, cwd: str | Path | None) -> Path:
+        if cwd is None or str(cwd) == "":
+            return job.folder
+        path = job.resolve(str(cwd))
+        if not path.is_dir():
+            raise JobConfigError(f"cwd {cwd!r} is not a folder ({path}); create it or fix the path")
+        return path
+
+
+def base_environment(worker_env: Mapping[str, str], inherit: bool) -> dict[str, str]:
+    """Layer 1: the worker's environment without Airflow's secrets, or the minimal set."""
+    if inherit:
+        env = {
+            k: v
+            for k, v in worker_env.items()
+            if not k.startswith(HIDDEN_PREFIXES) and k not in INTERPRETER_VARS
+        }
+    else:
+        env = {k: v for k, v in worker_env.items() if k in MINIMAL_ENV or k.startswith("LC_")}
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse a ``.env`` file with python-dotenv (comments, quotes, ``export``, multi-line values).
+
+    Values are taken literally: ``${VAR}`` is not expanded, so a ``.env`` cannot copy the worker's
+    own variables into the script's environment. Keys without ``=`` are skipped.
+
+    :raises JobConfigError: a key that is not a valid environment variable name, or a NUL byte.
+    """
+    if not path.is_file():
+        log.warning("dotenv_as_macros is set but %s does not exist; no .env entries were added", path)
+        return {}
+    entries: dict[str, str] = {}
+    for key, value in dotenv_values(path, interpolate=False, encoding="utf-8").items():
+        if value is None:
+            continue
+        if not ENV_NAME.match(key):
+            raise JobConfigError(f"{path}: key {key!r} is not a valid environment variable name; rename it")
+        try:
+            entries[key] = env_value(value, key)  # type: ignore[assignment]
+        except ValueError as exc:
+            raise JobConfigError(f"{path}: {exc}") from None
+    return entries
+
+
+def to_macros(macros: MacrosArg) -> list[Macro]:
+    """Normalise per-run macros: a ``{key: value}`` mapping or a list of ``Macro``/dicts.
+
+    :raises JobConfigError: an invalid key or value (one line).
+    """
+    if not macros:
+        return []
+    try:
+        if isinstance(macros, Mapping):
+            return [Macro(key=k, value=v) for k, v in macros.items()]
+        # Macro objects are validated again: templating sets ``value`` without validation.
+        return [Macro.model_validate(m.model_dump() if isinstance(m, Macro) else m) for m in macros]
+    except ValidationError as exc:
+        raise JobConfigError(f"macros: {one_line(exc)}") from None

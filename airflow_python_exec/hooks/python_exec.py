@@ -1,0 +1,74 @@
+"""``PythonExecutionHook``: the Airflow adapter of :class:`~airflow_python_exec.service.PythonExecutionService`.
+
+It writes every output line into the task log, registers decrypted ``secure`` macro values with
+Airflow's ``mask_secret`` (so Airflow masks them anywhere else they might appear), and passes the
+task's context variables (``AIRFLOW_CTX_*``) to the script.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_vars, mask_secret
+
+from airflow_python_exec.models import PythonJob
+from airflow_python_exec.service import PythonExecutionService, RunResult
+from airflow_python_exec.settings import EngineSettings
+
+
+class PythonExecutionHook(BaseHook):
+    """Run Python script jobs from Airflow tasks.
+
+    :param install_path: override ``[python_exec] install_path`` for this hook.
+    :param inherit_env: override ``[python_exec] inherit_env`` for this hook.
+    :param settings: complete engine settings (default: ``[python_exec]`` plus the overrides above).
+    """
+
+    hook_name = "Python Exec"
+
+    def __init__(
+        self,
+        *,
+        install_path: str | None = None,
+        inherit_env: bool | None = None,
+        settings: EngineSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.settings = (settings or EngineSettings.from_airflow_config()).override(
+            install_path=install_path, inherit_env=inherit_env
+        )
+        self.service = PythonExecutionService(self.settings)
+
+    def get_conn(self) -> PythonExecutionService:
+        """Return the validated service (``init()`` done). No Airflow connection is involved."""
+        self.service.init()
+        return self.service
+
+    def run_job(
+        self, job: PythonJob | str | Path, *, context: Mapping[str, Any] | None = None, **run_kwargs: Any
+    ) -> RunResult:
+        """Run ``job`` with its output in the task log; see :meth:`PythonExecutionService.run`.
+
+        :param context: the task's Airflow context; its ``AIRFLOW_CTX_*`` variables reach the script.
+        :param run_kwargs: ``macros``, ``dotenv_as_macros``, ``refresh``, ``cwd``, ``python_env``.
+        :raises PythonExecError: the job is refused or its environment cannot be provisioned.
+        """
+        context_env = context_to_airflow_vars(context, in_env_var_format=True) if context else None
+        return self.service.run(
+            job, context_env=context_env, on_line=self._log_line, on_secrets=self._mask, **run_kwargs
+        )
+
+    def stop(self) -> None:
+        """Stop the running script's process group (Airflow's ``on_kill``)."""
+        self.service.stop()
+
+    def _log_line(self, line: str) -> None:
+        self.log.info("%s", line)
+
+    @staticmethod
+    def _mask(secrets: frozenset[str]) -> None:
+        for secret in secrets:
+            mask_secret(secret)

@@ -1,0 +1,322 @@
+"""The job: ``Macro``, ``PythonEnv`` and ``PythonJob`` (pydantic v2).
+
+A job is a folder holding ``app.py`` (the ``packageName``), an optional ``.env``, an optional
+``job.json`` in the platform's job configuration format, and an optional PEP 751 ``pylock.toml``.
+The rules (DESIGN.md, "The job folder") are enforced here, so a bad job is refused before any
+process starts, with a one-line :class:`~airflow_python_exec.errors.JobConfigError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shlex
+from pathlib import Path, PurePosixPath
+from typing import Any, ClassVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
+
+log = logging.getLogger(__name__)
+
+#: POSIX environment variable names, as the platform's macros allow them.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+PYTHON_VERSION = re.compile(r"\d+(\.\d+){0,2}\Z")
+JOB_FILE = "job.json"
+DEFAULT_SCRIPT = "app.py"
+
+
+def check_env_name(key: str, what: str = "macro key") -> str:
+    """Return ``key`` if it is a valid environment variable name, else raise ``ValueError``."""
+    if not isinstance(key, str) or not ENV_NAME.match(key):
+        raise ValueError(
+            f"{what} {key!r} is not a valid environment variable name; use letters, digits and _, "
+            "not starting with a digit"
+        )
+    return key
+
+
+def env_value(value: Any, key: str = "") -> str | None:
+    """Turn a JSON scalar into an environment value: numbers and booleans become strings.
+
+    Booleans are written as JSON writes them (``true``/``false``). ``None`` stays ``None`` (the
+    platform skips such a macro). A NUL byte cannot be put in an environment and is refused.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    elif isinstance(value, (int, float)):
+        value = str(value)
+    elif not isinstance(value, str):
+        raise ValueError(f"value of {key or 'macro'} must be a string, number or boolean")
+    if "\x00" in value:
+        raise ValueError(f"value of {key or 'macro'} contains a NUL byte; remove it")
+    return value
+
+
+class Macro(BaseModel):
+    """One platform macro: ``key`` becomes an environment variable holding ``value``.
+
+    ``secure=True`` marks ``value`` as a Fernet token, decrypted just before launch. ``description``
+    and ``token`` are the platform's fields, kept and unused. ``value`` is an Airflow template field
+    when a ``Macro`` is passed to ``PythonJobOperator(macros=[...])``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    template_fields: ClassVar[tuple[str, ...]] = ("value",)
+
+    key: str
+    value: str | None = None
+    secure: StrictBool = False
+    description: str | None = None
+    token: str | None = None
+
+    @field_validator("key", mode="before")
+    @classmethod
+    def _key(cls, key: Any) -> str:
+        return check_env_name(key)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value(cls, value: Any, info: Any) -> str | None:
+        return env_value(value, info.data.get("key", ""))
+
+
+class PythonEnv(BaseModel):
+    """``pythonEnv`` of ``job.json``: the job's virtual environment and extra environment.
+
+    Relative paths resolve against the job folder (see :meth:`PythonJob.resolve`). Unknown keys are
+    errors, so a typo never passes silently.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    pylock: str | None = None
+    python_version: str | None = None
+    local_extra_deps: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+    prepend_paths: list[str] = Field(default_factory=list)
+    refresh: StrictBool = False
+    command: str | None = None
+
+    @field_validator("python_version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        if value is not None and not PYTHON_VERSION.match(value.strip()):
+            raise ValueError(f"python_version {value!r} is not a version; write it like 3.12 or 3.12.4")
+        return value.strip() if value else value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, env: Any) -> Any:
+        if not isinstance(env, dict):
+            return env
+        return {check_env_name(k, "env key"): env_value(v, k) for k, v in env.items() if v is not None}
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, command: str | None) -> str | None:
+        if command is not None:
+            try:
+                if not shlex.split(command):
+                    raise ValueError("command is empty; give a script path, -m module or a console script")
+            except ValueError as exc:
+                raise ValueError(f"command {command!r} cannot be parsed: {exc}") from None
+        return command
+
+
+class RuntimeConfig(BaseModel):
+    """``runtimeConfig`` of ``job.json``; only ``macros`` is used, other platform keys are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    macros: list[Macro] = Field(default_factory=list)
+
+    @field_validator("macros", mode="before")
+    @classmethod
+    def _none_is_empty(cls, macros: Any) -> Any:
+        return [] if macros is None else macros
+
+
+class PythonJob(BaseModel):
+    """A job: its folder plus the platform's job configuration.
+
+    Build one with :meth:`load` from a job folder, a ``job.json`` or a single ``.py`` file. Only
+    ``jobId`` and ``packageName`` are required; ``packageName`` defaults to ``app.py`` when the folder
+    has no ``job.json``. ``engineType``, when present, must be ``PYTHON`` (any case). Unknown top-level
+    keys are ignored with a warning; unknown keys in a macro or in ``pythonEnv`` are errors.
+    """
+
+    model_config = ConfigDict(populate_by_name=True, frozen=True)
+
+    job_id: str = Field(alias="jobId", min_length=1)
+    engine_type: str | None = Field(default=None, alias="engineType")
+    package_name: str = Field(default=DEFAULT_SCRIPT, alias="packageName")
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
+    python_env: PythonEnv | None = Field(default=None, alias="pythonEnv")
+    folder: Path
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_unknown(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            known = {name for f in cls.model_fields.items() for name in (f[0], f[1].alias) if name}
+            for key in [k for k in data if k not in known]:
+                log.warning("job %r: ignoring unknown key %r", data.get("jobId"), key)
+                data = {k: v for k, v in data.items() if k != key}
+        return data
+
+    @field_validator("engine_type")
+    @classmethod
+    def _engine(cls, value: str | None) -> str | None:
+        if value is not None and value.upper() != "PYTHON":
+            raise ValueError(f"engineType {value!r} is not PYTHON; this engine only runs Python jobs")
+        return value
+
+    @field_validator("folder")
+    @classmethod
+    def _folder(cls, folder: Path) -> Path:
+        folder = folder.resolve()
+        if not folder.is_dir():
+            raise ValueError(f"job folder {folder} does not exist; upload the job folder first")
+        return folder
+
+    @model_validator(mode="after")
+    def _script_allowed(self) -> PythonJob:
+        if self.python_env is None or self.python_env.command is None:
+            self.script  # noqa: B018 - raises when packageName is not an allowed .py file
+        return self
+
+    @property
+    def macros(self) -> list[Macro]:
+        """The job's own macros, in ``job.json`` order."""
+        return self.runtime_config.macros
+
+    @property
+    def dotenv_path(self) -> Path:
+        """``<folder>/.env`` (it may not exist)."""
+        return self.folder / ".env"
+
+    @property
+    def script(self) -> Path:
+        """The resolved ``packageName``: a regular ``.py`` file inside the job folder.
+
+        :raises ScriptNotAllowedError: absolute, with ``..``, not ``.py``, missing, not a regular file,
+            or a symlink leaving the folder.
+        """
+        return allowed_script(self.folder, self.package_name, "packageName")
+
+    def resolve(self, path: str) -> Path:
+        """Resolve a ``pythonEnv`` path against the job folder (absolute paths are kept)."""
+        return (self.folder / Path(path).expanduser()).resolve()
+
+    def with_python_env(self, python_env: PythonEnv | dict[str, Any]) -> PythonJob:
+        """Return a copy whose ``pythonEnv`` is ``python_env`` (an operator's ``python_env=``).
+
+        :raises JobConfigError: ``python_env`` breaks the ``pythonEnv`` rules.
+        """
+        env = python_env.model_dump() if isinstance(python_env, PythonEnv) else dict(python_env)
+        data = {**self.model_dump(by_alias=True, exclude={"folder"}), "pythonEnv": env}
+        return PythonJob.from_config(data, self.folder, source=f"job {self.job_id!r}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> PythonJob:
+        """Load a job from a folder, a ``job.json`` file, or a single ``.py`` file.
+
+        :param path: job folder (``job.json`` optional inside), path to a ``job.json``, or a ``.py``
+            script (its folder is the job folder, its stem the ``jobId``).
+        :raises JobConfigError: a missing path, invalid JSON, or any job rule broken; one line.
+        """
+        path = Path(path).expanduser()
+        if path.is_dir():
+            folder, config = path, path / JOB_FILE
+            data = _read_json(config) if config.is_file() else {"jobId": path.resolve().name}
+        elif path.is_file() and path.suffix == ".json":
+            folder, data = path.parent, _read_json(path)
+        elif path.is_file() and path.suffix == ".py":
+            folder, data = path.parent, {"jobId": path.stem, "packageName": path.name}
+        elif not path.exists():
+            raise JobConfigError(f"job {path} does not exist; give a job folder, a job.json or a .py file")
+        else:
+            raise JobConfigError(f"job {path} is not a job folder, a job.json or a .py file")
+        if not isinstance(data, dict):
+            raise JobConfigError(f"{path}: job configuration must be a JSON object, not {type(data).__name__}")
+        return cls.from_config(data, folder, source=str(path))
+
+    @classmethod
+    def from_config(cls, data: dict[str, Any], folder: str | Path, source: str = "job") -> PythonJob:
+        """Validate a platform job configuration (``job.json`` content) for ``folder``.
+
+        :raises JobConfigError: one line naming the field, the value and the fix.
+        """
+        try:
+            return cls.model_validate({**data, "folder": Path(folder)})
+        except ValidationError as exc:
+            raise JobConfigError(f"{source}: {one_line(exc)}") from None
+
+
+def allowed_script(folder: Path, name: str, what: str) -> Path:
+    """Resolve ``name`` to a regular ``.py`` file confined to ``folder`` (the platform's rule that
+    only uploaded ``.py`` files are executed).
+
+    :returns: the resolved absolute path.
+    :raises ScriptNotAllowedError: when ``name`` breaks the rule; the message says which way.
+    """
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if not name.strip():
+        raise ScriptNotAllowedError(f"{what} is empty; name the job's .py script, e.g. app.py")
+    if posix.is_absolute():
+        raise ScriptNotAllowedError(
+            f"{what} {name!r} is an absolute path; give a path relative to the job folder {folder}"
+        )
+    if ".." in posix.parts:
+        raise ScriptNotAllowedError(f"{what} {name!r} contains '..'; it must stay inside the job folder")
+    if posix.suffix != ".py":
+        raise ScriptNotAllowedError(f"{what} {name!r} is not a .py file; only .py scripts are executed")
+    candidate = folder / posix
+    resolved = candidate.resolve()
+    if not resolved.is_relative_to(folder):
+        raise ScriptNotAllowedError(
+            f"{what} {name!r} is a symlink to {resolved}, outside the job folder; copy the script into it"
+        )
+    if not candidate.exists():
+        raise ScriptNotAllowedError(f"{what} {name!r} does not exist in {folder}; upload it or fix the name")
+    if not resolved.is_file() or resolved.suffix != ".py":
+        raise ScriptNotAllowedError(f"{what} {name!r} is not a regular .py file; point it at the script")
+    return resolved
+
+
+def one_line(exc: ValidationError) -> str:
+    """Summarise a pydantic ``ValidationError`` as one line: ``field.path: message``."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"] if p != "folder") or "job"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key {err['loc'][-1]!r}; remove it or fix its spelling"
+        elif err["type"] == "missing":
+            msg = "is required"
+        parts.append(f"{loc}: {msg}" if not msg.startswith(str(err["loc"][-1])) else msg)
+    return "; ".join(parts)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise JobConfigError(
+            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the syntax"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobConfigError(f"{path} cannot be read ({exc}); check the file") from None

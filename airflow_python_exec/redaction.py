@@ -1,0 +1,39 @@
+"""Replace decrypted ``secure`` macro values in output lines with ``***``.
+
+Every occurrence is replaced by exactly ``***`` whatever the value's length, so neither the value
+nor its length reaches the log. A multi-line value is also matched line by line, since output is
+handled one line at a time. This runs before a line leaves the service; Airflow's own
+``mask_secret`` is a second net on the task-log side.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+MASK = "***"
+
+
+class Redactor:
+    """Callable ``str -> str`` that masks ``secrets`` (a no-op when there are none).
+
+    :param secrets: plain-text values to hide; empty strings are ignored.
+    """
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        values: set[str] = set()
+        for secret in secrets:
+            values.add(secret)
+            values.update(part for part in secret.splitlines() if part.strip())
+        values.discard("")
+        # Longest first, so a value that contains another is masked whole.
+        ordered = sorted(values, key=len, reverse=True)
+        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+
+    def __call__(self, line: str) -> str:
+        if self._pattern is None:
+            return line
+        return self._pattern.sub(MASK, line)
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None

@@ -1,0 +1,176 @@
+"""``PythonExecutionService``: the platform's engine lifecycle, ``init`` / ``run`` / ``stop`` / ``close``.
+
+``run`` loads the job, validates the interpreter (once per service), provisions the job's
+environment when it has a lock file, builds the command, starts the script in its own process group
+and streams its merged output line by line, secrets already replaced by ``***``. It needs no running
+Airflow; the hook in :mod:`airflow_python_exec.hooks` adapts it to the task log.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from airflow_python_exec.builder import MacrosArg, PythonCommandBuilder
+from airflow_python_exec.models import PythonJob
+from airflow_python_exec.process import STOP_GRACE_S, JobProcess
+from airflow_python_exec.redaction import Redactor
+from airflow_python_exec.settings import EngineSettings
+from airflow_python_exec.validator import Interpreter, PythonEngineValidator
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The outcome of one run.
+
+    :ivar exit_code: the script's exit status; a script ended by signal N reports 128 + N.
+    :ivar duration_s: wall time from start of the script to its end, in seconds.
+    :ivar last_line: the last output line (secrets replaced), ``""`` if none.
+    :ivar stopped: ``True`` when :meth:`PythonExecutionService.stop` ended the run.
+    """
+
+    exit_code: int
+    duration_s: float
+    last_line: str
+    stopped: bool = False
+
+
+class PythonExecutionService:
+    """Run Python script jobs: ``init()``, then any number of ``run()``, then ``close()``.
+
+    :param settings: engine settings; default: ``[python_exec]`` from Airflow's configuration.
+    :param stop_grace_s: seconds between SIGTERM and SIGKILL when a run is stopped.
+    """
+
+    def __init__(self, settings: EngineSettings | None = None, *, stop_grace_s: float = STOP_GRACE_S) -> None:
+        self._settings = settings
+        self.stop_grace_s = stop_grace_s
+        self._interpreter: Interpreter | None = None
+        self._process: JobProcess | None = None
+        self._stop_requested = False
+
+    @property
+    def settings(self) -> EngineSettings:
+        """The settings in use (read from Airflow's configuration on first access if not given)."""
+        if self._settings is None:
+            self._settings = EngineSettings.from_airflow_config()
+        return self._settings
+
+    def init(self) -> Interpreter:
+        """Validate the configured installation and return its interpreter.
+
+        :raises PythonExecError: a subclass naming what is wrong (see :class:`PythonEngineValidator`).
+        """
+        self._interpreter = PythonEngineValidator(self.settings).validate()
+        log.info("Python interpreter: %s (%s)", self._interpreter.path, self._interpreter.version)
+        return self._interpreter
+
+    def run(
+        self,
+        job: PythonJob | str | Path,
+        *,
+        macros: MacrosArg = None,
+        dotenv_as_macros: bool = False,
+        refresh: bool | None = None,
+        cwd: str | Path | None = None,
+        inherit_env: bool | None = None,
+        context_env: Mapping[str, str] | None = None,
+        on_line: Callable[[str], None] | None = None,
+        on_secrets: Callable[[frozenset[str]], None] | None = None,
+    ) -> RunResult:
+        """Run ``job`` to its end and return its :class:`RunResult`.
+
+        :param job: a :class:`PythonJob`, or a path for :meth:`PythonJob.load`.
+        :param macros: per-run macros, overriding ``job.json`` macros of the same key.
+        :param dotenv_as_macros: convert the job's ``.env`` into environment variables.
+        :param refresh: ``True`` builds an ephemeral environment for this run (default: the job's
+            ``pythonEnv.refresh``).
+        :param cwd: working directory (relative to the job folder); default the job folder.
+        :param inherit_env: override ``[python_exec] inherit_env``.
+        :param context_env: Airflow context variables (``AIRFLOW_CTX_*``).
+        :param on_line: called with each output line, a ``str`` without newline, secrets replaced.
+        :param on_secrets: called with the decrypted values before the script starts (for
+            Airflow's ``mask_secret``).
+        :raises PythonExecError: the job is refused before its script starts (exit status 2), or
+            its environment cannot be provisioned (``ProvisioningError``, exit status 3).
+        """
+        job = job if isinstance(job, PythonJob) else PythonJob.load(job)
+        interpreter = self._interpreter or self.init()
+        with ExitStack() as stack:
+            venv = self._environment(stack, job, interpreter, refresh)
+            python = venv / "bin" / "python" if venv is not None else interpreter.path
+            command = PythonCommandBuilder(self.settings).build(
+                job,
+                python,
+                macros=macros,
+                dotenv_as_macros=dotenv_as_macros,
+                inherit_env=inherit_env,
+                context_env=context_env,
+                cwd=cwd,
+                venv=venv,
+            )
+            if on_secrets is not None and command.secrets:
+                on_secrets(command.secrets)
+            if self._stop_requested:
+                log.warning("job %s was stopped before its script started", job.job_id)
+                return RunResult(exit_code=128 + signal.SIGTERM, duration_s=0.0, last_line="", stopped=True)
+            return self._execute(job, command, on_line)
+
+    def _environment(
+        self, stack: ExitStack, job: PythonJob, interpreter: Interpreter, refresh: bool | None
+    ) -> Path | None:
+        """The job's virtual environment, or ``None`` when it has no lock file."""
+        env = job.python_env
+        if env is None or (env.pylock is None and not env.local_extra_deps and env.python_version is None):
+            return None
+        from airflow_python_exec.environments import EnvironmentProvisioner
+
+        provisioner = EnvironmentProvisioner(self.settings, should_stop=lambda: self._stop_requested)
+        return stack.enter_context(provisioner.environment(job, interpreter, refresh=refresh))
+
+    def _execute(self, job: PythonJob, command, on_line: Callable[[str], None] | None) -> RunResult:
+        redact = Redactor(command.secrets)
+        log.info("Running job %s: %s (cwd %s)", job.job_id, " ".join(command.argv), command.cwd)
+        started = time.monotonic()
+        process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s)
+        self._process = process
+        last = ""
+        try:
+            if self._stop_requested:  # stop() raced with the start
+                process.stop()
+            for line in process.stream():
+                last = redact(line)
+                if on_line is not None:
+                    on_line(last)
+            exit_code = process.wait()
+        except BaseException:
+            process.kill()  # an interrupted reader (task timeout, Ctrl-C) must not leave the group
+            raise
+        finally:
+            self._process = None
+            process.close()
+        return RunResult(exit_code, time.monotonic() - started, last, stopped=process.stopped)
+
+    def stop(self) -> None:
+        """Stop the current run: SIGTERM to the script's process group, SIGKILL after the grace period.
+
+        Safe to call at any time, from another thread or a signal handler; a later ``run`` on this
+        service is refused until :meth:`close`. A no-op when nothing runs.
+        """
+        self._stop_requested = True
+        process = self._process
+        if process is not None:
+            process.stop()
+
+    def close(self) -> None:
+        """Stop anything still running and release what ``init``/``run`` acquired."""
+        self.stop()
+        self._interpreter = None
+        self._stop_requested = False

@@ -1,0 +1,130 @@
+"""Engine settings: the ``[python_exec]`` section of Airflow's configuration, read in one place.
+
+Every option can be set in ``airflow.cfg`` or as ``AIRFLOW__PYTHON_EXEC__<OPTION>`` (Airflow's
+configuration convention); ``get_provider_info()`` declares the same options and defaults, so
+``airflow config list --defaults`` shows them. Operator and CLI arguments override a setting for
+one job via :meth:`EngineSettings.override`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from airflow_python_exec.errors import PythonExecError
+
+SECTION = "python_exec"
+
+#: option -> (default as written in airflow.cfg, or None for "unset", description)
+OPTIONS: dict[str, tuple[str | None, str]] = {
+    "enabled": (
+        "True",
+        "The platform's python.enabled: False refuses every job before anything runs.",
+    ),
+    "install_path": (
+        None,
+        "The platform's python.installPath: a Python installation prefix holding bin/python3 or "
+        "bin/python. Unset: the base installation of the Python that runs Airflow. Set but blank, "
+        "missing, or without an executable interpreter: every job fails before execution.",
+    ),
+    "cache_dir": (
+        None,
+        "Folder holding cached job environments (envs/<key>/) and ephemeral ones (ephemeral/). "
+        "Unset: $XDG_CACHE_HOME/airflow_python_exec, else ~/.cache/airflow_python_exec.",
+    ),
+    "fernet_key": (
+        None,
+        "Comma-separated Fernet keys that decrypt secure macros (first key encrypts; all decrypt, "
+        "as in MultiFernet rotation). Unset: [core] fernet_key.",
+    ),
+    "python_downloads": (
+        "never",
+        "Passed to uv as UV_PYTHON_DOWNLOADS when a job asks for a python_version: "
+        "never, manual or automatic.",
+    ),
+    "lock_timeout": (
+        "600",
+        "Seconds to wait while another process provisions the same cached environment.",
+    ),
+    "inherit_env": (
+        "True",
+        "True: the script inherits the worker's environment minus Airflow's own secrets. False: "
+        "only PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER.",
+    ),
+}
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/airflow_python_exec``, else ``~/.cache/airflow_python_exec``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "airflow_python_exec"
+
+
+class EngineSettings(BaseModel):
+    """The resolved ``[python_exec]`` options for one engine (immutable).
+
+    Build it with :meth:`from_airflow_config` to read Airflow's configuration, or directly with
+    keyword arguments (tests, embedding). ``fernet_key`` is a :class:`pydantic.SecretStr` so it never
+    shows in a repr or a log line.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    install_path: str | None = None
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    fernet_key: SecretStr | None = None
+    python_downloads: Literal["never", "manual", "automatic"] = "never"
+    lock_timeout: float = Field(default=600.0, gt=0)
+    inherit_env: bool = True
+
+    @classmethod
+    def from_airflow_config(cls, **overrides: Any) -> EngineSettings:
+        """Read ``[python_exec]`` from Airflow's configuration, then apply ``overrides``.
+
+        ``fernet_key`` falls back to ``[core] fernet_key`` when unset. Overrides whose value is
+        ``None`` are ignored, so operator arguments left at their default keep the setting.
+
+        :raises PythonExecError: an option has a value of the wrong type.
+        """
+        from airflow.configuration import conf
+
+        values: dict[str, Any] = {}
+        for option in OPTIONS:
+            value = conf.get(SECTION, option, fallback=None)
+            if value is not None:
+                values[option] = value
+        if not values.get("fernet_key"):
+            values["fernet_key"] = conf.get("core", "fernet_key", fallback=None) or None
+        return cls._validated({**values, **_set_only(overrides)}, "[python_exec]")
+
+    def override(self, **overrides: Any) -> EngineSettings:
+        """Return a copy with the non-``None`` ``overrides`` applied (validated like the settings)."""
+        if not _set_only(overrides):
+            return self
+        return self._validated({**self.model_dump(), **_set_only(overrides)}, "override")
+
+    @classmethod
+    def _validated(cls, values: dict[str, Any], origin: str) -> EngineSettings:
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            option = ".".join(str(p) for p in err["loc"])
+            shown = "***" if option == "fernet_key" else repr(err.get("input"))
+            raise PythonExecError(
+                f"{origin} {option} = {shown} is invalid: {err['msg']}; fix the value"
+            ) from None
+
+    def fernet_keys(self) -> list[str]:
+        """The configured Fernet keys, in order, without blanks."""
+        if self.fernet_key is None:
+            return []
+        return [k.strip() for k in self.fernet_key.get_secret_value().split(",") if k.strip()]
+
+
+def _set_only(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
