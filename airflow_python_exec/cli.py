@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ from airflow_python_exec.settings import EngineSettings
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    # The CLI reads Airflow's configuration but needs no metadata database, ORM or Airflow logging:
+    # Airflow's documented opt-out of its import-time initialisation halves the start-up time.
+    os.environ.setdefault("_AIRFLOW__AS_LIBRARY", "1")
     try:
         return args.func(args)
     except PythonExecError as exc:

@@ -1,0 +1,80 @@
+"""Shared fixtures: job folders written on the fly, engine settings isolated per test.
+
+The suite runs under ``make test``, which prepares a throw-away AIRFLOW_HOME (SQLite metadata
+database) before pytest starts; Airflow-side tests run real ``dag.test()`` against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow_home"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+
+from cryptography.fernet import Fernet  # noqa: E402
+
+from airflow_python_exec import EngineSettings  # noqa: E402
+
+#: A script that prints its environment as one JSON line, for precedence tests.
+DUMP_ENV = "import json, os\nprint('ENV=' + json.dumps(dict(os.environ)))\n"
+
+
+def write_job(folder: Path, script: str = DUMP_ENV, *, job: dict | None = None, dotenv: str | None = None,
+              name: str = "app.py") -> Path:
+    """Write a job folder: ``name`` holding ``script``, optional ``job.json`` and ``.env``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(textwrap.dedent(script))
+    if job is not None:
+        (folder / "job.json").write_text(json.dumps(job))
+    if dotenv is not None:
+        (folder / ".env").write_text(textwrap.dedent(dotenv))
+    return folder
+
+
+def env_of(lines: list[str]) -> dict[str, str]:
+    """The environment a DUMP_ENV script printed."""
+    for line in lines:
+        if line.startswith("ENV="):
+            return json.loads(line[4:])
+    raise AssertionError(f"no ENV= line in output: {lines!r}")
+
+
+def process_gone(pid: int, timeout: float = 5.0) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for a reaper counts as exited)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def fernet_key() -> str:
+    return Fernet.generate_key().decode()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, fernet_key: str) -> EngineSettings:
+    """Settings using the interpreter running the tests (it has python-dotenv) and a private cache."""
+    return EngineSettings(
+        install_path=sys.prefix, cache_dir=tmp_path / "cache", fernet_key=fernet_key
+    )
+
+
+@pytest.fixture
+def job_dir(tmp_path: Path) -> Path:
+    return tmp_path / "job"

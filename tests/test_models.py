@@ -1,0 +1,116 @@
+"""Job folder rules (DESIGN.md "The job folder"): what loads, and what is refused with one line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from airflow_python_exec import Macro, PythonJob
+from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
+from conftest import write_job
+
+
+def test_folder_without_job_json_runs_app_py(job_dir: Path) -> None:
+    write_job(job_dir)
+    job = PythonJob.load(job_dir)
+    assert job.job_id == "job"
+    assert job.script == job_dir / "app.py"
+    assert job.macros == []
+
+
+def test_job_json_and_single_py_file(job_dir: Path) -> None:
+    write_job(job_dir, name="main.py", job={"jobId": "j1", "packageName": "main.py", "engineType": "python"})
+    assert PythonJob.load(job_dir / "job.json").script.name == "main.py"
+    single = PythonJob.load(job_dir / "main.py")
+    assert (single.job_id, single.script.name) == ("main", "main.py")
+
+
+def test_macro_values_become_strings_and_null_is_skipped(job_dir: Path) -> None:
+    macros = [
+        {"key": "N", "value": 5},
+        {"key": "F", "value": 1.5},
+        {"key": "B", "value": True},
+        {"key": "NONE", "value": None},
+        {"key": "MISSING"},
+        {"key": "S", "value": "x", "secure": False, "description": "kept", "token": "kept"},
+    ]
+    write_job(job_dir, job={"jobId": "j", "packageName": "app.py", "runtimeConfig": {"macros": macros}})
+    values = {m.key: m.value for m in PythonJob.load(job_dir).macros}
+    assert values == {"N": "5", "F": "1.5", "B": "true", "NONE": None, "MISSING": None, "S": "x"}
+
+
+def test_unknown_top_level_key_is_ignored_with_a_warning(job_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    write_job(job_dir, job={"jobId": "j", "packageName": "app.py", "owner": "platform"})
+    with caplog.at_level(logging.WARNING):
+        PythonJob.load(job_dir)
+    assert "owner" in caplog.text
+
+
+def _refusal(job_dir: Path, job: object, raw: str | None = None) -> str:
+    write_job(job_dir, job=None)
+    (job_dir / "job.json").write_text(raw if raw is not None else json.dumps(job))
+    with pytest.raises(JobConfigError) as info:
+        PythonJob.load(job_dir)
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        ({"packageName": "app.py"}, "jobId"),
+        ({"jobId": "j", "engineType": "SPARK"}, "engineType 'SPARK' is not PYTHON"),
+        ({"jobId": "j", "packageName": "missing.py"}, "'missing.py' does not exist"),
+        ({"jobId": "j", "packageName": "app.sh"}, "not a .py file"),
+        ({"jobId": "j", "packageName": "/etc/app.py"}, "absolute path"),
+        ({"jobId": "j", "packageName": "../app.py"}, "'..'"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "", "value": "v"}]}}, "not a valid environment variable"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "1ABC", "value": "v"}]}}, "'1ABC'"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A=B", "value": "v"}]}}, "'A=B'"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A-B", "value": "v"}]}}, "'A-B'"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A B", "value": "v"}]}}, "'A B'"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A", "value": "a\u0000b"}]}}, "NUL byte"),
+        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A", "value": "v", "secrets": 1}]}}, "unknown key 'secrets'"),
+        ({"jobId": "j", "pythonEnv": {"pylok": "pylock.toml"}}, "unknown key 'pylok'"),
+    ],
+)
+def test_bad_job_json_is_refused_with_one_line(job_dir: Path, job: dict, expected: str) -> None:
+    assert expected in _refusal(job_dir, job)
+
+
+def test_invalid_json_names_the_position(job_dir: Path) -> None:
+    message = _refusal(job_dir, None, raw='{"jobId": "j",}')
+    assert "not valid JSON" in message and "line 1" in message
+
+
+def test_symlink_leaving_the_folder_is_refused(tmp_path: Path, job_dir: Path) -> None:
+    outside = tmp_path / "outside.py"
+    outside.write_text("print('escaped')\n")
+    write_job(job_dir)
+    os.symlink(outside, job_dir / "link.py")
+    (job_dir / "job.json").write_text(json.dumps({"jobId": "j", "packageName": "link.py"}))
+    with pytest.raises(ScriptNotAllowedError, match="outside the job folder"):
+        PythonJob.load(job_dir)
+
+
+def test_folder_named_py_is_not_a_regular_file(job_dir: Path) -> None:
+    write_job(job_dir)
+    (job_dir / "pkg.py").mkdir()
+    (job_dir / "job.json").write_text(json.dumps({"jobId": "j", "packageName": "pkg.py"}))
+    with pytest.raises(ScriptNotAllowedError, match="not a regular .py file"):
+        PythonJob.load(job_dir)
+
+
+def test_missing_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(JobConfigError, match="does not exist"):
+        PythonJob.load(tmp_path / "nope")
+
+
+def test_macro_template_field_is_value() -> None:
+    assert Macro.template_fields == ("value",)
+    assert Macro(key="K", value=3).value == "3"
