@@ -1,0 +1,58 @@
+"""Airflow sees the package as a provider; the example DAGs run with `airflow dags test` (the demo)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from airflow_python_exec.get_provider_info import get_provider_info
+from airflow_python_exec.settings import OPTIONS
+
+AIRFLOW = str(Path(sys.executable).parent / "airflow")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def airflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
+
+
+def test_provider_info_declares_every_setting() -> None:
+    section = get_provider_info()["config"]["python_exec"]["options"]
+    assert set(section) == set(OPTIONS) == {
+        "enabled", "install_path", "cache_dir", "fernet_key", "python_downloads", "lock_timeout", "inherit_env"}
+    assert section["fernet_key"]["sensitive"] is True
+    assert section["python_downloads"]["default"] == "never"
+    assert section["lock_timeout"]["default"] == "600"
+
+
+def test_airflow_lists_the_provider_and_its_config_defaults() -> None:
+    providers = airflow("providers", "list")
+    assert "airflow-python-exec" in providers.stdout
+    defaults = airflow("config", "list", "--defaults", "--section", "python_exec")
+    assert "[python_exec]" in defaults.stdout
+    for option in OPTIONS:
+        assert option in defaults.stdout
+
+
+def test_hello_example_dag_shows_the_hello_lines_in_the_task_log() -> None:
+    """What `make demo` runs: the platform's HelloWorld through three tasks, secret masked."""
+    done = airflow("dags", "test", "hello_python_exec")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert out.count("Hello from HelloWorld Demo") == 2  # .env loaded by the script; .env as macros
+    assert "Version: 2.0.0-macro" in out  # a macro beats the .env entry it overrides
+    assert "Hello from HelloWorld from the UI" in out  # the Param's default
+    assert "API token: ***" in out and "demo-api-token" not in out
+    assert "state=success" in out
+
+
+def test_daily_example_dag_runs_with_its_date() -> None:
+    done = airflow("dags", "test", "daily_python_exec", "2026-03-01")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "Daily report for 2026-03-01" in out
+    assert "DAG daily_python_exec run" in out
+    assert "Hello from HelloWorld via @task.python_job" in out
