@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from airflow_python_exec import crypto
-from airflow_python_exec.errors import PythonExecError
+from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.settings import EngineSettings
 
 
@@ -72,12 +72,87 @@ def cmd_run(args: argparse.Namespace) -> int:
             refresh=True if args.refresh else None,
             cwd=args.cwd,
             on_line=lambda line: print(line, flush=True),
+            on_setup_line=lambda line: print(line, file=sys.stderr, flush=True),
         )
+    except PythonExecError:
+        if received:  # stopped by the signal while provisioning: report the signal, as Airflow would
+            return 128 + received[0]
+        raise
     finally:
         service.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return 128 + received[0] if received else result.exit_code
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from airflow_python_exec.environments import EnvironmentProvisioner
+    from airflow_python_exec.models import PythonJob
+    from airflow_python_exec.validator import PythonEngineValidator
+
+    settings = _settings(args)
+    job = PythonJob.load(args.path)
+    if job.python_env is None or not job.python_env.needs_environment:
+        raise JobConfigError(f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version; "
+                             "there is no environment to provision")
+    interpreter = PythonEngineValidator(settings).validate()
+    provisioner = EnvironmentProvisioner(settings, on_line=lambda line: print(line, file=sys.stderr, flush=True))
+    previous = {sig: signal.signal(sig, lambda *_: provisioner.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        print(provisioner.provision(job, interpreter))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def cmd_envs_list(args: argparse.Namespace) -> int:
+    from airflow_python_exec.environments import list_environments
+
+    envs = list_environments(_settings(args).cache_dir)
+    print(f"{'KEY':<34}{'SIZE':>10}  {'CREATED':<20}{'LAST USED':<20}JOB")
+    for env in envs:
+        state = "" if env.provisioned else "  (unfinished)"
+        print(f"{env.key:<34}{_size(env.size_bytes):>10}  {_when(env.created):<20}{_when(env.last_used):<20}"
+              f"{env.job_id}{state}")
+    return 0
+
+
+def cmd_envs_prune(args: argparse.Namespace) -> int:
+    from airflow_python_exec.environments import prune
+
+    removed, busy = prune(_settings(args).cache_dir, args.unused_for, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for env in removed:
+        print(f"{verb} {env.key} ({_size(env.size_bytes)}, job {env.job_id}, last used {_when(env.last_used)})")
+    for key in busy:
+        print(f"kept {key}: in use by a running job")
+    print(f"{verb}: {len(removed)}; in use: {len(busy)}")
+    return 0
+
+
+def _duration(text: str) -> float:
+    """``90``, ``45s``, ``30m``, ``12h``, ``7d`` -> seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    number, unit = (text[:-1], text[-1]) if text[-1:].lower() in units else (text, "s")
+    try:
+        return float(number) * units[unit.lower()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is not like 90, 45s, 30m, 12h or 7d") from None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _when(ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -125,6 +200,20 @@ def _parser() -> argparse.ArgumentParser:
 
     generate = sub.add_parser("generate-key", help="print a new Fernet key")
     generate.set_defaults(func=cmd_generate_key)
+
+    provision = sub.add_parser("provision", help="build a job's cached environment without running it")
+    provision.add_argument("path")
+    provision.add_argument("--install-path", metavar="P", help="override [python_exec] install_path")
+    provision.set_defaults(func=cmd_provision)
+
+    envs = sub.add_parser("envs", help="cached environments").add_subparsers(dest="envs_command", required=True)
+    envs.add_parser("list", help="key, size, created, last used and the job that built it").set_defaults(
+        func=cmd_envs_list)
+    prune = envs.add_parser("prune", help="remove environments unused for a while (never one in use)")
+    prune.add_argument("--unused-for", type=_duration, required=True, metavar="DURATION",
+                       help="e.g. 7d, 12h, 30m, 45s")
+    prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
+    prune.set_defaults(func=cmd_envs_prune)
     return parser
 
 

@@ -110,6 +110,11 @@ class PythonEnv(BaseModel):
     refresh: StrictBool = False
     command: str | None = None
 
+    @property
+    def needs_environment(self) -> bool:
+        """True when the job gets its own virtual environment (a lock, extras or a Python version)."""
+        return bool(self.pylock or self.local_extra_deps or self.python_version)
+
     @field_validator("python_version")
     @classmethod
     def _version(cls, value: str | None) -> str | None:

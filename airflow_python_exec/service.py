@@ -54,6 +54,7 @@ class PythonExecutionService:
         self.stop_grace_s = stop_grace_s
         self._interpreter: Interpreter | None = None
         self._process: JobProcess | None = None
+        self._provisioner = None
         self._stop_requested = False
 
     @property
@@ -84,6 +85,7 @@ class PythonExecutionService:
         context_env: Mapping[str, str] | None = None,
         on_line: Callable[[str], None] | None = None,
         on_secrets: Callable[[frozenset[str]], None] | None = None,
+        on_setup_line: Callable[[str], None] | None = None,
     ) -> RunResult:
         """Run ``job`` to its end and return its :class:`RunResult`.
 
@@ -98,13 +100,17 @@ class PythonExecutionService:
         :param on_line: called with each output line, a ``str`` without newline, secrets replaced.
         :param on_secrets: called with the decrypted values before the script starts (for
             Airflow's ``mask_secret``).
+        :param on_setup_line: called with each environment-provisioning line (prefixed
+            ``[python_exec]`` or ``[uv]``); default: this module's logger.
         :raises PythonExecError: the job is refused before its script starts (exit status 2), or
             its environment cannot be provisioned (``ProvisioningError``, exit status 3).
         """
         job = job if isinstance(job, PythonJob) else PythonJob.load(job)
         interpreter = self._interpreter or self.init()
         with ExitStack() as stack:
-            venv = self._environment(stack, job, interpreter, refresh)
+            if self._stop_requested:
+                return self._stopped_before_start(job)
+            venv = self._environment(stack, job, interpreter, refresh, on_setup_line)
             python = venv / "bin" / "python" if venv is not None else interpreter.path
             command = PythonCommandBuilder(self.settings).build(
                 job,
@@ -119,21 +125,33 @@ class PythonExecutionService:
             if on_secrets is not None and command.secrets:
                 on_secrets(command.secrets)
             if self._stop_requested:
-                log.warning("job %s was stopped before its script started", job.job_id)
-                return RunResult(exit_code=128 + signal.SIGTERM, duration_s=0.0, last_line="", stopped=True)
+                return self._stopped_before_start(job)
             return self._execute(job, command, on_line)
 
+    @staticmethod
+    def _stopped_before_start(job: PythonJob) -> RunResult:
+        log.warning("job %s was stopped before its script started", job.job_id)
+        return RunResult(exit_code=128 + signal.SIGTERM, duration_s=0.0, last_line="", stopped=True)
+
     def _environment(
-        self, stack: ExitStack, job: PythonJob, interpreter: Interpreter, refresh: bool | None
+        self,
+        stack: ExitStack,
+        job: PythonJob,
+        interpreter: Interpreter,
+        refresh: bool | None,
+        on_setup_line: Callable[[str], None] | None,
     ) -> Path | None:
-        """The job's virtual environment, or ``None`` when it has no lock file."""
-        env = job.python_env
-        if env is None or (env.pylock is None and not env.local_extra_deps and env.python_version is None):
+        """The job's virtual environment (entered on ``stack``), or ``None`` when it needs none."""
+        if job.python_env is None or not job.python_env.needs_environment:
             return None
         from airflow_python_exec.environments import EnvironmentProvisioner
 
-        provisioner = EnvironmentProvisioner(self.settings, should_stop=lambda: self._stop_requested)
-        return stack.enter_context(provisioner.environment(job, interpreter, refresh=refresh))
+        provisioner = EnvironmentProvisioner(self.settings, on_line=on_setup_line)
+        self._provisioner = provisioner
+        try:
+            return stack.enter_context(provisioner.environment(job, interpreter, refresh=refresh))
+        finally:
+            self._provisioner = None
 
     def _execute(self, job: PythonJob, command, on_line: Callable[[str], None] | None) -> RunResult:
         redact = Redactor(command.secrets)
@@ -161,13 +179,14 @@ class PythonExecutionService:
     def stop(self) -> None:
         """Stop the current run: SIGTERM to the script's process group, SIGKILL after the grace period.
 
-        Safe to call at any time, from another thread or a signal handler; a later ``run`` on this
-        service is refused until :meth:`close`. A no-op when nothing runs.
+        Safe to call at any time, from another thread or a signal handler; a provisioning in progress
+        is stopped too. Until :meth:`close`, a later ``run`` returns a stopped result without starting
+        anything.
         """
         self._stop_requested = True
-        process = self._process
-        if process is not None:
-            process.stop()
+        for running in (self._provisioner, self._process):
+            if running is not None:
+                running.stop()
 
     def close(self) -> None:
         """Stop anything still running and release what ``init``/``run`` acquired."""

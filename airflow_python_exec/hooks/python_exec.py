@@ -53,19 +53,25 @@ class PythonExecutionHook(BaseHook):
         """Run ``job`` with its output in the task log; see :meth:`PythonExecutionService.run`.
 
         :param context: the task's Airflow context; its ``AIRFLOW_CTX_*`` variables reach the script.
-        :param run_kwargs: ``macros``, ``dotenv_as_macros``, ``refresh``, ``cwd``, ``python_env``.
+        :param run_kwargs: ``macros``, ``dotenv_as_macros``, ``refresh``, ``cwd``, ``inherit_env``.
         :raises PythonExecError: the job is refused or its environment cannot be provisioned.
         """
         context_env = context_to_airflow_vars(context, in_env_var_format=True) if context else None
         return self.service.run(
-            job, context_env=context_env, on_line=self._log_line, on_secrets=self._mask, **run_kwargs
+            job,
+            context_env=context_env,
+            on_line=self.log_line,
+            on_setup_line=self.log_line,
+            on_secrets=self._mask,
+            **run_kwargs,
         )
 
     def stop(self) -> None:
         """Stop the running script's process group (Airflow's ``on_kill``)."""
         self.service.stop()
 
-    def _log_line(self, line: str) -> None:
+    def log_line(self, line: str) -> None:
+        """Write one line into the task log."""
         self.log.info("%s", line)
 
     @staticmethod

@@ -74,7 +74,7 @@ class PythonJobOperator(BaseOperator):
         :raises AirflowSkipException: the exit code is in ``skip_on_exit_code``.
         :raises AirflowException: the script exited with any other non-zero code.
         """
-        job = self._load_job(context)
+        job = load_job(self.job, context, self.dag, self.python_env)
         self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env)
         result = self._hook.run_job(
             job,
@@ -97,12 +97,16 @@ class PythonJobOperator(BaseOperator):
         if self._hook is not None:
             self._hook.stop()
 
-    def _load_job(self, context: Any) -> PythonJob:
-        path = Path(str(self.job)).expanduser()
-        if not path.is_absolute():
-            dag = context.get("dag") or self.dag
-            path = Path(dag.fileloc).parent / path
-        job = PythonJob.load(path)
-        if self.python_env is not None:
-            job = job.with_python_env(self.python_env)
-        return job
+
+
+def load_job(job: str, context: Any, dag: Any, python_env: PythonEnv | Mapping[str, Any] | None) -> PythonJob:
+    """Load a task's job: a relative path resolves against the DAG file's folder; ``python_env``
+    replaces the job's ``pythonEnv``.
+
+    :raises JobConfigError: the job breaks the job rules.
+    """
+    path = Path(str(job)).expanduser()
+    if not path.is_absolute():
+        path = Path((context.get("dag") or dag).fileloc).parent / path
+    loaded = PythonJob.load(path)
+    return loaded.with_python_env(python_env) if python_env is not None else loaded

@@ -1,0 +1,44 @@
+"""Checks on a PEP 751 lock file before uv sees it, so a bad lock fails with one clear line."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from airflow_python_exec.errors import ProvisioningError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+#: PEP 751: ``pylock.toml`` or ``pylock.<name>.toml`` (name non-empty, no dots).
+LOCK_NAME = re.compile(r"pylock(\.[^.]+)?\.toml\Z")
+
+
+def check_lock(lock: Path) -> int:
+    """Check that ``lock`` exists, is named per PEP 751, parses as TOML and is a version-1 lock.
+
+    :returns: the number of ``[[packages]]`` it lists.
+    :raises ProvisioningError: with the file and what is wrong with it.
+    """
+    if not lock.is_file():
+        raise ProvisioningError(f"lock file {lock} does not exist; add it to the job folder or fix pythonEnv.pylock")
+    if not LOCK_NAME.match(lock.name):
+        raise ProvisioningError(
+            f"lock file {lock.name!r} is not a PEP 751 name; rename it to pylock.toml or pylock.<name>.toml"
+        )
+    try:
+        data = tomllib.loads(lock.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProvisioningError(f"lock file {lock} is not valid TOML ({exc}); regenerate it") from None
+    version = str(data.get("lock-version", ""))
+    if not version or not isinstance(data.get("packages"), list):
+        raise ProvisioningError(
+            f"lock file {lock} is not a PEP 751 lock (no lock-version or packages); generate it with "
+            "uv pip compile --format pylock.toml"
+        )
+    if version.split(".")[0] != "1":
+        raise ProvisioningError(f"lock file {lock} has lock-version {version}; only version 1 locks are supported")
+    return len(data["packages"])

@@ -1,0 +1,248 @@
+"""``EnvironmentProvisioner``: a job's virtual environment, built with uv from its PEP 751 lock.
+
+Cached (the default): ``<cache_dir>/envs/<key>/``, content-addressed (see :mod:`.key`), shared by
+every run with the same inputs, built once under a ``filelock`` lock (``envs/<key>.lock``) and used
+only once its ``.provisioned`` marker exists; the marker is written last, by an atomic rename, so a
+process killed at any instant leaves either a finished environment or an unmarked folder that the
+next run removes and rebuilds. While a job runs it holds a shared lock on ``envs/<key>.inuse``, which
+``envs prune`` must take exclusively before it removes anything.
+
+Ephemeral (``refresh: true``): ``<cache_dir>/ephemeral/env_<pid>_<random>/``, built fresh and removed
+when the job ends, however it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import filelock
+
+from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.models import PythonJob
+from airflow_python_exec.settings import EngineSettings
+from airflow_python_exec.validator import Interpreter, _probe_version
+
+from .interpreters import find_python
+from .key import environment_key
+from .lockfile import check_lock
+from .uv import Uv
+
+log = logging.getLogger(__name__)
+
+MARKER = ".provisioned"
+LAST_USED = ".last_used"
+PREFIX = "[python_exec]"
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """What an environment is built from, resolved and checked.
+
+    :ivar python: base interpreter executable; :ivar version: its full version;
+    :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
+    :ivar packages: number of packages the lock lists.
+    """
+
+    python: Path
+    version: str
+    lock: Path | None
+    extras: tuple[Path, ...] = ()
+    packages: int = 0
+    key: str = field(default="", compare=False)
+
+
+class EnvironmentProvisioner:
+    """Give jobs their environments.
+
+    :param settings: ``cache_dir``, ``lock_timeout`` and ``python_downloads`` are read.
+    :param on_line: receives progress lines (prefixed ``[python_exec]`` or ``[uv]``); default: log.
+    """
+
+    def __init__(self, settings: EngineSettings, on_line: Callable[[str], None] | None = None) -> None:
+        self.settings = settings
+        self.on_line = on_line or (lambda line: log.info("%s", line))
+        self.envs_dir = settings.cache_dir / "envs"
+        self.ephemeral_dir = settings.cache_dir / "ephemeral"
+        self._uv = Uv(settings, self.on_line)
+
+    # -- public -----------------------------------------------------------------------------
+
+    def spec(self, job: PythonJob, interpreter: Interpreter) -> EnvironmentSpec:
+        """Resolve and check the job's environment inputs, before anything is created.
+
+        :raises ProvisioningError: a missing or invalid lock file, a missing local extra, or a
+            ``python_version`` not installed.
+        """
+        env = job.python_env
+        assert env is not None
+        if env.python_version:
+            python, version = find_python(env.python_version, self.settings.python_downloads)
+            version = _probe_version(python)
+        else:
+            python, version = interpreter.path, interpreter.version
+        lock = job.resolve(env.pylock) if env.pylock else None
+        packages = check_lock(lock) if lock is not None else 0
+        extras = tuple(job.resolve(p) for p in env.local_extra_deps)
+        for extra in extras:
+            if not extra.exists():
+                raise ProvisioningError(f"local extra {extra} does not exist; build it or fix local_extra_deps")
+        key = environment_key(python, version, lock, extras)
+        return EnvironmentSpec(python, version, lock, extras, packages, key)
+
+    @contextlib.contextmanager
+    def environment(self, job: PythonJob, interpreter: Interpreter, refresh: bool | None = None) -> Iterator[Path]:
+        """Context manager yielding the job's environment folder for the duration of one run.
+
+        :param refresh: ``True`` for an ephemeral environment (default: the job's ``refresh``).
+        :raises ProvisioningError: the environment cannot be built (nothing is left behind).
+        """
+        spec = self.spec(job, interpreter)
+        assert job.python_env is not None
+        if job.python_env.refresh if refresh is None else refresh:
+            with self._ephemeral(job, spec) as path:
+                yield path
+            return
+        with self.in_use(spec.key):
+            path = self._cached(job, spec)
+            _touch(path / LAST_USED)
+            yield path
+
+    def provision(self, job: PythonJob, interpreter: Interpreter) -> Path:
+        """Build (or find) the job's cached environment without running anything; return its folder."""
+        spec = self.spec(job, interpreter)
+        with self.in_use(spec.key):
+            return self._cached(job, spec)
+
+    def stop(self) -> None:
+        """Stop a provisioning in progress (its uv process group). Safe from any thread."""
+        self._uv.stop()
+
+    @contextlib.contextmanager
+    def in_use(self, key: str) -> Iterator[None]:
+        """Hold a shared lock on ``envs/<key>.inuse`` so ``envs prune`` leaves the environment alone.
+
+        A plain ``fcntl.flock`` shared lock: one system call on the cached-start path, where
+        filelock's SQLite-backed ``ReadWriteLock`` costs milliseconds.
+        """
+        self.envs_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.envs_dir / f"{key}.inuse", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    # -- cached -----------------------------------------------------------------------------
+
+    def _cached(self, job: PythonJob, spec: EnvironmentSpec) -> Path:
+        path = self.envs_dir / spec.key
+        started = time.monotonic()
+        if (path / MARKER).is_file():
+            self._say(f"cache hit: environment {spec.key} ({_ms(started)})")
+            return path
+        lock = filelock.FileLock(str(self.envs_dir / f"{spec.key}.lock"), timeout=self.settings.lock_timeout)
+        try:
+            with lock:
+                if (path / MARKER).is_file():  # built by another process while we waited
+                    self._say(f"cache hit after waiting: environment {spec.key} ({_ms(started)})")
+                    return path
+                self._say(f"cache miss: provisioning environment {spec.key} for job {job.job_id}")
+                if path.exists():
+                    self._say(f"removing unfinished environment {path}")
+                    shutil.rmtree(path)
+                self._build(path, job, spec)
+        except filelock.Timeout:
+            raise ProvisioningError(
+                f"environment {spec.key} is being provisioned by another process and its lock was not "
+                f"released within {self.settings.lock_timeout:g} s; retry later or raise "
+                "[python_exec] lock_timeout"
+            ) from None
+        self._say(f"environment {spec.key} ready ({_ms(started)})")
+        return path
+
+    # -- ephemeral --------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _ephemeral(self, job: PythonJob, spec: EnvironmentSpec) -> Iterator[Path]:
+        self.ephemeral_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=f"env_{os.getpid()}_", dir=self.ephemeral_dir))
+        try:
+            started = time.monotonic()
+            self._say(f"ephemeral environment {path.name} for job {job.job_id}")
+            self._build(path, job, spec)
+            self._say(f"ephemeral environment ready ({_ms(started)})")
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+            self._say(f"ephemeral environment {path.name} removed")
+
+    # -- steps ------------------------------------------------------------------------------
+
+    def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> None:
+        """uv venv, install the lock, install local extras with --no-deps, write the marker last."""
+        started = time.monotonic()
+        try:
+            step = time.monotonic()
+            self._uv.run("creating the virtual environment",
+                         ["venv", str(path), "--python", str(spec.python)])
+            self._say(f"venv with Python {spec.version} ({_ms(step)})")
+            python = str(path / "bin" / "python")
+            if spec.lock is not None:
+                step = time.monotonic()
+                self._uv.run(f"installing {spec.lock.name}",
+                             ["pip", "install", "--python", python, "--no-build", "-r", str(spec.lock)], offline_first=True)
+                self._say(f"installed {spec.packages} locked packages ({_ms(step)})")
+            if spec.extras:
+                step = time.monotonic()
+                self._uv.run("installing local extras",
+                             ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)], offline_first=True)
+                self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({_ms(step)})")
+            installed = self._uv.run("listing installed packages",
+                                     ["pip", "freeze", "--python", python], quiet=True)
+            _write_marker(path, job, spec, installed, time.monotonic() - started)
+        except BaseException:
+            shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
+            raise
+
+    def _say(self, message: str) -> None:
+        self.on_line(f"{PREFIX} {message}")
+
+
+def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, installed: list[str], seconds: float) -> None:
+    marker = {
+        "key": spec.key,
+        "job_id": job.job_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provisioning_s": round(seconds, 3),
+        "python": str(spec.python),
+        "python_version": spec.version,
+        "lock": str(spec.lock) if spec.lock else None,
+        "local_extra_deps": [str(p) for p in spec.extras],
+        "installed": [line for line in installed if "==" in line or " @ " in line],
+    }
+    tmp = path / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2))
+    os.replace(tmp, path / MARKER)
+
+
+def _touch(path: Path) -> None:
+    try:
+        path.touch()
+    except OSError:  # a read-only cache still runs jobs; only "last used" goes stale
+        pass
+
+
+def _ms(started: float) -> str:
+    return f"{(time.monotonic() - started) * 1000:.1f} ms"

@@ -1,0 +1,112 @@
+"""uv, run as a subprocess: the ``uv`` package's own binary, never a download.
+
+Each call runs in its own process group (so a cancelled task stops it), its output streamed line by
+line to the caller prefixed with ``[uv]``. uv's "preview feature" warning for PEP 751 locks is
+silenced with ``UV_PREVIEW_FEATURES=pylock``, the option uv itself names for that.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from airflow_python_exec.builder import base_environment
+from airflow_python_exec.errors import ProvisioningError
+from airflow_python_exec.process import JobProcess
+from airflow_python_exec.settings import EngineSettings
+
+#: uv's messages that say an offline attempt lacked something in the cache (retry online then).
+_CACHE_MISS = re.compile(r"network (connectivity )?(is|was) disabled|not found in the cache|--offline", re.I)
+_ERROR = re.compile(r"^\s*(error|caused by|cause)\b", re.I)
+
+
+def uv_binary() -> str:
+    """Path of the uv executable shipped by the ``uv`` package."""
+    from uv import find_uv_bin
+
+    return find_uv_bin()
+
+
+class Uv:
+    """Run uv commands for one provisioning.
+
+    :param settings: ``python_downloads`` becomes ``UV_PYTHON_DOWNLOADS``.
+    :param on_line: receives each output line, already prefixed with ``[uv]``.
+    """
+
+    def __init__(self, settings: EngineSettings, on_line: Callable[[str], None]) -> None:
+        self.on_line = on_line
+        self.stopped = False
+        self._process: JobProcess | None = None
+        env = base_environment(os.environ, inherit=True)
+        env.pop("PYTHONUNBUFFERED", None)
+        env.update(
+            UV_PYTHON_DOWNLOADS=settings.python_downloads,
+            UV_PREVIEW_FEATURES="pylock",
+            UV_NO_PROGRESS="1",
+            NO_COLOR="1",
+        )
+        self.env = env
+
+    def run(self, what: str, args: Sequence[str], *, offline_first: bool = False, quiet: bool = False) -> list[str]:
+        """Run ``uv <args>``; return its output lines.
+
+        :param what: the step, for the error message (e.g. ``"install pylock.toml"``).
+        :param offline_first: try ``--offline`` first, so nothing is fetched when uv's cache has
+            everything; on a cache miss, run again with the network.
+        :param quiet: do not echo the output unless the command fails.
+        :raises ProvisioningError: uv failed (its ``error:`` lines in the message) or was stopped.
+        """
+        if offline_first:
+            code, lines = self._call([*args, "--offline"], echo=False)
+            if code == 0:
+                for line in [] if quiet else lines:
+                    self.on_line(f"[uv] {line}")
+                return lines
+            if not any(_CACHE_MISS.search(line) for line in lines) or self.stopped:
+                self._fail(what, code, lines, echoed=False)
+        code, lines = self._call(list(args), echo=not quiet)
+        if code != 0:
+            self._fail(what, code, lines, echoed=not quiet)
+        return lines
+
+    def stop(self) -> None:
+        """Stop the running uv command (its whole process group). Safe from any thread."""
+        self.stopped = True
+        process = self._process
+        if process is not None:
+            process.stop()
+
+    def _call(self, args: list[str], echo: bool) -> tuple[int, list[str]]:
+        if self.stopped:
+            raise ProvisioningError("provisioning was stopped before it finished")
+        process = JobProcess([uv_binary(), *args], self.env, Path.cwd(), grace_s=5.0)
+        self._process = process
+        lines: list[str] = []
+        try:
+            for line in process.stream():
+                if "preview" in line.lower() and "warning" in line.lower():
+                    continue
+                lines.append(line)
+                if echo:
+                    self.on_line(f"[uv] {line}")
+            code = process.wait()
+        except BaseException:
+            process.kill()
+            raise
+        finally:
+            self._process = None
+            process.close()
+        return code, lines
+
+    def _fail(self, what: str, code: int, lines: list[str], echoed: bool) -> None:
+        if not echoed:
+            for line in lines:
+                self.on_line(f"[uv] {line}")
+        if self.stopped:
+            raise ProvisioningError(f"{what} was stopped before it finished")
+        errors = [line.strip() for line in lines if _ERROR.match(line)] or [l.strip() for l in lines[-2:]]
+        detail = "; ".join(e for e in errors if e) or f"uv exited with {code}"
+        raise ProvisioningError(f"{what} failed: {detail}")

@@ -1,0 +1,60 @@
+"""``ProvisionEnvironmentOperator``: build a job's cached environment ahead of its runs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from airflow.providers.common.compat.sdk import BaseOperator
+
+from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.models import PythonEnv
+from airflow_python_exec.operators.python_job import load_job
+
+
+class ProvisionEnvironmentOperator(BaseOperator):
+    """Provision (or find) the cached environment of a job, the platform's "build", without running it.
+
+    :param job: a job folder, ``job.json`` or ``.py`` file, relative to the DAG file's folder (templated).
+    :param python_env: a ``pythonEnv`` replacing the job's own.
+    :param install_path: override ``[python_exec] install_path``.
+
+    Returns (XCom) the environment's folder. Provisioning lines go to the task log; a failure fails
+    the task with uv's error.
+    """
+
+    template_fields: Sequence[str] = ("job",)
+    ui_color = "#ffd43b"
+
+    def __init__(
+        self,
+        *,
+        job: str | Path,
+        python_env: PythonEnv | Mapping[str, Any] | None = None,
+        install_path: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.job = str(job)
+        self.python_env = python_env
+        self.install_path = install_path
+        self._provisioner = None
+
+    def execute(self, context: Any) -> str:
+        """Build the environment; return its path."""
+        from airflow_python_exec.environments import EnvironmentProvisioner
+        from airflow_python_exec.hooks.python_exec import PythonExecutionHook
+
+        job = load_job(self.job, context, self.dag, self.python_env)
+        if job.python_env is None or not job.python_env.needs_environment:
+            raise JobConfigError(f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version")
+        hook = PythonExecutionHook(install_path=self.install_path)
+        interpreter = hook.get_conn().init()
+        self._provisioner = EnvironmentProvisioner(hook.settings, on_line=hook.log_line)
+        return str(self._provisioner.provision(job, interpreter))
+
+    def on_kill(self) -> None:
+        """Stop uv's process group when the task is cancelled."""
+        if self._provisioner is not None:
+            self._provisioner.stop()

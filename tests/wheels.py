@@ -1,0 +1,57 @@
+"""Tiny wheels and PEP 751 locks made on the spot, so environment tests need no network."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import zipfile
+from pathlib import Path
+
+from airflow_python_exec.environments.uv import uv_binary
+
+
+def _record(path: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{path},sha256={digest},{len(data)}"
+
+
+def write_wheel(outdir: Path, name: str, version: str = "1.0", *, deps: tuple[str, ...] = (),
+                script: tuple[str, str] | None = None, module: str = "VALUE = 42\n") -> Path:
+    """Write ``<name>-<version>-py3-none-any.whl`` holding module ``<name>`` (byte-identical on rewrite).
+
+    :param script: ``(console script name, "module:function")`` to declare as an entry point.
+    """
+    norm = name.replace("-", "_").lower()
+    info = f"{norm}-{version}.dist-info"
+    files = {f"{norm}.py": module.encode()}
+    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                 + "".join(f"Requires-Dist: {d}\n" for d in deps)).encode()
+    files[f"{info}/WHEEL"] = b"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    if script:
+        files[f"{info}/entry_points.txt"] = f"[console_scripts]\n{script[0]} = {script[1]}\n".encode()
+    files[f"{info}/RECORD"] = ("\n".join([_record(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"])
+                               + "\n").encode()
+    outdir.mkdir(parents=True, exist_ok=True)
+    path = outdir / f"{norm}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name_in_zip, data in files.items():
+            entry = zipfile.ZipInfo(name_in_zip, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.compress_type = zipfile.ZIP_DEFLATED
+            entry.external_attr = 0o644 << 16
+            z.writestr(entry, data)
+    return path
+
+
+def write_lock(job_dir: Path, wheels: Path, requirements: list[str], name: str = "pylock.toml") -> Path:
+    """Resolve ``requirements`` against the local ``wheels`` folder into ``job_dir/<name>`` (offline)."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    req = job_dir / "requirements.in"
+    req.write_text("\n".join(requirements) + "\n")
+    lock = job_dir / name
+    subprocess.run(
+        [uv_binary(), "pip", "compile", "--quiet", "--format", "pylock.toml", "--offline", "--no-index",
+         "--find-links", str(wheels), "--python-version", "3.10", str(req), "-o", str(lock)],
+        check=True, capture_output=True, text=True,
+    )
+    return lock
