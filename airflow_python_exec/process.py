@@ -6,7 +6,8 @@ memory stays bounded whatever the output size (a line longer than ``max_line_cha
 pieces), invalid UTF-8 is replaced with U+FFFD rather than failing.
 
 When the script ends, whatever it left running in its process group is killed, so a background
-child can neither outlive the job nor hold the log pipe open. :meth:`JobProcess.stop` may be called
+child can neither outlive the job nor hold the log pipe open. On Linux the script is also killed
+if the process that started it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may be called
 from any thread or from a signal handler: it only sends a signal and writes one byte to a wake-up
 pipe (both async-signal-safe); the reading loop escalates to SIGKILL after the grace period.
 """
@@ -14,13 +15,15 @@ pipe (both async-signal-safe); the reading loop escalates to SIGKILL after the g
 from __future__ import annotations
 
 import codecs
+import ctypes
 import os
 import selectors
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 CHUNK_BYTES = 64 * 1024
@@ -33,6 +36,26 @@ STOP_GRACE_S = 5.0
 DRAIN_S = 2.0
 
 _EXITED, _STOP = b"x", b"s"
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """Linux: a ``preexec_fn`` asking the kernel to SIGKILL the child if its parent dies.
+
+    A parent killed outright (SIGKILL, OOM killer) gets no chance to stop its children; without
+    this, a script or a uv install would run on as an orphan and could write into an environment
+    that the next run is rebuilding. prctl is looked up here, before any fork.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
+    return lambda: prctl(pr_set_pdeathsig, sigkill)
+
+
+_PREEXEC = _die_with_parent()
 
 
 class JobProcess:
@@ -58,6 +81,7 @@ class JobProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=_PREEXEC,
         )
         self.pid = self._popen.pid
         self._wake_r, self._wake_w = os.pipe()

@@ -112,3 +112,14 @@ def test_unknown_job_json_key_warns_on_stderr_only(job_dir: Path) -> None:
     done = cli("run", str(job_dir))
     assert done.stdout == "ran\n"
     assert "platformOwner" in done.stderr and json.dumps("x") not in done.stdout
+
+
+def test_script_dies_with_a_runner_killed_outright(job_dir: Path) -> None:
+    """SIGKILL leaves the runner no time to clean up; the kernel's parent-death signal does it."""
+    write_job(job_dir, "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(600)\n")
+    env = {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix}
+    proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    script_pid = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait(timeout=30)
+    assert process_gone(script_pid)

@@ -56,3 +56,16 @@ def test_daily_example_dag_runs_with_its_date() -> None:
     assert "Daily report for 2026-03-01" in out
     assert "DAG daily_python_exec run" in out
     assert "Hello from HelloWorld via @task.python_job" in out
+
+
+def test_world_cities_example_runs_on_real_data_in_a_cached_environment(tmp_path: Path) -> None:
+    done = airflow("dags", "test", "world_cities", "-c", f'{{"output_dir": "{tmp_path}"}}')
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "[python_exec] cache hit: environment" in out  # largest_cities starts on the provisioned env
+    assert "Largest city: Shanghai, China" in out
+    (csv,) = tmp_path.glob("largest_cities_*.csv")
+    rows = csv.read_text().splitlines()
+    assert rows[0] == "country,country_code,rank,city,population,latitude,longitude"
+    assert any(row.startswith("Japan,JP,1,Tokyo,") for row in rows)
+    assert len(rows) > 1000

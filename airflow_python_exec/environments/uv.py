@@ -107,6 +107,6 @@ class Uv:
                 self.on_line(f"[uv] {line}")
         if self.stopped:
             raise ProvisioningError(f"{what} was stopped before it finished")
-        errors = [line.strip() for line in lines if _ERROR.match(line)] or [l.strip() for l in lines[-2:]]
-        detail = "; ".join(e for e in errors if e) or f"uv exited with {code}"
+        errors = [_ERROR.sub("", line).lstrip(":").strip() for line in lines if _ERROR.match(line)]
+        detail = "; ".join(e for e in errors or [line.strip() for line in lines[-2:]] if e) or f"uv exited with {code}"
         raise ProvisioningError(f"{what} failed: {detail}")

@@ -1,0 +1,303 @@
+"""Cached and ephemeral job environments built with real uv from real PEP 751 locks (no network)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import filelock
+import pytest
+
+from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
+from airflow_python_exec.environments import EnvironmentProvisioner, prune
+from airflow_python_exec.environments.key import environment_key
+from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.validator import PythonEngineValidator
+from conftest import env_of, write_job
+from wheels import write_lock, write_wheel
+
+CLI = str(Path(sys.executable).parent / "airflow-python-exec")
+APP = "import sys, tinyapp\nprint('tinyapp', tinyapp.tinydep.VALUE, sys.version_info[:2])\n"
+
+
+@pytest.fixture(scope="session")
+def wheels(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("wheels")
+    write_wheel(folder, "tinydep", module="VALUE = 42\n")
+    write_wheel(folder, "tinyapp", deps=("tinydep>=1.0",), script=("tinyapp-hello", "tinyapp:main"),
+                module="import tinydep\ndef main():\n    print('hello from tinyapp', tinydep.VALUE)\n")
+    write_wheel(folder, "myextra", deps=("not-in-the-lock>=1",), module="NAME = 'extra'\n")
+    return folder
+
+
+@pytest.fixture
+def locked_job(job_dir: Path, wheels: Path) -> Path:
+    write_lock(job_dir, wheels, ["tinyapp"])
+    return write_job(job_dir, APP, job={"jobId": "locked", "pythonEnv": {"pylock": "pylock.toml"}})
+
+
+def run(settings: EngineSettings, job, **kwargs):
+    lines, setup = [], []
+    result = PythonExecutionService(settings).run(job, on_line=lines.append, on_setup_line=setup.append, **kwargs)
+    return result, lines, setup
+
+
+def env_folders(settings: EngineSettings) -> list[Path]:
+    envs = settings.cache_dir / "envs"
+    eph = settings.cache_dir / "ephemeral"
+    return [p for d in (envs, eph) if d.is_dir() for p in d.iterdir() if p.is_dir()]
+
+
+def cli(*args: str, settings: EngineSettings, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix,
+           "AIRFLOW__PYTHON_EXEC__CACHE_DIR": str(settings.cache_dir)}
+    return subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **kwargs)
+
+
+# -- the cache key -----------------------------------------------------------------------------
+
+
+def test_key_follows_content_not_paths_or_times(tmp_path: Path, wheels: Path) -> None:
+    lock = write_lock(tmp_path / "a", wheels, ["tinyapp"])
+    extra = wheels / "myextra-1.0-py3-none-any.whl"
+    base = environment_key(Path("/py"), "3.11.7", lock, [extra])
+    os.utime(lock, (0, 0))
+    copy = tmp_path / "b" / "pylock.toml"
+    copy.parent.mkdir()
+    copy.write_bytes(lock.read_bytes())
+    assert environment_key(Path("/py"), "3.11.7", lock, [extra]) == base  # touched
+    assert environment_key(Path("/py"), "3.11.7", copy, [extra]) == base  # same bytes elsewhere
+    assert environment_key(Path("/py"), "3.11.8", lock, [extra]) != base  # interpreter version
+    lock.write_bytes(lock.read_bytes() + b" ")
+    assert environment_key(Path("/py"), "3.11.7", lock, [extra]) != base  # one byte of the lock
+    rebuilt = write_wheel(tmp_path / "w", "myextra", module="NAME = 'changed'\n")
+    assert environment_key(Path("/py"), "3.11.7", copy, [rebuilt]) != base  # extra content
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "m.py").write_text("x = 1\n")
+    before = environment_key(Path("/py"), "3.11.7", None, [folder])
+    (folder / "m.py").write_text("x = 2\n")
+    assert environment_key(Path("/py"), "3.11.7", None, [folder]) != before
+
+
+# -- cached ------------------------------------------------------------------------------------
+
+
+def test_second_run_is_a_cache_hit(settings, locked_job: Path) -> None:
+    result, lines, setup = run(settings, locked_job)
+    assert result.exit_code == 0 and lines[0].startswith("tinyapp 42")
+    assert any("cache miss" in line for line in setup)
+    assert any(line.startswith("[uv] ") for line in setup)
+    assert not any("preview" in line.lower() for line in setup)
+    result, lines, setup = run(settings, locked_job)
+    assert result.exit_code == 0
+    assert len(setup) == 1 and setup[0].startswith("[python_exec] cache hit: environment ")
+    (env,) = env_folders(settings)
+    marker = json.loads((env / ".provisioned").read_text())
+    assert marker["job_id"] == "locked" and "tinyapp==1.0" in marker["installed"]
+
+
+def test_unmarked_folder_is_removed_and_rebuilt(settings, locked_job: Path) -> None:
+    run(settings, locked_job)
+    (env,) = env_folders(settings)
+    (env / ".provisioned").unlink()
+    (env / "half-written").write_text("junk")
+    result, _, setup = run(settings, locked_job)
+    assert result.exit_code == 0
+    assert any("removing unfinished environment" in line for line in setup)
+    assert not (env / "half-written").exists() and (env / ".provisioned").exists()
+
+
+def test_eight_processes_starting_one_cold_environment_provision_it_once(settings, locked_job: Path) -> None:
+    procs = [cli("run", str(locked_job), settings=settings) for _ in range(8)]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, [o[1][-500:] for o in outs]
+    assert all(out.startswith("tinyapp 42") for out, _ in outs)
+    assert sum("cache miss" in err for _, err in outs) == 1
+    assert len(env_folders(settings)) == 1
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.02, 0.05, 0.1])
+def test_provisioning_killed_with_sigkill_is_rebuilt_by_the_next_run(settings, locked_job: Path, delay) -> None:
+    proc = cli("provision", str(locked_job), settings=settings)
+    envs = settings.cache_dir / "envs"
+    deadline = time.monotonic() + 60
+    while not (envs.is_dir() and any(p.is_dir() for p in envs.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    result, lines, _ = run(settings, locked_job)
+    assert result.exit_code == 0 and lines[0].startswith("tinyapp 42")
+
+
+def test_lock_timeout_names_the_environment(settings, locked_job: Path) -> None:
+    job = PythonJob.load(locked_job)
+    interpreter = PythonEngineValidator(settings).validate()
+    key = EnvironmentProvisioner(settings).spec(job, interpreter).key
+    (settings.cache_dir / "envs").mkdir(parents=True)
+    with filelock.FileLock(str(settings.cache_dir / "envs" / f"{key}.lock")):
+        with pytest.raises(ProvisioningError, match=f"environment {key} is being provisioned") as info:
+            run(settings.override(lock_timeout=0.5), locked_job)
+    assert "\n" not in str(info.value)
+
+
+def test_prune_skips_an_environment_in_use(settings, locked_job: Path) -> None:
+    run(settings, locked_job)
+    (env,) = env_folders(settings)
+    with EnvironmentProvisioner(settings).in_use(env.name):
+        removed, busy = prune(settings.cache_dir, unused_for_s=0)
+        assert (removed, busy) == ([], [env.name]) and env.exists()
+    removed, busy = prune(settings.cache_dir, unused_for_s=3600)
+    assert removed == [] and env.exists()  # used just now
+    removed, _ = prune(settings.cache_dir, unused_for_s=0, dry_run=True)
+    assert [e.key for e in removed] == [env.name] and env.exists()
+    removed, _ = prune(settings.cache_dir, unused_for_s=0)
+    assert [e.key for e in removed] == [env.name] and not env.exists()
+
+
+def test_envs_list_and_prune_cli(settings, locked_job: Path) -> None:
+    run(settings, locked_job)
+    out, _ = cli("envs", "list", settings=settings).communicate(timeout=60)
+    assert "locked" in out and "KiB" in out
+    out, _ = cli("envs", "prune", "--unused-for", "0s", "--dry-run", settings=settings).communicate(timeout=60)
+    assert "would remove" in out and env_folders(settings)
+
+
+# -- ephemeral ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("script", [APP, "import sys\nsys.exit(5)\n"])
+def test_ephemeral_environment_is_removed_after_success_and_failure(settings, locked_job: Path, script) -> None:
+    (locked_job / "app.py").write_text(script)
+    result, _, setup = run(settings, locked_job, refresh=True)
+    assert result.exit_code in (0, 5)
+    assert any("ephemeral environment" in line and "removed" in line for line in setup)
+    assert env_folders(settings) == []
+
+
+def test_ephemeral_environment_is_removed_after_provisioning_failure(settings, job_dir: Path, wheels: Path) -> None:
+    lock = write_lock(job_dir, wheels, ["tinyapp"])
+    lock.write_text(lock.read_text().replace("tinyapp-1.0-py3-none-any.whl", "tinyapp-1.0-gone.whl"))
+    write_job(job_dir, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "refresh": True}})
+    with pytest.raises(ProvisioningError):
+        run(settings, job_dir)
+    assert env_folders(settings) == []
+
+
+def test_sigterm_removes_the_ephemeral_environment(settings, locked_job: Path) -> None:
+    (locked_job / "app.py").write_text("import time\nprint('running', flush=True)\ntime.sleep(600)\n")
+    proc = cli("run", str(locked_job), "--refresh", settings=settings)
+    assert proc.stdout.readline() == "running\n"
+    assert len(env_folders(settings)) == 1
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert env_folders(settings) == []
+
+
+# -- the environment the script sees -----------------------------------------------------------
+
+
+def test_path_order_and_virtual_env(settings, locked_job: Path) -> None:
+    (locked_job / "tools").mkdir()
+    write_job(locked_job, job={"jobId": "j", "pythonEnv": {
+        "pylock": "pylock.toml", "prepend_paths": ["tools"], "env": {"PATH": "/usr/bin:/bin"}}})
+    result, lines, _ = run(settings, locked_job)
+    env = env_of(lines)
+    venv = env["VIRTUAL_ENV"]
+    assert Path(venv).parent == settings.cache_dir / "envs"
+    assert env["PATH"].split(":") == [f"{venv}/bin", str(locked_job / "tools"), "/usr/bin", "/bin"]
+
+
+def test_local_extra_is_installed_without_its_dependencies(settings, locked_job: Path, wheels: Path) -> None:
+    write_job(locked_job, "import myextra, tinyapp\nprint(myextra.NAME)\n", job={"jobId": "j", "pythonEnv": {
+        "pylock": "pylock.toml", "local_extra_deps": [str(wheels / "myextra-1.0-py3-none-any.whl")]}})
+    result, lines, setup = run(settings, locked_job)
+    assert (result.exit_code, lines) == (0, ["extra"])
+    assert any("local extra" in line for line in setup)
+
+
+@pytest.mark.parametrize(("command", "expected"), [
+    ("-m tinyapp", []),
+    ("tinyapp-hello", ["hello from tinyapp 42"]),
+    ("app.py --flag 'two words'", ["['--flag', 'two words']"]),
+])
+def test_module_console_script_and_path_commands(settings, locked_job: Path, command, expected) -> None:
+    write_job(locked_job, "import sys\nprint(sys.argv[1:])\n",
+              job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "command": command}})
+    result, lines, _ = run(settings, locked_job)
+    assert (result.exit_code, lines) == (0, expected)
+
+
+def test_python_version_of_another_installed_python(settings, locked_job: Path) -> None:
+    wanted = "3.12" if sys.version_info[:2] != (3, 12) else "3.11"
+    write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "python_version": wanted}})
+    result, lines, _ = run(settings, locked_job)
+    assert result.exit_code == 0
+    assert lines[0].endswith(f"({wanted.replace('.', ', ')})")
+
+
+def test_python_version_not_installed_lists_what_was_found(settings, locked_job: Path) -> None:
+    write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "python_version": "3.99"}})
+    with pytest.raises(ProvisioningError, match=r"python_version 3.99 is not installed .*found: .*3\.\d+") as info:
+        run(settings, locked_job)
+    assert "%d.%d" % sys.version_info[:2] in str(info.value)
+    assert env_folders(settings) == []
+
+
+# -- bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("lock_text", "expected"), [
+    (None, "does not exist"),
+    ("lock-version = \n", "not valid TOML"),
+    ("[tool.other]\nx = 1\n", "not a PEP 751 lock"),
+    ("GHOST", "ghost"),
+])
+def test_bad_locks_fail_provisioning_with_exit_3_and_leave_nothing(settings, job_dir, wheels, lock_text, expected):
+    write_job(job_dir, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml"}})
+    if lock_text == "GHOST":  # a package whose wheel exists nowhere
+        lock = write_lock(job_dir, wheels, ["tinydep"])
+        lock_text = lock.read_text().replace("tinydep", "ghost")
+    if lock_text is not None:
+        (job_dir / "pylock.toml").write_text(lock_text)
+    proc = cli("run", str(job_dir), settings=settings)
+    _, err = proc.communicate(timeout=120)
+    last = err.strip().splitlines()[-1]
+    assert proc.returncode == 3
+    assert last.startswith("error: ") and expected in last and "error: error" not in last
+    assert env_folders(settings) == []
+
+
+def test_missing_local_extra_is_a_provisioning_error(settings, locked_job: Path) -> None:
+    write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml",
+                                                               "local_extra_deps": ["dist/missing.whl"]}})
+    with pytest.raises(ProvisioningError, match="local extra .*missing.whl does not exist"):
+        run(settings, locked_job)
+    assert env_folders(settings) == []
+
+
+@pytest.mark.parametrize(("python_env", "expected"), [
+    ({"pylock": "pylock.toml", "python_version": "three"}, "not a version"),
+    ({"pylock": "pylock.toml", "refresh": "yes"}, "refresh"),
+    ({"pylock": "pylock.toml", "command": "  "}, "command is empty"),
+    ({"pylock": "pylock.toml", "command": "no-such-tool"}, "console script 'no-such-tool'"),
+])
+def test_bad_python_env_is_a_configuration_error(settings, locked_job: Path, python_env, expected) -> None:
+    write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": python_env})
+    with pytest.raises(JobConfigError, match=expected):
+        run(settings, locked_job)
+
+
+def test_concurrent_threads_share_one_provisioning(settings, locked_job: Path) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: run(settings, locked_job), range(4)))
+    assert all(r.exit_code == 0 for r, _, _ in results)
+    assert sum(any("cache miss" in line for line in setup) for _, _, setup in results) == 1
