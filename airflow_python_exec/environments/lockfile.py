@@ -17,10 +17,10 @@ else:  # pragma: no cover
 LOCK_NAME = re.compile(r"pylock(\.[^.]+)?\.toml\Z")
 
 
-def check_lock(lock: Path) -> int:
+def check_lock(lock: Path) -> tuple[str, ...]:
     """Check that ``lock`` exists, is named per PEP 751, parses as TOML and is a version-1 lock.
 
-    :returns: the number of ``[[packages]]`` it lists.
+    :returns: the ``name==version`` of each ``[[packages]]`` entry it lists.
     :raises ProvisioningError: with the file and what is wrong with it.
     """
     if not lock.is_file():
@@ -41,4 +41,4 @@ def check_lock(lock: Path) -> int:
         )
     if version.split(".")[0] != "1":
         raise ProvisioningError(f"lock file {lock} has lock-version {version}; only version 1 locks are supported")
-    return len(data["packages"])
+    return tuple(f"{p.get('name', '?')}=={p.get('version', '?')}" for p in data["packages"] if isinstance(p, dict))

@@ -26,8 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-
-import filelock
+from typing import Any
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.models import PythonJob
@@ -52,14 +51,14 @@ class EnvironmentSpec:
 
     :ivar python: base interpreter executable; :ivar version: its full version;
     :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
-    :ivar packages: number of packages the lock lists.
+    :ivar packages: ``name==version`` of each package the lock lists.
     """
 
     python: Path
     version: str
     lock: Path | None
     extras: tuple[Path, ...] = ()
-    packages: int = 0
+    packages: tuple[str, ...] = ()
     key: str = field(default="", compare=False)
 
 
@@ -93,7 +92,7 @@ class EnvironmentProvisioner:
         else:
             python, version = interpreter.path, interpreter.version
         lock = job.resolve(env.pylock) if env.pylock else None
-        packages = check_lock(lock) if lock is not None else 0
+        packages = check_lock(lock) if lock is not None else ()
         extras = tuple(job.resolve(p) for p in env.local_extra_deps)
         for extra in extras:
             if not extra.exists():
@@ -152,25 +151,53 @@ class EnvironmentProvisioner:
         if (path / MARKER).is_file():
             self._say(f"cache hit: environment {spec.key} ({_ms(started)})")
             return path
-        lock = filelock.FileLock(str(self.envs_dir / f"{spec.key}.lock"), timeout=self.settings.lock_timeout)
+        import filelock  # ~20 ms to import: only on the cold path, never on a cache hit
+
+        lock = filelock.FileLock(str(self.envs_dir / f"{spec.key}.lock"))
+        if not self._wait_for_lock_or_marker(lock, path, spec.key):
+            self._say(f"cache hit after waiting: environment {spec.key} ({_ms(started)})")
+            return path
         try:
-            with lock:
-                if (path / MARKER).is_file():  # built by another process while we waited
-                    self._say(f"cache hit after waiting: environment {spec.key} ({_ms(started)})")
-                    return path
-                self._say(f"cache miss: provisioning environment {spec.key} for job {job.job_id}")
-                if path.exists():
-                    self._say(f"removing unfinished environment {path}")
-                    shutil.rmtree(path)
-                self._build(path, job, spec)
-        except filelock.Timeout:
-            raise ProvisioningError(
-                f"environment {spec.key} is being provisioned by another process and its lock was not "
-                f"released within {self.settings.lock_timeout:g} s; retry later or raise "
-                "[python_exec] lock_timeout"
-            ) from None
+            if (path / MARKER).is_file():  # finished between our last look and the lock
+                self._say(f"cache hit after waiting: environment {spec.key} ({_ms(started)})")
+                return path
+            self._say(f"cache miss: provisioning environment {spec.key} for job {job.job_id}")
+            if path.exists():
+                self._say(f"removing unfinished environment {path}")
+                shutil.rmtree(path)
+            self._build(path, job, spec)
+        finally:
+            lock.release()
         self._say(f"environment {spec.key} ready ({_ms(started)})")
         return path
+
+    def _wait_for_lock_or_marker(self, lock: Any, path: Path, key: str) -> bool:
+        """Take the provisioning lock, or see the marker appear while another process holds it.
+
+        Waiters look for the marker themselves instead of queueing for the lock one by one, so all
+        of them start within a few milliseconds of the provisioning finishing.
+
+        :returns: ``True`` when the lock is held (the caller provisions), ``False`` on a marker.
+        :raises ProvisioningError: neither within ``lock_timeout`` seconds.
+        """
+        import filelock
+
+        deadline = time.monotonic() + self.settings.lock_timeout
+        while True:
+            try:
+                lock.acquire(blocking=False)
+                return True
+            except filelock.Timeout:
+                pass
+            if (path / MARKER).is_file():
+                return False
+            if time.monotonic() >= deadline:
+                raise ProvisioningError(
+                    f"environment {key} is being provisioned by another process and its lock was not "
+                    f"released within {self.settings.lock_timeout:g} s; retry later or raise "
+                    "[python_exec] lock_timeout"
+                )
+            time.sleep(0.005)
 
     # -- ephemeral --------------------------------------------------------------------------
 
@@ -203,15 +230,13 @@ class EnvironmentProvisioner:
                 step = time.monotonic()
                 self._uv.run(f"installing {spec.lock.name}",
                              ["pip", "install", "--python", python, "--no-build", "-r", str(spec.lock)], offline_first=True)
-                self._say(f"installed {spec.packages} locked packages ({_ms(step)})")
+                self._say(f"installed {len(spec.packages)} locked packages ({_ms(step)})")
             if spec.extras:
                 step = time.monotonic()
                 self._uv.run("installing local extras",
                              ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)], offline_first=True)
                 self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({_ms(step)})")
-            installed = self._uv.run("listing installed packages",
-                                     ["pip", "freeze", "--python", python], quiet=True)
-            _write_marker(path, job, spec, installed, time.monotonic() - started)
+            _write_marker(path, job, spec, time.monotonic() - started)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
             raise
@@ -220,7 +245,7 @@ class EnvironmentProvisioner:
         self.on_line(f"{PREFIX} {message}")
 
 
-def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, installed: list[str], seconds: float) -> None:
+def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, seconds: float) -> None:
     marker = {
         "key": spec.key,
         "job_id": job.job_id,
@@ -230,7 +255,7 @@ def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, installed: 
         "python_version": spec.version,
         "lock": str(spec.lock) if spec.lock else None,
         "local_extra_deps": [str(p) for p in spec.extras],
-        "installed": [line for line in installed if "==" in line or " @ " in line],
+        "installed": [*spec.packages, *(p.name for p in spec.extras)],
     }
     tmp = path / f"{MARKER}.tmp"
     tmp.write_text(json.dumps(marker, indent=2))

@@ -50,26 +50,25 @@ class Uv:
         )
         self.env = env
 
-    def run(self, what: str, args: Sequence[str], *, offline_first: bool = False, quiet: bool = False) -> list[str]:
+    def run(self, what: str, args: Sequence[str], *, offline_first: bool = False) -> list[str]:
         """Run ``uv <args>``; return its output lines.
 
         :param what: the step, for the error message (e.g. ``"install pylock.toml"``).
         :param offline_first: try ``--offline`` first, so nothing is fetched when uv's cache has
             everything; on a cache miss, run again with the network.
-        :param quiet: do not echo the output unless the command fails.
         :raises ProvisioningError: uv failed (its ``error:`` lines in the message) or was stopped.
         """
         if offline_first:
             code, lines = self._call([*args, "--offline"], echo=False)
             if code == 0:
-                for line in [] if quiet else lines:
+                for line in lines:
                     self.on_line(f"[uv] {line}")
                 return lines
             if not any(_CACHE_MISS.search(line) for line in lines) or self.stopped:
                 self._fail(what, code, lines, echoed=False)
-        code, lines = self._call(list(args), echo=not quiet)
+        code, lines = self._call(list(args), echo=True)
         if code != 0:
-            self._fail(what, code, lines, echoed=not quiet)
+            self._fail(what, code, lines, echoed=True)
         return lines
 
     def stop(self) -> None:
