@@ -46,9 +46,12 @@ def run_dag(dag, capfd, caplog, **kwargs) -> tuple[dict[str, str], str]:
     return states, out + err
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def dags(tmp_path_factory) -> Path:
-    """One DAGs folder for the session (Airflow caches its DAG bundle per process); jobs ignored."""
+    """One DAGs folder for this module (Airflow caches its DAG bundle per process); jobs ignored.
+
+    Module scope: the setting is undone before other modules run `airflow` commands.
+    """
     folder = tmp_path_factory.mktemp("dags")
     (folder / ".airflowignore").write_text("jobs/\n")
     mp = pytest.MonkeyPatch()
