@@ -202,8 +202,12 @@ def read_dotenv(path: Path) -> dict[str, str]:
     if not path.is_file():
         log.warning("dotenv_as_macros is set but %s does not exist; no .env entries were added", path)
         return {}
+    try:
+        parsed = dotenv_values(path, interpolate=False, encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise JobConfigError(f"{path} cannot be read as UTF-8 text ({exc.__class__.__name__}); save it as UTF-8") from None
     entries: dict[str, str] = {}
-    for key, value in dotenv_values(path, interpolate=False, encoding="utf-8").items():
+    for key, value in parsed.items():
         if value is None:
             continue
         if not ENV_NAME.match(key):

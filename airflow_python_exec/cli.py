@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
@@ -131,6 +132,10 @@ def cmd_envs_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``envs prune`` without ``--unused-for``: environments nobody has used for a week.
+DEFAULT_UNUSED_FOR = "7d"
+
+
 def _duration(text: str) -> float:
     """``90``, ``45s``, ``30m``, ``12h``, ``7d`` -> seconds."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -175,8 +180,15 @@ def cmd_generate_key(_args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with DESIGN.md's refusal format: one ``error: ...`` line on stderr, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message}; see --help\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="airflow-python-exec", description="Run Python script jobs as Airflow would, from the command line."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="also print informational messages")
@@ -210,8 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     envs.add_parser("list", help="key, size, created, last used and the job that built it").set_defaults(
         func=cmd_envs_list)
     prune = envs.add_parser("prune", help="remove environments unused for a while (never one in use)")
-    prune.add_argument("--unused-for", type=_duration, required=True, metavar="DURATION",
-                       help="e.g. 7d, 12h, 30m, 45s")
+    prune.add_argument("--unused-for", type=_duration, default=_duration(DEFAULT_UNUSED_FOR), metavar="DURATION",
+                       help=f"e.g. 7d, 12h, 30m, 45s (default {DEFAULT_UNUSED_FOR})")
     prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     prune.set_defaults(func=cmd_envs_prune)
     return parser

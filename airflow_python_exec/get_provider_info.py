@@ -10,7 +10,7 @@ from __future__ import annotations
 from airflow_python_exec import __version__
 from airflow_python_exec.settings import OPTIONS, SECTION
 
-_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "lock_timeout": "integer"}
+_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "lock_timeout": "float"}
 _EXAMPLES = {
     "install_path": "/usr/local",
     "cache_dir": "/var/cache/airflow_python_exec",

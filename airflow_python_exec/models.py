@@ -158,7 +158,8 @@ class PythonJob(BaseModel):
     """A job: its folder plus the platform's job configuration.
 
     Build one with :meth:`load` from a job folder, a ``job.json`` or a single ``.py`` file. Only
-    ``jobId`` and ``packageName`` are required; ``packageName`` defaults to ``app.py`` when the folder
+    ``jobId`` and ``packageName`` are required (``packageName`` may be left out when
+    ``pythonEnv.command`` names what to run); ``packageName`` defaults to ``app.py`` when the folder
     has no ``job.json``. ``engineType``, when present, must be ``PYTHON`` (any case). Unknown top-level
     keys are ignored with a warning; unknown keys in a macro or in ``pythonEnv`` are errors.
     """
@@ -167,7 +168,7 @@ class PythonJob(BaseModel):
 
     job_id: str = Field(alias="jobId", min_length=1)
     engine_type: str | None = Field(default=None, alias="engineType")
-    package_name: str = Field(default=DEFAULT_SCRIPT, alias="packageName")
+    package_name: str | None = Field(default=None, alias="packageName")
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
     python_env: PythonEnv | None = Field(default=None, alias="pythonEnv")
     folder: Path
@@ -199,7 +200,10 @@ class PythonJob(BaseModel):
 
     @model_validator(mode="after")
     def _script_allowed(self) -> PythonJob:
-        if self.python_env is None or self.python_env.command is None:
+        has_command = self.python_env is not None and self.python_env.command is not None
+        if self.package_name is None and not has_command:
+            raise ValueError("packageName is required; name the job's .py script, e.g. \"packageName\": \"app.py\"")
+        if self.package_name is not None:
             self.script  # noqa: B018 - raises when packageName is not an allowed .py file
         return self
 
@@ -218,13 +222,21 @@ class PythonJob(BaseModel):
         """The resolved ``packageName``: a regular ``.py`` file inside the job folder.
 
         :raises ScriptNotAllowedError: absolute, with ``..``, not ``.py``, missing, not a regular file,
-            or a symlink leaving the folder.
+            or a symlink leaving the folder; or no ``packageName`` (a job run by ``pythonEnv.command``).
         """
+        if self.package_name is None:
+            raise ScriptNotAllowedError(f"job {self.job_id!r} has no packageName; it runs pythonEnv.command")
         return allowed_script(self.folder, self.package_name, "packageName")
 
     def resolve(self, path: str) -> Path:
-        """Resolve a ``pythonEnv`` path against the job folder (absolute paths are kept)."""
-        return (self.folder / Path(path).expanduser()).resolve()
+        """Resolve a ``pythonEnv`` path against the job folder (absolute paths are kept).
+
+        :raises JobConfigError: a ``~user`` path for an unknown user.
+        """
+        try:
+            return (self.folder / Path(path).expanduser()).resolve()
+        except RuntimeError as exc:  # Path.expanduser on an unknown ~user
+            raise JobConfigError(f"path {path!r} in pythonEnv cannot be resolved ({exc}); fix it") from None
 
     def with_python_env(self, python_env: PythonEnv | dict[str, Any]) -> PythonJob:
         """Return a copy whose ``pythonEnv`` is ``python_env`` (an operator's ``python_env=``).
@@ -246,7 +258,8 @@ class PythonJob(BaseModel):
         path = Path(path).expanduser()
         if path.is_dir():
             folder, config = path, path / JOB_FILE
-            data = _read_json(config) if config.is_file() else {"jobId": path.resolve().name}
+            data = (_read_json(config) if config.is_file()
+                    else {"jobId": path.resolve().name, "packageName": DEFAULT_SCRIPT})
         elif path.is_file() and path.suffix == ".json":
             folder, data = path.parent, _read_json(path)
         elif path.is_file() and path.suffix == ".py":
@@ -306,13 +319,14 @@ def one_line(exc: ValidationError) -> str:
     """Summarise a pydantic ``ValidationError`` as one line: ``field.path: message``."""
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"] if p != "folder") or "job"
+        field = str(err["loc"][-1]) if err["loc"] else ""
+        loc = ".".join(str(p) for p in err["loc"] if p != "folder")
         msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key {err['loc'][-1]!r}; remove it or fix its spelling"
+            msg = f"unknown key {field!r}; remove it or fix its spelling"
         elif err["type"] == "missing":
             msg = "is required"
-        parts.append(f"{loc}: {msg}" if not msg.startswith(str(err["loc"][-1])) else msg)
+        parts.append(msg if not loc or msg.startswith(field) else f"{loc}: {msg}")
     return "; ".join(parts)
 
 

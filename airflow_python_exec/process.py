@@ -2,14 +2,16 @@
 
 The script runs in a new session (so a new process group) with stdout and stderr merged into one
 pipe. :meth:`JobProcess.stream` reads that pipe in chunks and hands out lines as they arrive:
-memory stays bounded whatever the output size (a line longer than ``max_line_chars`` comes out in
-pieces), invalid UTF-8 is replaced with U+FFFD rather than failing.
+memory stays bounded whatever the output size (a line longer than ``MAX_LINE_CHARS`` comes out in
+pieces, secrets replaced before it is cut), invalid UTF-8 is replaced with U+FFFD rather than
+failing.
 
-When the script ends, whatever it left running in its process group is killed, so a background
-child can neither outlive the job nor hold the log pipe open. On Linux the script is also killed
-if the process that started it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may be called
-from any thread or from a signal handler: it only sends a signal and writes one byte to a wake-up
-pipe (both async-signal-safe); the reading loop escalates to SIGKILL after the grace period.
+When the script ends, whatever it left running in its process group is killed (while the script's
+zombie still holds the group id, so no unrelated group can be hit), so a background child can
+neither outlive the job nor hold the log pipe open. On Linux the script is also killed if the
+process that started it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may
+be called from any thread or from a signal handler: it sends a signal, notes the time and writes one
+byte to a wake-up pipe; the reading loop escalates to SIGKILL after the grace period.
 """
 
 from __future__ import annotations
@@ -71,7 +73,9 @@ class JobProcess:
     def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, grace_s: float = STOP_GRACE_S) -> None:
         self.grace_s = grace_s
         self.stopped = False
+        self._stop_at: float | None = None
         self._closed = False
+        self._wake_lock = threading.Lock()
         self._popen = subprocess.Popen(
             argv,
             env=env,
@@ -86,62 +90,50 @@ class JobProcess:
         self.pid = self._popen.pid
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
-        # Only a thread blocked in waitpid learns at once that the script ended while a child it
+        # Only a thread blocked in waitid learns at once that the script ended while a child it
         # left behind still holds the pipe open.
         self._reaper = threading.Thread(target=self._reap, name=f"python-job-reaper-{self.pid}", daemon=True)
         self._reaper.start()
 
-    def stream(self) -> Iterator[str]:
-        """Yield output lines (without the newline) until the pipe closes; handles stop escalation."""
+    def stream(self, redact: Callable[[str], str] | None = None, hold: int = 0) -> Iterator[str]:
+        """Yield output lines (without the newline) until the pipe closes; handles stop escalation.
+
+        :param redact: applied to every line before it is cut into pieces or handed out.
+        :param hold: characters of an unfinished long line kept back so that a value up to
+            ``hold + 1`` characters long is whole when ``redact`` sees it.
+        """
         assert self._popen.stdout is not None
         out = self._popen.stdout.fileno()
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        pending = ""
-        kill_at: float | None = None
+        lines = _Lines(redact, hold)
         drain_until: float | None = None
         with selectors.DefaultSelector() as sel:
             sel.register(out, selectors.EVENT_READ, "out")
             sel.register(self._wake_r, selectors.EVENT_READ, "wake")
             while True:
-                deadline = min(t for t in (kill_at, drain_until, float("inf")) if t is not None)
-                timeout = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
-                events = sel.select(timeout)
+                events = sel.select(self._timeout(drain_until))
                 now = time.monotonic()
-                if kill_at is not None and now >= kill_at:
-                    self._signal_group(signal.SIGKILL)
-                    kill_at = None
+                self._escalate_if_due(now)
                 if drain_until is not None and now >= drain_until:
-                    break  # someone outside the group holds the pipe; the job itself is over
+                    yield from lines.flush()  # a process outside the group holds the pipe
+                    return
                 for key, _ in events:
                     if key.data == "wake":
-                        note = os.read(self._wake_r, 64)
-                        if _STOP in note and kill_at is None and self._popen.returncode is None:
-                            kill_at = now + self.grace_s
-                        if _EXITED in note:
-                            self._signal_group(signal.SIGKILL)  # leftovers of a finished script
+                        if _EXITED in os.read(self._wake_r, 64):
                             drain_until = now + DRAIN_S
                         continue
                     data = os.read(out, CHUNK_BYTES)
+                    if not data:
+                        yield from lines.flush()
+                        return
                     if drain_until is not None:
                         drain_until = now + DRAIN_S  # still flowing: keep draining
-                    if not data:
-                        tail = pending + decoder.decode(b"", final=True)
-                        if tail:
-                            yield tail
-                        return
-                    lines = (pending + decoder.decode(data)).split("\n")
-                    pending = lines.pop()
-                    for line in lines:
-                        if len(line) > MAX_LINE_CHARS:
-                            yield from _pieces(line)
-                        else:
-                            yield line[:-1] if line.endswith("\r") else line
-                    while len(pending) >= MAX_LINE_CHARS:
-                        yield pending[:MAX_LINE_CHARS]
-                        pending = pending[MAX_LINE_CHARS:]
+                    yield from lines.feed(data)
 
     def wait(self) -> int:
         """Wait for the script and return its exit status; a signal N is reported as 128 + N."""
+        while self._reaper.is_alive():  # returns as soon as the reaper is done
+            self._reaper.join(timeout=0.05)
+            self._escalate_if_due(time.monotonic())
         code = self._popen.wait()
         return 128 - code if code < 0 else code
 
@@ -151,43 +143,71 @@ class JobProcess:
         Safe from any thread and from a signal handler; a no-op once the script has ended.
         """
         self.stopped = True
+        if self._stop_at is None:
+            self._stop_at = time.monotonic()
         if self._popen.returncode is None:
             self._signal_group(signal.SIGTERM)
         self._wake(_STOP)
 
     def kill(self) -> None:
         """End the process group now and reap the script (used when the reader is interrupted)."""
-        self._signal_group(signal.SIGTERM)
         try:
-            self._popen.wait(timeout=self.grace_s)
-        except subprocess.TimeoutExpired:
-            pass
-        self._signal_group(signal.SIGKILL)
-        self._popen.wait()
+            self._signal_group(signal.SIGTERM)
+            self._reaper.join(timeout=self.grace_s)
+        finally:
+            if self._reaper.is_alive():  # the script is still running: its group id is still its own
+                self._signal_group(signal.SIGKILL)
+                self._reaper.join()
+            self._popen.wait()
 
     def close(self) -> None:
         """Release the pipes. Call after :meth:`wait` or :meth:`kill`."""
-        self._reaper.join()  # it writes to the wake-up pipe once more; never to a closed fd
-        self._closed = True
+        self._reaper.join()
+        with self._wake_lock:  # no stop() is writing to the wake-up pipe while it closes
+            self._closed = True
+            for fd in (self._wake_r, self._wake_w):
+                os.close(fd)
         if self._popen.stdout is not None:
             self._popen.stdout.close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+
+    def _timeout(self, drain_until: float | None) -> float | None:
+        deadlines = [t for t in (drain_until, self._kill_at()) if t is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
+    def _kill_at(self) -> float | None:
+        if self._stop_at is None or self._popen.returncode is not None:
+            return None
+        return self._stop_at + self.grace_s
+
+    def _escalate_if_due(self, now: float) -> None:
+        kill_at = self._kill_at()
+        if kill_at is not None and now >= kill_at and self._reaper.is_alive():
+            self._signal_group(signal.SIGKILL)
 
     def _reap(self) -> None:
-        self._popen.wait()
+        """Wait for the script to end without reaping it, end its leftovers, then wake the reader."""
+        if hasattr(os, "waitid"):
+            try:
+                os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)
+                self._signal_group(signal.SIGKILL)  # the zombie leader still holds the group id
+            except ChildProcessError:
+                pass  # already reaped: the group id may belong to someone else now
+        else:  # pragma: no cover - platforms without waitid (macOS)
+            self._popen.wait()
+            self._signal_group(signal.SIGKILL)
         self._wake(_EXITED)
 
     def _wake(self, note: bytes) -> None:
-        if self._closed:
+        # Non-blocking: a signal handler must never wait for close() on the thread it interrupted.
+        if not self._wake_lock.acquire(blocking=False):
             return
         try:
-            os.write(self._wake_w, note)
-        except OSError:  # full (already woken) or closed (already finished)
+            if not self._closed:
+                os.write(self._wake_w, note)
+        except OSError:  # full: the reader is already awake
             pass
+        finally:
+            self._wake_lock.release()
 
     def _signal_group(self, sig: int) -> None:
         try:
@@ -196,8 +216,39 @@ class JobProcess:
             pass
 
 
+class _Lines:
+    """Bytes in, lines out: incremental UTF-8 decoding, ``\\n`` splitting, redaction, long-line pieces."""
+
+    def __init__(self, redact: Callable[[str], str] | None, hold: int) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._redact = redact or (lambda line: line)
+        self._hold = hold
+        self._pending = ""
+
+    def feed(self, data: bytes) -> list[str]:
+        """The complete lines ``data`` finishes, plus the head of an over-long unfinished one."""
+        lines = (self._pending + self._decoder.decode(data)).split("\n")
+        self._pending = lines.pop()
+        out = [piece for line in lines for piece in _pieces(self._redact(line.removesuffix("\r")))]
+        while len(self._pending) >= MAX_LINE_CHARS + self._hold:
+            # Any value starting in the head lies wholly inside the pending text: mask, then cut.
+            self._pending = self._redact(self._pending)
+            if len(self._pending) < MAX_LINE_CHARS + self._hold:
+                break
+            out.append(self._pending[:MAX_LINE_CHARS])
+            self._pending = self._pending[MAX_LINE_CHARS:]
+        return out
+
+    def flush(self) -> list[str]:
+        """What is left once the output has ended (a last line without a newline)."""
+        tail, self._pending = self._pending + self._decoder.decode(b"", final=True), ""
+        return list(_pieces(self._redact(tail))) if tail else []
+
+
 def _pieces(line: str) -> Iterator[str]:
-    """A line longer than ``MAX_LINE_CHARS`` as consecutive pieces of at most that length."""
-    line = line[:-1] if line.endswith("\r") else line
+    """``line`` as consecutive pieces of at most ``MAX_LINE_CHARS`` (an empty line stays one line)."""
+    if len(line) <= MAX_LINE_CHARS:
+        yield line
+        return
     for start in range(0, len(line), MAX_LINE_CHARS):
         yield line[start : start + MAX_LINE_CHARS]

@@ -29,11 +29,11 @@ class Redactor:
         # Longest first, so a value that contains another is masked whole.
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        #: Length of the longest value: a stream must keep this many characters minus one of an
+        #: unfinished line back, so no value is cut in two before it is masked.
+        self.longest = len(ordered[0]) if ordered else 0
 
     def __call__(self, line: str) -> str:
         if self._pattern is None:
             return line
         return self._pattern.sub(MASK, line)
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None

@@ -16,7 +16,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_python_exec.builder import MacrosArg, PythonCommandBuilder
+from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder
+from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.redaction import Redactor
@@ -153,18 +154,23 @@ class PythonExecutionService:
         finally:
             self._provisioner = None
 
-    def _execute(self, job: PythonJob, command, on_line: Callable[[str], None] | None) -> RunResult:
+    def _execute(self, job: PythonJob, command: Command, on_line: Callable[[str], None] | None) -> RunResult:
         redact = Redactor(command.secrets)
         log.info("Running job %s: %s (cwd %s)", job.job_id, " ".join(command.argv), command.cwd)
         started = time.monotonic()
-        process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s)
+        try:
+            process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s)
+        except OSError as exc:
+            raise PythonExecError(
+                f"job {job.job_id!r} could not start {command.argv[0]} ({exc.strerror or exc}); "
+                "check the script, its interpreter and the working directory"
+            ) from None
         self._process = process
         last = ""
         try:
             if self._stop_requested:  # stop() raced with the start
                 process.stop()
-            for line in process.stream():
-                last = redact(line)
+            for last in process.stream(redact, hold=max(redact.longest - 1, 0)):
                 if on_line is not None:
                     on_line(last)
             exit_code = process.wait()

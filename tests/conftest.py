@@ -30,10 +30,15 @@ DUMP_ENV = "import json, os\nprint('ENV=' + json.dumps(dict(os.environ)))\n"
 
 def write_job(folder: Path, script: str = DUMP_ENV, *, job: dict | None = None, dotenv: str | None = None,
               name: str = "app.py") -> Path:
-    """Write a job folder: ``name`` holding ``script``, optional ``job.json`` and ``.env``."""
+    """Write a job folder: ``name`` holding ``script``, optional ``job.json`` and ``.env``.
+
+    A ``job.json`` gets ``packageName: name`` unless it sets one (or runs ``pythonEnv.command``).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / name).write_text(textwrap.dedent(script))
     if job is not None:
+        if "command" not in (job.get("pythonEnv") or {}):
+            job = {"packageName": name, **job}
         (folder / "job.json").write_text(json.dumps(job))
     if dotenv is not None:
         (folder / ".env").write_text(textwrap.dedent(dotenv))

@@ -123,3 +123,10 @@ def test_script_dies_with_a_runner_killed_outright(job_dir: Path) -> None:
     proc.kill()
     proc.wait(timeout=30)
     assert process_gone(script_pid)
+
+
+@pytest.mark.parametrize("args", [["run"], ["run", "x", "--macro", "NOEQUALS"], ["envs", "prune", "--unused-for", "soon"]])
+def test_usage_errors_are_one_error_line(args: list[str]) -> None:
+    done = cli(*args)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1

@@ -194,3 +194,11 @@ def test_job_loaded_object_and_path_behave_the_same(settings, job_dir: Path) -> 
     write_job(job_dir, "print('same')\n")
     assert run_lines(settings, PythonJob.load(job_dir))[0] == run_lines(settings, str(job_dir))[0] == ["same"]
     assert os.path.exists(job_dir / "app.py")
+
+
+def test_dotenv_that_is_not_utf8_is_refused_in_one_line(settings, job_dir: Path) -> None:
+    write_job(job_dir)
+    (job_dir / ".env").write_bytes(b"NAME=caf\xe9\n")
+    with pytest.raises(JobConfigError, match="UTF-8") as info:
+        run_lines(settings, job_dir, dotenv_as_macros=True)
+    assert "\n" not in str(info.value)

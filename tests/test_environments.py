@@ -301,3 +301,42 @@ def test_concurrent_threads_share_one_provisioning(settings, locked_job: Path) -
         results = list(pool.map(lambda _: run(settings, locked_job), range(4)))
     assert all(r.exit_code == 0 for r, _, _ in results)
     assert sum(any("cache miss" in line for line in setup) for _, _, setup in results) == 1
+
+
+def test_stop_while_waiting_for_another_provisioning(settings, locked_job: Path) -> None:
+    job = PythonJob.load(locked_job)
+    key = EnvironmentProvisioner(settings).spec(job, PythonEngineValidator(settings).validate()).key
+    (settings.cache_dir / "envs").mkdir(parents=True)
+    service = PythonExecutionService(settings)
+    with filelock.FileLock(str(settings.cache_dir / "envs" / f"{key}.lock")):
+        timer = __import__("threading").Timer(0.5, service.stop)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(ProvisioningError, match="stopped while waiting"):
+            service.run(job)
+        assert time.monotonic() - started < 10  # not lock_timeout (600 s)
+
+
+def test_prune_removes_orphaned_ephemeral_folders_only(settings) -> None:
+    import socket
+
+    eph = settings.cache_dir / "ephemeral"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name, owner in [("env_dead", {"host": socket.gethostname(), "pid": dead.pid}),
+                        ("env_alive", {"host": socket.gethostname(), "pid": os.getpid()}),
+                        ("env_other_host", {"host": "another-worker", "pid": dead.pid})]:
+        (eph / name).mkdir(parents=True)
+        (eph / name / ".owner").write_text(json.dumps(owner))
+    prune(settings.cache_dir, unused_for_s=0)
+    assert sorted(p.name for p in eph.iterdir()) == ["env_alive", "env_other_host"]
+
+
+def test_damaged_marker_is_listed_as_unfinished(settings, locked_job: Path) -> None:
+    from airflow_python_exec.environments import list_environments
+
+    run(settings, locked_job)
+    (env,) = env_folders(settings)
+    (env / ".provisioned").write_text("{not json")
+    (listed,) = list_environments(settings.cache_dir)
+    assert not listed.provisioned and listed.job_id == "?"

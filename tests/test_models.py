@@ -52,7 +52,7 @@ def test_unknown_top_level_key_is_ignored_with_a_warning(job_dir: Path, caplog: 
 
 def _refusal(job_dir: Path, job: object, raw: str | None = None) -> str:
     write_job(job_dir, job=None)
-    (job_dir / "job.json").write_text(raw if raw is not None else json.dumps(job))
+    (job_dir / "job.json").write_text(raw if raw is not None else json.dumps(job))  # exactly as given
     with pytest.raises(JobConfigError) as info:
         PythonJob.load(job_dir)
     message = str(info.value)
@@ -64,6 +64,7 @@ def _refusal(job_dir: Path, job: object, raw: str | None = None) -> str:
     ("job", "expected"),
     [
         ({"packageName": "app.py"}, "jobId"),
+        ({"jobId": "j"}, "packageName is required"),
         ({"jobId": "j", "engineType": "SPARK"}, "engineType 'SPARK' is not PYTHON"),
         ({"jobId": "j", "packageName": "missing.py"}, "'missing.py' does not exist"),
         ({"jobId": "j", "packageName": "app.sh"}, "not a .py file"),

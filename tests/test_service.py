@@ -174,3 +174,46 @@ def test_no_file_descriptor_leak_across_runs(settings, job_dir: Path) -> None:
         service.run(job_dir)
     after = len(os.listdir("/proc/self/fd")) if sys.platform == "linux" else 0
     assert after <= before
+
+
+def test_secret_straddling_a_long_line_cut_is_still_masked(settings, job_dir: Path, fernet_key) -> None:
+    from airflow_python_exec.crypto import encrypt
+
+    secret = "SUPERSECRETVALUE-0123456789"
+    write_job(job_dir, f"""
+        import os, sys
+        for offset in range(1, len(os.environ["S"])):
+            sys.stdout.write("a" * ({MAX_LINE_CHARS} - offset) + os.environ["S"] + "b" * 10)
+        sys.stdout.write("\\n")
+    """)
+    lines: list[str] = []
+    token = encrypt(secret, [fernet_key])
+    PythonExecutionService(settings).run(job_dir, on_line=lines.append,
+                                         macros=[{"key": "S", "value": token, "secure": True}])
+    text = "".join(lines)
+    assert text.count("***") == len(secret) - 1
+    assert "SUPERSEC" not in text and "0123456789" not in text
+
+
+def test_last_line_without_newline_survives_a_pipe_held_outside_the_group(settings, job_dir: Path) -> None:
+    write_job(job_dir, """
+        import subprocess, sys
+        subprocess.Popen(["sleep", "4"], start_new_session=True)  # escapes the group, keeps our stdout
+        print("first")
+        sys.stdout.write("tail without newline")
+    """)
+    lines: list[str] = []
+    result = PythonExecutionService(settings).run(job_dir, on_line=lines.append)
+    assert lines == ["first", "tail without newline"]
+    assert result.last_line == "tail without newline" and result.duration_s < 4
+
+
+def test_a_script_that_cannot_start_is_a_one_line_refusal(settings, job_dir: Path) -> None:
+    from airflow_python_exec.errors import PythonExecError
+
+    write_job(job_dir, "print('x')\n")
+    os.chmod(job_dir, 0o755)
+    big = {"BIG": "x" * 3_000_000}  # larger than the kernel's limit for one environment string
+    with pytest.raises(PythonExecError, match="could not start") as info:
+        PythonExecutionService(settings).run(job_dir, macros=big)
+    assert "\n" not in str(info.value)

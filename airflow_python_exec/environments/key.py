@@ -1,7 +1,7 @@
 """The cache key of a job environment: a digest of everything that decides what gets installed.
 
-Inputs, and only these (DESIGN.md "The environment cache"): the host name, the resolved base
-interpreter (path and full version), the lock file's content, each local extra's content (a file's
+Inputs, and only these (DESIGN.md "The environment cache"): the host name, the base interpreter
+(its path as configured or found, and its full version as it reports it), the lock file's content, each local extra's content (a file's
 digest; for a folder, every file's relative path and digest), and :data:`LAYOUT_VERSION`. Touching a
 lock file without changing it keeps the key; changing one byte changes it. Paths and modification
 times of the lock and extras are deliberately not inputs (the platform's known flaw).
@@ -22,15 +22,11 @@ KEY_CHARS = 32
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, hex."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest") else _sha(f)
-
-
-def _sha(f) -> str:  # Python 3.10 has no hashlib.file_digest
+    """SHA-256 of a file's bytes, hex (read in 1 MiB blocks; Python 3.10 has no hashlib.file_digest)."""
     digest = hashlib.sha256()
-    for block in iter(lambda: f.read(1 << 20), b""):
-        digest.update(block)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 

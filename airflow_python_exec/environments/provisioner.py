@@ -19,8 +19,8 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.errors import ProvisioningError, PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, _probe_version
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 MARKER = ".provisioned"
 LAST_USED = ".last_used"
+#: In an ephemeral folder: the host and process that own it, so prune removes only true orphans.
+OWNER = ".owner"
 PREFIX = "[python_exec]"
 
 
@@ -88,7 +90,10 @@ class EnvironmentProvisioner:
         assert env is not None
         if env.python_version:
             python, version = find_python(env.python_version, self.settings.python_downloads)
-            version = _probe_version(python)
+            try:
+                version = _probe_version(python)
+            except PythonExecError as exc:
+                raise ProvisioningError(str(exc)) from None
         else:
             python, version = interpreter.path, interpreter.version
         lock = job.resolve(env.pylock) if env.pylock else None
@@ -135,8 +140,9 @@ class EnvironmentProvisioner:
         A plain ``fcntl.flock`` shared lock: one system call on the cached-start path, where
         filelock's SQLite-backed ``ReadWriteLock`` costs milliseconds.
         """
-        self.envs_dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.envs_dir / f"{key}.inuse", os.O_RDWR | os.O_CREAT, 0o644)
+        with _disk_errors_as_provisioning():
+            self.envs_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.envs_dir / f"{key}.inuse", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
@@ -146,6 +152,10 @@ class EnvironmentProvisioner:
     # -- cached -----------------------------------------------------------------------------
 
     def _cached(self, job: PythonJob, spec: EnvironmentSpec) -> Path:
+        with _disk_errors_as_provisioning():
+            return self._find_or_build(job, spec)
+
+    def _find_or_build(self, job: PythonJob, spec: EnvironmentSpec) -> Path:
         path = self.envs_dir / spec.key
         started = time.monotonic()
         if (path / MARKER).is_file():
@@ -191,6 +201,8 @@ class EnvironmentProvisioner:
                 pass
             if (path / MARKER).is_file():
                 return False
+            if self._uv.stopped:
+                raise ProvisioningError(f"stopped while waiting for environment {key} to be provisioned")
             if time.monotonic() >= deadline:
                 raise ProvisioningError(
                     f"environment {key} is being provisioned by another process and its lock was not "
@@ -203,12 +215,15 @@ class EnvironmentProvisioner:
 
     @contextlib.contextmanager
     def _ephemeral(self, job: PythonJob, spec: EnvironmentSpec) -> Iterator[Path]:
-        self.ephemeral_dir.mkdir(parents=True, exist_ok=True)
-        path = Path(tempfile.mkdtemp(prefix=f"env_{os.getpid()}_", dir=self.ephemeral_dir))
+        with _disk_errors_as_provisioning():
+            self.ephemeral_dir.mkdir(parents=True, exist_ok=True)
+            path = Path(tempfile.mkdtemp(prefix="env_", dir=self.ephemeral_dir))
         try:
             started = time.monotonic()
             self._say(f"ephemeral environment {path.name} for job {job.job_id}")
-            self._build(path, job, spec)
+            with _disk_errors_as_provisioning():
+                (path / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+                self._build(path, job, spec)
             self._say(f"ephemeral environment ready ({_ms(started)})")
             yield path
         finally:
@@ -223,7 +238,7 @@ class EnvironmentProvisioner:
         try:
             step = time.monotonic()
             self._uv.run("creating the virtual environment",
-                         ["venv", str(path), "--python", str(spec.python)])
+                         ["venv", str(path), "--python", str(spec.python), "--allow-existing"])
             self._say(f"venv with Python {spec.version} ({_ms(step)})")
             python = str(path / "bin" / "python")
             if spec.lock is not None:
@@ -260,6 +275,21 @@ def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, seconds: fl
     tmp = path / f"{MARKER}.tmp"
     tmp.write_text(json.dumps(marker, indent=2))
     os.replace(tmp, path / MARKER)
+
+
+@contextlib.contextmanager
+def _disk_errors_as_provisioning() -> Iterator[None]:
+    """An unusable cache folder (missing rights, full disk, a file in the way) fails provisioning
+    with one line, not a traceback. Errors raised by the job's own run pass through untouched."""
+    try:
+        yield
+    except OSError as exc:
+        if isinstance(exc, ProvisioningError):
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ProvisioningError(
+            f"the environment cache cannot be used: {exc.strerror or exc}{where}; check [python_exec] cache_dir"
+        ) from None
 
 
 def _touch(path: Path) -> None:

@@ -6,11 +6,12 @@ import fcntl
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .provisioner import LAST_USED, MARKER
+from .provisioner import LAST_USED, MARKER, OWNER
 
 
 @dataclass(frozen=True)
@@ -31,21 +32,37 @@ class CachedEnvironment:
     provisioned: bool
 
 
-def list_environments(cache_dir: Path) -> list[CachedEnvironment]:
-    """Every folder under ``<cache_dir>/envs``, most recently used first."""
+def list_environments(cache_dir: Path, with_size: bool = True) -> list[CachedEnvironment]:
+    """Every folder under ``<cache_dir>/envs``, most recently used first (``size_bytes`` 0 without
+    ``with_size``)."""
     envs_dir = cache_dir / "envs"
     found = []
     for path in sorted(p for p in envs_dir.glob("*") if p.is_dir()) if envs_dir.is_dir() else []:
-        marker = path / MARKER
-        info = json.loads(marker.read_text()) if marker.is_file() else {}
-        created = marker.stat().st_mtime if marker.is_file() else path.stat().st_mtime
-        last = path / LAST_USED
-        found.append(CachedEnvironment(
-            key=path.name, path=path, size_bytes=_size(path), created=created,
-            last_used=max(created, last.stat().st_mtime if last.exists() else 0.0),
-            job_id=info.get("job_id", "?"), provisioned=marker.is_file(),
-        ))
+        try:
+            found.append(_describe(path, with_size))
+        except OSError:  # removed or rebuilt while we looked: not ours to report
+            continue
     return sorted(found, key=lambda e: e.last_used, reverse=True)
+
+
+def _describe(path: Path, with_size: bool) -> CachedEnvironment:
+    marker = path / MARKER
+    try:
+        info = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        info = {}  # unfinished, or a damaged marker: shown as unfinished
+    created = marker.stat().st_mtime if info else path.stat().st_mtime
+    return CachedEnvironment(
+        key=path.name, path=path, size_bytes=_size(path) if with_size else 0, created=created,
+        last_used=_last_used(path, created), job_id=info.get("job_id", "?"), provisioned=bool(info),
+    )
+
+
+def _last_used(path: Path, created: float) -> float:
+    try:
+        return max(created, (path / LAST_USED).stat().st_mtime)
+    except OSError:
+        return created
 
 
 def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[list[CachedEnvironment], list[str]]:
@@ -67,6 +84,8 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
             except BlockingIOError:
                 busy.append(env.key)
                 continue
+            if now - _last_used(env.path, env.created) < unused_for_s:
+                continue  # a run used it between our listing and the lock
             if not dry_run:
                 (env.path / MARKER).unlink(missing_ok=True)  # first, so no new run trusts it
                 shutil.rmtree(env.path, ignore_errors=True)
@@ -79,13 +98,20 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
 
 
 def _remove_orphaned_ephemeral(folder: Path) -> None:
-    for path in folder.glob("env_*_*") if folder.is_dir() else []:
-        pid = path.name.split("_")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Remove ephemeral folders whose owner process on this host is gone (a cache shared between
+    workers keeps the other hosts' folders)."""
+    for path in folder.glob("env_*") if folder.is_dir() else []:
+        try:
+            owner = json.loads((path / OWNER).read_text())
+        except (OSError, ValueError):
+            continue  # being created right now, or not ours to judge
+        if owner.get("host") == socket.gethostname() and not _alive(int(owner.get("pid", 0))):
             shutil.rmtree(path, ignore_errors=True)
 
 
 def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return True  # unknown owner: keep it
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -99,7 +125,10 @@ def _size(path: Path) -> int:
     seen, total = set(), 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            st = os.lstat(os.path.join(root, name))
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512

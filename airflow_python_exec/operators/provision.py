@@ -50,7 +50,7 @@ class ProvisionEnvironmentOperator(BaseOperator):
         if job.python_env is None or not job.python_env.needs_environment:
             raise JobConfigError(f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version")
         hook = PythonExecutionHook(install_path=self.install_path)
-        interpreter = hook.get_conn().init()
+        interpreter = hook.service.init()
         self._provisioner = EnvironmentProvisioner(hook.settings, on_line=hook.log_line)
         return str(self._provisioner.provision(job, interpreter))
 
