@@ -1,6 +1,7 @@
 # make demo / make test: each sets everything up on a fresh clone (.venv, a throw-away AIRFLOW_HOME
 # with a SQLite metadata database and a generated Fernet key), then runs.
-PYTHON ?= python3
+# Python 3.11 when present: the world-cities example's lock holds cp311 wheels.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := $(CURDIR)/.venv
 BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home
