@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 import json
 import sys
 import textwrap
@@ -167,10 +168,16 @@ def test_templated_job_and_macros_from_params_conf_and_variables(dags, jobs, cap
                 job="jobs/{jobs.name}/{{{{ params.job }}}}",
                 macros={{"P": "{{{{ params.app_name }}}}", "V": "{{{{ var.value.greeting }}}}"}},
             )
+            PythonJobOperator(
+                task_id="macro_objects",
+                job="jobs/{jobs.name}/templated",
+                macros=[Macro(key="P", value="{{{{ params.app_name }}}}"), Macro(key="V", value="{{{{ ds }}}}")],
+            )
     """, "templates_dag")
     states, log = run_dag(dag, capfd, caplog, run_conf={"app_name": "typed in the UI"})
-    assert states == {"templated": "success"}
+    assert states == {"templated": "success", "macro_objects": "success"}
     assert "P=typed in the UI V=hello from a Variable" in log
+    assert re.search(r"P=typed in the UI V=\d{4}-\d{2}-\d{2}", log)
 
 
 def test_execution_timeout_stops_the_script_and_its_children(dags, jobs, capfd, caplog) -> None:
