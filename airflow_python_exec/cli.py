@@ -8,11 +8,12 @@ A refusal prints one line ``error: <what is wrong and how to fix it>`` on stderr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 from airflow_python_exec import crypto
@@ -53,37 +54,49 @@ def _macro(text: str) -> tuple[str, str]:
     return key, value
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from airflow_python_exec.service import PythonExecutionService
+@contextlib.contextmanager
+def _stopped_by_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
+    """While inside, SIGINT and SIGTERM call ``stop`` (as Airflow's cancel calls ``on_kill``).
 
-    service = PythonExecutionService(_settings(args))
+    Yields the list of signals received; a refusal raised because of them becomes 128 + signal.
+    """
     received: list[int] = []
 
     def on_signal(signum: int, _frame: object) -> None:
         received.append(signum)
-        service.stop()
+        stop()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        service.init()
-        result = service.run(
-            args.path,
-            macros=dict(args.macro) if args.macro else None,
-            dotenv_as_macros=args.dotenv_as_macros,
-            refresh=True if args.refresh else None,
-            cwd=args.cwd,
-            on_line=lambda line: print(line, flush=True),
-            on_setup_line=lambda line: print(line, file=sys.stderr, flush=True),
-        )
+        yield received
     except PythonExecError:
-        if received:  # stopped by the signal while provisioning: report the signal, as Airflow would
-            return 128 + received[0]
-        raise
+        if not received:
+            raise
     finally:
-        service.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    return 128 + received[0] if received else result.exit_code
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from airflow_python_exec.service import PythonExecutionService
+
+    service = PythonExecutionService(_settings(args))
+    exit_code = 0
+    try:
+        with _stopped_by_signals(service.stop) as received:
+            service.init()
+            exit_code = service.run(
+                args.path,
+                macros=dict(args.macro) if args.macro else None,
+                dotenv_as_macros=args.dotenv_as_macros,
+                refresh=True if args.refresh else None,
+                cwd=args.cwd,
+                on_line=lambda line: print(line, flush=True),
+                on_setup_line=lambda line: print(line, file=sys.stderr, flush=True),
+            ).exit_code
+    finally:
+        service.close()
+    return 128 + received[0] if received else exit_code
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -98,13 +111,9 @@ def cmd_provision(args: argparse.Namespace) -> int:
                              "there is no environment to provision")
     interpreter = PythonEngineValidator(settings).validate()
     provisioner = EnvironmentProvisioner(settings, on_line=lambda line: print(line, file=sys.stderr, flush=True))
-    previous = {sig: signal.signal(sig, lambda *_: provisioner.stop()) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _stopped_by_signals(provisioner.stop) as received:
         print(provisioner.provision(job, interpreter))
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return 128 + received[0] if received else 0
 
 
 def cmd_envs_list(args: argparse.Namespace) -> int:
