@@ -40,12 +40,13 @@ DRAIN_S = 2.0
 _EXITED, _STOP = b"x", b"s"
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    """Linux: a ``preexec_fn`` asking the kernel to SIGKILL the child if its parent dies.
+def _die_with_parent() -> Callable[[int], Callable[[], None]] | None:
+    """Linux: a factory of ``preexec_fn`` asking the kernel to SIGKILL the child if its parent dies.
 
     A parent killed outright (SIGKILL, OOM killer) gets no chance to stop its children; without
     this, a script or a uv install would run on as an orphan and could write into an environment
-    that the next run is rebuilding. prctl is looked up here, before any fork.
+    that the next run is rebuilding. prctl is looked up here, before any fork. A parent that died
+    between the fork and the prctl call is caught by comparing the parent's pid.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -54,10 +55,19 @@ def _die_with_parent() -> Callable[[], None] | None:
     except (OSError, AttributeError):
         return None
     pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
-    return lambda: prctl(pr_set_pdeathsig, sigkill)
+
+    def preexec_for(parent: int) -> Callable[[], None]:
+        def preexec() -> None:
+            prctl(pr_set_pdeathsig, sigkill)
+            if os.getppid() != parent:
+                os._exit(1)
+
+        return preexec
+
+    return preexec_for
 
 
-_PREEXEC = _die_with_parent()
+_PREEXEC_FOR = _die_with_parent()
 
 
 class JobProcess:
@@ -85,7 +95,7 @@ class JobProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
-            preexec_fn=_PREEXEC,
+            preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR else None,
         )
         self.pid = self._popen.pid
         self._wake_r, self._wake_w = os.pipe()
