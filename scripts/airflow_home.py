@@ -29,9 +29,8 @@ sql_alchemy_conn = sqlite:///{home / "airflow.db"}
 base_log_folder = {home / "logs"}
 
 [python_exec]
-# The demo's configured Python: the project's virtual environment, which has python-dotenv, as the
-# platform's python.installPath must for scripts that load .env themselves.
-install_path = {REPO / ".venv"}
+# install_path is left unset: jobs use the base installation of the Python that runs Airflow, and
+# a job that needs packages (hello: python-dotenv; world_cities: pandas) brings its own pylock.toml.
 cache_dir = {home / "cache"}
 # First key: a fresh one. Second: the demo key that encrypted example_dags/jobs/hello's secure macro.
 fernet_key = {Fernet.generate_key().decode()},{demo_key}
