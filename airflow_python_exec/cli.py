@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import NoReturn
 
 from airflow_python_exec import crypto
-from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.settings import EngineSettings
 
 
@@ -106,9 +106,6 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     job = PythonJob.load(args.path)
-    if job.python_env is None or not job.python_env.needs_environment:
-        raise JobConfigError(f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version; "
-                             "there is no environment to provision")
     interpreter = PythonEngineValidator(settings).validate()
     provisioner = EnvironmentProvisioner(settings, on_line=lambda line: print(line, file=sys.stderr, flush=True))
     with _stopped_by_signals(provisioner.stop) as received:

@@ -208,6 +208,11 @@ class PythonJob(BaseModel):
         return self
 
     @property
+    def needs_environment(self) -> bool:
+        """True when the job runs in its own virtual environment (see :attr:`PythonEnv.needs_environment`)."""
+        return self.python_env is not None and self.python_env.needs_environment
+
+    @property
     def macros(self) -> list[Macro]:
         """The job's own macros, in ``job.json`` order."""
         return self.runtime_config.macros

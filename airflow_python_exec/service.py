@@ -143,7 +143,7 @@ class PythonExecutionService:
         on_setup_line: Callable[[str], None] | None,
     ) -> Path | None:
         """The job's virtual environment (entered on ``stack``), or ``None`` when it needs none."""
-        if job.python_env is None or not job.python_env.needs_environment:
+        if not job.needs_environment:
             return None
         from airflow_python_exec.environments import EnvironmentProvisioner
 

@@ -82,7 +82,7 @@ class PythonEngineValidator:
             )
         prefix = self._install_path()
         exe = self._find_executable(prefix)
-        return Interpreter(path=exe, version=_probe_version(exe), install_path=prefix)
+        return Interpreter(path=exe, version=probe_version(exe), install_path=prefix)
 
     def _install_path(self) -> Path:
         raw = self.settings.install_path
@@ -126,8 +126,12 @@ class PythonEngineValidator:
         )
 
 
-def _probe_version(exe: Path) -> str:
-    """Run ``exe`` once to read its version; cached per (path, inode, mtime) for this process."""
+def probe_version(exe: Path) -> str:
+    """Run ``exe`` once to read its full version (``"3.12.4"``); cached per (path, inode, mtime) in
+    this process, so a worker probes each interpreter once, not once per task.
+
+    :raises InterpreterNotRunnableError: it does not run or report a version.
+    """
     st = exe.stat()
     key = (str(exe), st.st_ino, st.st_mtime_ns)
     with _probe_lock:

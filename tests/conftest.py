@@ -24,6 +24,9 @@ from cryptography.fernet import Fernet  # noqa: E402
 
 from airflow_python_exec import EngineSettings  # noqa: E402
 
+#: The console script, from the environment running the tests.
+CLI = str(Path(sys.executable).parent / "airflow-python-exec")
+
 #: A script that prints its environment as one JSON line, for precedence tests.
 DUMP_ENV = "import json, os\nprint('ENV=' + json.dumps(dict(os.environ)))\n"
 
@@ -43,6 +46,12 @@ def write_job(folder: Path, script: str = DUMP_ENV, *, job: dict | None = None, 
     if dotenv is not None:
         (folder / ".env").write_text(textwrap.dedent(dotenv))
     return folder
+
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """Environment for a CLI subprocess: this interpreter as install_path, plus ``[python_exec]`` options."""
+    extra = {f"AIRFLOW__PYTHON_EXEC__{k.upper()}": v for k, v in settings.items()}
+    return {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix, **extra}
 
 
 def env_of(lines: list[str]) -> dict[str, str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import process_gone, write_job
+from conftest import CLI, cli_env, process_gone, write_job
 
-CLI = str(Path(sys.executable).parent / "airflow-python-exec")
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None):
-    full_env = {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix, **(env or {})}
+    full_env = {**cli_env(), **(env or {})}
     return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, input=stdin,
                           cwd=cwd, timeout=120)
 
@@ -99,8 +97,7 @@ def test_signal_stops_the_job_and_its_children(job_dir: Path, sig: int, code: in
         print(child.pid, flush=True)
         time.sleep(600)
     """)
-    env = {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix}
-    proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, text=True, env=cli_env())
     child_pid = int(proc.stdout.readline())
     proc.send_signal(sig)
     assert proc.wait(timeout=30) == code
@@ -117,8 +114,7 @@ def test_unknown_job_json_key_warns_on_stderr_only(job_dir: Path) -> None:
 def test_script_dies_with_a_runner_killed_outright(job_dir: Path) -> None:
     """SIGKILL leaves the runner no time to clean up; the kernel's parent-death signal does it."""
     write_job(job_dir, "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(600)\n")
-    env = {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix}
-    proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, text=True, env=cli_env())
     script_pid = int(proc.stdout.readline())
     proc.kill()
     proc.wait(timeout=30)

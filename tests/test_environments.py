@@ -19,10 +19,9 @@ from airflow_python_exec.environments import EnvironmentProvisioner, prune
 from airflow_python_exec.environments.key import environment_key
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.validator import PythonEngineValidator
-from conftest import env_of, write_job
+from conftest import CLI, cli_env, env_of, write_job
 from wheels import write_lock, write_wheel
 
-CLI = str(Path(sys.executable).parent / "airflow-python-exec")
 APP = "import sys, tinyapp\nprint('tinyapp', tinyapp.tinydep.VALUE, sys.version_info[:2])\n"
 
 
@@ -55,9 +54,7 @@ def env_folders(settings: EngineSettings) -> list[Path]:
 
 
 def cli(*args: str, settings: EngineSettings, **kwargs) -> subprocess.Popen:
-    env = {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix,
-           "AIRFLOW__PYTHON_EXEC__CACHE_DIR": str(settings.cache_dir)}
-    return subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    return subprocess.Popen([CLI, *args], env=cli_env(cache_dir=str(settings.cache_dir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kwargs)
 
 

@@ -8,19 +8,14 @@ from pathlib import Path
 
 from airflow_python_exec.errors import ProvisioningError
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 #: PEP 751: ``pylock.toml`` or ``pylock.<name>.toml`` (name non-empty, no dots).
 LOCK_NAME = re.compile(r"pylock(\.[^.]+)?\.toml\Z")
 
 
-def check_lock(lock: Path) -> tuple[str, ...]:
-    """Check that ``lock`` exists, is named per PEP 751, parses as TOML and is a version-1 lock.
+def check_lock_file(lock: Path) -> None:
+    """Check that ``lock`` exists and is named per PEP 751 (cheap: no read, fit for every run).
 
-    :returns: the ``name==version`` of each ``[[packages]]`` entry it lists.
     :raises ProvisioningError: with the file and what is wrong with it.
     """
     if not lock.is_file():
@@ -29,6 +24,22 @@ def check_lock(lock: Path) -> tuple[str, ...]:
         raise ProvisioningError(
             f"lock file {lock.name!r} is not a PEP 751 name; rename it to pylock.toml or pylock.<name>.toml"
         )
+
+
+def locked_packages(lock: Path) -> tuple[str, ...]:
+    """Parse ``lock`` and check it is a version-1 PEP 751 lock; only needed when building.
+
+    A cache hit never parses the lock: its key is the lock's digest, and an environment exists only
+    for content that parsed and installed before.
+
+    :returns: the ``name==version`` of each ``[[packages]]`` entry it lists.
+    :raises ProvisioningError: not valid TOML, not a PEP 751 lock, or an unsupported lock-version.
+    """
+    if sys.version_info >= (3, 11):  # imported here: the cache-hit path never needs a TOML parser
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
     try:
         data = tomllib.loads(lock.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

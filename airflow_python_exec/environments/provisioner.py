@@ -28,14 +28,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec.errors import ProvisioningError, PythonExecError
+from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.settings import EngineSettings
-from airflow_python_exec.validator import Interpreter, _probe_version
+from airflow_python_exec.validator import Interpreter, probe_version
 
 from .interpreters import find_python
 from .key import environment_key
-from .lockfile import check_lock
+from .lockfile import check_lock_file, locked_packages
 from .uv import Uv
 
 log = logging.getLogger(__name__)
@@ -53,14 +53,13 @@ class EnvironmentSpec:
 
     :ivar python: base interpreter executable; :ivar version: its full version;
     :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
-    :ivar packages: ``name==version`` of each package the lock lists.
+    :ivar key: the cache key (see :mod:`.key`).
     """
 
     python: Path
     version: str
     lock: Path | None
     extras: tuple[Path, ...] = ()
-    packages: tuple[str, ...] = ()
     key: str = field(default="", compare=False)
 
 
@@ -91,19 +90,20 @@ class EnvironmentProvisioner:
         if env.python_version:
             python, version = find_python(env.python_version, self.settings.python_downloads)
             try:
-                version = _probe_version(python)
+                version = probe_version(python)
             except PythonExecError as exc:
                 raise ProvisioningError(str(exc)) from None
         else:
             python, version = interpreter.path, interpreter.version
         lock = job.resolve(env.pylock) if env.pylock else None
-        packages = check_lock(lock) if lock is not None else ()
+        if lock is not None:
+            check_lock_file(lock)
         extras = tuple(job.resolve(p) for p in env.local_extra_deps)
         for extra in extras:
             if not extra.exists():
                 raise ProvisioningError(f"local extra {extra} does not exist; build it or fix local_extra_deps")
         key = environment_key(python, version, lock, extras)
-        return EnvironmentSpec(python, version, lock, extras, packages, key)
+        return EnvironmentSpec(python, version, lock, extras, key)
 
     @contextlib.contextmanager
     def environment(self, job: PythonJob, interpreter: Interpreter, refresh: bool | None = None) -> Iterator[Path]:
@@ -124,7 +124,16 @@ class EnvironmentProvisioner:
             yield path
 
     def provision(self, job: PythonJob, interpreter: Interpreter) -> Path:
-        """Build (or find) the job's cached environment without running anything; return its folder."""
+        """Build (or find) the job's cached environment without running anything; return its folder.
+
+        :raises JobConfigError: the job has no environment to build.
+        :raises ProvisioningError: the environment cannot be built.
+        """
+        if not job.needs_environment:
+            raise JobConfigError(
+                f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version; "
+                "there is no environment to provision"
+            )
         spec = self.spec(job, interpreter)
         with self.in_use(spec.key):
             return self._cached(job, spec)
@@ -240,6 +249,7 @@ class EnvironmentProvisioner:
         """uv venv, install the lock, install local extras with --no-deps, write the marker last."""
         started = time.monotonic()
         try:
+            packages = locked_packages(spec.lock) if spec.lock is not None else ()
             step = time.monotonic()
             self._uv.run("creating the virtual environment",
                          ["venv", str(path), "--python", str(spec.python), "--allow-existing"])
@@ -249,13 +259,13 @@ class EnvironmentProvisioner:
                 step = time.monotonic()
                 self._uv.run(f"installing {spec.lock.name}",
                              ["pip", "install", "--python", python, "--no-build", "-r", str(spec.lock)], offline_first=True)
-                self._say(f"installed {len(spec.packages)} locked packages ({_ms(step)})")
+                self._say(f"installed {len(packages)} locked packages ({_ms(step)})")
             if spec.extras:
                 step = time.monotonic()
                 self._uv.run("installing local extras",
                              ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)], offline_first=True)
                 self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({_ms(step)})")
-            _write_marker(path, job, spec, time.monotonic() - started)
+            _write_marker(path, job, spec, packages, time.monotonic() - started)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
             raise
@@ -264,7 +274,7 @@ class EnvironmentProvisioner:
         self.on_line(f"{PREFIX} {message}")
 
 
-def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, seconds: float) -> None:
+def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float) -> None:
     marker = {
         "key": spec.key,
         "job_id": job.job_id,
@@ -274,7 +284,7 @@ def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, seconds: fl
         "python_version": spec.version,
         "lock": str(spec.lock) if spec.lock else None,
         "local_extra_deps": [str(p) for p in spec.extras],
-        "installed": [*spec.packages, *(p.name for p in spec.extras)],
+        "installed": [*packages, *(p.name for p in spec.extras)],
     }
     tmp = path / f"{MARKER}.tmp"
     tmp.write_text(json.dumps(marker, indent=2))

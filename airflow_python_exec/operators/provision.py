@@ -8,7 +8,6 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.models import PythonEnv
 from airflow_python_exec.operators.python_job import load_job
 
@@ -47,8 +46,6 @@ class ProvisionEnvironmentOperator(BaseOperator):
         from airflow_python_exec.hooks.python_exec import PythonExecutionHook
 
         job = load_job(self.job, context, self.dag, self.python_env)
-        if job.python_env is None or not job.python_env.needs_environment:
-            raise JobConfigError(f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version")
         hook = PythonExecutionHook(install_path=self.install_path)
         interpreter = hook.service.init()
         self._provisioner = EnvironmentProvisioner(hook.settings, on_line=hook.log_line)
