@@ -13,7 +13,6 @@ The environment is assembled in DESIGN.md's precedence, lowest first:
 
 from __future__ import annotations
 
-import logging
 import os
 import shlex
 from collections.abc import Iterable, Mapping
@@ -28,9 +27,9 @@ from pydantic import ValidationError
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
+from airflow_python_exec.logs import log
 from airflow_python_exec.settings import EngineSettings
 
-log = logging.getLogger(__name__)
 
 #: Variables a script keeps with ``inherit_env=False`` (plus every ``LC_*``).
 MINIMAL_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER")
@@ -40,6 +39,29 @@ HIDDEN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW", "__
 INTERPRETER_VARS = ("VIRTUAL_ENV", "PYTHONHOME")
 
 MacrosArg = Union[Mapping[str, Any], Iterable[Union[Macro, Mapping[str, Any]]], None]
+
+
+@dataclass(frozen=True)
+class PreparedCommand:
+    """Everything about a run that does not depend on its virtual environment, checked.
+
+    Made by :meth:`PythonCommandBuilder.prepare` before the environment is provisioned, so a bad
+    macro, ``.env`` or ``cwd`` is refused before anything is built; :meth:`command` completes it.
+    """
+
+    job: PythonJob
+    cwd: Path
+    env: dict[str, str] = field(repr=False)
+    secrets: frozenset[str] = field(repr=False, default=frozenset())
+
+    def command(self, python: Path, venv: Path | None = None) -> Command:
+        """The :class:`Command` that runs the job with ``python`` (layer 6: ``venv``'s paths first).
+
+        :raises JobConfigError: ``pythonEnv.command`` names what the environment does not provide.
+        """
+        env = dict(self.env)
+        _set_paths(env, self.job, venv)
+        return Command(argv=_argv(self.job, python, venv), cwd=self.cwd, env=env, secrets=self.secrets)
 
 
 @dataclass(frozen=True)
@@ -78,7 +100,8 @@ class PythonCommandBuilder:
         cwd: str | Path | None = None,
         venv: Path | None = None,
     ) -> Command:
-        """Return the :class:`Command` that runs ``job`` with ``python``.
+        """Return the :class:`Command` that runs ``job`` with ``python`` (:meth:`prepare`, then
+        :meth:`PreparedCommand.command`).
 
         :param python: the interpreter to run (the validated base one, or ``<venv>/bin/python``).
         :param macros: per-run macros, a ``{key: value}`` dict or a list of :class:`Macro` (or dicts);
@@ -90,6 +113,28 @@ class PythonCommandBuilder:
         :param cwd: working directory; relative paths resolve against the job folder (default).
         :param venv: the job's virtual environment, whose ``bin/`` goes first on ``PATH``.
         :raises JobConfigError: a bad macro, ``.env`` entry, ``cwd`` or ``command``.
+        """
+        prepared = self.prepare(
+            job, macros=macros, dotenv_as_macros=dotenv_as_macros, inherit_env=inherit_env,
+            context_env=context_env, cwd=cwd,
+        )
+        return prepared.command(python, venv)
+
+    def prepare(
+        self,
+        job: PythonJob,
+        *,
+        macros: MacrosArg = None,
+        dotenv_as_macros: bool = False,
+        inherit_env: bool | None = None,
+        context_env: Mapping[str, str] | None = None,
+        cwd: str | Path | None = None,
+    ) -> PreparedCommand:
+        """Layers 1 to 5 of the environment, the decrypted secrets and the working directory.
+
+        Parameters as for :meth:`build`. Secure macros are decrypted here.
+
+        :raises JobConfigError: a bad macro, ``.env`` entry or ``cwd``.
         """
         inherit = self.settings.inherit_env if inherit_env is None else inherit_env
         env = base_environment(os.environ, inherit)
@@ -105,13 +150,7 @@ class PythonCommandBuilder:
                 env[macro.key] = value
                 if macro.secure:
                     secrets.add(value)
-        self._set_paths(env, job, venv)
-        return Command(
-            argv=self._argv(job, python, venv),
-            cwd=self._cwd(job, cwd),
-            env=env,
-            secrets=frozenset(secrets),
-        )
+        return PreparedCommand(job=job, cwd=self._cwd(job, cwd), env=env, secrets=frozenset(secrets))
 
     def _macro_value(self, macro: Macro) -> str | None:
         """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
@@ -137,37 +176,6 @@ class PythonCommandBuilder:
         return value
 
     @staticmethod
-    def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:
-        front = [str(venv / "bin")] if venv is not None else []
-        if job.python_env is not None:
-            front += [str(job.resolve(p)) for p in job.python_env.prepend_paths]
-        if front:
-            env["PATH"] = os.pathsep.join([*front, env["PATH"]] if env.get("PATH") else front)
-        if venv is not None:
-            env["VIRTUAL_ENV"] = str(venv)
-
-    @staticmethod
-    def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
-        command = job.python_env.command if job.python_env is not None else None
-        if command is None:
-            return [str(python), str(job.script)]
-        first, *rest = shlex.split(command)
-        if first == "-m":
-            if not rest:
-                raise JobConfigError(f"command {command!r} names no module after -m; write -m package.module")
-            return [str(python), "-m", *rest]
-        if first.endswith(".py") or "/" in first:
-            return [str(python), str(allowed_script(job.folder, first, "command")), *rest]
-        script = venv / "bin" / first if venv is not None else None
-        if script is None or not script.is_file():
-            where = f"the environment {venv}" if venv is not None else "a job without a pylock environment"
-            raise JobConfigError(
-                f"command {command!r} names console script {first!r}, which {where} lacks; "
-                "add the package that provides it to the lock, or use -m module"
-            )
-        return [str(script), *rest]
-
-    @staticmethod
     def _cwd(job: PythonJob, cwd: str | Path | None) -> Path:
         if cwd is None or str(cwd) == "":
             return job.folder
@@ -175,6 +183,39 @@ class PythonCommandBuilder:
         if not path.is_dir():
             raise JobConfigError(f"cwd {cwd!r} is not a folder ({path}); create it or fix the path")
         return path
+
+
+def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:
+    """Layer 6: the environment's ``bin/`` and ``prepend_paths`` in front of ``PATH``; ``VIRTUAL_ENV``."""
+    front = [str(venv / "bin")] if venv is not None else []
+    if job.python_env is not None:
+        front += [str(job.resolve(p)) for p in job.python_env.prepend_paths]
+    if front:
+        env["PATH"] = os.pathsep.join([*front, env["PATH"]] if env.get("PATH") else front)
+    if venv is not None:
+        env["VIRTUAL_ENV"] = str(venv)
+
+
+def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
+    """The script (``packageName``) or ``pythonEnv.command`` as an argv, never through a shell."""
+    command = job.python_env.command if job.python_env is not None else None
+    if command is None:
+        return [str(python), str(job.script)]
+    first, *rest = shlex.split(command)
+    if first == "-m":
+        if not rest:
+            raise JobConfigError(f"command {command!r} names no module after -m; write -m package.module")
+        return [str(python), "-m", *rest]
+    if first.endswith(".py") or "/" in first:
+        return [str(python), str(allowed_script(job.folder, first, "command")), *rest]
+    script = venv / "bin" / first if venv is not None else None
+    if script is None or not script.is_file():
+        where = f"the environment {venv}" if venv is not None else "a job without a pylock environment"
+        raise JobConfigError(
+            f"command {command!r} names console script {first!r}, which {where} lacks; "
+            "add the package that provides it to the lock, or use -m module"
+        )
+    return [str(script), *rest]
 
 
 def base_environment(worker_env: Mapping[str, str], inherit: bool) -> dict[str, str]:
@@ -219,10 +260,11 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return entries
 
 
-def to_macros(macros: MacrosArg) -> list[Macro]:
+def to_macros(macros: MacrosArg, origin: str = "macros") -> list[Macro]:
     """Normalise per-run macros: a ``{key: value}`` mapping or a list of ``Macro``/dicts.
 
-    :raises JobConfigError: an invalid key or value (one line).
+    :param origin: where the macros came from (an operator argument, ``--macro``), named in errors.
+    :raises JobConfigError: an invalid key or value (one line naming ``origin``).
     """
     if not macros:
         return []
@@ -232,4 +274,4 @@ def to_macros(macros: MacrosArg) -> list[Macro]:
         # Macro objects are validated again: templating sets ``value`` without validation.
         return [Macro.model_validate(m.model_dump() if isinstance(m, Macro) else m) for m in macros]
     except ValidationError as exc:
-        raise JobConfigError(f"macros: {one_line(exc)}") from None
+        raise JobConfigError(f"{origin}: {one_line(exc)}") from None

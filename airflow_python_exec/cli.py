@@ -48,10 +48,16 @@ def _settings(args: argparse.Namespace) -> EngineSettings:
 
 
 def _macro(text: str) -> tuple[str, str]:
+    """``--macro KEY=VALUE``, checked with the job's own macro rules before anything is built."""
+    from airflow_python_exec.models import check_env_name
+
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"--macro {text!r} has no '='; write KEY=VALUE")
-    return key, value
+    try:
+        return check_env_name(key, "--macro key"), value
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 @contextlib.contextmanager

@@ -6,10 +6,12 @@ memory stays bounded whatever the output size (a line longer than ``MAX_LINE_CHA
 pieces, secrets replaced before it is cut), invalid UTF-8 is replaced with U+FFFD rather than
 failing.
 
-When the script ends, whatever it left running in its process group is killed (while the script's
-zombie still holds the group id, so no unrelated group can be hit), so a background child can
-neither outlive the job nor hold the log pipe open. On Linux the script is also killed if the
-process that started it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may
+When the script ends, whatever it left running is killed: its process group (while the script's
+zombie still holds the group id, so no unrelated group can be hit) and, on Linux, every process that
+left the group (see :mod:`airflow_python_exec.sandbox`), so a background child can neither outlive
+the job nor hold the log pipe open. Output is drained for at most ``DRAIN_S`` seconds after the
+script ended, whatever still writes. On Linux the script is also killed if the process that started
+it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may
 be called from any thread or from a signal handler: it sends a signal, notes the time and writes one
 byte to a wake-up pipe; the reading loop escalates to SIGKILL after the grace period.
 """
@@ -28,13 +30,16 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from airflow_python_exec.sandbox import RunContainment
+
 CHUNK_BYTES = 64 * 1024
 #: Longest line handed out in one piece, in characters.
 MAX_LINE_CHARS = 64 * 1024
 #: Seconds a stopped script gets between SIGTERM and SIGKILL.
 STOP_GRACE_S = 5.0
-#: Seconds to keep draining output after the script ended and its group was killed; a process that
-#: left the group (setsid) may still hold the pipe, and we do not wait for it forever.
+#: Seconds to keep draining output after the script ended and its leftovers were killed; a process
+#: we could not kill (another user's, or one out of reach) may still hold the pipe, and we do not
+#: wait for it: the run ends at most this long after its script.
 DRAIN_S = 2.0
 
 _EXITED, _STOP = b"x", b"s"
@@ -84,11 +89,14 @@ class JobProcess:
         self.grace_s = grace_s
         self.stopped = False
         self._stop_at: float | None = None
+        self._exited = False  # set by the reaper once the script has ended and its leftovers died
+        self._killed = False  # SIGKILL sent: no deadline left to wake up for
+        self._containment = RunContainment()
         self._closed = False
         self._wake_lock = threading.Lock()
         self._popen = subprocess.Popen(
             argv,
-            env=env,
+            env=self._containment.tag(env),
             cwd=cwd,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -98,6 +106,7 @@ class JobProcess:
             preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR else None,
         )
         self.pid = self._popen.pid
+        self._containment.begin(self.pid)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         # Only a thread blocked in waitid learns at once that the script ended while a child it
@@ -135,8 +144,6 @@ class JobProcess:
                     if not data:
                         yield from lines.flush()
                         return
-                    if drain_until is not None:
-                        drain_until = now + DRAIN_S  # still flowing: keep draining
                     yield from lines.feed(data)
 
     def wait(self) -> int:
@@ -155,8 +162,9 @@ class JobProcess:
         self.stopped = True
         if self._stop_at is None:
             self._stop_at = time.monotonic()
-        if self._popen.returncode is None:
+        if not self._exited:
             self._signal_group(signal.SIGTERM)
+            self._containment.signal(signal.SIGTERM)
         self._wake(_STOP)
 
     def kill(self) -> None:
@@ -185,13 +193,14 @@ class JobProcess:
         return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
 
     def _kill_at(self) -> float | None:
-        if self._stop_at is None or self._popen.returncode is not None:
+        if self._stop_at is None or self._exited or self._killed:
             return None
         return self._stop_at + self.grace_s
 
     def _escalate_if_due(self, now: float) -> None:
         kill_at = self._kill_at()
         if kill_at is not None and now >= kill_at and self._reaper.is_alive():
+            self._killed = True
             self._signal_group(signal.SIGKILL)
 
     def _reap(self) -> None:
@@ -205,11 +214,14 @@ class JobProcess:
         else:  # pragma: no cover - platforms without waitid (macOS)
             self._popen.wait()
             self._signal_group(signal.SIGKILL)
-        self._wake(_EXITED)
+        self._containment.end()
+        self._exited = True
+        self._wake(_EXITED, blocking=True)  # this wake-up must not be lost: the reader may need it
 
-    def _wake(self, note: bytes) -> None:
-        # Non-blocking: a signal handler must never wait for close() on the thread it interrupted.
-        if not self._wake_lock.acquire(blocking=False):
+    def _wake(self, note: bytes, blocking: bool = False) -> None:
+        # Non-blocking by default: a signal handler must never wait for close() on the thread it
+        # interrupted. Losing a stop note is harmless (the stop already signalled the group).
+        if not self._wake_lock.acquire(blocking=blocking):
             return
         try:
             if not self._closed:

@@ -8,7 +8,6 @@ Airflow; the hook in :mod:`airflow_python_exec.hooks` adapts it to the task log.
 
 from __future__ import annotations
 
-import logging
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -16,15 +15,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder
+from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
 from airflow_python_exec.errors import PythonExecError
+from airflow_python_exec.logs import log
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, PythonEngineValidator
 
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,6 @@ class PythonExecutionService:
         :raises PythonExecError: a subclass naming what is wrong (see :class:`PythonEngineValidator`).
         """
         self._interpreter = PythonEngineValidator(self.settings).validate()
-        log.info("Python interpreter: %s (%s)", self._interpreter.path, self._interpreter.version)
         return self._interpreter
 
     def run(
@@ -108,30 +106,32 @@ class PythonExecutionService:
         """
         job = job if isinstance(job, PythonJob) else PythonJob.load(job)
         interpreter = self._interpreter or self.init()
+        # Everything about the job is checked before anything is built (an environment can take
+        # minutes): the macros, the .env, the working directory, the interpreter.
+        prepared = PythonCommandBuilder(self.settings).prepare(
+            job,
+            macros=to_macros(macros),
+            dotenv_as_macros=dotenv_as_macros,
+            inherit_env=inherit_env,
+            context_env=context_env,
+            cwd=cwd,
+        )
         with ExitStack() as stack:
             if self._stop_requested:
                 return self._stopped_before_start(job)
             venv = self._environment(stack, job, interpreter, refresh, on_setup_line)
             python = venv / "bin" / "python" if venv is not None else interpreter.path
-            command = PythonCommandBuilder(self.settings).build(
-                job,
-                python,
-                macros=macros,
-                dotenv_as_macros=dotenv_as_macros,
-                inherit_env=inherit_env,
-                context_env=context_env,
-                cwd=cwd,
-                venv=venv,
-            )
+            command = prepared.command(python, venv)
             if on_secrets is not None and command.secrets:
                 on_secrets(command.secrets)
             if self._stop_requested:
                 return self._stopped_before_start(job)
-            return self._execute(job, command, on_line)
+            version = _venv_version(venv) if venv is not None else None
+            return self._execute(job, command, version or interpreter.version, on_line)
 
     @staticmethod
     def _stopped_before_start(job: PythonJob) -> RunResult:
-        log.warning("job %s was stopped before its script started", job.job_id)
+        log.warning("job %s stopped before its script started", job.job_id)
         return RunResult(exit_code=128 + signal.SIGTERM, duration_s=0.0, last_line="", stopped=True)
 
     def _environment(
@@ -154,9 +154,11 @@ class PythonExecutionService:
         finally:
             self._provisioner = None
 
-    def _execute(self, job: PythonJob, command: Command, on_line: Callable[[str], None] | None) -> RunResult:
+    def _execute(
+        self, job: PythonJob, command: Command, version: str, on_line: Callable[[str], None] | None
+    ) -> RunResult:
         redact = Redactor(command.secrets)
-        log.info("Running job %s: %s (cwd %s)", job.job_id, " ".join(command.argv), command.cwd)
+        log.info("running job %s: %s (Python %s, cwd %s)", job.job_id, " ".join(command.argv), version, command.cwd)
         started = time.monotonic()
         try:
             process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s)
@@ -174,13 +176,16 @@ class PythonExecutionService:
                 if on_line is not None:
                     on_line(last)
             exit_code = process.wait()
-        except BaseException:
+        except BaseException as exc:
             process.kill()  # an interrupted reader (task timeout, Ctrl-C) must not leave the group
+            log.info("job %s %s after %.2f s", job.job_id, _interruption(exc), time.monotonic() - started)
             raise
         finally:
             self._process = None
             process.close()
-        return RunResult(exit_code, time.monotonic() - started, last, stopped=process.stopped)
+        result = RunResult(exit_code, time.monotonic() - started, last, stopped=process.stopped)
+        log.info("job %s %s in %.2f s", job.job_id, _ending(result), result.duration_s)
+        return result
 
     def stop(self) -> None:
         """Stop the current run: SIGTERM to the script's process group, SIGKILL after the grace period.
@@ -199,3 +204,39 @@ class PythonExecutionService:
         self.stop()
         self._interpreter = None
         self._stop_requested = False
+
+
+def _ending(result: RunResult) -> str:
+    """How a run ended, in words: ``exited with code 0``, ``stopped by SIGTERM (exit code 143)``."""
+    if result.stopped and result.exit_code > 128:
+        try:
+            name = signal.Signals(result.exit_code - 128).name
+        except ValueError:
+            name = f"signal {result.exit_code - 128}"
+        return f"stopped by {name} (exit code {result.exit_code})"
+    if result.stopped:
+        return f"stopped (exit code {result.exit_code})"
+    return f"exited with code {result.exit_code}"
+
+
+def _interruption(exc: BaseException) -> str:
+    """How an interrupted run is described. The core does not import Airflow, so its task timeout
+    (``AirflowTaskTimeout``, raised into the running task by ``execution_timeout``) is known by name."""
+    if isinstance(exc, TimeoutError) or type(exc).__name__ == "AirflowTaskTimeout":
+        return "timed out"
+    if isinstance(exc, KeyboardInterrupt):
+        return "stopped by SIGINT"
+    return f"interrupted by {type(exc).__name__}"
+
+
+def _venv_version(venv: Path) -> str | None:
+    """The Python version of a virtual environment, from its ``pyvenv.cfg`` (``version_info``)."""
+    try:
+        text = (venv / "pyvenv.cfg").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version_info", "version"):
+            return value.strip()
+    return None

@@ -7,7 +7,6 @@ must be enabled, and the install path must be a folder holding an executable ``b
 
 from __future__ import annotations
 
-import logging
 import os
 import subprocess
 import sys
@@ -21,9 +20,9 @@ from airflow_python_exec.errors import (
     InterpreterNotFoundError,
     InterpreterNotRunnableError,
 )
+from airflow_python_exec.logs import log
 from airflow_python_exec.settings import EngineSettings
 
-log = logging.getLogger(__name__)
 
 #: Tried in this order, as the platform does (``python3``, fallback ``python``).
 CANDIDATES = ("bin/python3", "bin/python")
@@ -88,7 +87,7 @@ class PythonEngineValidator:
         raw = self.settings.install_path
         if raw is None:
             prefix = Path(sys.base_prefix)
-            log.info("install_path is unset: using the base installation of the Python running Airflow, %s", prefix)
+            log.debug("install_path is unset: using the base installation of the Python running Airflow, %s", prefix)
             return prefix
         if not raw.strip():
             raise InstallPathError(

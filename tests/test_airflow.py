@@ -180,22 +180,57 @@ def test_templated_job_and_macros_from_params_conf_and_variables(dags, jobs, cap
     assert re.search(r"P=typed in the UI V=\d{4}-\d{2}-\d{2}", log)
 
 
-def test_execution_timeout_stops_the_script_and_its_children(dags, jobs, capfd, caplog) -> None:
-    write_job(jobs / "slow", """
-        import os, subprocess, sys, time
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
-        open("pids", "w").write(f"{os.getpid()} {child.pid}")
-        time.sleep(600)
-    """)
+def test_execution_timeout_stops_the_script_and_every_descendant(dags, jobs, capfd, caplog) -> None:
+    from test_containment import escaping_job, left_behind
+
+    escaping_job(jobs / "slow", then="time.sleep(600)")
     dag = load_dag(dags, f"""
         from datetime import timedelta
         with DAG("timeout_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="slow", job="jobs/{jobs.name}/slow", execution_timeout=timedelta(seconds=3))
     """, "timeout_dag")
-    states, _ = run_dag(dag, capfd, caplog)
+    states, log = run_dag(dag, capfd, caplog)
     assert states == {"slow": "failed"}
-    pids = [int(p) for p in (jobs / "slow" / "pids").read_text().split()]
-    assert all(process_gone(pid) for pid in pids)
+    assert re.search(r"\[python_exec\] job slow timed out after \d+\.\d+ s", log)
+    assert left_behind(jobs / "slow") == []
+
+
+def test_refused_jobs_fail_without_retries_and_failed_scripts_are_retried(dags, jobs, capfd, caplog) -> None:
+    write_job(jobs / "spark", job={"jobId": "spark", "engineType": "SPARK"})
+    write_job(jobs / "crash", "raise SystemExit(1)\n")
+    write_job(jobs / "ok", "print('fine')\n")
+    dag = load_dag(dags, f"""
+        from datetime import timedelta
+        with DAG("retry_dag", schedule=None, start_date=START,
+                 default_args={{"retries": 1, "retry_delay": timedelta(seconds=0.5)}}) as dag:
+            PythonJobOperator(task_id="spark", job="jobs/{jobs.name}/spark")
+            PythonJobOperator(task_id="bad_macro", job="jobs/{jobs.name}/ok", macros={{"REPORT-NAME": "x"}})
+            PythonJobOperator(task_id="crash", job="jobs/{jobs.name}/crash")
+    """, "retry_dag")
+    with caplog.at_level(logging.INFO):
+        dag_run = dag.test()
+    log = "".join(capfd.readouterr()) + caplog.text
+    tries = {ti.task_id: (ti.state, ti.try_number) for ti in dag_run.get_task_instances()}
+    assert tries == {"spark": ("failed", 1), "bad_macro": ("failed", 1), "crash": ("failed", 2)}
+    assert "engineType 'SPARK' is not PYTHON" in log
+    assert re.search(r"PythonJobOperator macros: .*'REPORT-NAME' is not a valid environment variable name", log)
+
+
+def test_task_log_separates_provider_lines_from_the_job_output(dags, jobs, capfd, caplog) -> None:
+    write_job(jobs / "two_lines", "print('first line')\nprint('second line')\n")
+    dag = load_dag(dags, f"""
+        with DAG("sources_dag", schedule=None, start_date=START) as dag:
+            PythonJobOperator(task_id="two_lines", job="jobs/{jobs.name}/two_lines")
+    """, "sources_dag")
+    states, _ = run_dag(dag, capfd, caplog)
+    assert states == {"two_lines": "success"}
+    ours = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec"]
+    job = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec.job"]
+    assert job == ["first line", "second line"]
+    assert ours and all(line.startswith("[python_exec] ") for line in ours)
+    assert re.fullmatch(r"\[python_exec\] running job two_lines: \S+ \S+app\.py \(Python 3\.\d+\.\d+, cwd \S+\)",
+                        ours[0])
+    assert re.fullmatch(r"\[python_exec\] job two_lines exited with code 0 in \d+\.\d\d s", ours[-1])
 
 
 def test_task_python_job_decorator(dags, jobs, capfd, caplog) -> None:

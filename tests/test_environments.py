@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
 from airflow_python_exec.environments import EnvironmentProvisioner, prune
 from airflow_python_exec.environments.key import environment_key
-from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.validator import PythonEngineValidator
 from conftest import CLI, cli_env, env_of, write_job
 from wheels import write_lock, write_wheel
@@ -187,6 +188,31 @@ def test_ephemeral_environment_is_removed_after_provisioning_failure(settings, j
     with pytest.raises(ProvisioningError):
         run(settings, job_dir)
     assert env_folders(settings) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "origin", "kwargs"),
+    [
+        (["--macro", "REPORT-NAME=x"], "--macro key 'REPORT-NAME'", None),
+        (["--cwd", "no/such/folder"], "cwd 'no/such/folder'", None),
+        (None, "macros", {"macros": {"REPORT-NAME": "x"}}),
+        (None, "cwd 'no/such/folder'", {"cwd": "no/such/folder"}),
+    ],
+)
+def test_bad_run_arguments_are_refused_before_anything_is_built(settings, locked_job: Path, args, origin,
+                                                                kwargs) -> None:
+    """A bad macro or working directory must not cost an environment build first (issue: an
+    ephemeral environment was built and removed, then the macro refused)."""
+    if args is not None:
+        proc = cli("run", str(locked_job), "--refresh", *args, settings=settings)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2
+        assert err.startswith("error: ") and err.count("\n") == 1 and origin in err
+    else:
+        with pytest.raises(PythonExecError, match=re.escape(origin)) as info:
+            run(settings, locked_job, refresh=True, **kwargs)
+        assert not isinstance(info.value, ProvisioningError)
+    assert not (settings.cache_dir / "ephemeral").exists() and env_folders(settings) == []
 
 
 def test_sigterm_removes_the_ephemeral_environment(settings, locked_job: Path) -> None:

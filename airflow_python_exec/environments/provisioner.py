@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
-import logging
 import os
 import shutil
 import socket
@@ -30,6 +29,7 @@ from typing import Any
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.models import PythonJob
+from airflow_python_exec.logs import PREFIX, provider_line
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, probe_version
 
@@ -38,13 +38,11 @@ from .key import environment_key
 from .lockfile import check_lock_file, locked_packages
 from .uv import Uv
 
-log = logging.getLogger(__name__)
 
 MARKER = ".provisioned"
 LAST_USED = ".last_used"
 #: In an ephemeral folder: the host and process that own it, so prune removes only true orphans.
 OWNER = ".owner"
-PREFIX = "[python_exec]"
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class EnvironmentProvisioner:
 
     def __init__(self, settings: EngineSettings, on_line: Callable[[str], None] | None = None) -> None:
         self.settings = settings
-        self.on_line = on_line or (lambda line: log.info("%s", line))
+        self.on_line = on_line or provider_line
         self.envs_dir = settings.cache_dir / "envs"
         self.ephemeral_dir = settings.cache_dir / "ephemeral"
         self._uv = Uv(settings, self.on_line)

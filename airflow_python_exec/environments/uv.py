@@ -86,7 +86,7 @@ class Uv:
         lines: list[str] = []
         try:
             for line in process.stream():
-                if "preview" in line.lower() and "warning" in line.lower():
+                if _noise(line):
                     continue
                 lines.append(line)
                 if echo:
@@ -109,3 +109,10 @@ class Uv:
         errors = [_ERROR.sub("", line).lstrip(":").strip() for line in lines if _ERROR.match(line)]
         detail = "; ".join(e for e in errors or [line.strip() for line in lines[-2:]] if e) or f"uv exited with {code}"
         raise ProvisioningError(f"{what} failed: {detail}")
+
+
+def _noise(line: str) -> bool:
+    """uv lines that tell a task-log reader nothing: the pylock preview warning, and the hint to
+    activate the environment by hand (the provider activates it)."""
+    lowered = line.lower()
+    return ("preview" in lowered and "warning" in lowered) or lowered.lstrip().startswith("activate with:")

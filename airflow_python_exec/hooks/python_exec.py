@@ -1,6 +1,7 @@
 """``PythonExecutionHook``: the Airflow adapter of :class:`~airflow_python_exec.service.PythonExecutionService`.
 
-It writes every output line into the task log, registers decrypted ``secure`` macro values with
+It writes every output line into the task log (the script's lines from the logger
+``airflow_python_exec.job``, the provider's own from ``airflow_python_exec``), registers decrypted ``secure`` macro values with
 Airflow's ``mask_secret`` (so Airflow masks them anywhere else they might appear), and passes the
 task's context variables (``AIRFLOW_CTX_*``) to the script.
 """
@@ -13,6 +14,7 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_vars, mask_secret
 
+from airflow_python_exec.logs import job_line, provider_line
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.service import PythonExecutionService, RunResult
 from airflow_python_exec.settings import EngineSettings
@@ -60,8 +62,8 @@ class PythonExecutionHook(BaseHook):
         return self.service.run(
             job,
             context_env=context_env,
-            on_line=self.log_line,
-            on_setup_line=self.log_line,
+            on_line=job_line,
+            on_setup_line=provider_line,
             on_secrets=self._mask,
             **run_kwargs,
         )
@@ -69,10 +71,6 @@ class PythonExecutionHook(BaseHook):
     def stop(self) -> None:
         """Stop the running script's process group (Airflow's ``on_kill``)."""
         self.service.stop()
-
-    def log_line(self, line: str) -> None:
-        """Write one line into the task log."""
-        self.log.info("%s", line)
 
     @staticmethod
     def _mask(secrets: frozenset[str]) -> None:

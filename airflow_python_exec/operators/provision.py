@@ -9,7 +9,8 @@ from typing import Any
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_python_exec.models import PythonEnv
-from airflow_python_exec.operators.python_job import load_job
+from airflow_python_exec.logs import provider_line
+from airflow_python_exec.operators.python_job import load_job, task_failures
 
 
 class ProvisionEnvironmentOperator(BaseOperator):
@@ -41,15 +42,20 @@ class ProvisionEnvironmentOperator(BaseOperator):
         self._provisioner = None
 
     def execute(self, context: Any) -> str:
-        """Build the environment; return its path."""
+        """Build the environment; return its path.
+
+        :raises AirflowFailException: the job is refused (no retry).
+        :raises AirflowException: provisioning failed (retried as ``retries`` say).
+        """
         from airflow_python_exec.environments import EnvironmentProvisioner
         from airflow_python_exec.hooks.python_exec import PythonExecutionHook
 
-        job = load_job(self.job, context, self.dag, self.python_env)
-        hook = PythonExecutionHook(install_path=self.install_path)
-        interpreter = hook.service.init()
-        self._provisioner = EnvironmentProvisioner(hook.settings, on_line=hook.log_line)
-        return str(self._provisioner.provision(job, interpreter))
+        with task_failures():
+            job = load_job(self.job, context, self, self.python_env)
+            hook = PythonExecutionHook(install_path=self.install_path)
+            interpreter = hook.service.init()
+            self._provisioner = EnvironmentProvisioner(hook.settings, on_line=provider_line)
+            return str(self._provisioner.provision(job, interpreter))
 
     def on_kill(self) -> None:
         """Stop uv's process group when the task is cancelled."""

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import AirflowException, AirflowSkipException, BaseOperator
+from airflow.providers.common.compat.sdk import (
+    AirflowException,
+    AirflowFailException,
+    AirflowSkipException,
+    BaseOperator,
+)
 
+from airflow_python_exec.builder import to_macros
+from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.hooks.python_exec import PythonExecutionHook
 from airflow_python_exec.models import Macro, PythonEnv, PythonJob
 
@@ -17,7 +25,7 @@ class PythonJobOperator(BaseOperator):
     ``pylock.toml``) with its macros as environment variables and its output in the task log.
 
     :param job: a job folder, a ``job.json`` or a ``.py`` file; a relative path resolves against the
-        folder of the DAG file (templated).
+        folder of the DAG file, or the working directory when the task has no DAG (templated).
     :param macros: per-run macros overriding ``job.json`` ones: a ``{key: value}`` dict or a list of
         :class:`~airflow_python_exec.models.Macro` (``secure=True`` for a Fernet token) (templated).
     :param dotenv_as_macros: convert the job's ``.env`` into environment variables below macros;
@@ -30,8 +38,10 @@ class PythonJobOperator(BaseOperator):
     :param python_env: a ``pythonEnv`` (``PythonEnv`` or dict) replacing the job's own.
     :param refresh: ``True`` runs in an ephemeral environment removed afterwards.
 
-    The task fails when the script exits non-zero (the code is in the message), and before any
-    process starts when the job is refused. The return value (XCom ``return_value``) is the
+    The task fails when the script exits non-zero (the code is in the message); it may be retried as
+    its ``retries`` say, as may a failed provisioning. A job refused before it starts (bad job
+    configuration or macros, disabled engine, bad install path, script not allowed) fails at once
+    without retries (``AirflowFailException``): the same input would be refused again. The return value (XCom ``return_value``) is the
     script's last output line, secrets replaced, as with ``BashOperator``.
     """
 
@@ -70,20 +80,23 @@ class PythonJobOperator(BaseOperator):
     def execute(self, context: Any) -> str:
         """Run the job; return its last output line.
 
-        :raises PythonExecError: the job is refused before it starts.
+        :raises AirflowFailException: the job is refused before it starts (no retry).
+        :raises AirflowException: provisioning failed, or the script exited with a non-zero code
+            not in ``skip_on_exit_code``.
         :raises AirflowSkipException: the exit code is in ``skip_on_exit_code``.
-        :raises AirflowException: the script exited with any other non-zero code.
         """
-        job = load_job(self.job, context, self.dag, self.python_env)
-        self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env)
-        result = self._hook.run_job(
-            job,
-            context=context,
-            macros=self.macros,
-            dotenv_as_macros=self.dotenv_as_macros,
-            refresh=self.refresh,
-            cwd=self.cwd,
-        )
+        with task_failures():
+            job = load_job(self.job, context, self, self.python_env)
+            macros = to_macros(self.macros, f"{type(self).__name__} macros")
+            self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env)
+            result = self._hook.run_job(
+                job,
+                context=context,
+                macros=macros,
+                dotenv_as_macros=self.dotenv_as_macros,
+                refresh=self.refresh,
+                cwd=self.cwd,
+            )
         if result.exit_code in self.skip_on_exit_code:
             raise AirflowSkipException(f"Python job {job.job_id!r} exited with code {result.exit_code}: skipped")
         if result.exit_code != 0:
@@ -98,15 +111,32 @@ class PythonJobOperator(BaseOperator):
             self._hook.stop()
 
 
+@contextlib.contextmanager
+def task_failures() -> Iterator[None]:
+    """Turn a job refused before it starts (``PythonExecError`` with exit status 2) into
+    ``AirflowFailException``, which fails the task without retries (Airflow's convention for an
+    error that a retry cannot fix). A provisioning failure stays an ``AirflowException``: a network
+    or disk problem may be gone on the next try."""
+    try:
+        yield
+    except PythonExecError as exc:
+        if exc.exit_code == 2:
+            raise AirflowFailException(str(exc)) from None
+        raise AirflowException(str(exc)) from None
 
-def load_job(job: str, context: Any, dag: Any, python_env: PythonEnv | Mapping[str, Any] | None) -> PythonJob:
-    """Load a task's job: a relative path resolves against the DAG file's folder; ``python_env``
-    replaces the job's ``pythonEnv``.
+
+def load_job(job: str, context: Any, task: BaseOperator, python_env: PythonEnv | Mapping[str, Any] | None) -> PythonJob:
+    """Load a task's job: a relative path resolves against the DAG file's folder when the task has a
+    DAG (else the working directory); ``python_env`` replaces the job's ``pythonEnv``.
 
     :raises JobConfigError: the job breaks the job rules.
     """
-    path = Path(str(job)).expanduser()
-    if not path.is_absolute():
-        path = Path((context.get("dag") or dag).fileloc).parent / path
+    try:
+        path = Path(str(job)).expanduser()
+    except RuntimeError as exc:  # ~user of an unknown user
+        raise JobConfigError(f"job path {job!r} cannot be resolved ({exc}); fix the path") from None
+    dag = (context or {}).get("dag") or (task.dag if task.has_dag() else None)
+    if not path.is_absolute() and dag is not None and getattr(dag, "fileloc", None):
+        path = Path(dag.fileloc).parent / path
     loaded = PythonJob.load(path)
     return loaded.with_python_env(python_env) if python_env is not None else loaded
