@@ -7,6 +7,7 @@ it: through the ``airflow-python-exec`` command line.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -87,3 +88,79 @@ def test_macro_number_with_more_than_4300_digits(job_dir: Path) -> None:
     assert_refused(cli("run", str(job_dir)), "5000 digits", "JSON string")
     write_job(job_dir, job={"jobId": "j", "runtimeConfig": {"macros": [{"key": "N", "value": int("9" * 4300)}]}})
     assert json.loads(json.loads(cli("run", str(job_dir)).stdout[4:])["N"]) == int("9" * 4300)  # the limit itself
+
+
+# -- the command line's own input and output ---------------------------------------------------
+
+
+@pytest.mark.parametrize(("stdin", "expected"), [
+    (b"\xff\xfe secret\n", "not UTF-8 text (byte 0xff at offset 0)"),
+    (b"sec\x00ret", "NUL byte (offset 3)"),
+])
+def test_encrypt_refuses_what_cannot_become_an_environment_variable(stdin: bytes, expected: str, fernet_key) -> None:
+    done = cli("encrypt", env={"AIRFLOW__PYTHON_EXEC__FERNET_KEY": fernet_key}, stdin=stdin)
+    assert_refused(done, expected)
+    assert done.stdout == ""
+
+
+def test_closed_stdout_does_not_kill_the_job(job_dir: Path) -> None:
+    """``run job | head -1``: the reader leaves; the job runs to its end and its status is the CLI's."""
+    write_job(job_dir, """
+        import os, time
+        print('first', flush=True)
+        while not os.path.exists('reader-gone'):
+            time.sleep(0.01)
+        for i in range(10000):
+            print('more', i)
+        open('finished', 'w')
+        raise SystemExit(3)
+    """)
+    proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env())
+    assert proc.stdout.readline() == b"first\n"
+    proc.stdout.close()
+    (job_dir / "reader-gone").touch()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3 and (job_dir / "finished").exists()
+    assert err == b""
+
+
+def test_closed_stdout_ends_other_commands_quietly(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.close(read)  # nobody will ever read: the first write fails with EPIPE
+    with open(write, "wb") as stdout:
+        done = subprocess.run([CLI, "generate-key"], stdout=stdout, stderr=subprocess.PIPE, env=cli_env(),
+                              timeout=120)
+    assert done.returncode == 141 and done.stderr == b""
+
+
+def test_output_the_terminal_cannot_encode_does_not_kill_the_job(job_dir: Path) -> None:
+    """``PYTHONIOENCODING=ascii``: a non-ASCII line is printed with backslash escapes, the job goes on."""
+    write_job(job_dir, """
+        import sys, time
+        sys.stdout.buffer.write('caf\\u00e9 \\u2713\\n'.encode()); sys.stdout.flush()
+        time.sleep(0.2)
+        print('after')
+        open('finished', 'w')
+    """)
+    done = cli("run", str(job_dir), env={"PYTHONIOENCODING": "ascii"})
+    assert done.returncode == 0 and (job_dir / "finished").exists()
+    assert done.stdout == "caf\\xe9 \\u2713\nafter\n" and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("duration", ["nan", "inf", "-1d", "-5", "1e999s"])
+def test_prune_refuses_a_duration_that_would_remove_everything(tmp_path: Path, duration: str) -> None:
+    env = old_environment(tmp_path / "cache")
+    done = cli("envs", "prune", f"--unused-for={duration}", env={"AIRFLOW__PYTHON_EXEC__CACHE_DIR": str(tmp_path / "cache")})
+    assert_refused(done, f"duration {duration!r}", "finite time of zero or more")
+    assert (env / ".provisioned").exists()
+
+
+def old_environment(cache: Path, key: str = "0" * 32) -> Path:
+    """A provisioned environment folder last used long ago (``envs`` commands only look at its files)."""
+    env = cache / "envs" / key
+    env.mkdir(parents=True)
+    (env / ".provisioned").write_text(json.dumps({"key": key, "job_id": "old"}))
+    for path in (env / ".provisioned", env):
+        os.utime(path, (1_000_000_000, 1_000_000_000))
+    return env
