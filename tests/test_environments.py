@@ -168,6 +168,19 @@ def test_envs_list_and_prune_cli(settings, locked_job: Path) -> None:
     assert "would remove" in out and env_folders(settings)
 
 
+def test_relative_cache_dir_is_taken_from_the_working_directory(tmp_path: Path, locked_job: Path) -> None:
+    """A relative ``cache_dir`` used to break every job with an environment: the script runs from
+    its job folder, where the relative environment path does not exist."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    proc = subprocess.run([CLI, "run", str(locked_job)], env=cli_env(cache_dir="rel/cache"), cwd=workdir,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.startswith("tinyapp 42"), proc.stderr
+    assert [p.parent for p in (workdir / "rel" / "cache" / "envs").iterdir() if p.is_dir()] == [
+        workdir / "rel" / "cache" / "envs"]
+    assert EngineSettings(cache_dir="rel").cache_dir == Path.cwd() / "rel"
+
+
 # -- ephemeral ---------------------------------------------------------------------------------
 
 

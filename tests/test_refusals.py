@@ -164,3 +164,14 @@ def old_environment(cache: Path, key: str = "0" * 32) -> Path:
     for path in (env / ".provisioned", env):
         os.utime(path, (1_000_000_000, 1_000_000_000))
     return env
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", "   "])
+def test_blank_cache_dir_is_refused_naming_the_setting(job_dir: Path, value: str) -> None:
+    write_job(job_dir, "open('started', 'w')\n")
+    done = cli("run", str(job_dir), env={"AIRFLOW__PYTHON_EXEC__CACHE_DIR": value})
+    assert_refused(done, "[python_exec] cache_dir is set but blank")
+    assert not (job_dir / "started").exists()
