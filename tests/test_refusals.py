@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI, cli_env, write_job
+from conftest import CLI, cli_env, read_only, unprivileged, write_job
 
 NO_USER = "~no_such_user_4f1c"
 
@@ -175,3 +175,22 @@ def test_blank_cache_dir_is_refused_naming_the_setting(job_dir: Path, value: str
     done = cli("run", str(job_dir), env={"AIRFLOW__PYTHON_EXEC__CACHE_DIR": value})
     assert_refused(done, "[python_exec] cache_dir is set but blank")
     assert not (job_dir / "started").exists()
+
+
+# -- the environment cache ---------------------------------------------------------------------
+
+
+def test_prune_on_a_read_only_cache(tmp_path: Path) -> None:
+    """Removing is refused in one line and nothing is lost; a dry run still reports."""
+    cache = tmp_path / "cache"
+    env = old_environment(cache)
+    (cache / "envs" / f"{env.name}.inuse").touch()  # locked through a read-only descriptor
+    settings = {"AIRFLOW__PYTHON_EXEC__CACHE_DIR": str(cache)}
+    with read_only(cache):
+        dry = subprocess.run(unprivileged([CLI, "envs", "prune", "--unused-for=0s", "--dry-run"]), capture_output=True,
+                             text=True, env={**cli_env(), **settings}, timeout=120)
+        done = subprocess.run(unprivileged([CLI, "envs", "prune", "--unused-for=0s"]), capture_output=True,
+                              text=True, env={**cli_env(), **settings}, timeout=120)
+    assert dry.returncode == 0 and f"would remove {env.name}" in dry.stdout, dry.stderr
+    assert_refused(done, f"cannot remove environment {env.name}", "Permission denied", "0 removed before it")
+    assert (env / ".provisioned").exists()
