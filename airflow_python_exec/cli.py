@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import PythonExecError
@@ -23,6 +25,7 @@ from airflow_python_exec.settings import EngineSettings
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
+    _tolerant_output()
     args = _parser().parse_args(argv)
     # The CLI reads Airflow's configuration but needs no metadata database, ORM or Airflow logging:
     # Airflow's documented opt-out of its import-time initialisation halves the start-up time.
@@ -30,8 +33,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except PythonExecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _Lines(sys.stderr)(f"error: {exc}")
         return exc.exit_code
+    except BrokenPipeError:  # e.g. `envs list | head -1`: stop quietly, as a Unix tool does on SIGPIPE
+        _discard(sys.stdout)
+        return 128 + signal.SIGPIPE
+
+
+def _tolerant_output() -> None:
+    """Never die on a character the terminal's encoding lacks (``PYTHONIOENCODING=ascii``): write
+    it as a backslash escape instead, as Python itself does on stderr."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _discard(stream: TextIO) -> None:
+    """Point ``stream``'s file descriptor at /dev/null, so that nothing written later, not even the
+    interpreter's final flush, fails again (Python's documented advice for a closed pipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+class _Lines:
+    """Print lines to ``stream`` while someone reads them.
+
+    A reader that goes away (``run job | head -1``) must not kill the job: the first
+    ``BrokenPipeError`` silences the stream and later lines are dropped, so the job runs to its end
+    and the CLI exits with its status.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.closed = False
+
+    def __call__(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(line, file=self.stream, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            _discard(self.stream)
 
 
 def _settings(args: argparse.Namespace) -> EngineSettings:
@@ -97,8 +143,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 dotenv_as_macros=args.dotenv_as_macros,
                 refresh=True if args.refresh else None,
                 cwd=args.cwd,
-                on_line=lambda line: print(line, flush=True),
-                on_setup_line=lambda line: print(line, file=sys.stderr, flush=True),
+                on_line=_Lines(sys.stdout),
+                on_setup_line=_Lines(sys.stderr),
             ).exit_code
     finally:
         service.close()
@@ -113,7 +159,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
     settings = _settings(args)
     job = PythonJob.load(args.path)
     interpreter = PythonEngineValidator(settings).validate()
-    provisioner = EnvironmentProvisioner(settings, on_line=lambda line: print(line, file=sys.stderr, flush=True))
+    provisioner = EnvironmentProvisioner(settings, on_line=_Lines(sys.stderr))
     with _stopped_by_signals(provisioner.stop) as received:
         print(provisioner.provision(job, interpreter))
     return 128 + received[0] if received else 0
@@ -149,13 +195,20 @@ DEFAULT_UNUSED_FOR = "7d"
 
 
 def _duration(text: str) -> float:
-    """``90``, ``45s``, ``30m``, ``12h``, ``7d`` -> seconds."""
+    """``90``, ``45s``, ``30m``, ``12h``, ``7d`` -> seconds: a finite number, zero or more."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     number, unit = (text[:-1], text[-1]) if text[-1:].lower() in units else (text, "s")
     try:
-        return float(number) * units[unit.lower()]
+        seconds = float(number) * units[unit.lower()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"duration {text!r} is not like 90, 45s, 30m, 12h or 7d") from None
+    # nan compares false with everything and a negative age matches every environment: either would
+    # prune all of them.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r} must be a finite time of zero or more, like 90, 45s, 30m, 12h or 7d"
+        )
+    return seconds
 
 
 def _size(n: int) -> str:
@@ -181,10 +234,27 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    value = sys.stdin.read()
-    value = value[:-1] if value.endswith("\n") else value
-    print(crypto.encrypt(value, _settings(args).fernet_keys()))
+    raw = sys.stdin.buffer.read()
+    raw = raw[:-1] if raw.endswith(b"\n") else raw
+    print(crypto.encrypt(_secret_text(raw), _settings(args).fernet_keys()))
     return 0
+
+
+def _secret_text(raw: bytes) -> str:
+    """The value to encrypt as text: it becomes an environment variable, so UTF-8 without NUL."""
+    try:
+        value = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PythonExecError(
+            f"the value on stdin is not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "a secure macro becomes an environment variable, so give UTF-8 text (base64-encode binary data)"
+        ) from None
+    if "\x00" in value:
+        raise PythonExecError(
+            f"the value on stdin contains a NUL byte (offset {value.index(chr(0))}); an environment "
+            "variable cannot hold one, so remove it (base64-encode binary data)"
+        )
+    return value
 
 
 def cmd_generate_key(_args: argparse.Namespace) -> int:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shlex
+import stat
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -34,6 +37,12 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 PYTHON_VERSION = re.compile(r"\d+(\.\d+){0,2}\Z")
 JOB_FILE = "job.json"
 DEFAULT_SCRIPT = "app.py"
+#: Python refuses to turn longer digit strings into ints (CVE-2020-10735); so do we, with one line.
+MAX_INT_DIGITS = 4300
+#: DESIGN.md's near miss: an edit distance of 2 or less. Known keys this short or shorter get 1, so
+#: common short platform keys (``job``, ``jobs``: 2 edits from ``jobId``) still only warn.
+NEAR_MISS_EDITS = 2
+SHORT_KEY_CHARS = 5
 
 
 def check_env_name(key: str, what: str = "macro key") -> str:
@@ -57,7 +66,13 @@ def env_value(value: Any, key: str = "") -> str | None:
     if isinstance(value, bool):
         value = "true" if value else "false"
     elif isinstance(value, (int, float)):
-        value = str(value)
+        try:
+            value = str(value)
+        except ValueError:  # an int beyond Python's digit limit
+            raise ValueError(
+                f"value of {key or 'macro'} is a number with more than {MAX_INT_DIGITS} digits; "
+                "write it as a JSON string"
+            ) from None
     elif not isinstance(value, str):
         raise ValueError(f"value of {key or 'macro'} must be a string, number or boolean")
     if "\x00" in value:
@@ -114,6 +129,15 @@ class PythonEnv(BaseModel):
     def needs_environment(self) -> bool:
         """True when the job gets its own virtual environment (a lock, extras or a Python version)."""
         return bool(self.pylock or self.local_extra_deps or self.python_version)
+
+    @field_validator("pylock", "local_extra_deps", "prepend_paths", "command", mode="before")
+    @classmethod
+    def _no_nul(cls, value: Any, info: Any) -> Any:
+        # No path or argv can hold a NUL byte; refused here rather than failing in os calls later.
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and "\x00" in item:
+                raise ValueError(f"{info.field_name} {item!r} contains a NUL byte; remove it")
+        return value
 
     @field_validator("python_version")
     @classmethod
@@ -176,12 +200,14 @@ class PythonJob(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _drop_unknown(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            known = {name for f in cls.model_fields.items() for name in (f[0], f[1].alias) if name}
-            for key in [k for k in data if k not in known]:
-                log.warning("job %r: ignoring unknown key %r", data.get("jobId"), key)
-                data = {k: v for k, v in data.items() if k != key}
-        return data
+        """Refuse near misses of known keys (DESIGN.md), warn about and drop other unknown keys."""
+        if not isinstance(data, dict):
+            return data
+        known = {name for field, info in cls.model_fields.items() for name in (field, info.alias) if name}
+        for key in [k for k in data if k not in known]:
+            _refuse_near_miss(str(key), cls)
+            log.warning("job %r: ignoring unknown key %r", data.get("jobId"), key)
+        return {k: v for k, v in data.items() if k in known}
 
     @field_validator("engine_type")
     @classmethod
@@ -242,6 +268,8 @@ class PythonJob(BaseModel):
             return (self.folder / Path(path).expanduser()).resolve()
         except RuntimeError as exc:  # Path.expanduser on an unknown ~user
             raise JobConfigError(f"path {path!r} in pythonEnv cannot be resolved ({exc}); fix it") from None
+        except ValueError:  # a NUL byte (the pythonEnv fields refuse it; cwd comes from the caller)
+            raise JobConfigError(f"path {path!r} contains a NUL byte; remove it") from None
 
     def with_python_env(self, python_env: PythonEnv | dict[str, Any]) -> PythonJob:
         """Return a copy whose ``pythonEnv`` is ``python_env`` (an operator's ``python_env=``).
@@ -260,10 +288,12 @@ class PythonJob(BaseModel):
             script (its folder is the job folder, its stem the ``jobId``).
         :raises JobConfigError: a missing path, invalid JSON, or any job rule broken; one line.
         """
-        path = Path(path).expanduser()
+        path = _expand_user(path)
         if path.is_dir():
             folder, config = path, path / JOB_FILE
-            data = (_read_json(config) if config.is_file()
+            # A job.json that is there but not a file (folder, FIFO, dangling symlink) is refused by
+            # _read_json: ignoring it would run the job without its configuration.
+            data = (_read_json(config) if os.path.lexists(config)
                     else {"jobId": path.resolve().name, "packageName": DEFAULT_SCRIPT})
         elif path.is_file() and path.suffix == ".json":
             folder, data = path.parent, _read_json(path)
@@ -299,6 +329,8 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
     posix = PurePosixPath(name.replace("\\", "/"))
     if not name.strip():
         raise ScriptNotAllowedError(f"{what} is empty; name the job's .py script, e.g. app.py")
+    if "\x00" in name:
+        raise ScriptNotAllowedError(f"{what} {name!r} contains a NUL byte; remove it")
     if posix.is_absolute():
         raise ScriptNotAllowedError(
             f"{what} {name!r} is an absolute path; give a path relative to the job folder {folder}"
@@ -335,12 +367,111 @@ def one_line(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _read_json(path: Path) -> Any:
+def edit_distance(a: str, b: str) -> int:
+    """Optimal string alignment distance of ``a`` and ``b``, ignoring case: insertions, deletions,
+    substitutions and swaps of two neighbouring letters each count 1."""
+    a, b = a.lower(), b.lower()
+    previous, current = None, list(range(len(b) + 1))
+    for i in range(1, len(a) + 1):
+        before, previous, current = previous, current, [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] != b[j - 1]))
+            if before is not None and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                current[j] = min(current[j], before[j - 2] + 1)
+    return current[-1]
+
+
+def near_miss(key: str, known: Iterable[str]) -> str | None:
+    """The known key that ``key`` is a near miss of, or ``None`` (DESIGN.md, "The job folder").
+
+    A near miss has the same letters in another case, or is at most :data:`NEAR_MISS_EDITS` edits
+    away (1 for known keys of :data:`SHORT_KEY_CHARS` characters or fewer); the closest one wins.
+    """
+    best: tuple[int, str] | None = None
+    for candidate in known:
+        allowed = 1 if len(candidate) <= SHORT_KEY_CHARS else NEAR_MISS_EDITS
+        if abs(len(key) - len(candidate)) > allowed:
+            continue  # cheap: too long or too short to be within reach
+        distance = edit_distance(key, candidate)
+        if distance <= allowed and (best is None or distance < best[0]):
+            best = (distance, candidate)
+    return best[1] if best else None
+
+
+def _json_keys(model: type[BaseModel]) -> list[str]:
+    """The keys a platform writes for ``model``'s fields (their aliases), ``folder`` excepted."""
+    return [info.alias or name for name, info in model.model_fields.items() if name != "folder"]
+
+
+def _refuse_near_miss(key: str, model: type[BaseModel]) -> None:
+    """Raise ``ValueError`` when an unknown top-level ``key`` resembles a known one.
+
+    ``runtimeConfig``'s own keys count too (``Macros``, even ``macros``, at the top level): a macro
+    list put beside ``runtimeConfig`` instead of inside it would otherwise drop every macro.
+    """
+    misplaced = _json_keys(RuntimeConfig)
+    target = near_miss(key, _json_keys(model)) or (key if key in misplaced else near_miss(key, misplaced))
+    if target is None:
+        return
+    if target in misplaced:
+        looks = "" if key == target else f" looks like {target!r}, which"
+        raise ValueError(f"top-level key {key!r}{looks} belongs inside runtimeConfig; move it to runtimeConfig.{target}")
+    raise ValueError(f"top-level key {key!r} looks like {target!r}; fix its spelling or remove it")
+
+
+def _expand_user(path: str | Path) -> Path:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return Path(path).expanduser()
+    except RuntimeError:  # ~user for a user that does not exist
+        raise JobConfigError(
+            f"job path {str(path)!r} starts with an unknown user's home (~user); give an existing path"
+        ) from None
+
+
+#: What a path that should be job.json turned out to be.
+_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+               (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+
+
+def _read_json(path: Path) -> Any:
+    """Parse a ``job.json`` that must be a regular file; every failure is one ``JobConfigError`` line."""
+    text = _read_regular_file(path)
+    try:
+        return json.loads(text, parse_int=lambda digits: _json_int(path, digits))
     except json.JSONDecodeError as exc:
         raise JobConfigError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the syntax"
         ) from None
+    except RecursionError:
+        raise JobConfigError(f"{path} is nested too deeply to be a job configuration; flatten it") from None
+
+
+def _json_int(path: Path, digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise JobConfigError(
+            f"{path} holds a number with {len(digits.lstrip('-'))} digits (more than {MAX_INT_DIGITS}); "
+            "write it as a JSON string"
+        )
+    return int(digits)
+
+
+def _read_regular_file(path: Path) -> str:
+    """Read ``path`` as UTF-8, refusing anything but a regular file without blocking on it."""
+    if path.is_symlink() and not path.exists():
+        raise JobConfigError(
+            f"{path} is a symlink to {os.readlink(path)}, which does not exist; fix the link or remove it"
+        )
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then rejects it.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            mode = os.fstat(fd).st_mode
+            if not stat.S_ISREG(mode):
+                kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+                raise JobConfigError(f"{path} is {kind}, not a file; replace it with the job's JSON configuration")
+            with open(fd, "rb", closefd=False) as f:
+                return f.read().decode("utf-8")
+        finally:
+            os.close(fd)
     except (OSError, UnicodeDecodeError) as exc:
         raise JobConfigError(f"{path} cannot be read ({exc}); check the file") from None

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from airflow_python_exec.errors import PythonExecError
 
@@ -33,7 +33,9 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     "cache_dir": (
         None,
         "Folder holding cached job environments (envs/<key>/) and ephemeral ones (ephemeral/). "
-        "Unset: $XDG_CACHE_HOME/airflow_python_exec, else ~/.cache/airflow_python_exec.",
+        "Unset: $XDG_CACHE_HOME/airflow_python_exec, else ~/.cache/airflow_python_exec. A relative "
+        "path is taken from the working directory of the process that loads the settings; blank "
+        "is refused.",
     ),
     "fernet_key": (
         None,
@@ -58,9 +60,36 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
 
 
 def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/airflow_python_exec``, else ``~/.cache/airflow_python_exec``."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    """``$XDG_CACHE_HOME/airflow_python_exec``, else ``~/.cache/airflow_python_exec``.
+
+    A relative ``XDG_CACHE_HOME`` is ignored, as the XDG Base Directory specification says.
+    """
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = xdg if os.path.isabs(xdg) else os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "airflow_python_exec"
+
+
+def absolute_cache_dir(value: Any) -> Any:
+    """``cache_dir`` as an absolute path: ``~`` expanded, a relative path taken from the current
+    working directory when the settings are loaded (a job's environment is used from its own
+    folder, so a relative path would point elsewhere). Blank is refused.
+
+    :raises ValueError: blank, a NUL byte, or ``~user`` of an unknown user.
+    """
+    if not isinstance(value, (str, os.PathLike)):
+        return value  # pydantic reports the wrong type
+    text = os.fspath(value).strip()
+    if not text:
+        raise ValueError(
+            "is set but blank; set it to a folder for job environments (an absolute path) or remove it "
+            "to use the default $XDG_CACHE_HOME/airflow_python_exec"
+        )
+    if "\x00" in text:
+        raise ValueError(f"{text!r} contains a NUL byte; fix the path")
+    try:
+        return Path(os.path.abspath(Path(text).expanduser()))
+    except RuntimeError:  # expanduser: no such user
+        raise ValueError(f"{text!r} starts with the home of a user that does not exist; fix the path") from None
 
 
 class EngineSettings(BaseModel):
@@ -80,6 +109,8 @@ class EngineSettings(BaseModel):
     python_downloads: Literal["never", "manual", "automatic"] = "never"
     lock_timeout: float = Field(default=600.0, gt=0)
     inherit_env: bool = True
+
+    _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
 
     @classmethod
     def from_airflow_config(cls, **overrides: Any) -> EngineSettings:
@@ -114,6 +145,8 @@ class EngineSettings(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             option = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "value_error":  # our own validators' messages say what to do
+                raise PythonExecError(f"{origin} {option} {err['msg'].removeprefix('Value error, ')}") from None
             shown = "***" if option == "fernet_key" else repr(err.get("input"))
             raise PythonExecError(
                 f"{origin} {option} = {shown} is invalid: {err['msg']}; fix the value"

@@ -94,7 +94,7 @@ class PythonEngineValidator:
                 "[python_exec] install_path is set but blank; set it to a Python installation prefix "
                 "(the folder holding bin/python3) or remove it to use Airflow's own Python"
             )
-        prefix = Path(raw.strip()).expanduser().absolute()
+        prefix = _prefix(raw.strip())
         if not prefix.exists():
             raise InstallPathError(
                 f"install_path {prefix} does not exist; set [python_exec] install_path to an installed "
@@ -123,6 +123,19 @@ class PythonEngineValidator:
             f"no bin/python3 or bin/python under install_path {prefix}; point it at a Python "
             "installation prefix (the folder that contains bin/)"
         )
+
+
+def _prefix(raw: str) -> Path:
+    """``install_path`` as an absolute path; ``~`` of an unknown user or a NUL byte is refused."""
+    if "\x00" in raw:
+        raise InstallPathError(f"install_path {raw!r} contains a NUL byte; fix [python_exec] install_path")
+    try:
+        return Path(raw).expanduser().absolute()
+    except RuntimeError:  # expanduser: no such user
+        raise InstallPathError(
+            f"install_path {raw!r} starts with the home of a user that does not exist; set "
+            "[python_exec] install_path (or --install-path) to an installed Python prefix such as /usr/local"
+        ) from None
 
 
 def probe_version(exe: Path) -> str:

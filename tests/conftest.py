@@ -6,11 +6,16 @@ database) before pytest starts; Airflow-side tests run real ``dag.test()`` again
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import stat
+import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -74,6 +79,39 @@ def process_gone(pid: int, timeout: float = 5.0) -> bool:
         if time.monotonic() > deadline:
             return False
         time.sleep(0.05)
+
+
+def unprivileged(argv: list[str]) -> list[str]:
+    """``argv`` run so that file permissions bind it.
+
+    The tests run as root, which writes anywhere whatever the modes say. Through ``setpriv`` without
+    the capabilities that bypass permission checks (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH,
+    CAP_FOWNER), root is held to the owner's permission bits like any user: a cache whose write bits
+    are removed is then truly read-only for the command, as it is for a second user.
+    """
+    if os.geteuid() != 0:
+        return argv
+    drop = [shutil.which("setpriv") or "setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner"]
+    try:
+        subprocess.run([*drop, "true"], check=True, capture_output=True, timeout=30)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("running as root without a working setpriv: a read-only folder cannot be simulated")
+    return [*drop, *argv]
+
+
+@contextlib.contextmanager
+def read_only(tree: Path) -> Iterator[None]:
+    """Remove the write bits of every folder and file under ``tree`` (symlinks untouched), restoring
+    them afterwards."""
+    paths = [tree, *(p for p in tree.rglob("*") if not p.is_symlink())]
+    modes = {p: p.stat().st_mode for p in paths}
+    for path, mode in modes.items():
+        path.chmod(stat.S_IMODE(mode) & ~0o222)
+    try:
+        yield
+    finally:
+        for path, mode in modes.items():
+            path.chmod(stat.S_IMODE(mode))
 
 
 @pytest.fixture

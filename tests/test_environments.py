@@ -20,7 +20,7 @@ from airflow_python_exec.environments import EnvironmentProvisioner, prune
 from airflow_python_exec.environments.key import environment_key
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.validator import PythonEngineValidator
-from conftest import CLI, cli_env, env_of, write_job
+from conftest import CLI, cli_env, env_of, read_only, unprivileged, write_job
 from wheels import write_lock, write_wheel
 
 APP = "import sys, tinyapp\nprint('tinyapp', tinyapp.tinydep.VALUE, sys.version_info[:2])\n"
@@ -161,12 +161,67 @@ def test_prune_skips_an_environment_in_use(settings, locked_job: Path) -> None:
     assert [e.key for e in removed] == [env.name] and not env.exists()
 
 
+def test_read_only_cache_still_runs_an_environment_provisioned_there(settings, locked_job: Path) -> None:
+    """A read-only cache, or one a second user owns, could not use an environment already in it:
+    ``envs/<key>.inuse`` was opened read-write. The in-use lock is now taken read-only there."""
+    run(settings, locked_job)
+    before = sorted(p.relative_to(settings.cache_dir) for p in settings.cache_dir.rglob("*"))
+    with read_only(settings.cache_dir):
+        done = subprocess.run(unprivileged([CLI, "run", str(locked_job)]), capture_output=True, text=True,
+                              env=cli_env(cache_dir=str(settings.cache_dir)), timeout=180)
+    assert done.returncode == 0 and done.stdout.startswith("tinyapp 42"), done.stderr
+    assert "cache hit" in done.stderr and "Traceback" not in done.stderr
+    assert sorted(p.relative_to(settings.cache_dir) for p in settings.cache_dir.rglob("*")) == before
+
+
+def test_read_only_cache_without_an_environment_fails_provisioning_in_one_line(settings, locked_job: Path) -> None:
+    (settings.cache_dir / "envs").mkdir(parents=True)
+    with read_only(settings.cache_dir):
+        done = subprocess.run(unprivileged([CLI, "run", str(locked_job)]), capture_output=True, text=True,
+                              env=cli_env(cache_dir=str(settings.cache_dir)), timeout=180)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 3 and "Traceback" not in done.stderr
+    assert last.startswith("error: ") and "Permission denied" in last and "cache_dir" in last
+
+
+@pytest.mark.parametrize("extra", ["fifo", "dev-zero-link", "dangling-link", "device-itself"])
+def test_local_extra_folder_with_a_special_file_is_refused_without_reading_it(settings, job_dir: Path, extra) -> None:
+    """A FIFO or a /dev/zero symlink in a local extra folder hung hashing (and ignored SIGTERM)."""
+    src = job_dir / "src" / "pkg"
+    src.mkdir(parents=True)
+    (src / "mod.py").write_text("X = 1\n")
+    special = {"fifo": lambda p: os.mkfifo(p), "dev-zero-link": lambda p: p.symlink_to("/dev/zero"),
+               "dangling-link": lambda p: p.symlink_to("/nowhere"), "device-itself": lambda p: None}[extra]
+    special(src / "special")
+    deps = ["/dev/zero"] if extra == "device-itself" else ["src"]
+    write_job(job_dir, "open('started', 'w')\n", job={"jobId": "j", "pythonEnv": {"local_extra_deps": deps}})
+    proc = cli("run", str(job_dir), settings=settings)
+    _, err = proc.communicate(timeout=60)
+    expected = {"fifo": "holds pkg/special, a FIFO", "dev-zero-link": "holds pkg/special, a device",
+                "dangling-link": "pkg/special is a broken symlink", "device-itself": "/dev/zero is a device"}[extra]
+    assert proc.returncode == 3 and err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert not (job_dir / "started").exists() and env_folders(settings) == []
+
+
 def test_envs_list_and_prune_cli(settings, locked_job: Path) -> None:
     run(settings, locked_job)
     out, _ = cli("envs", "list", settings=settings).communicate(timeout=60)
     assert "locked" in out and "KiB" in out
     out, _ = cli("envs", "prune", "--unused-for", "0s", "--dry-run", settings=settings).communicate(timeout=60)
     assert "would remove" in out and env_folders(settings)
+
+
+def test_relative_cache_dir_is_taken_from_the_working_directory(tmp_path: Path, locked_job: Path) -> None:
+    """A relative ``cache_dir`` used to break every job with an environment: the script runs from
+    its job folder, where the relative environment path does not exist."""
+    workdir = tmp_path / "workdir"
+    workdir.mkdir()
+    proc = subprocess.run([CLI, "run", str(locked_job)], env=cli_env(cache_dir="rel/cache"), cwd=workdir,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0 and proc.stdout.startswith("tinyapp 42"), proc.stderr
+    assert [p.parent for p in (workdir / "rel" / "cache" / "envs").iterdir() if p.is_dir()] == [
+        workdir / "rel" / "cache" / "envs"]
+    assert EngineSettings(cache_dir="rel").cache_dir == Path.cwd() / "rel"
 
 
 # -- ephemeral ---------------------------------------------------------------------------------

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from airflow_python_exec import Macro, PythonJob
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
-from conftest import write_job
+from conftest import CLI, cli_env, write_job
 
 
 def test_folder_without_job_json_runs_app_py(job_dir: Path) -> None:
@@ -48,6 +49,61 @@ def test_unknown_top_level_key_is_ignored_with_a_warning(job_dir: Path, caplog: 
     with caplog.at_level(logging.WARNING):
         PythonJob.load(job_dir)
     assert "owner" in caplog.text
+
+
+@pytest.mark.parametrize("key", ["name", "description", "version", "owner", "tags", "schedule", "id", "type",
+                                 "job", "jobs", "jobName", "status", "labels", "exitCodes"])
+def test_ordinary_platform_keys_only_warn(job_dir: Path, key: str, caplog: pytest.LogCaptureFixture) -> None:
+    """Short platform keys near ``jobId`` (``job``, ``jobs``) are not near misses: see README's decisions."""
+    write_job(job_dir, job={"jobId": "j", key: "x"})
+    with caplog.at_level(logging.WARNING):
+        assert PythonJob.load(job_dir).job_id == "j"
+    assert f"ignoring unknown key {key!r}" in caplog.text
+
+
+@pytest.mark.parametrize(("key", "resembles"), [
+    ("runtimeconfig", "'runtimeConfig'"),
+    ("RuntimeConfig", "'runtimeConfig'"),
+    ("runtime-config", "'runtimeConfig'"),
+    ("runtimeConfg", "'runtimeConfig'"),
+    ("pythonenv", "'pythonEnv'"),
+    ("pyhtonEnv", "'pythonEnv'"),
+    ("Python-Env", "'pythonEnv'"),
+    ("jobid", "'jobId'"),
+    ("JOBID", "'jobId'"),
+    ("jobld", "'jobId'"),
+    ("packagename", "'packageName'"),
+    ("engine-type", "'engineType'"),
+    ("Macros", "'macros', which belongs inside runtimeConfig"),
+    ("macro", "'macros', which belongs inside runtimeConfig"),
+    ("macros", "'macros' belongs inside runtimeConfig"),
+])
+def test_near_miss_of_a_known_key_is_refused_naming_it(job_dir: Path, key: str, resembles: str) -> None:
+    message = _refusal(job_dir, {"jobId": "j", "packageName": "app.py", key: {"macros": [{"key": "A", "value": "1"}]}})
+    assert f"top-level key {key!r}" in message and resembles in message
+
+
+def test_misspelt_runtime_config_never_runs_the_job_without_its_macros(job_dir: Path) -> None:
+    """The issue's case: ``runtimeconfig`` only warned, and the job ran with its secure macro missing."""
+    write_job(job_dir, "open('started', 'w')\n", job={"jobId": "j", "runtimeconfig": {"macros": [
+        {"key": "TOKEN", "value": "gAAAAA", "secure": True}]}})
+    done = subprocess.run([CLI, "run", str(job_dir)], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 2 and not (job_dir / "started").exists()
+    assert done.stderr.count("\n") == 1 and "'runtimeconfig' looks like 'runtimeConfig'" in done.stderr
+
+
+@pytest.mark.parametrize(("make", "expected"), [
+    (lambda p: p.mkdir(), "is a folder, not a file"),
+    (lambda p: os.mkfifo(p), "is a FIFO, not a file"),
+    (lambda p: p.symlink_to("missing.json"), "is a symlink to missing.json, which does not exist"),
+    (lambda p: p.symlink_to("/dev/zero"), "is a device, not a file"),
+])
+def test_job_json_that_is_not_a_regular_file_is_refused(job_dir: Path, make, expected: str) -> None:
+    write_job(job_dir)
+    make(job_dir / "job.json")
+    with pytest.raises(JobConfigError, match=expected) as info:  # a FIFO must not block the load
+        PythonJob.load(job_dir)
+    assert "\n" not in str(info.value)
 
 
 def _refusal(job_dir: Path, job: object, raw: str | None = None) -> str:

@@ -18,6 +18,8 @@ def check_lock_file(lock: Path) -> None:
 
     :raises ProvisioningError: with the file and what is wrong with it.
     """
+    if lock.exists() and not lock.is_file():  # a FIFO or a device would block or never end
+        raise ProvisioningError(f"lock file {lock} is not a regular file; replace it with the PEP 751 lock")
     if not lock.is_file():
         raise ProvisioningError(f"lock file {lock} does not exist; add it to the job folder or fix pythonEnv.pylock")
     if not LOCK_NAME.match(lock.name):

@@ -14,6 +14,7 @@ when the job ends, however it ends.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -145,11 +146,17 @@ class EnvironmentProvisioner:
         """Hold a shared lock on ``envs/<key>.inuse`` so ``envs prune`` leaves the environment alone.
 
         A plain ``fcntl.flock`` shared lock: one system call on the cached-start path, where
-        filelock's SQLite-backed ``ReadWriteLock`` costs milliseconds.
+        filelock's SQLite-backed ``ReadWriteLock`` costs milliseconds. In a cache this process may
+        not write (read-only, or another user's) the lock is taken on a read-only descriptor, so an
+        environment provisioned there is still usable.
         """
         with _disk_errors_as_provisioning():
             self.envs_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.envs_dir / f"{key}.inuse", os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_lock_file(self.envs_dir / f"{key}.inuse")
+        if fd is None:
+            self._say(f"{self.envs_dir} is read-only and has no {key}.inuse: running without the in-use lock")
+            yield
+            return
         try:
             fcntl.flock(fd, fcntl.LOCK_SH)
             yield
@@ -270,6 +277,24 @@ class EnvironmentProvisioner:
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
+
+
+def open_lock_file(path: Path) -> int | None:
+    """Open ``path`` to ``flock`` it: read-write, created if missing; else, where this process may
+    not write, read-only (``flock`` takes shared and exclusive locks on any descriptor).
+
+    :returns: the descriptor, or ``None`` when the file is missing and cannot be created.
+    :raises OSError: any other failure.
+    """
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+    try:
+        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
 
 
 def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float) -> None:

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .provisioner import LAST_USED, MARKER, OWNER
+from airflow_python_exec.errors import PythonExecError
+
+from .provisioner import LAST_USED, MARKER, OWNER, open_lock_file
 
 
 @dataclass(frozen=True)
@@ -71,30 +73,54 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
     Also removes ephemeral folders whose owning process is gone (left by a killed worker).
 
     :returns: ``(removed, skipped_in_use_keys)``; with ``dry_run`` nothing is removed.
+    :raises PythonExecError: an environment cannot be removed (a read-only cache, another user's);
+        one line saying how many were removed before it.
     """
     now = time.time()
     removed, busy = [], []
     for env in list_environments(cache_dir):
         if now - env.last_used < unused_for_s:
             continue
-        fd = os.open(cache_dir / "envs" / f"{env.key}.inuse", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = _open_lock(cache_dir / "envs" / f"{env.key}.inuse")
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                busy.append(env.key)
-                continue
+            if fd is not None:  # None: no lock file, and this user cannot create one to lock
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    busy.append(env.key)
+                    continue
             if now - _last_used(env.path, env.created) < unused_for_s:
                 continue  # a run used it between our listing and the lock
             if not dry_run:
-                (env.path / MARKER).unlink(missing_ok=True)  # first, so no new run trusts it
-                shutil.rmtree(env.path, ignore_errors=True)
+                _remove(env, len(removed))
             removed.append(env)
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
     if not dry_run:
         _remove_orphaned_ephemeral(cache_dir / "ephemeral")
     return removed, busy
+
+
+def _open_lock(path: Path) -> int | None:
+    try:
+        return open_lock_file(path)
+    except OSError as exc:
+        raise PythonExecError(f"cannot open {path} ({exc.strerror or exc}); check [python_exec] cache_dir") from None
+
+
+def _remove(env: CachedEnvironment, removed_before: int) -> None:
+    try:
+        (env.path / MARKER).unlink(missing_ok=True)  # first, so no new run trusts it
+        shutil.rmtree(env.path)
+    except FileNotFoundError:
+        pass  # already gone
+    except OSError as exc:
+        raise PythonExecError(
+            f"cannot remove environment {env.key} from {env.path.parent} ({exc.strerror or exc}; "
+            f"{removed_before} removed before it); run envs prune as the user that owns [python_exec] "
+            "cache_dir, or make the cache writable"
+        ) from None
 
 
 def _remove_orphaned_ephemeral(folder: Path) -> None:
