@@ -395,7 +395,7 @@ class SourceResolver:
         if not spec.subdirectory:
             return base
         root = (base / spec.subdirectory).resolve()
-        if not root.is_relative_to(base) or not root.is_dir():
+        if not root.is_relative_to(base.resolve()) or not root.is_dir():  # a git symlink may point out
             raise JobConfigError(f"{spec.display} has no folder {spec.subdirectory!r} (in {entry}); "
                                  "fix #subdirectory")
         return root
