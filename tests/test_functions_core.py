@@ -97,6 +97,13 @@ def test_bootstrap_imports_the_standard_library_only() -> None:
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
 
 
+
+def test_the_contract_module_is_light() -> None:
+    code = ("import sys, airflow_python_exec.functions as f; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'pydantic', 'filelock')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
 # -- calls -------------------------------------------------------------------------------------
 
 

@@ -3,19 +3,16 @@
 The service runs ``<job's python> <BOOTSTRAP>`` (no other argument: parameters never travel in argv)
 in the job's environment, with these variables added to it:
 
-==========================  ========  ==========================================================
-variable                    required  meaning
-==========================  ========  ==========================================================
-``PYTHON_EXEC_SOURCE_ROOT``  yes      folder put first on ``sys.path`` (a resolved job source)
-``PYTHON_EXEC_HANDLER``      yes      ``module.path:function``, or a bare ``function`` of the
-                                      main file
-``PYTHON_EXEC_MAIN_FILE``    bare     the ``.py`` file (``packageName``) a bare handler lives in;
-                                      loaded as a module, so its ``__main__`` block does not run
-``PYTHON_EXEC_PARAMS_FILE``  no       JSON object: the keyword arguments (default: none)
-``PYTHON_EXEC_CONTEXT_FILE`` no       JSON object passed as ``context`` (default: ``{}``)
-``PYTHON_EXEC_RESULT_FILE``  yes      where the JSON-encoded return value is written
-``PYTHON_EXEC_ERROR_FILE``   no       where a failure is described for the task's message
-==========================  ========  ==========================================================
+- ``PYTHON_EXEC_SOURCE_ROOT`` (required): the folder put first on ``sys.path`` (a resolved
+  source, see :mod:`airflow_python_exec.sources`).
+- ``PYTHON_EXEC_HANDLER`` (required): ``module.path:function`` (the function may be dotted, e.g.
+  ``Class.method``), or a bare ``function`` of the main file.
+- ``PYTHON_EXEC_MAIN_FILE`` (for a bare handler): the ``.py`` file (``packageName``) it lives in;
+  loaded as a module, so its ``if __name__ == "__main__"`` block does not run.
+- ``PYTHON_EXEC_PARAMS_FILE`` (optional): a JSON object, the keyword arguments (default: none).
+- ``PYTHON_EXEC_CONTEXT_FILE`` (optional): a JSON object passed as ``context`` (default ``{}``).
+- ``PYTHON_EXEC_RESULT_FILE`` (required): where the JSON-encoded return value is written.
+- ``PYTHON_EXEC_ERROR_FILE`` (optional): where a failure is described for the task's message.
 
 The bootstrap removes the variables only it needs from ``os.environ`` before importing anything of
 the job; ``PYTHON_EXEC_RESULT_FILE`` stays, as for every run. Exit status: :data:`EXIT_OK` after

@@ -148,6 +148,8 @@ def load_main(path: str):
     # Its own name, so pickling and dataclasses work, unless that would shadow a loaded module.
     name = stem if stem.isidentifier() and stem not in sys.modules else "__python_exec_main__"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise Refused(f"main file {path} is not a Python source file")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
