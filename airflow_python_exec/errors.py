@@ -42,3 +42,12 @@ class ProvisioningError(PythonExecError):
     """The job's virtual environment could not be built (CLI exit status 3)."""
 
     exit_code = 3
+
+
+class ResultError(PythonExecError):
+    """The run ended but its result cannot be used: invalid JSON, or more than ``max_result_bytes``.
+
+    The run failed (exit status 1 on the CLI); the same script would most likely fail the same way.
+    """
+
+    exit_code = 1

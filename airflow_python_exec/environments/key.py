@@ -2,7 +2,9 @@
 
 Inputs, and only these (DESIGN.md "The environment cache"): the host name, the base interpreter
 (its path as configured or found, and its full version as it reports it), the lock file's content, each local extra's content (a file's
-digest; for a folder, every file's relative path and digest), and :data:`LAYOUT_VERSION`. Touching a
+digest; for a folder, every file's relative path and digest), and :data:`LAYOUT_VERSION`; for a job
+resolved from requirements instead of a lock, also their normalized form and uv's index settings
+(:func:`.requirements.requirements_key`). Touching a
 lock file without changing it keeps the key; changing one byte changes it. Paths and modification
 times of the lock and extras are deliberately not inputs (the platform's known flaw).
 
@@ -105,7 +107,8 @@ def _walk_error(exc: OSError) -> None:
 
 
 def environment_key(
-    interpreter_path: Path, interpreter_version: str, lock: Path | None, extras: Iterable[Path]
+    interpreter_path: Path, interpreter_version: str, lock: Path | None, extras: Iterable[Path],
+    requirements: str | None = None,
 ) -> str:
     """Return the environment's key, ``KEY_CHARS`` hex digits.
 
@@ -113,6 +116,9 @@ def environment_key(
     :param interpreter_version: its full version, e.g. ``"3.12.4"``.
     :param lock: the PEP 751 lock file, or ``None``.
     :param extras: local extra dependencies (wheels, source folders), in the job's order.
+    :param requirements: for a job resolved from requirements instead of a lock, their
+        contribution (:func:`.requirements.requirements_key`); ``None`` adds nothing, so the keys of
+        lock-file jobs stay what they were.
     """
     parts = [
         f"layout={LAYOUT_VERSION}",
@@ -121,5 +127,6 @@ def environment_key(
         f"version={interpreter_version}",
         f"lock={file_digest(lock) if lock is not None else '-'}",
         *(f"extra={content_digest(p)}" for p in extras),
+        *([f"requirements={requirements}"] if requirements is not None else []),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:KEY_CHARS]

@@ -26,8 +26,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
+from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.logs import PREFIX, provider_line
@@ -150,7 +150,7 @@ class EnvironmentProvisioner:
         not write (read-only, or another user's) the lock is taken on a read-only descriptor, so an
         environment provisioned there is still usable.
         """
-        with _disk_errors_as_provisioning():
+        with disk_errors_as_provisioning():
             self.envs_dir.mkdir(parents=True, exist_ok=True)
             fd = open_lock_file(self.envs_dir / f"{key}.inuse")
         if fd is None:
@@ -166,24 +166,25 @@ class EnvironmentProvisioner:
     # -- cached -----------------------------------------------------------------------------
 
     def _cached(self, job: PythonJob, spec: EnvironmentSpec) -> Path:
-        with _disk_errors_as_provisioning():
+        with disk_errors_as_provisioning():
             return self._find_or_build(job, spec)
 
     def _find_or_build(self, job: PythonJob, spec: EnvironmentSpec) -> Path:
         path = self.envs_dir / spec.key
         started = time.monotonic()
         if (path / MARKER).is_file():
-            self._say(f"cache hit: environment {spec.key} ({_ms(started)})")
+            self._say(f"cache hit: environment {spec.key} ({ms(started)})")
             return path
         import filelock  # ~20 ms to import: only on the cold path, never on a cache hit
 
         lock = filelock.FileLock(str(self.envs_dir / f"{spec.key}.lock"))
-        if not self._wait_for_lock_or_marker(lock, path, spec.key):
-            self._say(f"cache hit after waiting: environment {spec.key} ({_ms(started)})")
+        if not acquire_or_see_marker(lock, path / MARKER, timeout_s=self.settings.lock_timeout,
+                                     what=f"environment {spec.key}", stopped=lambda: self._uv.stopped):
+            self._say(f"cache hit after waiting: environment {spec.key} ({ms(started)})")
             return path
         try:
             if (path / MARKER).is_file():  # finished between our last look and the lock
-                self._say(f"cache hit after waiting: environment {spec.key} ({_ms(started)})")
+                self._say(f"cache hit after waiting: environment {spec.key} ({ms(started)})")
                 return path
             self._say(f"cache miss: provisioning environment {spec.key} for job {job.job_id}")
             if path.exists():
@@ -192,57 +193,23 @@ class EnvironmentProvisioner:
             self._build(path, job, spec)
         finally:
             lock.release()
-        self._say(f"environment {spec.key} ready ({_ms(started)})")
+        self._say(f"environment {spec.key} ready ({ms(started)})")
         return path
-
-    def _wait_for_lock_or_marker(self, lock: Any, path: Path, key: str) -> bool:
-        """Take the provisioning lock, or see the marker appear while another process holds it.
-
-        Waiters look for the marker themselves instead of queueing for the lock one by one, so all
-        of them start within a few milliseconds of the provisioning finishing.
-
-        :returns: ``True`` when the lock is held (the caller provisions), ``False`` on a marker.
-        :raises ProvisioningError: neither within ``lock_timeout`` seconds.
-        """
-        import filelock
-
-        deadline = time.monotonic() + self.settings.lock_timeout
-        next_try = 0.0
-        while True:
-            # The marker is a cheap stat, looked at every 5 ms; the lock costs more and only matters
-            # when a provisioning fails, so it is tried every 50 ms.
-            if time.monotonic() >= next_try:
-                try:
-                    lock.acquire(blocking=False)
-                    return True
-                except filelock.Timeout:
-                    next_try = time.monotonic() + 0.05
-            if (path / MARKER).is_file():
-                return False
-            if self._uv.stopped:
-                raise ProvisioningError(f"stopped while waiting for environment {key} to be provisioned")
-            if time.monotonic() >= deadline:
-                raise ProvisioningError(
-                    f"environment {key} is being provisioned by another process and its lock was not "
-                    f"released within {self.settings.lock_timeout:g} s; retry later or raise "
-                    "[python_exec] lock_timeout"
-                )
-            time.sleep(0.005)
 
     # -- ephemeral --------------------------------------------------------------------------
 
     @contextlib.contextmanager
     def _ephemeral(self, job: PythonJob, spec: EnvironmentSpec) -> Iterator[Path]:
-        with _disk_errors_as_provisioning():
+        with disk_errors_as_provisioning():
             self.ephemeral_dir.mkdir(parents=True, exist_ok=True)
             path = Path(tempfile.mkdtemp(prefix="env_", dir=self.ephemeral_dir))
         try:
             started = time.monotonic()
             self._say(f"ephemeral environment {path.name} for job {job.job_id}")
-            with _disk_errors_as_provisioning():
+            with disk_errors_as_provisioning():
                 (path / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
                 self._build(path, job, spec)
-            self._say(f"ephemeral environment ready ({_ms(started)})")
+            self._say(f"ephemeral environment ready ({ms(started)})")
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
@@ -258,18 +225,18 @@ class EnvironmentProvisioner:
             step = time.monotonic()
             self._uv.run("creating the virtual environment",
                          ["venv", str(path), "--python", str(spec.python), "--allow-existing"])
-            self._say(f"venv with Python {spec.version} ({_ms(step)})")
+            self._say(f"venv with Python {spec.version} ({ms(step)})")
             python = str(path / "bin" / "python")
             if spec.lock is not None:
                 step = time.monotonic()
                 self._uv.run(f"installing {spec.lock.name}",
                              ["pip", "install", "--python", python, "--no-build", "-r", str(spec.lock)], offline_first=True)
-                self._say(f"installed {len(packages)} locked packages ({_ms(step)})")
+                self._say(f"installed {len(packages)} locked packages ({ms(step)})")
             if spec.extras:
                 step = time.monotonic()
                 self._uv.run("installing local extras",
                              ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)], offline_first=True)
-                self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({_ms(step)})")
+                self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({ms(step)})")
             _write_marker(path, job, spec, packages, time.monotonic() - started)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
@@ -309,24 +276,7 @@ def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: t
         "local_extra_deps": [str(p) for p in spec.extras],
         "installed": [*packages, *(p.name for p in spec.extras)],
     }
-    tmp = path / f"{MARKER}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2))
-    os.replace(tmp, path / MARKER)
-
-
-@contextlib.contextmanager
-def _disk_errors_as_provisioning() -> Iterator[None]:
-    """An unusable cache folder (missing rights, full disk, a file in the way) fails provisioning
-    with one line, not a traceback. Errors raised by the job's own run pass through untouched."""
-    try:
-        yield
-    except OSError as exc:
-        if isinstance(exc, ProvisioningError):
-            raise
-        where = f" ({exc.filename})" if exc.filename else ""
-        raise ProvisioningError(
-            f"the environment cache cannot be used: {exc.strerror or exc}{where}; check [python_exec] cache_dir"
-        ) from None
+    write_marker(path / MARKER, marker)
 
 
 def _touch(path: Path) -> None:
@@ -335,6 +285,3 @@ def _touch(path: Path) -> None:
     except OSError:  # a read-only cache still runs jobs; only "last used" goes stale
         pass
 
-
-def _ms(started: float) -> str:
-    return f"{(time.monotonic() - started) * 1000:.1f} ms"

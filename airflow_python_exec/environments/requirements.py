@@ -1,0 +1,263 @@
+"""Requirements without a lock: PEP 723 inline script metadata, ``pythonEnv.requirements``, and their
+resolution into a PEP 751 lock (DESIGN.md, "Requirements without a lock, and PEP 723 scripts").
+
+- :func:`read_script_metadata`: a script's ``# /// script`` block (PEP 723, parsed with the PEP's
+  reference regular expression and ``tomllib``): its ``dependencies`` and ``requires-python``.
+- :func:`normalize_requirements`: PEP 508 strings, or a requirements file, validated with
+  ``packaging`` and normalized so that equivalent spellings give the same cache key.
+- :func:`python_for`: the interpreter that satisfies ``requires-python``.
+- :func:`requirements_key`: the cache-key contribution of requirements (see
+  :func:`.key.environment_key`): the normalized requirements, uv's index settings and how we lock.
+- :func:`compile_lock`: ``uv pip compile --format pylock.toml`` for one interpreter, wheels only
+  (installs use ``--no-build``), returning the resolved ``(name, version)`` pairs for the log.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from airflow_python_exec.cache_entry import ms
+from airflow_python_exec.errors import JobConfigError, ProvisioningError
+
+from .interpreters import installed_pythons
+from .lockfile import LOCK_NAME, locked_packages
+from .uv import Uv
+
+#: PEP 723's reference regular expression for a metadata block.
+PEP723_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
+
+#: uv's environment variables that change what a resolution finds (indexes, and how versions are
+#: chosen among them), hence part of the key. ``PIP_*`` variables are not: uv never reads them.
+INDEX_SETTINGS = (
+    "UV_INDEX", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_NO_INDEX",
+    "UV_INDEX_STRATEGY", "UV_PRERELEASE", "UV_RESOLUTION", "UV_EXCLUDE_NEWER", "UV_CONFIG_FILE", "UV_NO_CONFIG",
+)
+#: How :func:`compile_lock` calls uv; part of the key, so changing it re-resolves every environment.
+COMPILE_OPTIONS = ("--format", "pylock.toml", "--no-header", "--only-binary", ":all:")
+
+
+@dataclass(frozen=True)
+class ScriptMetadata:
+    """A script's PEP 723 ``script`` block.
+
+    :ivar dependencies: the PEP 508 strings as written (each checked).
+    :ivar requires_python: the version specifier, or ``None``.
+    """
+
+    dependencies: tuple[str, ...]
+    requires_python: str | None
+
+
+def read_script_metadata(script: str | Path) -> ScriptMetadata | None:
+    """Read PEP 723 inline metadata (``# /// script`` ... ``# ///``) from a script.
+
+    :param script: the script's path, or its text.
+    :returns: the ``script`` block's ``dependencies`` and ``requires-python``, or ``None`` when the
+        script has no such block (blocks of other types are ignored, as the PEP says).
+    :raises JobConfigError: more than one ``script`` block, invalid TOML, or a value of the wrong type
+        or syntax; one line naming it.
+    """
+    name = str(script) if isinstance(script, Path) else "the script"
+    text = script.read_text(encoding="utf-8") if isinstance(script, Path) else script
+    blocks = [m for m in PEP723_BLOCK.finditer(text) if m.group("type") == "script"]
+    if not blocks:
+        return None
+    if len(blocks) > 1:
+        raise JobConfigError(f"{name} has {len(blocks)} '# /// script' blocks; PEP 723 allows one, merge them")
+    content = "".join(line[2:] if line.startswith("# ") else line[1:]
+                      for line in blocks[0].group("content").splitlines(keepends=True))
+    data = _toml(content, name)
+    deps = data.get("dependencies", [])
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise JobConfigError(f"{name}: PEP 723 'dependencies' must be a list of strings, like [\"requests<3\"]")
+    for dep in deps:
+        _normalized(dep, f" in {name}")
+    requires = data.get("requires-python")
+    if requires is not None:
+        _specifier(requires, name)
+    return ScriptMetadata(tuple(deps), requires)
+
+
+def normalize_requirements(requirements: Sequence[str] | str | Path, job_folder: Path | None = None) -> tuple[str, ...]:
+    """Validate and normalize ``pythonEnv.requirements``.
+
+    :param requirements: PEP 508 strings, or the path of a requirements file (one requirement a
+        line; ``#`` comments and ``\\`` continuations allowed, option lines such as ``-r`` or
+        ``--index-url`` not: index settings come from uv's environment, see :data:`INDEX_SETTINGS`).
+    :param job_folder: relative file paths resolve against it.
+    :returns: each requirement normalized (canonical names and extras, sorted specifiers), sorted,
+        without duplicates: equivalent spellings give equal tuples.
+    :raises JobConfigError: a string that is not a PEP 508 requirement, or an option line.
+    :raises ProvisioningError: the requirements file does not exist or cannot be read.
+    """
+    if isinstance(requirements, (str, Path)):
+        path = Path(requirements).expanduser()
+        if job_folder is not None and not path.is_absolute():
+            path = job_folder / path
+        return tuple(sorted({_normalized(req, where) for req, where in _requirement_lines(path)}))
+    if not all(isinstance(r, str) for r in requirements):
+        raise JobConfigError("pythonEnv.requirements must be a list of strings or a requirements file path")
+    return tuple(sorted({_normalized(req, " in pythonEnv.requirements") for req in requirements}))
+
+
+def requirements_key(requirements: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
+    """The requirements' contribution to an environment key (pass it to ``environment_key``).
+
+    The interpreter is already part of the environment key. Unpinned requirements are resolved
+    once per key: a newer release on the index does not change the key (refresh, or prune, to
+    re-resolve).
+
+    :param requirements: as :func:`normalize_requirements` returns them.
+    :param environ: where uv's settings are read (default ``os.environ``, as uv reads them).
+    :returns: a SHA-256 hex digest.
+    """
+    environ = os.environ if environ is None else environ
+    parts = [f"compile={' '.join(COMPILE_OPTIONS)}",
+             *(f"req={r}" for r in requirements),
+             *(f"{name}={environ[name]}" for name in INDEX_SETTINGS if environ.get(name))]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def python_for(requires_python: str | None, python: Path, version: str,
+               python_downloads: str = "never") -> tuple[Path, str]:
+    """The interpreter for a script whose PEP 723 metadata says ``requires-python``.
+
+    :param python: the base interpreter (the validated install path, or ``python_version``'s).
+    :param version: its full version.
+    :returns: the base interpreter when it satisfies ``requires_python`` (or there is none), else
+        the newest installed Python that does.
+    :raises JobConfigError: ``requires_python`` is not a version specifier.
+    :raises ProvisioningError: no installed Python satisfies it; the message lists those found.
+    """
+    if requires_python is None:
+        return python, version
+    wanted = _specifier(requires_python)
+    if wanted.contains(version, prereleases=True):
+        return python, version
+    for found_version, exe in installed_pythons(python_downloads):  # newest first
+        if wanted.contains(found_version, prereleases=True):
+            return exe, found_version
+    found = sorted({v for v, _ in installed_pythons(python_downloads)}, key=Version)
+    raise ProvisioningError(
+        f"the script requires Python {requires_python} (PEP 723 requires-python) and no installed Python "
+        f"matches (base {version}; found: {', '.join(found) or 'none'}); install one or change requires-python"
+    )
+
+
+def check_requires_python(requires_python: str | None, version: str) -> None:
+    """Check a chosen interpreter's ``version`` against the script's ``requires-python``.
+
+    For a job whose ``python_version`` is set: that choice stands, and must satisfy the script.
+
+    :raises ProvisioningError: it does not.
+    """
+    if requires_python is not None and not _specifier(requires_python).contains(version, prereleases=True):
+        raise ProvisioningError(
+            f"the script requires Python {requires_python} (PEP 723 requires-python), not {version}; set "
+            "pythonEnv.python_version to a matching Python or change requires-python"
+        )
+
+
+def compile_lock(requirements: Sequence[str], python: Path, lock: Path, uv: Uv) -> tuple[tuple[str, str], ...]:
+    """Resolve ``requirements`` for ``python`` into the PEP 751 lock ``lock`` with uv.
+
+    Runs ``uv pip compile --format pylock.toml --only-binary :all: --python <python>`` (wheels only,
+    because locks install with ``--no-build``), with uv's index settings from the environment. Logs
+    the resolved versions through ``uv.on_line`` as one ``[python_exec]`` line.
+
+    :param lock: where the lock is written; named ``pylock.toml`` or ``pylock.<name>.toml``.
+    :returns: the resolved ``(name, version)`` pairs, in the lock's order.
+    :raises ProvisioningError: uv cannot resolve them (its reason in the message) or was stopped.
+    """
+    if not LOCK_NAME.match(lock.name):
+        raise ProvisioningError(f"lock file {lock.name!r} is not a PEP 751 name; use pylock.toml")
+    started = time.monotonic()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".requirements-", suffix=".in", dir=lock.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(f"{r}\n" for r in requirements))
+        # --quiet: uv would print the whole lock besides writing it.
+        uv.run("resolving requirements",
+               ["pip", "compile", "--quiet", *COMPILE_OPTIONS, "--python", str(python), name, "-o", str(lock)])
+    finally:
+        os.unlink(name)
+    resolved = tuple(tuple(p.split("==", 1)) for p in locked_packages(lock))
+    listing = ", ".join(f"{n}=={v}" for n, v in resolved) or "nothing"
+    uv.on_line(f"[python_exec] resolved {len(resolved)} package(s): {listing} ({ms(started)})")
+    return resolved  # type: ignore[return-value]
+
+
+def _normalized(text: str, where: str) -> str:
+    """One requirement in a canonical spelling, or a one-line refusal."""
+    try:
+        req = Requirement(text)
+    except InvalidRequirement as exc:
+        reason = str(exc).splitlines()[0]
+        raise JobConfigError(f"requirement {text!r}{where} is not a PEP 508 requirement ({reason}); "
+                             "write it like 'pandas==2.2.3'") from None
+    extras = f"[{','.join(sorted(canonicalize_name(e) for e in req.extras))}]" if req.extras else ""
+    spec = f" @ {req.url} " if req.url else str(req.specifier)
+    marker = f"; {req.marker}" if req.marker else ""
+    return f"{canonicalize_name(req.name)}{extras}{spec}{marker}".strip()
+
+
+def _requirement_lines(path: Path) -> list[tuple[str, str]]:
+    """``(requirement, " in <file> line N")`` for each requirement line of a requirements file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ProvisioningError(f"requirements file {path} does not exist; add it or fix pythonEnv.requirements") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProvisioningError(f"requirements file {path} cannot be read ({exc}); fix it") from None
+    lines, pending, start = [], "", 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = re.sub(r"(^|\s)#.*", "", raw).strip()  # pip's comments: '#' at the start or after a space
+        start = start or number
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = (pending + line).strip(), ""
+        where, start = f" in {path.name} line {start}", 0
+        if not line:
+            continue
+        if line.startswith("-") or " --" in line:
+            option = next(word for word in line.split() if word.startswith("-"))
+            raise JobConfigError(f"option {option}{where} is not supported; list requirements only, and set "
+                                 "indexes with uv's variables (UV_INDEX_URL...) or use a pylock")
+        lines.append((line, where))
+    return lines
+
+
+def _specifier(value: object, name: str = "the script") -> SpecifierSet:
+    if not isinstance(value, str):
+        raise JobConfigError(f"{name}: PEP 723 'requires-python' must be a string like \">=3.11\"")
+    try:
+        return SpecifierSet(value)
+    except InvalidSpecifier:
+        raise JobConfigError(f"{name}: requires-python {value!r} is not a version specifier; "
+                             "write it like \">=3.11\"") from None
+
+
+def _toml(content: str, name: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    try:
+        return tomllib.loads(content)
+    except tomllib.TOMLDecodeError as exc:
+        raise JobConfigError(f"{name}: the '# /// script' block is not valid TOML ({exc}); fix it") from None

@@ -1,0 +1,244 @@
+"""Call one handler of a handler job, under the job's own interpreter (Python 3.10-3.13).
+
+Standard library only: this file runs in the job's environment, which has neither Airflow nor
+airflow_python_exec, and it never imports either. The service starts it as
+``<python> bootstrap.py`` with its inputs in environment variables and files (the contract is
+written in ``airflow_python_exec/functions/__init__.py``, whose constants these names must equal):
+
+1. the source root goes first on ``sys.path`` (in place of this file's own folder);
+2. the handler is imported: ``module.path:function``, or a bare ``function`` of the main file;
+3. the parameters (a JSON object) are bound to its signature with ``inspect.signature().bind``;
+   ``context`` is added only when the signature names a ``context`` parameter (not for a bare
+   ``**kwargs``, so a handler never receives a key it did not ask for); what cannot bind is refused
+   before the call, naming the signature: exit 2;
+4. the handler is called (a coroutine is run with ``asyncio.run``); its return value, JSON-encoded,
+   goes to the result file: exit 0. A value JSON cannot encode (NaN and infinities included): one
+   line naming its type, exit 1. An exception: its traceback on stderr, exit 1. Either failure is
+   also described in the error file for the task's failure message.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import sys
+import traceback
+
+SOURCE_ROOT_ENV = "PYTHON_EXEC_SOURCE_ROOT"
+HANDLER_ENV = "PYTHON_EXEC_HANDLER"
+MAIN_FILE_ENV = "PYTHON_EXEC_MAIN_FILE"
+PARAMS_FILE_ENV = "PYTHON_EXEC_PARAMS_FILE"
+CONTEXT_FILE_ENV = "PYTHON_EXEC_CONTEXT_FILE"
+RESULT_FILE_ENV = "PYTHON_EXEC_RESULT_FILE"
+ERROR_FILE_ENV = "PYTHON_EXEC_ERROR_FILE"
+BOOTSTRAP_ONLY_ENV = (SOURCE_ROOT_ENV, HANDLER_ENV, MAIN_FILE_ENV, PARAMS_FILE_ENV, CONTEXT_FILE_ENV, ERROR_FILE_ENV)
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_REFUSED = 2
+PREFIX = "[python_exec]"
+
+
+class Refused(Exception):
+    """The handler cannot be called as asked; decided before the call (exit 2)."""
+
+
+def main() -> int:
+    """Run the handler named by the environment; return the exit status."""
+    inputs = {name: os.environ.pop(name, "") for name in BOOTSTRAP_ONLY_ENV}
+    result_file = os.environ.get(RESULT_FILE_ENV, "")
+    error_file = inputs[ERROR_FILE_ENV]
+    try:
+        if not inputs[HANDLER_ENV] or not inputs[SOURCE_ROOT_ENV] or not result_file:
+            raise Refused(f"{HANDLER_ENV}, {SOURCE_ROOT_ENV} and {RESULT_FILE_ENV} must be set")
+        set_sys_path(inputs[SOURCE_ROOT_ENV], inputs[MAIN_FILE_ENV])
+        params = read_object(inputs[PARAMS_FILE_ENV], "parameters")
+        context = read_object(inputs[CONTEXT_FILE_ENV], "context")
+        function = load_handler(inputs[HANDLER_ENV], inputs[SOURCE_ROOT_ENV], inputs[MAIN_FILE_ENV])
+        args, kwargs = bind(function, inputs[HANDLER_ENV], params, context)
+    except Refused as exc:
+        return fail(EXIT_REFUSED, "Refused", str(exc), "refused", error_file)
+    except Exception as exc:  # the job's own module raised while being imported
+        return raised(exc, error_file)
+    try:
+        value = call(function, args, kwargs)
+    except Exception as exc:  # SystemExit and KeyboardInterrupt keep their meaning
+        return raised(exc, error_file)
+    try:
+        text = json.dumps(value, allow_nan=False, default=_not_json)
+    except (TypeError, ValueError) as exc:
+        return fail(EXIT_FAILED, "TypeError", f"the handler's return value cannot be encoded as JSON: {exc}; "
+                    "return a dict, list, str, int, float, bool or None", "result", error_file)
+    write_atomically(result_file, text)
+    return EXIT_OK
+
+
+def set_sys_path(root: str, main_file: str) -> None:
+    """Put the source root first on ``sys.path``, where Python put this file's own folder.
+
+    The main file's folder follows it, so a bare handler's sibling modules import as they would
+    when the file runs as a script.
+    """
+    here = os.path.dirname(os.path.realpath(__file__))
+    if sys.path and sys.path[0] and os.path.realpath(sys.path[0]) == here:
+        del sys.path[0]  # never let the job import this package's files
+    sys.path.insert(0, os.path.abspath(root))
+    if main_file:
+        folder = os.path.dirname(os.path.abspath(main_file))
+        if folder not in sys.path:
+            sys.path.insert(1, folder)
+
+
+def read_object(path: str, what: str) -> dict:
+    """The JSON object in ``path`` (``{}`` when no file is given)."""
+    if not path:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise Refused(f"the {what} file {path} cannot be read as JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise Refused(f"the {what} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
+def load_handler(handler: str, root: str, main_file: str):
+    """Import ``module.path:function`` from the source root, or ``function`` from the main file."""
+    module_name, colon, attribute = handler.strip().rpartition(":")
+    if not _dotted(attribute) or (colon and not _dotted(module_name)):
+        raise Refused(f"handler {handler!r} is not module.path:function or a function name")
+    if colon:
+        module = import_module(module_name, root)
+    elif main_file:
+        module = load_main(main_file)
+    else:
+        raise Refused(f"handler {handler!r} has no module: write module.path:function, or give the main file")
+    target = module
+    for part in attribute.split("."):
+        if not hasattr(target, part):
+            where = module_name or os.path.basename(main_file)
+            raise Refused(f"handler {handler!r}: {where} has no {attribute!r}; check the function's name")
+        target = getattr(target, part)
+    if not callable(target):
+        raise Refused(f"handler {handler!r} is a {type(target).__name__}, not a function")
+    return target
+
+
+def import_module(name: str, root: str):
+    """Import ``name``; a missing handler module is refused, a missing dependency of it fails."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        parts = name.split(".")
+        if exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
+            raise Refused(f"handler module {name!r} is not found under the source root {root}; "
+                          "check the handler and the source") from None
+        raise
+
+
+def load_main(path: str):
+    """Load the main file as a module (its ``if __name__ == "__main__"`` block does not run)."""
+    if not os.path.isfile(path):
+        raise Refused(f"main file {path} does not exist")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    # Its own name, so pickling and dataclasses work, unless that would shadow a loaded module.
+    name = stem if stem.isidentifier() and stem not in sys.modules else "__python_exec_main__"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise Refused(f"main file {path} is not a Python source file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bind(function, handler: str, params: dict, context: dict) -> tuple[tuple, dict]:
+    """Bind the parameters (and ``context``, if asked for) to the handler's signature."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # a builtin without a signature: let the call decide
+        return (), dict(params)
+    kwargs = dict(params)
+    wanted = signature.parameters.get("context")
+    if wanted is not None and wanted.kind in (wanted.POSITIONAL_OR_KEYWORD, wanted.KEYWORD_ONLY):
+        if "context" in kwargs:
+            raise Refused(f"handler {handler}{signature} receives the run's context as 'context'; "
+                          "rename the parameter called 'context'")
+        kwargs["context"] = context
+    named = {n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
+    unknown = sorted(set(kwargs) - named)
+    if unknown and not takes_any:  # named first: bind() would complain of a missing one instead
+        raise Refused(f"handler {handler}{signature} has no parameter {', '.join(map(repr, unknown))}; "
+                      "fix the parameters or the signature")
+    try:
+        bound = signature.bind(**kwargs)
+    except TypeError as exc:
+        names = ", ".join(sorted(params)) or "none"
+        raise Refused(f"handler {handler}{signature} cannot take the parameters given ({names}): {exc}; "
+                      "fix the parameters or the signature") from None
+    return bound.args, bound.kwargs
+
+
+def call(function, args: tuple, kwargs: dict):
+    """Call the handler; run it to completion when it is a coroutine function."""
+    value = function(*args, **kwargs)
+    if inspect.isawaitable(value):
+        import asyncio
+
+        async def wait():
+            return await value
+
+        value = asyncio.run(wait())
+    return value
+
+
+def raised(exc: BaseException, error_file: str) -> int:
+    """Print the traceback from the job's own frames on, describe the exception, return 1."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next  # the bootstrap's frames say nothing about the job
+    traceback.print_exception(type(exc), exc, tb, file=sys.stderr)
+    write_error(error_file, _type_name(type(exc)), str(exc), "exception")
+    return EXIT_FAILED
+
+
+def fail(code: int, type_name: str, message: str, kind: str, error_file: str) -> int:
+    """Print one ``[python_exec] error:`` line, describe it in the error file, return ``code``."""
+    print(f"{PREFIX} error: {message}", file=sys.stderr)
+    write_error(error_file, type_name, message, kind)
+    return code
+
+
+def write_error(path: str, type_name: str, message: str, kind: str) -> None:
+    if path:
+        write_atomically(path, json.dumps({"type": type_name, "message": message, "kind": kind}))
+
+
+def write_atomically(path: str, text: str) -> None:
+    """Write ``text`` so that a reader sees all of it or nothing."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _dotted(name: str) -> bool:
+    return bool(name) and all(part.isidentifier() for part in name.split("."))
+
+
+def _type_name(cls: type) -> str:
+    module = getattr(cls, "__module__", "")
+    return cls.__qualname__ if module in ("builtins", "__main__", "") else f"{module}.{cls.__qualname__}"
+
+
+def _not_json(value):
+    raise TypeError(f"a value of type {_type_name(type(value))} is not JSON")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""A run's result, a handler's failure, and the outcome of an exit code (DESIGN.md, "Results and
+exit codes").
+
+- :func:`read_result`: the JSON a script (or the bootstrap) wrote to ``PYTHON_EXEC_RESULT_FILE``;
+  when that file is empty or missing, the run's last output line, as with ``BashOperator``.
+- :func:`mask_result`: string values (and keys) equal to a decrypted secret become ``***``.
+- :func:`read_handler_error`: the bootstrap's error file, as one line for the task's failure message.
+- :func:`exit_outcome`: ``runtimeConfig.exitCodes`` (the platform's "exit code mapping") plus the
+  operator's ``skip_on_exit_code`` applied to an exit status.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from airflow_python_exec.errors import JobConfigError, ResultError
+from airflow_python_exec.redaction import MASK, Redactor
+
+#: Default of ``[python_exec] max_result_bytes``.
+MAX_RESULT_BYTES = 1_048_576
+#: Longest failure message taken from an error file, in characters.
+MAX_MESSAGE_CHARS = 1000
+
+
+class Outcome(str, enum.Enum):
+    """What an exit status means for the task."""
+
+    SUCCESS = "success"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class HandlerError:
+    """A handler's failure as the bootstrap described it.
+
+    :ivar type: the exception's type (``module.Class`` unless built in), e.g. ``"ValueError"``.
+    :ivar message: its message on one line, secrets replaced, at most :data:`MAX_MESSAGE_CHARS`.
+    :ivar kind: ``"exception"`` (the handler raised), ``"result"`` (its value is not JSON) or
+        ``"refused"`` (it could not be called as asked).
+    """
+
+    type: str
+    message: str
+    kind: str
+
+    def __str__(self) -> str:
+        """``Type: message`` for an exception, the message alone otherwise."""
+        if self.kind != "exception":
+            return self.message
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+def read_result(result_file: Path | None, last_line: str | None = None, *,
+                max_result_bytes: int = MAX_RESULT_BYTES, secrets: Iterable[str] = ()) -> Any:
+    """Return a run's result.
+
+    :param result_file: the run's ``PYTHON_EXEC_RESULT_FILE`` (it may not exist).
+    :param last_line: the run's last output line, or ``None`` when it printed nothing.
+    :param max_result_bytes: largest result accepted, in bytes of UTF-8.
+    :param secrets: decrypted values; string values equal to one become ``***``.
+    :returns: the file's JSON value when the file holds anything but whitespace, else ``last_line``.
+    :raises ResultError: the file is larger than ``max_result_bytes``, not UTF-8 or not valid JSON,
+        or the last line is larger than ``max_result_bytes``; one line, without the content.
+    """
+    text = _read_limited(result_file, max_result_bytes) if result_file is not None else None
+    if text is None or not text.strip():
+        if last_line is not None and len(last_line.encode("utf-8", "replace")) > max_result_bytes:
+            raise ResultError(_too_big("the last output line", max_result_bytes))
+        return mask_result(last_line, secrets)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultError(
+            f"the result in PYTHON_EXEC_RESULT_FILE is not valid JSON ({exc.msg} at line {exc.lineno} column "
+            f"{exc.colno}); write it with json.dump"
+        ) from None
+    return mask_result(value, secrets)
+
+
+def mask_result(value: Any, secrets: Iterable[str]) -> Any:
+    """Replace, recursively, every string equal to a secret with ``***`` (dict keys included).
+
+    Only whole values are replaced (the design's rule for results); output lines, where a secret
+    may sit inside a longer text, go through :class:`~airflow_python_exec.redaction.Redactor`.
+    """
+    hidden = {s for s in secrets if s}
+    if not hidden:
+        return value
+    return _mask(value, hidden)
+
+
+def _mask(value: Any, hidden: set[str]) -> Any:
+    if isinstance(value, str):
+        return MASK if value in hidden else value
+    if isinstance(value, list):
+        return [_mask(v, hidden) for v in value]
+    if isinstance(value, dict):
+        return {_mask(k, hidden): _mask(v, hidden) for k, v in value.items()}
+    return value
+
+
+def read_handler_error(error_file: Path | None, secrets: Iterable[str] = ()) -> HandlerError | None:
+    """Read the bootstrap's ``PYTHON_EXEC_ERROR_FILE``.
+
+    :param secrets: decrypted values, replaced by ``***`` wherever they occur in the message.
+    :returns: the failure on one line, or ``None`` when the file is missing, empty or unreadable
+        (the handler succeeded, or its process died before it could say why).
+    """
+    if error_file is None:
+        return None
+    try:
+        data = json.loads(error_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    redact = Redactor(secrets)
+    message = " ".join(line.strip() for line in str(data.get("message", "")).splitlines() if line.strip())
+    message = redact(message)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 1] + "…"
+    return HandlerError(redact(str(data.get("type", "Exception"))), message, str(data.get("kind", "exception")))
+
+
+def parse_exit_codes(mapping: Mapping[Any, Any] | None) -> dict[int, Outcome]:
+    """Validate ``runtimeConfig.exitCodes``, e.g. ``{"0": "success", "3": "skipped", "5": "failed"}``.
+
+    :param mapping: keys are exit codes 0-255 written as integer strings (``"3"``; ``int`` keys too,
+        from Python); values are ``success``, ``skipped`` or ``failed`` (any case).
+    :returns: exit code -> :class:`Outcome`.
+    :raises JobConfigError: one line naming the bad key or value and what is allowed.
+    """
+    if mapping is None:
+        return {}
+    if not isinstance(mapping, Mapping):
+        raise JobConfigError(f"runtimeConfig.exitCodes must be an object like {{\"3\": \"skipped\"}}, "
+                             f"not {type(mapping).__name__}")
+    parsed: dict[int, Outcome] = {}
+    for key, value in mapping.items():
+        code = _exit_code(key, f"runtimeConfig.exitCodes key {key!r}")
+        try:
+            parsed[code] = Outcome(value.strip().lower()) if isinstance(value, str) else Outcome(value)
+        except ValueError:
+            raise JobConfigError(f"runtimeConfig.exitCodes[{key!r}] = {value!r} is not an outcome; "
+                                 "use success, skipped or failed") from None
+    return parsed
+
+
+def exit_outcome(exit_code: int, exit_codes: Mapping[Any, Any] | None = None,
+                 skip_codes: int | Collection[int] | None = None) -> Outcome:
+    """What an exit status means: the platform's exit code mapping, plus the operator's skip codes.
+
+    :param exit_code: the run's exit status (``128 + N`` for a signal, as the service reports it).
+    :param exit_codes: ``runtimeConfig.exitCodes`` (validated here with :func:`parse_exit_codes`).
+    :param skip_codes: the operator's ``skip_on_exit_code`` (one code or several); they add to the
+        mapping and, being set on the task itself, win over it for the same code.
+    :returns: a code in ``skip_codes`` is skipped; else a mapped code is what the mapping says;
+        else ``0`` succeeds and any other code fails.
+    :raises JobConfigError: an invalid mapping or skip code.
+    """
+    mapping = parse_exit_codes(exit_codes)
+    skips = {skip_codes} if isinstance(skip_codes, int) else set(skip_codes or ())
+    for code in skips:
+        _exit_code(code, f"skip_on_exit_code {code!r}")
+    if exit_code in skips:
+        return Outcome.SKIPPED
+    if exit_code in mapping:
+        return mapping[exit_code]
+    return Outcome.SUCCESS if exit_code == 0 else Outcome.FAILED
+
+
+def _exit_code(value: Any, what: str) -> int:
+    """``value`` as an exit code 0-255: an ``int`` or its canonical string (no sign, no leading zero)."""
+    if isinstance(value, bool):
+        code = None
+    elif isinstance(value, int):
+        code = value
+    elif isinstance(value, str) and value.isdigit() and value.isascii() and str(int(value)) == value:
+        code = int(value)
+    else:
+        code = None
+    if code is None or not 0 <= code <= 255:
+        raise JobConfigError(f"{what} is not an exit code; use an integer from 0 to 255, written like \"3\"")
+    return code
+
+
+def _read_limited(path: Path, limit: int) -> str | None:
+    """The file's text, ``None`` when it does not exist; refused beyond ``limit`` bytes."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)  # never more: a runaway writer cannot exhaust memory
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ResultError(f"the result file {path} cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ResultError(_too_big("the result in PYTHON_EXEC_RESULT_FILE", limit))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ResultError("the result in PYTHON_EXEC_RESULT_FILE is not UTF-8 text; write JSON") from None
+
+
+def _too_big(what: str, limit: int) -> str:
+    return (f"{what} is larger than {limit} bytes ([python_exec] max_result_bytes); "
+            "return less, or raise the limit")
