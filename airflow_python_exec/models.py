@@ -9,7 +9,6 @@ process starts, with a one-line :class:`~airflow_python_exec.errors.JobConfigErr
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import shlex
@@ -29,8 +28,8 @@ from pydantic import (
 )
 
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
+from airflow_python_exec.logs import log
 
-log = logging.getLogger(__name__)
 
 #: POSIX environment variable names, as the platform's macros allow them.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

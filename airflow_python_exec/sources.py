@@ -52,13 +52,13 @@ from typing import BinaryIO
 from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.environments.key import file_digest
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.logs import PREFIX, provider_line
 
 #: Default of ``[python_exec] max_source_bytes``: the largest unpacked archive or git checkout.
 MAX_SOURCE_BYTES = 536_870_912
 #: Most entries (files and folders) an archive or a git tree may hold.
 MAX_ENTRIES = 100_000
 MARKER_SUFFIX = ".provisioned"
-PREFIX = "[python_exec]"
 
 _HEX = re.compile(r"[0-9a-f]+\Z")
 #: A full git object name: SHA-1 (40 hex digits) or SHA-256 (64).
@@ -173,7 +173,7 @@ class SourceResolver:
         self.max_entries = max_entries
         self.lock_timeout = lock_timeout
         self.timeout_s = timeout_s
-        self.on_line = on_line or (lambda line: None)
+        self.on_line = on_line or provider_line
 
     def resolve(self, source: str | SourceSpec, job_folder: Path) -> ResolvedSource:
         """Return the local folder of ``source`` (see the module docstring for the forms).
