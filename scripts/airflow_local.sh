@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# `make airflow` / `make airflow-stop`: a local Airflow deployment from the throw-away AIRFLOW_HOME.
+#
+#   scripts/airflow_local.sh start   api-server (127.0.0.1:$AIRFLOW_PORT, default 8080), scheduler,
+#                                    dag-processor and triggerer; LocalExecutor, SQLite; returns once
+#                                    /api/v2/monitor/health answers
+#   scripts/airflow_local.sh stop    stops exactly the processes `start` started (pid files)
+#   scripts/airflow_local.sh env     prints the environment every process shares (for `eval`)
+#
+# Every process gets the same generated [api_auth] jwt_secret: task processes call the api-server's
+# execution API with a token signed by it, and a secret per process fails every task with "Invalid
+# auth token". Servers listen on loopback only: the api-server on 127.0.0.1, and the scheduler and
+# triggerer skip their log servers (which bind every interface; with LocalExecutor the api-server
+# reads the task logs from disk).
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+: "${AIRFLOW_HOME:=$REPO/.airflow_home}"
+BIN=${BIN:-$REPO/.venv/bin}
+PORT=${AIRFLOW_PORT:-8080}
+RUN=$AIRFLOW_HOME/run
+SERVICES=(api-server scheduler dag-processor triggerer)
+ADMIN_USER=admin
+
+shared_env() {
+    mkdir -p "$RUN"
+    [ -s "$RUN/jwt_secret" ] || "$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$RUN/jwt_secret"
+    [ -s "$RUN/passwords.json" ] || "$BIN/python" -c \
+        "import json, secrets; print(json.dumps({'$ADMIN_USER': secrets.token_urlsafe(9)}))" > "$RUN/passwords.json"
+    export AIRFLOW_HOME
+    export AIRFLOW__CORE__LOAD_EXAMPLES=False
+    export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+    export AIRFLOW__API_AUTH__JWT_SECRET
+    AIRFLOW__API_AUTH__JWT_SECRET=$(cat "$RUN/jwt_secret")
+    export AIRFLOW__API__HOST=127.0.0.1
+    export AIRFLOW__API__PORT=$PORT
+    export AIRFLOW__API__BASE_URL=http://127.0.0.1:$PORT
+    export AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://127.0.0.1:$PORT/execution/
+    export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
+    export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=$ADMIN_USER:admin
+    export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$RUN/passwords.json
+    # A new DAG file shows up within seconds, not the default five minutes.
+    export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+}
+
+alive() { [ -s "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+
+start() {
+    shared_env
+    for svc in "${SERVICES[@]}"; do
+        if alive "$svc"; then
+            echo "$svc already running (pid $(cat "$RUN/$svc.pid"))"
+            continue
+        fi
+        case $svc in
+            api-server) args=(api-server --host 127.0.0.1 --port "$PORT") ;;
+            scheduler | triggerer) args=("$svc" --skip-serve-logs) ;;
+            *) args=("$svc") ;;
+        esac
+        # setsid: each service leads its own process group, so `stop` ends its workers with it.
+        setsid "$BIN/airflow" "${args[@]}" > "$RUN/$svc.log" 2>&1 < /dev/null &
+        echo $! > "$RUN/$svc.pid"
+    done
+    local url=http://127.0.0.1:$PORT
+    for _ in $(seq 1 180); do
+        if "$BIN/python" -c "import urllib.request as u; u.urlopen('$url/api/v2/monitor/health', timeout=2)" 2>/dev/null; then
+            local password
+            password=$("$BIN/python" -c "import json; print(json.load(open('$RUN/passwords.json'))['$ADMIN_USER'])")
+            echo "Airflow is up: $url  (login: $ADMIN_USER / $password)"
+            echo "Logs: $RUN/<service>.log   Stop: make airflow-stop"
+            return 0
+        fi
+        for svc in "${SERVICES[@]}"; do
+            alive "$svc" || { echo "error: $svc exited; see $RUN/$svc.log" >&2; tail -20 "$RUN/$svc.log" >&2; stop; exit 1; }
+        done
+        sleep 1
+    done
+    echo "error: the api-server did not answer on $url within 180 s; see $RUN/api-server.log" >&2
+    stop
+    exit 1
+}
+
+stop() {
+    for svc in "${SERVICES[@]}"; do
+        alive "$svc" || { rm -f "$RUN/$svc.pid"; continue; }
+        local pid
+        pid=$(cat "$RUN/$svc.pid")
+        kill -TERM -- "-$pid" 2>/dev/null || true
+        for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL -- "-$pid" 2>/dev/null || true
+        rm -f "$RUN/$svc.pid"
+        echo "stopped $svc"
+    done
+}
+
+case ${1:-start} in
+    start) start ;;
+    stop) stop ;;
+    env) shared_env; env | grep -E '^AIRFLOW(_HOME|__)' | sed 's/^/export /' ;;
+    *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+esac
