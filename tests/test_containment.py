@@ -144,11 +144,16 @@ def test_sigterm_to_the_cli_ends_every_descendant(job_dir: Path, tmp_path: Path)
     cli = subprocess.Popen([CLI, "run", str(job_dir)], env=cli_env(cache_dir=str(tmp_path / "cache")),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert cli.stdout is not None
-    for line in cli.stdout:
-        if line.strip() == "ready":
-            break
-    cli.send_signal(signal.SIGTERM)
-    assert cli.wait(timeout=30) == 143
+    try:
+        for line in cli.stdout:
+            if line.strip() == "ready":
+                break
+        cli.send_signal(signal.SIGTERM)
+        assert cli.wait(timeout=30) == 143
+    finally:
+        if cli.poll() is None:  # a failed test must not leave the CLI and its job running
+            cli.send_signal(signal.SIGTERM)
+            cli.wait(timeout=30)
     assert left_behind(job_dir) == []
 
 
