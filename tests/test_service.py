@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -217,3 +218,28 @@ def test_a_script_that_cannot_start_is_a_one_line_refusal(settings, job_dir: Pat
     with pytest.raises(PythonExecError, match="could not start") as info:
         PythonExecutionService(settings).run(job_dir, macros=big)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("secret", ["Pa55\\w0rd-2026", "tab\there", "it's \"quoted\"", "zero\u200bwidth", "ünïcode"])
+def test_secrets_are_masked_in_their_repr_and_json_forms(settings, job_dir: Path, fernet_key, secret) -> None:
+    """A script rarely prints a secret bare: in a dict, an exception or a JSON document it comes out
+    escaped, and the escaped text is what must not reach the log."""
+    from airflow_python_exec.crypto import encrypt
+
+    write_job(job_dir, """
+        import json, os
+        secret = os.environ["S"]
+        print({"password": secret})
+        print(json.dumps({"password": secret}))
+        print(json.dumps({"password": secret}, ensure_ascii=False))
+        raise KeyError(secret)
+    """)
+    lines: list[str] = []
+    token = encrypt(secret, [fernet_key])
+    result = PythonExecutionService(settings).run(job_dir, on_line=lines.append,
+                                                  macros=[{"key": "S", "value": token, "secure": True}])
+    text = "\n".join(lines)
+    assert result.exit_code == 1 and "KeyError" in text
+    escaped = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
+    assert [form for form in escaped if form in text] == []
+    assert text.count("***") >= 4

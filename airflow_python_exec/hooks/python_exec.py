@@ -16,6 +16,7 @@ from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_var
 
 from airflow_python_exec.logs import job_line, provider_line
 from airflow_python_exec.models import PythonJob
+from airflow_python_exec.redaction import secret_forms
 from airflow_python_exec.service import PythonExecutionService, RunResult
 from airflow_python_exec.settings import EngineSettings
 
@@ -75,4 +76,5 @@ class PythonExecutionHook(BaseHook):
     @staticmethod
     def _mask(secrets: frozenset[str]) -> None:
         for secret in secrets:
-            mask_secret(secret)
+            for form in secret_forms(secret):
+                mask_secret(form)
