@@ -28,6 +28,7 @@ from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.logs import log
+from airflow_python_exec.policy import check_installed, check_interpreter_variables
 from airflow_python_exec.settings import EngineSettings
 
 
@@ -135,22 +136,31 @@ class PythonCommandBuilder:
         Parameters as for :meth:`build`. Secure macros are decrypted here.
 
         :raises JobConfigError: a bad macro, ``.env`` entry or ``cwd``.
+        :raises ScriptNotAllowedError: the job sets an interpreter variable the execution policy
+            refuses (see :mod:`airflow_python_exec.policy`).
         """
         inherit = self.settings.inherit_env if inherit_env is None else inherit_env
         env = base_environment(os.environ, inherit)
         env.update(context_env or {})
         if dotenv_as_macros:
-            env.update(read_dotenv(job.dotenv_path))
+            env.update(self._checked(read_dotenv(job.dotenv_path), job, ".env"))
         if job.python_env is not None:
-            env.update(job.python_env.env)
+            env.update(self._checked(job.python_env.env, job, "pythonEnv.env"))
         secrets: set[str] = set()
+        set_by_macros: dict[str, str] = {}
         for macro in [*job.macros, *to_macros(macros)]:
             value = self._macro_value(macro)
             if value is not None:
-                env[macro.key] = value
+                set_by_macros[macro.key] = value
                 if macro.secure:
                     secrets.add(value)
+        env.update(self._checked(set_by_macros, job, "a macro"))
         return PreparedCommand(job=job, cwd=self._cwd(job, cwd), env=env, secrets=frozenset(secrets))
+
+    @staticmethod
+    def _checked(variables: dict[str, str], job: PythonJob, origin: str) -> dict[str, str]:
+        check_interpreter_variables(variables, job.folder, origin)
+        return variables
 
     def _macro_value(self, macro: Macro) -> str | None:
         """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
@@ -202,20 +212,14 @@ def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
     if command is None:
         return [str(python), str(job.script)]
     first, *rest = shlex.split(command)
-    if first == "-m":
-        if not rest:
-            raise JobConfigError(f"command {command!r} names no module after -m; write -m package.module")
-        return [str(python), "-m", *rest]
+    if first == "-m" and not rest:
+        raise JobConfigError(f"command {command!r} names no module after -m; write -m package.module")
     if first.endswith(".py") or "/" in first:
         return [str(python), str(allowed_script(job.folder, first, "command")), *rest]
-    script = venv / "bin" / first if venv is not None else None
-    if script is None or not script.is_file():
-        where = f"the environment {venv}" if venv is not None else "a job without a pylock environment"
-        raise JobConfigError(
-            f"command {command!r} names console script {first!r}, which {where} lacks; "
-            "add the package that provides it to the lock, or use -m module"
-        )
-    return [str(script), *rest]
+    check_installed(command, job.folder, venv)
+    if first == "-m":
+        return [str(python), "-m", *rest]
+    return [str(venv / "bin" / first), *rest]  # check_installed: venv is set and declares it
 
 
 def base_environment(worker_env: Mapping[str, str], inherit: bool) -> dict[str, str]:

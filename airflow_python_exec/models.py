@@ -29,6 +29,7 @@ from pydantic import (
 
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.logs import log
+from airflow_python_exec.policy import check_command
 
 
 #: POSIX environment variable names, as the platform's macros allow them.
@@ -161,6 +162,10 @@ class PythonEnv(BaseModel):
                     raise ValueError("command is empty; give a script path, -m module or a console script")
             except ValueError as exc:
                 raise ValueError(f"command {command!r} cannot be parsed: {exc}") from None
+            try:
+                check_command(command)
+            except ScriptNotAllowedError as exc:
+                raise ValueError(str(exc)) from None
         return command
 
 

@@ -366,7 +366,7 @@ def test_missing_local_extra_is_a_provisioning_error(settings, locked_job: Path)
     ({"pylock": "pylock.toml", "python_version": "three"}, "not a version"),
     ({"pylock": "pylock.toml", "refresh": "yes"}, "refresh"),
     ({"pylock": "pylock.toml", "command": "  "}, "command is empty"),
-    ({"pylock": "pylock.toml", "command": "no-such-tool"}, "console script 'no-such-tool'"),
+    ({"pylock": "pylock.toml", "command": "no-such-tool"}, "'no-such-tool' is not a console script"),
 ])
 def test_bad_python_env_is_a_configuration_error(settings, locked_job: Path, python_env, expected) -> None:
     write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": python_env})
