@@ -23,6 +23,23 @@ pytestmark = pytest.mark.smoke
 EXAMPLES = REPO / "example_dags"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _example_dags_folder():
+    """Make ``example_dags/`` the DAGs folder while this module runs.
+
+    ``dag.test()`` creates its run for the DAG as serialized from the DAGs-folder bundle, and Airflow
+    reads ``[core] dags_folder`` once per process into ``airflow.settings.DAGS_FOLDER``: an earlier
+    module (test_airflow.py) may have pointed it at its own folder, where these DAGs are not.
+    """
+    from airflow import settings
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(EXAMPLES))
+    mp.setattr(settings, "DAGS_FOLDER", str(EXAMPLES))
+    yield
+    mp.undo()
+
+
 def example_dag(name: str):
     """Import ``example_dags/<name>.py`` and return its ``dag`` (its ``fileloc`` is that file)."""
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
