@@ -60,7 +60,8 @@ def locked_packages(lock: Path, python_version: str | None = None) -> tuple[str,
 
 
 def relock_command(lock: Path, python_version: str) -> str:
-    """The command that re-locks ``lock`` for every Python from the lowest one it or ``python_version`` needs.
+    """The command that re-locks ``lock`` for every platform and every Python from the lower of its
+    ``requires-python`` floor and ``python_version`` (the worker's) up.
 
     ``--universal`` keeps every platform's wheels, each package entry carrying a marker; without
     ``--python-version`` uv would take the lowest Python from the interpreter running it, dropping
