@@ -1,13 +1,28 @@
 # make demo / make test: each sets everything up on a fresh clone (.venv, a throw-away AIRFLOW_HOME
 # with a SQLite metadata database and a generated Fernet key), then runs.
-# Python 3.11 when present: the world-cities example's lock holds cp311 wheels.
-PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := $(CURDIR)/.venv
+#
+# Another Python: `PYTHON=python3.12 make demo` (or `make test PYTHON=python3.12`) does the same in
+# .venv-3.12 and .airflow_home-3.12, so each Python keeps its own set-up and the default one is untouched.
+ifeq ($(origin PYTHON),undefined)
+# The default: Python 3.11 when present (what CI runs the full suite on), else python3.
+PYTHON_EXE := $(shell command -v python3.11 || command -v python3)
+SUFFIX :=
+else
+# The interpreter's own path; a pyenv shim (python3.12) whose version pyenv has installed but not
+# selected is run with that version (pyenv latest 3.12).
+PY_PROBE := -c 'import sys; print(sys.executable, "%d.%d" % sys.version_info[:2])'
+PY_FOUND := $(shell $(PYTHON) $(PY_PROBE) 2>/dev/null || \
+	PYENV_VERSION=$$(pyenv latest $(patsubst python%,%,$(notdir $(PYTHON))) 2>/dev/null) $(PYTHON) $(PY_PROBE) 2>/dev/null)
+$(if $(PY_FOUND),,$(error PYTHON=$(PYTHON) does not run))
+PYTHON_EXE := $(word 1,$(PY_FOUND))
+SUFFIX := -$(word 2,$(PY_FOUND))
+endif
+VENV := $(CURDIR)/.venv$(SUFFIX)
 BIN := $(VENV)/bin
-export AIRFLOW_HOME := $(CURDIR)/.airflow_home
+export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs clean
+.PHONY: demo test bench install airflow-home example-envs locks clean
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
@@ -25,10 +40,17 @@ example-envs: airflow-home
 bench: airflow-home example-envs
 	$(BIN)/python benchmarks/run.py
 
+# Re-lock the examples from their requirements.in (needs PyPI): one universal lock per job, with
+# wheels for every platform and for each Python from 3.10 (the lowest pyproject.toml claims) up.
+LOCK := $(BIN)/uv pip compile --quiet --universal --only-binary :all: --python-version 3.10 --format pylock.toml
+locks: install
+	cd example_dags/jobs/hello && $(LOCK) -o pylock.toml requirements.in
+	cd example_dags/jobs/world_cities && $(LOCK) -o pylock.toml requirements.in
+
 install: $(BIN)/.installed
 
 $(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade uv
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'
 	touch $@

@@ -22,7 +22,9 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow_home"))
+# The AIRFLOW_HOME `make test` prepares for this venv: .venv -> .airflow_home, .venv-3.12 -> .airflow_home-3.12.
+_VENV = Path(sys.prefix).name
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / (".airflow_home" + (_VENV[5:] if _VENV.startswith(".venv") else ""))))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from cryptography.fernet import Fernet  # noqa: E402

@@ -88,6 +88,7 @@ def test_key_follows_content_not_paths_or_times(tmp_path: Path, wheels: Path) ->
 # -- cached ------------------------------------------------------------------------------------
 
 
+@pytest.mark.smoke
 def test_second_run_is_a_cache_hit(settings, locked_job: Path) -> None:
     result, lines, setup = run(settings, locked_job)
     assert result.exit_code == 0 and lines[0].startswith("tinyapp 42")

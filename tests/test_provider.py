@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from airflow_python_exec.get_provider_info import get_provider_info
 from airflow_python_exec.settings import OPTIONS
 
@@ -19,6 +21,7 @@ def airflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           env={**os.environ, **(env or {})})
 
 
+@pytest.mark.smoke
 def test_provider_info_declares_every_setting() -> None:
     section = get_provider_info()["config"]["python_exec"]["options"]
     assert set(section) == set(OPTIONS) == {
@@ -28,6 +31,7 @@ def test_provider_info_declares_every_setting() -> None:
     assert section["lock_timeout"]["default"] == "600"
 
 
+@pytest.mark.smoke
 def test_airflow_lists_the_provider_and_its_config_defaults() -> None:
     providers = airflow("providers", "list")
     assert "airflow-python-exec" in providers.stdout

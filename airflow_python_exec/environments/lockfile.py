@@ -1,9 +1,14 @@
-"""Checks on a PEP 751 lock file before uv sees it, so a bad lock fails with one clear line."""
+"""PEP 751 lock files: checks before uv sees one, what it installs for a given Python, and one-line
+explanations when uv finds nothing in it for the worker (so a bad or foreign lock fails with one clear line
+and the command that fixes it)."""
 
 from __future__ import annotations
 
+import platform
 import re
+import shlex
 import sys
+import sysconfig
 from pathlib import Path
 
 from airflow_python_exec.errors import ProvisioningError
@@ -28,24 +33,20 @@ def check_lock_file(lock: Path) -> None:
         )
 
 
-def locked_packages(lock: Path) -> tuple[str, ...]:
+def locked_packages(lock: Path, python_version: str | None = None) -> tuple[str, ...]:
     """Parse ``lock`` and check it is a version-1 PEP 751 lock; only needed when building.
 
     A cache hit never parses the lock: its key is the lock's digest, and an environment exists only
     for content that parsed and installed before.
 
-    :returns: the ``name==version`` of each ``[[packages]]`` entry it lists.
+    :param python_version: the full version of the environment's interpreter (``"3.12.1"``). A
+        universal lock lists a package once per Python it supports, each with a ``marker``; given a
+        version, only the entries whose marker holds for it (and this machine) are returned, as uv
+        installs them. ``None``: every entry.
+    :returns: the ``name==version`` of each ``[[packages]]`` entry it lists (for that Python).
     :raises ProvisioningError: not valid TOML, not a PEP 751 lock, or an unsupported lock-version.
     """
-    if sys.version_info >= (3, 11):  # imported here: the cache-hit path never needs a TOML parser
-        import tomllib
-    else:  # pragma: no cover
-        import tomli as tomllib
-
-    try:
-        data = tomllib.loads(lock.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ProvisioningError(f"lock file {lock} is not valid TOML ({exc}); regenerate it") from None
+    data = _load(lock)
     version = str(data.get("lock-version", ""))
     if not version or not isinstance(data.get("packages"), list):
         raise ProvisioningError(
@@ -54,4 +55,120 @@ def locked_packages(lock: Path) -> tuple[str, ...]:
         )
     if version.split(".")[0] != "1":
         raise ProvisioningError(f"lock file {lock} has lock-version {version}; only version 1 locks are supported")
-    return tuple(f"{p.get('name', '?')}=={p.get('version', '?')}" for p in data["packages"] if isinstance(p, dict))
+    packages = [p for p in data["packages"] if isinstance(p, dict)]
+    if python_version is not None:
+        packages = [p for p in packages if _marker_holds(p.get("marker"), python_version)]
+    return tuple(f"{p.get('name', '?')}=={p.get('version', '?')}" for p in packages)
+
+
+def relock_command(lock: Path, python_version: str) -> str:
+    """The command that re-locks ``lock`` for every platform and every Python from the lower of its
+    ``requires-python`` floor and ``python_version`` (the worker's) up.
+
+    ``--universal`` keeps every platform's wheels, each package entry carrying a marker; without
+    ``--python-version`` uv would take the lowest Python from the interpreter running it, dropping
+    older workers. Run in the lock's folder, with the job's top-level requirements in ``requirements.in``.
+    """
+    lowest = _minor(python_version)
+    try:
+        floor = re.match(r"\s*>=\s*(\d+)\.(\d+)", str(_load(lock).get("requires-python", "")))
+    except ProvisioningError:
+        floor = None
+    if floor is not None:
+        lowest = min(lowest, (int(floor[1]), int(floor[2])))
+    return (
+        f"cd {shlex.quote(str(lock.parent))} && uv pip compile --universal --only-binary :all: "
+        f"--python-version {lowest[0]}.{lowest[1]} --format pylock.toml -o {shlex.quote(lock.name)} requirements.in"
+    )
+
+
+def worker_tags(python_version: str) -> str:
+    """The wheel tags a lock must hold for this worker: ``"cp312, manylinux_2_36_x86_64"``.
+
+    The interpreter tag comes from ``python_version`` (the environment's interpreter, which may not
+    be the one running this code); the platform is this machine's, the same for every interpreter on it.
+    """
+    major, minor = _minor(python_version)
+    return f"cp{major}{minor}, {platform_tag()}"
+
+
+def platform_tag() -> str:
+    """This machine's wheel platform tag, as wheel file names spell it (``manylinux_2_36_x86_64``)."""
+    machine = platform.machine().lower() or "unknown"
+    system = platform.system()
+    if system == "Linux":
+        libc, libc_version = platform.libc_ver()
+        if libc == "glibc" and libc_version:
+            return f"manylinux_{libc_version.replace('.', '_')}_{machine}"
+        return f"linux_{machine}"  # musl and others: no glibc version to name
+    if system == "Darwin":
+        release = platform.mac_ver()[0].split(".")[0] or "0"
+        return f"macosx_{release}_0_{machine}"
+    return sysconfig.get_platform().replace("-", "_").replace(".", "_")
+
+
+#: uv's words for "the lock has nothing installable for this interpreter or platform".
+_NO_WHEEL = re.compile(
+    r"Package `(?P<name>[^`]+)` can't be installed because it (is marked as `--no-build` but has no binary "
+    r"distribution|doesn't have a source distribution or wheel for the current platform)"
+)
+_PYTHON_REQUIREMENT = re.compile(r"incompatible with the `?[^`\s]*`?'s Python requirement: `(?P<spec>[^`]+)`")
+
+
+def explain_install_failure(lines: list[str], lock: Path, python_version: str) -> str | None:
+    """Turn uv's output for a lock that does not fit this worker into one line with the fix.
+
+    Two cases: a package without a wheel for this worker's Python and platform (a lock made for
+    another Python, e.g. holding cp311 wheels only), and an interpreter outside the lock's
+    ``requires-python``. Both name the worker's Python and wheel tags and the exact re-lock command.
+
+    :param lines: uv's output lines; :param python_version: the environment interpreter's full version.
+    :returns: the message, or ``None`` when uv failed for another reason.
+    """
+    text = "\n".join(lines)
+    worker = f"this worker's Python {python_version} ({worker_tags(python_version)})"
+    fix = f"re-lock it for every Python and platform your workers run: {relock_command(lock, python_version)}"
+    if match := _NO_WHEEL.search(text):
+        return f"the lock has no wheel of {match['name']} for {worker}; {fix}"
+    if match := _PYTHON_REQUIREMENT.search(text):
+        return f"the lock requires Python {match['spec']}, not {worker}; {fix}"
+    return None
+
+
+def _load(lock: Path) -> dict:
+    if sys.version_info >= (3, 11):  # imported here: the cache-hit path never needs a TOML parser
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    try:
+        return tomllib.loads(lock.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ProvisioningError(f"lock file {lock} is not valid TOML ({exc}); regenerate it") from None
+    except OSError as exc:
+        raise ProvisioningError(f"lock file {lock} cannot be read ({exc.strerror or exc})") from None
+
+
+def _marker_holds(marker: object, python_version: str) -> bool:
+    """Whether a package entry's PEP 508 ``marker`` holds for ``python_version`` on this machine.
+
+    Anything that cannot be evaluated (a marker on ``extras`` or ``dependency_groups`` with an older
+    ``packaging``, or a malformed one) counts as holding: uv decides what is installed, this only
+    lists it.
+    """
+    if not marker:
+        return True
+    from packaging.markers import Marker  # cold path only, like the TOML parser
+
+    major, minor = _minor(python_version)
+    try:
+        return Marker(str(marker)).evaluate(
+            {"python_version": f"{major}.{minor}", "python_full_version": python_version}
+        )
+    except Exception:  # noqa: BLE001 - see the docstring
+        return True
+
+
+def _minor(python_version: str) -> tuple[int, int]:
+    parts = re.findall(r"\d+", python_version)
+    return (int(parts[0]), int(parts[1])) if len(parts) >= 2 else (3, 0)

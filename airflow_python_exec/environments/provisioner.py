@@ -36,7 +36,7 @@ from airflow_python_exec.validator import Interpreter, probe_version
 
 from .interpreters import find_python
 from .key import environment_key
-from .lockfile import check_lock_file, locked_packages
+from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
 
 
@@ -221,7 +221,9 @@ class EnvironmentProvisioner:
         """uv venv, install the lock, install local extras with --no-deps, write the marker last."""
         started = time.monotonic()
         try:
-            packages = locked_packages(spec.lock) if spec.lock is not None else ()
+            # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
+            # packages once per Python version, and .provisioned must record what was really installed.
+            packages = locked_packages(spec.lock, spec.version) if spec.lock is not None else ()
             step = time.monotonic()
             self._uv.run("creating the virtual environment",
                          ["venv", str(path), "--python", str(spec.python), "--allow-existing"])
@@ -229,8 +231,10 @@ class EnvironmentProvisioner:
             python = str(path / "bin" / "python")
             if spec.lock is not None:
                 step = time.monotonic()
-                self._uv.run(f"installing {spec.lock.name}",
-                             ["pip", "install", "--python", python, "--no-build", "-r", str(spec.lock)], offline_first=True)
+                lock = spec.lock
+                self._uv.run(f"installing {lock.name}",
+                             ["pip", "install", "--python", python, "--no-build", "-r", str(lock)], offline_first=True,
+                             explain=lambda lines: explain_install_failure(lines, lock, spec.version))
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
             if spec.extras:
                 step = time.monotonic()

@@ -50,12 +50,15 @@ class Uv:
         )
         self.env = env
 
-    def run(self, what: str, args: Sequence[str], *, offline_first: bool = False) -> list[str]:
+    def run(self, what: str, args: Sequence[str], *, offline_first: bool = False,
+            explain: Callable[[list[str]], str | None] | None = None) -> list[str]:
         """Run ``uv <args>``; return its output lines.
 
         :param what: the step, for the error message (e.g. ``"install pylock.toml"``).
         :param offline_first: try ``--offline`` first, so nothing is fetched when uv's cache has
             everything; on a cache miss, run again with the network.
+        :param explain: given uv's output lines after a failure, a one-line explanation that
+            replaces uv's error lines in the message, or ``None`` to keep them.
         :raises ProvisioningError: uv failed (its ``error:`` lines in the message) or was stopped.
         """
         if offline_first:
@@ -65,10 +68,10 @@ class Uv:
                     self.on_line(f"[uv] {line}")
                 return lines
             if not any(_CACHE_MISS.search(line) for line in lines) or self.stopped:
-                self._fail(what, code, lines, echoed=False)
+                self._fail(what, code, lines, echoed=False, explain=explain)
         code, lines = self._call(list(args), echo=True)
         if code != 0:
-            self._fail(what, code, lines, echoed=True)
+            self._fail(what, code, lines, echoed=True, explain=explain)
         return lines
 
     def stop(self) -> None:
@@ -100,12 +103,15 @@ class Uv:
             process.close()
         return code, lines
 
-    def _fail(self, what: str, code: int, lines: list[str], echoed: bool) -> None:
+    def _fail(self, what: str, code: int, lines: list[str], echoed: bool,
+              explain: Callable[[list[str]], str | None] | None = None) -> None:
         if not echoed:
             for line in lines:
                 self.on_line(f"[uv] {line}")
         if self.stopped:
             raise ProvisioningError(f"{what} was stopped before it finished")
+        if explain is not None and (message := explain(lines)):
+            raise ProvisioningError(f"{what} failed: {message}")
         errors = [_ERROR.sub("", line).lstrip(":").strip() for line in lines if _ERROR.match(line)]
         detail = "; ".join(e for e in errors or [line.strip() for line in lines[-2:]] if e) or f"uv exited with {code}"
         raise ProvisioningError(f"{what} failed: {detail}")

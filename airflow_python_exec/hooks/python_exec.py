@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_vars, mask_secret
+from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_vars
 
+from airflow_python_exec.compat import mask_secret
 from airflow_python_exec.logs import job_line, provider_line
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.redaction import secret_forms
