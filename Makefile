@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop
+.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
@@ -40,6 +40,10 @@ airflow: airflow-home example-envs
 
 airflow-stop:
 	BIN=$(BIN) bash scripts/airflow_local.sh stop
+
+# End-to-end tests against a deployment started (and stopped) by the tests themselves, on port 8089.
+e2e: airflow-home example-envs
+	$(BIN)/pytest -p no:cacheprovider tests_e2e $(PYTEST_ARGS)
 
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null

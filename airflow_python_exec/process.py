@@ -94,17 +94,21 @@ class JobProcess:
         self._containment = RunContainment()
         self._closed = False
         self._wake_lock = threading.Lock()
-        self._popen = subprocess.Popen(
-            argv,
-            env=self._containment.tag(env),
-            cwd=cwd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            close_fds=True,
-            preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR else None,
-        )
+        try:
+            self._popen = subprocess.Popen(
+                argv,
+                env=self._containment.tag(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR else None,
+            )
+        except BaseException:
+            self._containment.end()  # nothing started: only forget the run
+            raise
         self.pid = self._popen.pid
         self._containment.begin(self.pid)
         self._wake_r, self._wake_w = os.pipe()

@@ -56,9 +56,11 @@ def become_subreaper() -> bool:
 class RunContainment:
     """The processes of one run, found through ``/proc`` and ended together.
 
-    Use :meth:`tag` on the script's environment before it starts, :meth:`begin` once it has started
-    (with its pid), :meth:`signal` to ask the escaped processes to stop, and :meth:`end` once the
-    script has exited: it kills and reaps everything the run left. ``end`` is idempotent.
+    Create it before the script is started (a run counts from then on, so no other run in this
+    process takes the new child, still without its token, for an orphan of its own), use :meth:`tag`
+    on the script's environment, :meth:`begin` once it has started (with its pid), :meth:`signal` to
+    ask the escaped processes to stop, and :meth:`end` once the script has exited (or could not be
+    started): it kills and reaps everything the run left. ``end`` is idempotent.
     """
 
     def __init__(self) -> None:
@@ -67,6 +69,8 @@ class RunContainment:
         self._script = 0
         self._started_ticks = 0
         self._active = False
+        with _lock:
+            _running.add(self)
 
     def tag(self, env: dict[str, str]) -> dict[str, str]:
         """Return ``env`` with this run's token added (what marks the run's processes)."""
@@ -77,9 +81,6 @@ class RunContainment:
         self._script = script_pid
         self._started_ticks = _start_ticks(script_pid) or 0
         self._active = script_pid > 1 and become_subreaper()
-        if self._active:
-            with _lock:
-                _running.add(self)
 
     def signal(self, sig: int) -> list[int]:
         """Send ``sig`` to the run's processes outside the script's group; return their pids.
@@ -94,10 +95,8 @@ class RunContainment:
 
     def end(self) -> None:
         """Kill (SIGKILL) and reap every process the run left; call once the script has exited."""
-        if not self._active:
-            return
         try:
-            for _ in range(SWEEP_ROUNDS):
+            for _ in range(SWEEP_ROUNDS if self._active else 0):
                 pids = self._escaped()
                 live = [pid for pid in pids if _alive(pid)]
                 for pid in live:

@@ -7,6 +7,7 @@
 #   scripts/airflow_local.sh stop    stops exactly the processes `start` started (pid files)
 #   scripts/airflow_local.sh env     prints the environment every process shares (for `eval`)
 #
+# EXTRA_DAGS_FOLDER, when set, adds a second local DAG bundle beside example_dags (make e2e's DAGs).
 # Every process gets the same generated [api_auth] jwt_secret: task processes call the api-server's
 # execution API with a token signed by it, and a secret per process fails every task with "Invalid
 # auth token". Servers listen on loopback only: the api-server on 127.0.0.1, and the scheduler and
@@ -41,6 +42,12 @@ shared_env() {
     export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$RUN/passwords.json
     # A new DAG file shows up within seconds, not the default five minutes.
     export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+    if [ -n "${EXTRA_DAGS_FOLDER:-}" ]; then  # a second DAG bundle (make e2e's own DAGs)
+        export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST='[
+            {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {}},
+            {"name": "extra", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+             "kwargs": {"path": "'"$EXTRA_DAGS_FOLDER"'"}}]'
+    fi
 }
 
 alive() { [ -s "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }

@@ -1,0 +1,100 @@
+"""End-to-end tests against a running local deployment (`make e2e`): no ``dag.test()``.
+
+The session starts ``scripts/airflow_local.sh`` (api-server, scheduler, dag-processor, triggerer;
+LocalExecutor, SQLite) on its own port with this folder's ``dags/`` as a second DAG bundle, talks to
+it only through the REST API (``/auth/token``, ``/api/v2``) as a user or the UI would, and stops it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HOME = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow_home"))
+PORT = os.environ.get("E2E_PORT", "8089")
+BASE = f"http://127.0.0.1:{PORT}"
+
+
+class Api:
+    """A minimal client of Airflow's REST API v2 with a bearer token from ``/auth/token``."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self.token = self.call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        headers = {"Content-Type": "application/json"}
+        if getattr(self, "token", None):
+            headers["Authorization"] = f"Bearer {self.token}"
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(BASE + path, method=method, data=data, headers=headers)
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read() or b"null")
+
+    def trigger(self, dag_id: str, conf: dict | None = None) -> str:
+        """Unpause ``dag_id`` (waiting for the DAG processor to have parsed it) and trigger a run
+        without a logical date, as the UI's Trigger button does; return the run id."""
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                self.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
+                break
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404 or time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        run = self.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def wait(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
+        """Wait for a run to finish; return its state."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            state = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}")["state"]
+            if state in ("success", "failed"):
+                return state
+            time.sleep(2)
+        raise AssertionError(f"{dag_id} run {run_id} did not finish within {timeout:.0f} s")
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:
+        tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in tis}
+
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[dict]:
+        """The task log as structured records (``event``, ``logger``, ``level``, ...)."""
+        path = (f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
+                "?full_content=true")
+        return [item for item in self.call("GET", path)["content"] if isinstance(item, dict)]
+
+
+def _q(run_id: str) -> str:
+    return urllib.parse.quote(run_id, safe="")
+
+
+def events(records: list[dict], logger: str | None = None) -> list[str]:
+    """The messages of ``records``, only those of ``logger`` when given."""
+    return [str(r.get("event", "")) for r in records if logger is None or r.get("logger") == logger]
+
+
+@pytest.fixture(scope="session")
+def deployment() -> Api:
+    env = {**os.environ, "AIRFLOW_HOME": str(HOME), "AIRFLOW_PORT": PORT,
+           "EXTRA_DAGS_FOLDER": str(REPO / "tests_e2e" / "dags"), "BIN": str(REPO / ".venv" / "bin")}
+    script = str(REPO / "scripts" / "airflow_local.sh")
+    started = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"make airflow failed:\n{started.stdout}\n{started.stderr}")
+    try:
+        password = json.loads((HOME / "run" / "passwords.json").read_text())["admin"]
+        yield Api("admin", password)
+    finally:
+        subprocess.run(["bash", script, "stop"], env=env, capture_output=True, text=True)
