@@ -73,7 +73,8 @@ def test_hello_example_without_logical_date(capfd, caplog) -> None:
     states, log = run_without_logical_date(example_dag("hello_python_exec"), capfd, caplog)
     assert states == {"dotenv_loaded_by_script": "success", "dotenv_as_macros": "success",
                       "macro_from_param": "success"}
-    assert log.count("Hello from HelloWorld Demo") == 2  # .env loaded by the script; .env as macros
+    job_lines = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec.job"]
+    assert job_lines.count("Hello from HelloWorld Demo") == 2  # .env loaded by the script; .env as macros
     assert "Version: 2.0.0-macro" in log
     assert "Hello from HelloWorld from the UI" in log  # the Param's default
     assert "API token: ***" in log and "demo-api-token" not in log
