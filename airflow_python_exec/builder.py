@@ -140,12 +140,13 @@ class PythonCommandBuilder:
             refuses (see :mod:`airflow_python_exec.policy`).
         """
         inherit = self.settings.inherit_env if inherit_env is None else inherit_env
+        workdir = self._cwd(job, cwd)
         env = base_environment(os.environ, inherit)
         env.update(context_env or {})
         if dotenv_as_macros:
-            env.update(self._checked(read_dotenv(job.dotenv_path), job, ".env"))
+            env.update(_checked(read_dotenv(job.dotenv_path), job, workdir, ".env"))
         if job.python_env is not None:
-            env.update(self._checked(job.python_env.env, job, "pythonEnv.env"))
+            env.update(_checked(job.python_env.env, job, workdir, "pythonEnv.env"))
         secrets: set[str] = set()
         set_by_macros: dict[str, str] = {}
         for macro in [*job.macros, *to_macros(macros)]:
@@ -154,13 +155,8 @@ class PythonCommandBuilder:
                 set_by_macros[macro.key] = value
                 if macro.secure:
                     secrets.add(value)
-        env.update(self._checked(set_by_macros, job, "a macro"))
-        return PreparedCommand(job=job, cwd=self._cwd(job, cwd), env=env, secrets=frozenset(secrets))
-
-    @staticmethod
-    def _checked(variables: dict[str, str], job: PythonJob, origin: str) -> dict[str, str]:
-        check_interpreter_variables(variables, job.folder, origin)
-        return variables
+        env.update(_checked(set_by_macros, job, workdir, "a macro"))
+        return PreparedCommand(job=job, cwd=workdir, env=env, secrets=frozenset(secrets))
 
     def _macro_value(self, macro: Macro) -> str | None:
         """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
@@ -193,6 +189,12 @@ class PythonCommandBuilder:
         if not path.is_dir():
             raise JobConfigError(f"cwd {cwd!r} is not a folder ({path}); create it or fix the path")
         return path
+
+
+def _checked(variables: dict[str, str], job: PythonJob, cwd: Path, origin: str) -> dict[str, str]:
+    """``variables``, once the execution policy has accepted them (see :mod:`.policy`)."""
+    check_interpreter_variables(variables, job.folder, cwd, origin)
+    return variables
 
 
 def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:

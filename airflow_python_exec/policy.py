@@ -27,8 +27,15 @@ from airflow_python_exec.errors import ScriptNotAllowedError
 
 #: Executables of a virtual environment that are not a package's console script.
 _INTERPRETERS = re.compile(r"(python|pythonw|pypy)(\d+(\.\d+)*)?\Z|pip\d*(\.\d+)?\Z|activate(\..+)?\Z|deactivate\Z")
-#: Interpreter variables a job may not set: each runs or loads code from outside the job.
-FORBIDDEN_VARIABLES = ("PYTHONSTARTUP", "PYTHONHOME", "PYTHONINSPECT")
+#: Interpreter variables a job may not set: each runs or loads code from outside the job (DESIGN.md
+#: names the first three; the others load ``.pth`` files, a standard library, bytecode or a callable
+#: from wherever they point).
+FORBIDDEN_VARIABLES = (
+    "PYTHONSTARTUP", "PYTHONHOME", "PYTHONINSPECT",
+    "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONPYCACHEPREFIX", "PYTHONBREAKPOINT", "PYTHONEXECUTABLE",
+)
+#: Modules that install or run arbitrary code even when the lock installed them (DESIGN.md: pip).
+FORBIDDEN_MODULES = frozenset({"pip", "uv", "ensurepip", "virtualenv"})
 
 
 def check_command(command: str) -> None:
@@ -42,6 +49,11 @@ def check_command(command: str) -> None:
     if first == "-m":
         module = rest[0] if rest else ""
         top = module.split(".")[0]
+        if top in FORBIDDEN_MODULES:
+            raise ScriptNotAllowedError(
+                f"command {command!r} runs {top!r}, which installs or runs code that was never uploaded; "
+                "run the job's own code"
+            )
         if top in sys.stdlib_module_names:
             raise ScriptNotAllowedError(
                 f"command {command!r} runs the standard-library module {module!r}; only modules of the job "
@@ -82,11 +94,13 @@ def check_installed(command: str, folder: Path, venv: Path | None) -> None:
             )
 
 
-def check_interpreter_variables(variables: Mapping[str, str], folder: Path, origin: str) -> None:
-    """Refuse ``PYTHONSTARTUP``/``PYTHONHOME``/``PYTHONINSPECT``, and ``PYTHONPATH`` entries outside
-    ``folder``, among variables the job sets.
+def check_interpreter_variables(variables: Mapping[str, str], folder: Path, cwd: Path, origin: str) -> None:
+    """Refuse :data:`FORBIDDEN_VARIABLES`, and ``PYTHONPATH`` entries outside ``folder``, among
+    variables the job sets. A relative entry is taken as Python takes it, against the working
+    directory ``cwd``; an empty entry means the working directory itself.
 
-    :param origin: where they were set (``macro``, ``.env``, ``pythonEnv.env``), named in the error.
+    :param origin: where they were set (``a macro``, ``.env``, ``pythonEnv.env``), named in the
+        error; values are never repeated in it (a secure macro's value is a secret).
     :raises ScriptNotAllowedError: one line naming the variable and where it came from.
     """
     for name in FORBIDDEN_VARIABLES:
@@ -94,12 +108,13 @@ def check_interpreter_variables(variables: Mapping[str, str], folder: Path, orig
             raise ScriptNotAllowedError(
                 f"{origin} sets {name}, which makes Python run or load code from outside the job; remove it"
             )
-    for entry in variables.get("PYTHONPATH", "").split(os.pathsep):
-        if entry and not (folder / entry).resolve().is_relative_to(folder):
-            raise ScriptNotAllowedError(
-                f"{origin} puts {entry!r} on PYTHONPATH, outside the job folder {folder}; only the job's own "
-                "folders may be added"
-            )
+    if "PYTHONPATH" in variables:
+        for entry in variables["PYTHONPATH"].split(os.pathsep):
+            if not (cwd / entry).resolve().is_relative_to(folder):
+                raise ScriptNotAllowedError(
+                    f"{origin} puts an entry outside the job folder {folder} on PYTHONPATH (relative entries "
+                    "count from the working directory); only the job's own folders may be added"
+                )
 
 
 def console_scripts(venv: Path) -> set[str]:
@@ -119,7 +134,11 @@ def console_scripts(venv: Path) -> set[str]:
 
 
 def _in_folder(folder: Path, top: str) -> bool:
-    return (folder / f"{top}.py").is_file() or (folder / top).is_dir()
+    """A module or package of the job folder, and not a symlink that leaves it."""
+    for path in (folder / f"{top}.py", folder / top):
+        if path.exists() and path.resolve().is_relative_to(folder):
+            return True
+    return False
 
 
 def _in_site_packages(venv: Path, top: str) -> bool:

@@ -9,9 +9,13 @@ process the job left behind is a child of ours, and :class:`RunContainment` can 
 
 Which of our children belong to a run: each job process gets ``PYTHON_EXEC_RUN_ID=<token>`` in its
 environment, inherited by everything it starts; a child carrying the token is the run's. A process
-that cleared its environment carries none; it is still the run's when it was started after the
-script and this is the only run in the process (the operator and the CLI run one job at a time).
-Everything below such a process (its own children) goes with it.
+that cleared its environment entirely (or forged a token of no live run) is still the run's when it
+started after the script and this is the only run in the process (the operator and the CLI run one
+job at a time). A child with an ordinary environment and no token was started by other code of this
+process and is left alone, so a job that starts a detached process with a hand-made environment
+lacking the token can escape (the bubblewrap sandbox closes that). Everything below a run's process
+goes with it. Processes are stopped (SIGSTOP) before they are killed, so one that forks in a loop
+cannot outrun the sweep.
 
 Only ``/proc`` is read; no extra dependency. Other platforms get the process-group kill only.
 """
@@ -95,54 +99,81 @@ class RunContainment:
 
     def end(self) -> None:
         """Kill (SIGKILL) and reap every process the run left; call once the script has exited."""
+        ended: set[int] = set()  # the run's processes that died or were killed, until reaped
         try:
             for _ in range(SWEEP_ROUNDS if self._active else 0):
-                pids = self._escaped()
-                live = [pid for pid in pids if _alive(pid)]
-                for pid in live:
+                frozen = self._freeze(ended)
+                for pid in frozen:
                     _kill(pid, signal.SIGKILL)
-                _reap(pids)
-                if not live:
+                ended.update(frozen)
+                if frozen:
+                    time.sleep(0.005)  # let the kernel hand the killed processes' children over to us
+                _reap(ended)
+                if not frozen:
                     break
-                time.sleep(0.005)  # let the kernel hand the killed processes' children over to us
+            _reap(ended)
         finally:
             self._active = False
             with _lock:
                 _running.discard(self)
 
+    def _freeze(self, dead: set[int]) -> list[int]:
+        """SIGSTOP the run's live processes, scanning again until a scan finds none new: a stopped
+        process cannot fork, so one forking in a loop cannot stay ahead of the sweep. The run's
+        processes found already dead (zombies waiting for us) are added to ``dead`` for reaping."""
+        stopped: list[int] = []
+        for _ in range(SWEEP_ROUNDS):
+            found = [pid for pid in self._escaped() if pid not in stopped]
+            dead.update(pid for pid in found if not _alive(pid))
+            new = [pid for pid in found if _alive(pid)]
+            if not new:
+                break
+            for pid in new:
+                _kill(pid, signal.SIGSTOP)
+            stopped.extend(new)
+        return stopped
+
     def _escaped(self) -> list[int]:
         """The run's processes other than the script: below the script, and our children that are
         the run's (orphans handed over to us), with everything below them."""
-        alone = len(_running) <= 1
-        found = [pid for pid in _children(os.getpid()) if pid != self._script and self._belongs(pid, alone)]
+        with _lock:
+            alone = len(_running) <= 1
+            tokens = {run.token.encode() for run in _running}
+        found = [pid for pid in _children(os.getpid()) if pid != self._script and self._belongs(pid, alone, tokens)]
         # While the script runs, what it started is still below it, whatever session it is in.
         return [pid for pid in _with_descendants([*found, self._script]) if pid != self._script]
 
-    def _belongs(self, pid: int, alone: bool) -> bool:
+    def _belongs(self, pid: int, alone: bool, tokens: set[bytes]) -> bool:
+        """Whether our child ``pid`` is this run's: it carries the run's token; or it has no usable
+        token and no environment at all (cleared, or a zombie's) and started after the script while
+        no other run could have started it. A child with an ordinary environment but no token was
+        started by other code of this process, never by a job (a job's processes inherit the token)."""
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
-                environ = f.read()
+                entries = f.read().split(b"\0")
         except OSError:  # a zombie's environment is gone
-            environ = b""
-        if environ:
-            if self._needle in environ.split(b"\0"):
-                return True
-            if RUN_ID_VAR.encode() + b"=" in environ:
-                return False  # another run's process
-        # No token (cleared environment, or a zombie whose environment is gone): ours only when
-        # it started after the script and no other run could have started it.
+            entries = []
+        prefix = RUN_ID_VAR.encode() + b"="
+        token = next((e[len(prefix):] for e in entries if e.startswith(prefix)), None)
+        if token is not None and token in tokens:
+            return token == self.token.encode()
+        if token is None and any(entries):
+            return False
+        # No environment, or a token of no live run (a script can forge one): judged by time.
         ticks = _start_ticks(pid)
         return alone and ticks is not None and ticks >= self._started_ticks
 
 
-
-def _reap(pids: list[int]) -> None:
-    """Collect the exit status of those of ``pids`` that are our exited children (no zombies left)."""
-    for pid in pids:
+def _reap(pids: set[int]) -> None:
+    """Collect the exit status of those of ``pids`` that are our exited children, and forget the
+    reaped ones and those that are not our children (their pid may be reused)."""
+    for pid in list(pids):
         try:
-            os.waitpid(pid, os.WNOHANG)
+            done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:  # not our child: its own parent reaps it
-            pass
+            done = pid
+        if done:
+            pids.discard(pid)
 
 
 def _children(pid: int) -> list[int]:

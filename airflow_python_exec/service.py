@@ -178,7 +178,7 @@ class PythonExecutionService:
             exit_code = process.wait()
         except BaseException as exc:
             process.kill()  # an interrupted reader (task timeout, Ctrl-C) must not leave the group
-            log.info("job %s %s after %.2f s", job.job_id, _interruption(exc), time.monotonic() - started)
+            log.info("job %s %s in %.2f s", job.job_id, _interruption(exc), time.monotonic() - started)
             raise
         finally:
             self._process = None

@@ -191,7 +191,7 @@ def test_execution_timeout_stops_the_script_and_every_descendant(dags, jobs, cap
     """, "timeout_dag")
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"slow": "failed"}
-    assert re.search(r"\[python_exec\] job slow timed out after \d+\.\d+ s", log)
+    assert re.search(r"\[python_exec\] job slow timed out in \d+\.\d+ s", log)
     assert left_behind(jobs / "slow") == []
 
 

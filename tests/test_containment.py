@@ -188,3 +188,47 @@ def test_on_kill_ends_every_descendant_outside_a_dag(settings, job_dir: Path, mo
     assert "143" in str(errors[0])
     assert left_behind(job_dir) == []
 
+
+
+def test_a_forged_run_id_or_a_fork_loop_does_not_escape(settings, job_dir: Path) -> None:
+    """Found in review: a daemon claiming another (non-existent) run's id was left alone, and a
+    process forking in a loop outran a sweep that killed what it had seen."""
+    write_job(job_dir, """
+        import os, sys
+        if os.fork() == 0:
+            os.setsid()
+            os.execve(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)"],
+                      {"PYTHON_EXEC_RUN_ID": "forged"})
+        if os.fork() == 0:
+            os.setsid()
+            while True:  # the pid moves on every iteration
+                if os.fork():
+                    os._exit(0)
+        print("started", flush=True)
+    """)
+    before = {p.pid for p in psutil.process_iter()}
+    result = PythonExecutionService(settings).run(job_dir)
+    assert result.exit_code == 0
+    time.sleep(0.5)
+    new = [p for p in psutil.process_iter(["cmdline", "status"]) if p.pid not in before
+           and p.info["status"] != psutil.STATUS_ZOMBIE and str(job_dir) in " ".join(p.info["cmdline"] or [])
+           or (p.pid not in before and "sleep(600)" in " ".join(p.info["cmdline"] or []))]
+    assert new == []
+
+
+def test_another_threads_subprocess_is_left_alone(settings, job_dir: Path) -> None:
+    """Code of the worker's own (another thread) may start processes while a job runs: they are not
+    the job's, and neither killed nor reaped by the job's end."""
+    write_job(job_dir, "import time\ntime.sleep(0.5)\nprint('done')\n")
+    own: list[subprocess.Popen] = []
+
+    def start_own() -> None:
+        time.sleep(0.2)
+        own.append(subprocess.Popen(["sleep", "2"]))
+
+    thread = threading.Thread(target=start_own)
+    thread.start()
+    assert PythonExecutionService(settings).run(job_dir).exit_code == 0
+    thread.join()
+    assert own[0].poll() is None  # still running
+    assert own[0].wait(timeout=10) == 0  # and its exit status is its owner's to collect

@@ -90,3 +90,41 @@ def test_module_not_in_the_job_or_its_lock_is_refused(settings, locked_job: Path
     err = subprocess.run([CLI, "run", str(locked_job)], capture_output=True, text=True, timeout=120,
                          env=cli_env(cache_dir=str(settings.cache_dir))).stderr
     assert "module 'nowhere' is neither in the job folder nor installed" in err
+
+
+@pytest.mark.parametrize(("setup", "rule"), [
+    ({"macro": "PYTHONUSERBASE={elsewhere}", "cwd": "lib"}, "sets PYTHONUSERBASE"),
+    ({"macro": "PYTHONPATH=lib:", "cwd": "{elsewhere}"}, "outside the job folder"),  # "" is the cwd
+    ({"macro": "PYTHONPATH=lib", "cwd": "{elsewhere}"}, "outside the job folder"),   # from the cwd
+    ({"macro": "PYTHONPATH=../../elsewhere", "cwd": "lib"}, "outside the job folder"),
+    ({"command": "-m pip install anything"}, "runs 'pip'"),
+    ({"command": "-m linked", "link": "linked.py"}, "module 'linked' is neither in the job folder"),
+])
+def test_more_ways_around_the_policy_found_in_review(settings, locked_job: Path, elsewhere: Path, setup, rule):
+    (locked_job / "lib").mkdir()
+    job = {"jobId": "j", "pythonEnv": {"pylock": "pylock.toml"}}
+    if "command" in setup:
+        job["pythonEnv"]["command"] = setup["command"]
+    if "link" in setup:
+        (locked_job / setup["link"]).symlink_to(elsewhere / "evil.py")
+    write_job(locked_job, APP, job=job)
+    args = []
+    if "macro" in setup:
+        args = ["--cwd", setup["cwd"].format(elsewhere=elsewhere), "--macro", setup["macro"].format(elsewhere=elsewhere)]
+    done = subprocess.run([CLI, "run", str(locked_job), *args], capture_output=True, text=True, timeout=120,
+                          env=cli_env(cache_dir=str(settings.cache_dir)))
+    assert done.returncode == 2 and rule in done.stderr, done.stderr
+    assert not (locked_job / "EVIL_RAN").exists()
+
+
+def test_a_refused_secure_pythonpath_is_not_repeated_in_the_error(settings, locked_job: Path, fernet_key) -> None:
+    from airflow_python_exec import PythonExecutionService
+    from airflow_python_exec.crypto import encrypt
+    from airflow_python_exec.errors import ScriptNotAllowedError
+
+    secret_path = "/very/secret/place"
+    write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml"}})
+    with pytest.raises(ScriptNotAllowedError) as info:
+        PythonExecutionService(settings).run(locked_job, macros=[
+            {"key": "PYTHONPATH", "value": encrypt(secret_path, [fernet_key]), "secure": True}])
+    assert "PYTHONPATH" in str(info.value) and secret_path not in str(info.value)
