@@ -191,6 +191,36 @@ class SourceResolver:
             return self._git(spec)
         return self._zip(spec, job_folder)
 
+    def resolve_code(self, code: str, name: str) -> ResolvedSource:
+        """Save inline code (``function.code`` or ``base64``) as ``sources/<sha256>/<name>`` (the digest
+        of ``name`` and the code).
+
+        Content-addressed beside the archives, so a read-only or shared job folder is never written
+        and the same code is saved once; the entry is built under its lock and marked like the others.
+
+        :param name: the job's ``packageName`` (a relative ``.py`` path, checked by the job model).
+        :raises JobConfigError: the code is larger than ``max_source_bytes``.
+        :raises ProvisioningError: the cache folder cannot be written.
+        """
+        data = code.encode("utf-8")
+        if len(data) > self.max_source_bytes:
+            raise JobConfigError(f"inline code has {len(data)} bytes, more than {self.max_source_bytes} "
+                                 "([python_exec] max_source_bytes); use a zip or git source")
+        digest = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()  # the file's name and content
+        spec = SourceSpec("code", f"inline code {digest[:12]}")
+        if self._complete(digest):
+            return self._hit(spec, digest)
+
+        def fill(dest: Path) -> dict[str, object]:
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            self._say(f"source {spec.display}: saved as {target}")
+            return {"file": name, "bytes": len(data)}
+
+        fetched = self._build(digest, spec, fill)
+        return ResolvedSource(self.sources_dir / digest, "code", digest, fetched=fetched)
+
     # -- zip --------------------------------------------------------------------------------
 
     def _zip(self, spec: SourceSpec, job_folder: Path) -> ResolvedSource:
