@@ -1,9 +1,11 @@
 """``PythonExecutionService``: the platform's engine lifecycle, ``init`` / ``run`` / ``stop`` / ``close``.
 
-``run`` loads the job, validates the interpreter (once per service), provisions the job's
-environment when it has a lock file, builds the command, starts the script in its own process group
-and streams its merged output line by line, secrets already replaced by ``***``. It needs no running
-Airflow; the hook in :mod:`airflow_python_exec.hooks` adapts it to the task log.
+``run`` loads the job, validates the interpreter (once per service), resolves a handler job's
+source, provisions the job's environment when it has a lock file, requirements or PEP 723 metadata,
+builds the command (the script, or the handler bootstrap), starts it in its own process group,
+streams its merged output line by line, secrets already replaced by ``***``, and reads the run's
+result (``PYTHON_EXEC_RESULT_FILE``, else the last line). It needs no running Airflow; the hook in
+:mod:`airflow_python_exec.hooks` adapts it to the task log.
 """
 
 from __future__ import annotations

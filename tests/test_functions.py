@@ -264,7 +264,8 @@ def test_decorated_function_source_has_no_decorator(dags, capfd, caplog) -> None
             shout("quiet")
     """, "deco_source_dag")
     operator = dag.get_task("shout")
-    assert operator.code.startswith("def shout(word: str):") and "@task" not in operator.code
+    source = operator.get_python_source()
+    assert source.startswith("def shout(word: str):") and "@task" not in source
     assert operator.handler == "shout"
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"shout": "success"}

@@ -55,9 +55,11 @@ class _PythonExecDecoratedOperator(DecoratedOperator, PythonJobOperator):
         super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs,
                          handler=python_callable.__name__, requirements=requirements, python_env=env or None,
                          **kwargs)
-        self.code = self.get_python_source()
 
     def execute(self, context: Any) -> Any:
+        # The source is taken here, as @task.virtualenv does: parsing it (libcst) at DAG-parse time
+        # would slow down every parse of the DAG file.
+        self.code = self.get_python_source()
         with task_failures():
             self.parameters = call_parameters(self.python_callable, self.op_args, self.op_kwargs)
         return super().execute(context)
