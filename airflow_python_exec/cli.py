@@ -150,8 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             exit_code = result.exit_code
             if result.handler_error is not None and result.handler_error.kind == "exception" and exit_code != 0:
                 _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
-            if args.result and exit_code == 0 and not result.stopped:
-                _write_result(args.result, result.value())
+            if exit_code == 0 and not result.stopped:
+                value = result.value()  # an invalid or too large result fails the run (exit 1), as in a task
+                if args.result:
+                    _write_result(args.result, value)
     finally:
         service.close()
     return 128 + received[0] if received else exit_code

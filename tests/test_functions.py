@@ -305,6 +305,10 @@ def test_cli_handler_params_and_result(tmp_path: Path) -> None:
                          env=cli_env(), timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not JSON" in bad.stderr
 
+    invalid = write_job(tmp_path / "invalid", "import os\nopen(os.environ['PYTHON_EXEC_RESULT_FILE'], 'w').write('{x')\n")
+    done = subprocess.run([CLI, "run", str(invalid)], capture_output=True, text=True, env=cli_env(), timeout=120)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "is not valid JSON" in done.stderr
+
 
 def test_cli_provision_builds_a_requirements_environment_ahead(tmp_path: Path, local_index: Path) -> None:
     job = write_job(tmp_path / "ahead", "import tinydep\nprint(tinydep.VALUE)\n",
