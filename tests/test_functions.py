@@ -220,8 +220,10 @@ def test_requirements_pep723_and_the_decorator_resolve_local_wheels(dags, jobs, 
     write_job(jobs / "pep723", "# /// script\n# dependencies = ['tinydep==2.0']\n# ///\n" + value)
     out = tmp_path / "deco.json"
     dag = load_dag(dags, f"""
+        from airflow_python_exec import ProvisionEnvironmentOperator
         with DAG("requirements_dag", schedule=None, start_date=START) as dag:
-            PythonJobOperator(task_id="reqs", job="jobs/{jobs.name}/reqs")
+            (ProvisionEnvironmentOperator(task_id="build", job="jobs/{jobs.name}/reqs")
+             >> PythonJobOperator(task_id="reqs", job="jobs/{jobs.name}/reqs"))
             PythonJobOperator(task_id="pep723", job="jobs/{jobs.name}/pep723")
 
             @task
@@ -241,8 +243,8 @@ def test_requirements_pep723_and_the_decorator_resolve_local_wheels(dags, jobs, 
             keep(total(numbers(), scale=10))
     """, "requirements_dag")
     states, first = run_dag(dag, capfd, caplog)
-    assert states == {"reqs": "success", "pep723": "success", "numbers": "success", "total": "success",
-                      "keep": "success"}
+    assert states == {"build": "success", "reqs": "success", "pep723": "success", "numbers": "success",
+                      "total": "success", "keep": "success"}
     assert "tinydep 1.0" in first and "tinydep 2.0" in first
     assert "resolved 1 package(s): tinydep==1.0" in first and "resolved 1 package(s): tinydep==2.0" in first
     assert json.loads(out.read_text()) == {"total": 60, "tinydep": "2.0", "task": "total"}
@@ -252,6 +254,9 @@ def test_requirements_pep723_and_the_decorator_resolve_local_wheels(dags, jobs, 
     assert "[python_exec] resolved" not in second
     # the PEP 723 script and the decorated function ask for the same tinydep==2.0: one environment
     assert len(set(re.findall(r"cache hit: environment (\w+)", second))) == 2
+    # built ahead by ProvisionEnvironmentOperator, the reqs task found its environment on the first run
+    built = re.search(r"running job reqs: \S+/envs/(\w+)/bin/python", first).group(1)
+    assert f"environment {built} ready" in first and f"cache hit: environment {built}" in first
 
 
 def test_decorated_function_source_has_no_decorator(dags, capfd, caplog) -> None:
