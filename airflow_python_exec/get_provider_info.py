@@ -24,7 +24,8 @@ def get_provider_info() -> dict:
     return {
         "package-name": "airflow-python-exec",
         "name": "Python Exec",
-        "description": "Run uploaded Python script jobs (app.py, .env, job.json, pylock.toml) as Airflow tasks.",
+        "description": "Run uploaded Python script jobs (app.py, .env, job.json, pylock.toml) and handler "
+                       "functions as Airflow tasks.",
         "versions": [__version__],
         "integrations": [{"integration-name": "Python Exec", "tags": ["software"]}],
         "operators": [

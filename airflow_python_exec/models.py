@@ -364,7 +364,8 @@ class PythonJob(BaseModel):
 
     @property
     def exit_codes(self) -> dict[str, str] | None:
-        """``runtimeConfig.exitCodes``, validated (keys ``"0"``-``"255"``, values ``success``/``skipped``/``failed``)."""
+        """``runtimeConfig.exitCodes``, validated: keys ``"0"``-``"255"``, values ``success``, ``skipped``
+        or ``failed``."""
         return self.runtime_config.exit_codes
 
     @property

@@ -11,7 +11,6 @@ import base64
 import json
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -347,3 +346,15 @@ def test_secrets_are_replaced_in_results_and_failure_messages(dags, jobs, capfd,
     assert _xcoms(dag) == {"returns": {"token": "***"}}
     assert "handler leak exited with code 1: RuntimeError: token ***" in log
     assert "s3cr3t-value" not in log
+
+
+def test_job_json_requirements_win_over_pep723_metadata_with_a_warning(settings, local_index, job_dir, caplog) -> None:
+    from airflow_python_exec import PythonExecutionService
+
+    write_job(job_dir, "# /// script\n# dependencies = ['tinydep==2.0']\n# ///\nimport tinydep\nprint(tinydep.VALUE)\n",
+              job={"jobId": "wins", "pythonEnv": {"requirements": ["tinydep==1.0"]}})
+    lines: list[str] = []
+    with caplog.at_level("WARNING"):
+        result = PythonExecutionService(settings).run(job_dir, on_line=lines.append, on_setup_line=lambda _: None)
+    assert result.exit_code == 0 and lines == ["1.0"] and result.value() == "1.0"
+    assert "pythonEnv's requirements wins over the script's PEP 723 inline metadata" in caplog.text

@@ -30,7 +30,7 @@ from pathlib import Path
 from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_metadata
-from airflow_python_exec.logs import PREFIX, provider_line
+from airflow_python_exec.logs import PREFIX, log, provider_line
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, probe_version
 
@@ -121,8 +121,9 @@ class EnvironmentProvisioner:
 
             meta = read_script_metadata(script)
         if meta is not None and (env.pylock or env.requirements is not None):
-            self._say(f"{script.name}: pythonEnv's {'pylock' if env.pylock else 'requirements'} wins over "  # type: ignore[union-attr]
-                      "the script's PEP 723 inline metadata, which is ignored")
+            which = "pylock" if env.pylock else "requirements"
+            log.warning("%s: pythonEnv's %s wins over the script's PEP 723 inline metadata, which is ignored",
+                        script, which)
             meta = None
         if env.requirements is None and meta is None:
             return None, None
