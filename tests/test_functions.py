@@ -168,12 +168,16 @@ def test_every_source_form_runs_and_the_second_run_fetches_nothing(dags, jobs, c
         with DAG("sources_forms_dag", schedule=None, start_date=START) as dag:
             for name in ("inline", "b64", "folder", "zipped", "git"):
                 PythonJobOperator(task_id=name, job="jobs/{jobs.name}/" + name)
+            # no job folder: a job made from the arguments, its source relative to the DAG file's folder
+            PythonJobOperator(task_id="args", handler="pkg.mod:hello", source="jobs/{jobs.name}/folder/src",
+                              parameters={{"name": "args"}})
     """, "sources_forms_dag")
+    tasks = ("inline", "b64", "folder", "zipped", "git", "args")
     states, first = run_dag(dag, capfd, caplog)
-    assert states == dict.fromkeys(("inline", "b64", "folder", "zipped", "git"), "success")
+    assert states == dict.fromkeys(tasks, "success")
     caplog.clear()  # run_dag's log is caplog's text: only this run's records
     states, second = run_dag(dag, capfd, caplog)
-    assert states == dict.fromkeys(("inline", "b64", "folder", "zipped", "git"), "success")
+    assert states == dict.fromkeys(tasks, "success")
     first, second = source_events(first), source_events(second)
     git_source = f"git+{repo['url']}@v1"
     assert (git_source, f"commit {repo['v1']}") in first & second  # the commit is logged on every run
@@ -182,7 +186,8 @@ def test_every_source_form_runs_and_the_second_run_fetches_nothing(dags, jobs, c
     assert len({source for source, what in second if what == "cache hit"}) == 4  # all but the folder
     results = _xcoms(dag)
     assert results == {"inline": "hello code from app", "b64": "hello b64 from greet", "folder":
-                       "hello folder from pkg.mod", "zipped": "hello zip from mod", "git": "one"}
+                       "hello folder from pkg.mod", "zipped": "hello zip from mod", "git": "one",
+                       "args": "hello args from pkg.mod"}
 
 
 def _xcoms(dag) -> dict:
