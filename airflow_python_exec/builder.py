@@ -204,6 +204,9 @@ def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:
 
 def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
     """The script (``packageName``) or ``pythonEnv.command`` as an argv, never through a shell."""
+    if job.function is not None:
+        raise JobConfigError(f"job {job.job_id!r} runs a handler: its argv is the bootstrap, which "
+                             "PythonExecutionService.run passes as PreparedCommand.command(bootstrap=...)")
     command = job.python_env.command if job.python_env is not None else None
     if command is None:
         return [str(python), str(job.script)]

@@ -149,7 +149,8 @@ class PythonExecutionService:
             python = venv / "bin" / "python" if venv is not None else interpreter.path
             files = stack.enter_context(RunFiles())
             run_env = files.environment(job, source, handler_context)
-            command = prepared.command(python, venv, bootstrap=files.bootstrap if source else None, run_env=run_env)
+            command = prepared.command(python, venv, bootstrap=files.bootstrap if source is not None else None,
+                                      run_env=run_env)
             if on_secrets is not None and command.secrets:
                 on_secrets(command.secrets)
             if self._stop_requested:
