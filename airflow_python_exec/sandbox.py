@@ -24,6 +24,7 @@ import signal
 import sys
 import threading
 import time
+import weakref
 
 #: Environment variable naming the run a process belongs to.
 RUN_ID_VAR = "PYTHON_EXEC_RUN_ID"
@@ -34,6 +35,10 @@ SWEEP_ROUNDS = 20
 _PR_SET_CHILD_SUBREAPER = 36
 _lock = threading.Lock()
 _running: set[RunContainment] = set()
+#: Runs whose process is being started (tagged, not yet begun). While one is, no run is alone: its
+#: child may already exist, still without its token (forked, not yet exec'd). Weak, so a start that
+#: fails (``Popen`` raising) leaves nothing behind.
+_starting: weakref.WeakSet[RunContainment] = weakref.WeakSet()
 _subreaper = False
 
 
@@ -69,7 +74,10 @@ class RunContainment:
         self._active = False
 
     def tag(self, env: dict[str, str]) -> dict[str, str]:
-        """Return ``env`` with this run's token added (what marks the run's processes)."""
+        """Return ``env`` with this run's token added (what marks the run's processes); the run
+        counts as starting until :meth:`begin`."""
+        with _lock:
+            _starting.add(self)
         return {**env, RUN_ID_VAR: self.token}
 
     def begin(self, script_pid: int) -> None:
@@ -77,8 +85,9 @@ class RunContainment:
         self._script = script_pid
         self._started_ticks = _start_ticks(script_pid) or 0
         self._active = script_pid > 1 and become_subreaper()
-        if self._active:
-            with _lock:
+        with _lock:
+            _starting.discard(self)
+            if self._active:
                 _running.add(self)
 
     def signal(self, sig: int) -> list[int]:
@@ -114,7 +123,9 @@ class RunContainment:
     def _escaped(self) -> list[int]:
         """The run's processes other than the script: below the script, and our children that are
         the run's (orphans handed over to us), with everything below them."""
-        alone = len(_running) <= 1
+        # Not alone while another run is being started: its child may not carry its token yet. Read
+        # without the lock: signal() may run in a signal handler that interrupted a holder of it.
+        alone = len(_running) <= 1 and not len(_starting)
         found = [pid for pid in _children(os.getpid()) if pid != self._script and self._belongs(pid, alone)]
         # While the script runs, what it started is still below it, whatever session it is in.
         return [pid for pid in _with_descendants([*found, self._script]) if pid != self._script]
