@@ -86,9 +86,9 @@ class RunContainment:
         self._started_ticks = _start_ticks(script_pid) or 0
         self._active = script_pid > 1 and become_subreaper()
         with _lock:
-            _starting.discard(self)
             if self._active:
                 _running.add(self)
+            _starting.discard(self)  # last: a reader never sees this run in neither set
 
     def signal(self, sig: int) -> list[int]:
         """Send ``sig`` to the run's processes outside the script's group; return their pids.
@@ -123,10 +123,13 @@ class RunContainment:
     def _escaped(self) -> list[int]:
         """The run's processes other than the script: below the script, and our children that are
         the run's (orphans handed over to us), with everything below them."""
+        children = _children(os.getpid())
         # Not alone while another run is being started: its child may not carry its token yet. Read
-        # without the lock: signal() may run in a signal handler that interrupted a holder of it.
-        alone = len(_running) <= 1 and not len(_starting)
-        found = [pid for pid in _children(os.getpid()) if pid != self._script and self._belongs(pid, alone)]
+        # after listing the children (a run tags itself before it forks), ``_starting`` before
+        # ``_running`` (begin() adds to the one before leaving the other), and without the lock:
+        # signal() may run in a signal handler that interrupted a holder of it.
+        alone = not len(_starting) and len(_running) <= 1
+        found = [pid for pid in children if pid != self._script and self._belongs(pid, alone)]
         # While the script runs, what it started is still below it, whatever session it is in.
         return [pid for pid in _with_descendants([*found, self._script]) if pid != self._script]
 
