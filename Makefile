@@ -27,6 +27,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
 	$(BIN)/airflow dags test world_cities
+	$(BIN)/airflow dags test world_cities_function
 
 test: airflow-home example-envs
 	$(BIN)/pytest $(PYTEST_ARGS)

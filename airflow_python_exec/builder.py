@@ -55,14 +55,20 @@ class PreparedCommand:
     env: dict[str, str] = field(repr=False)
     secrets: frozenset[str] = field(repr=False, default=frozenset())
 
-    def command(self, python: Path, venv: Path | None = None) -> Command:
+    def command(self, python: Path, venv: Path | None = None, *, bootstrap: Path | None = None,
+                run_env: Mapping[str, str] | None = None) -> Command:
         """The :class:`Command` that runs the job with ``python`` (layer 6: ``venv``'s paths first).
 
+        :param bootstrap: for a function job, the bootstrap file the interpreter runs (no argument
+            follows it: parameters travel in a file).
+        :param run_env: the run's ``PYTHON_EXEC_*`` variables, set last so nothing overrides them.
         :raises JobConfigError: ``pythonEnv.command`` names what the environment does not provide.
         """
         env = dict(self.env)
         _set_paths(env, self.job, venv)
-        return Command(argv=_argv(self.job, python, venv), cwd=self.cwd, env=env, secrets=self.secrets)
+        env.update(run_env or {})
+        argv = [str(python), str(bootstrap)] if bootstrap is not None else _argv(self.job, python, venv)
+        return Command(argv=argv, cwd=self.cwd, env=env, secrets=self.secrets)
 
 
 @dataclass(frozen=True)
@@ -210,6 +216,9 @@ def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:
 
 def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
     """The script (``packageName``) or ``pythonEnv.command`` as an argv, never through a shell."""
+    if job.function is not None:
+        raise JobConfigError(f"job {job.job_id!r} runs a handler: its argv is the bootstrap, which "
+                             "PythonExecutionService.run passes as PreparedCommand.command(bootstrap=...)")
     command = job.python_env.command if job.python_env is not None else None
     if command is None:
         return [str(python), str(job.script)]

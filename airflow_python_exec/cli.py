@@ -133,22 +133,113 @@ def cmd_run(args: argparse.Namespace) -> int:
     from airflow_python_exec.service import PythonExecutionService
 
     service = PythonExecutionService(_settings(args))
+    job = _job(args)
     exit_code = 0
     try:
         with _stopped_by_signals(service.stop) as received:
             service.init()
-            exit_code = service.run(
-                args.path,
+            result = service.run(
+                job,
                 macros=dict(args.macro) if args.macro else None,
                 dotenv_as_macros=args.dotenv_as_macros,
                 refresh=True if args.refresh else None,
                 cwd=args.cwd,
                 on_line=_Lines(sys.stdout),
                 on_setup_line=_Lines(sys.stderr),
-            ).exit_code
+            )
+            exit_code = result.exit_code
+            if result.handler_error is not None and result.handler_error.kind == "exception" and exit_code != 0:
+                _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
+            if exit_code == 0 and not result.stopped:
+                value = result.value()  # an invalid or too large result fails the run (exit 1), as in a task
+                if args.result:
+                    _write_result(args.result, value)
     finally:
         service.close()
     return 128 + received[0] if received else exit_code
+
+
+def _job(args: argparse.Namespace):
+    """The job to run: ``PATH`` (or, with ``--code`` alone, the working directory as its folder), with
+    ``--handler``, ``--param``, ``--params-file`` and ``--code`` applied.
+
+    :raises JobConfigError: no path and no ``--code``, or an unreadable file.
+    """
+    from pathlib import Path
+
+    from airflow_python_exec.errors import JobConfigError
+    from airflow_python_exec.models import PythonJob
+
+    code = _read_text(args.code, "--code") if args.code else None
+    if args.path is None and code is None:
+        raise JobConfigError("run needs a job PATH, or --code FILE.py with --handler")
+    if args.path is None:
+        if not args.handler:
+            raise JobConfigError("--code needs --handler: name the function to call")
+        name = Path(args.code).name if args.code.endswith(".py") else "app.py"
+        job = PythonJob.from_config({"jobId": Path(args.code).stem, "packageName": name,
+                                     "function": {"handler": args.handler, "code": code}}, Path.cwd(), source="--code")
+    else:
+        job = PythonJob.load(args.path)
+    parameters = _params_file(args.params_file) if args.params_file else {}
+    parameters.update(dict(args.param or []))
+    return job.with_function(handler=args.handler, parameters=parameters or None, code=code)
+
+
+def _read_text(path: str, what: str) -> str:
+    from airflow_python_exec.errors import JobConfigError
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobConfigError(f"{what} {path} cannot be read ({exc}); give a readable UTF-8 file") from None
+
+
+def _params_file(path: str) -> dict:
+    """``--params-file F``: a JSON object of parameters."""
+    import json
+
+    from airflow_python_exec.errors import JobConfigError
+
+    try:
+        value = json.loads(_read_text(path, "--params-file"))
+    except ValueError as exc:
+        raise JobConfigError(f"--params-file {path} is not valid JSON ({exc}); fix it") from None
+    if not isinstance(value, dict):
+        raise JobConfigError(f"--params-file {path} must hold a JSON object, not {type(value).__name__}")
+    return value
+
+
+def _param(text: str) -> tuple[str, object]:
+    """``--param KEY=JSON``: the value is JSON (``--param n=3``, ``--param country='"IT"'``)."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"--param {text!r} is not KEY=JSON with KEY a Python name")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--param {key}: {value!r} is not JSON; quote strings, e.g. --param {key}='\"{value}\"'") from None
+
+
+def _write_result(target: str, value: object) -> None:
+    """``--result FILE|-``: the run's result as JSON."""
+    import json
+
+    from airflow_python_exec.errors import PythonExecError
+
+    text = json.dumps(value)
+    if target == "-":
+        _Lines(sys.stdout)(text)
+        return
+    try:
+        with open(target, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    except OSError as exc:
+        raise PythonExecError(f"--result {target} cannot be written ({exc.strerror or exc}); fix the path") from None
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
@@ -156,12 +247,15 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from airflow_python_exec.models import PythonJob
     from airflow_python_exec.validator import PythonEngineValidator
 
+    from airflow_python_exec.service import main_file
+
     settings = _settings(args)
     job = PythonJob.load(args.path)
     interpreter = PythonEngineValidator(settings).validate()
     provisioner = EnvironmentProvisioner(settings, on_line=_Lines(sys.stderr))
     with _stopped_by_signals(provisioner.stop) as received:
-        print(provisioner.provision(job, interpreter))
+        script = main_file(job, settings, _Lines(sys.stderr))
+        print(provisioner.provision(job, interpreter, script))
     return 128 + received[0] if received else 0
 
 
@@ -277,12 +371,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a job folder, a job.json or a .py file")
-    run.add_argument("path")
+    run.add_argument("path", nargs="?", help="job folder, job.json or .py file (optional with --code)")
     run.add_argument("--macro", action="append", type=_macro, metavar="KEY=VALUE", help="set a macro (repeatable)")
     run.add_argument("--dotenv-as-macros", action="store_true", help="convert the job's .env into variables")
     run.add_argument("--refresh", action="store_true", help="use an ephemeral environment, removed afterwards")
     run.add_argument("--install-path", metavar="P", help="override [python_exec] install_path")
     run.add_argument("--cwd", help="working directory, relative to the job folder")
+    run.add_argument("--handler", metavar="H", help="call module.path:function (or a function of packageName)")
+    run.add_argument("--param", action="append", type=_param, metavar="KEY=JSON",
+                     help="a handler parameter, its value JSON (repeatable; wins over --params-file)")
+    run.add_argument("--params-file", metavar="F", help="a JSON object of handler parameters")
+    run.add_argument("--code", metavar="FILE.py", help="the handler's source file, run as inline code")
+    run.add_argument("--result", metavar="FILE|-", help="write the run's result as JSON (- for stdout)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check the Python installation, print interpreter and version")

@@ -1,7 +1,7 @@
 """Provider metadata for Airflow's ``apache_airflow_provider`` entry point.
 
 Declares the ``[python_exec]`` configuration section (so ``airflow config list --defaults`` shows it),
-the ``@task.python_job`` decorator, the operators and the hook. Defaults come from
+the ``@task.python_job`` and ``@task.python_exec`` decorators, the operators and the hook. Defaults come from
 :data:`airflow_python_exec.settings.OPTIONS`, the one place they are written.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 from airflow_python_exec import __version__
 from airflow_python_exec.settings import OPTIONS, SECTION
 
-_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "lock_timeout": "float"}
+_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "lock_timeout": "float", "max_result_bytes": "integer",
+          "max_source_bytes": "integer"}
 _EXAMPLES = {
     "install_path": "/usr/local",
     "cache_dir": "/var/cache/airflow_python_exec",
@@ -23,7 +24,8 @@ def get_provider_info() -> dict:
     return {
         "package-name": "airflow-python-exec",
         "name": "Python Exec",
-        "description": "Run uploaded Python script jobs (app.py, .env, job.json, pylock.toml) as Airflow tasks.",
+        "description": "Run uploaded Python script jobs (app.py, .env, job.json, pylock.toml) and handler "
+                       "functions as Airflow tasks.",
         "versions": [__version__],
         "integrations": [{"integration-name": "Python Exec", "tags": ["software"]}],
         "operators": [
@@ -39,7 +41,8 @@ def get_provider_info() -> dict:
             {"integration-name": "Python Exec", "python-modules": ["airflow_python_exec.hooks.python_exec"]}
         ],
         "task-decorators": [
-            {"name": "python_job", "class-name": "airflow_python_exec.decorators.python_job.python_job_task"}
+            {"name": "python_job", "class-name": "airflow_python_exec.decorators.python_job.python_job_task"},
+            {"name": "python_exec", "class-name": "airflow_python_exec.decorators.python_exec.python_exec_task"},
         ],
         "config": {
             SECTION: {

@@ -8,6 +8,8 @@ process starts, with a one-line :class:`~airflow_python_exec.errors.JobConfigErr
 
 from __future__ import annotations
 
+import base64 as b64
+import binascii
 import json
 import os
 import re
@@ -124,13 +126,22 @@ class PythonEnv(BaseModel):
     prepend_paths: list[str] = Field(default_factory=list)
     refresh: StrictBool = False
     command: str | None = None
+    #: PEP 508 strings, or the path of a requirements file; resolved into a lock kept in the environment.
+    requirements: list[str] | str | None = None
 
     @property
     def needs_environment(self) -> bool:
-        """True when the job gets its own virtual environment (a lock, extras or a Python version)."""
-        return bool(self.pylock or self.local_extra_deps or self.python_version)
+        """True when the job gets its own virtual environment (a lock, requirements, extras or a Python version)."""
+        return bool(self.pylock or self.requirements is not None or self.local_extra_deps or self.python_version)
 
-    @field_validator("pylock", "local_extra_deps", "prepend_paths", "command", mode="before")
+    @model_validator(mode="after")
+    def _lock_or_requirements(self) -> PythonEnv:
+        if self.pylock and self.requirements is not None:
+            raise ValueError("pythonEnv has both pylock and requirements; keep one: the lock, or the "
+                             "requirements it is resolved from")
+        return self
+
+    @field_validator("pylock", "local_extra_deps", "prepend_paths", "command", "requirements", mode="before")
     @classmethod
     def _no_nul(cls, value: Any, info: Any) -> Any:
         # No path or argv can hold a NUL byte; refused here rather than failing in os calls later.
@@ -170,16 +181,114 @@ class PythonEnv(BaseModel):
 
 
 class RuntimeConfig(BaseModel):
-    """``runtimeConfig`` of ``job.json``; only ``macros`` is used, other platform keys are kept."""
+    """``runtimeConfig`` of ``job.json``: ``macros`` and ``exitCodes`` (the platform's exit code
+    mapping, e.g. ``{"3": "skipped"}``). Unknown keys are errors, as in a macro or ``pythonEnv``."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     macros: list[Macro] = Field(default_factory=list)
+    exit_codes: dict[str, str] | None = Field(default=None, alias="exitCodes")
 
     @field_validator("macros", mode="before")
     @classmethod
     def _none_is_empty(cls, macros: Any) -> Any:
         return [] if macros is None else macros
+
+    @field_validator("exit_codes", mode="before")
+    @classmethod
+    def _exit_codes(cls, mapping: Any) -> Any:
+        from airflow_python_exec.functions.results import parse_exit_codes
+
+        try:
+            parsed = parse_exit_codes(mapping)
+        except JobConfigError as exc:
+            raise ValueError(str(exc).removeprefix("runtimeConfig.exitCodes ")) from None
+        return None if mapping is None else {str(code): outcome.value for code, outcome in parsed.items()}
+
+
+#: ``module.path:function`` (the function may be dotted) or a bare ``function``.
+HANDLER = re.compile(r"((?:[A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*:)?[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
+
+
+class FunctionSpec(BaseModel):
+    """``function`` of ``job.json``: a handler job (DESIGN.md, "Functions: handler jobs").
+
+    ``handler`` is ``module.path:function`` (imported from the source root) or a bare ``function``
+    of the job's ``packageName``. ``parameters`` are the handler's keyword arguments (JSON values).
+    The source is at most one of ``source`` (a folder, ``.zip``, ``zip+https://`` or ``git+`` URL),
+    ``code`` (Python source text) or ``base64`` (the same, base64-encoded); none: the job folder.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    handler: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    source: str | None = None
+    code: str | None = None
+    base64: str | None = None
+
+    @field_validator("handler")
+    @classmethod
+    def _handler(cls, handler: str) -> str:
+        if not HANDLER.match(handler.strip()):
+            raise ValueError(f"handler {handler!r} is not module.path:function or a function name; "
+                             "write it like cities:download_and_process")
+        return handler.strip()
+
+    @field_validator("parameters", mode="before")
+    @classmethod
+    def _parameters(cls, parameters: Any) -> Any:
+        if parameters is None:
+            return {}
+        if isinstance(parameters, dict) and not all(isinstance(k, str) for k in parameters):
+            raise ValueError("parameters must have string keys (the handler's argument names)")
+        try:
+            json.dumps(parameters, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"parameters must be JSON values ({exc}); pass strings, numbers, lists or dicts") from None
+        return parameters
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, source: str | None) -> str | None:
+        if source is None:
+            return None
+        from airflow_python_exec.sources import parse_source
+
+        try:
+            parse_source(source)
+        except JobConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return source
+
+    @field_validator("base64")
+    @classmethod
+    def _base64(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                b64.b64decode(value.encode("ascii"), validate=True).decode("utf-8")
+            except (binascii.Error, UnicodeError, ValueError):
+                raise ValueError("base64 is not base64-encoded UTF-8 Python source; encode the .py file") from None
+        return value
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FunctionSpec:
+        given = [name for name in ("source", "code", "base64") if getattr(self, name) is not None]
+        if len(given) > 1:
+            raise ValueError(f"function has {' and '.join(given)}; give one source: a source, code or base64")
+        return self
+
+    @property
+    def inline_code(self) -> str | None:
+        """The inline Python source (``code``, or ``base64`` decoded), or ``None``."""
+        if self.base64 is not None:
+            return b64.b64decode(self.base64.encode("ascii"), validate=True).decode("utf-8")
+        return self.code
+
+    @property
+    def bare(self) -> bool:
+        """True for a bare ``function`` of the main file (no ``module:`` part)."""
+        return ":" not in self.handler
 
 
 class PythonJob(BaseModel):
@@ -199,6 +308,7 @@ class PythonJob(BaseModel):
     package_name: str | None = Field(default=None, alias="packageName")
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
     python_env: PythonEnv | None = Field(default=None, alias="pythonEnv")
+    function: FunctionSpec | None = None
     folder: Path
 
     @model_validator(mode="before")
@@ -231,11 +341,37 @@ class PythonJob(BaseModel):
     @model_validator(mode="after")
     def _script_allowed(self) -> PythonJob:
         has_command = self.python_env is not None and self.python_env.command is not None
+        if self.function is not None:
+            if has_command:
+                raise ValueError("a function job runs its handler; remove pythonEnv.command")
+            return self._function_allowed()
         if self.package_name is None and not has_command:
             raise ValueError("packageName is required; name the job's .py script, e.g. \"packageName\": \"app.py\"")
         if self.package_name is not None:
             self.script  # noqa: B018 - raises when packageName is not an allowed .py file
         return self
+
+    def _function_allowed(self) -> PythonJob:
+        """A bare handler of a job folder's own ``packageName`` needs that file; inline code or another
+        source is checked once resolved (:mod:`airflow_python_exec.functions.run`)."""
+        assert self.function is not None
+        name = self.main_file_name
+        if self.function.inline_code is not None or self.function.source is not None:
+            _check_name(name)
+        elif self.function.bare:
+            self.script  # noqa: B018
+        return self
+
+    @property
+    def main_file_name(self) -> str:
+        """``packageName``, or ``app.py`` for a function job without one."""
+        return self.package_name or DEFAULT_SCRIPT
+
+    @property
+    def exit_codes(self) -> dict[str, str] | None:
+        """``runtimeConfig.exitCodes``, validated: keys ``"0"``-``"255"``, values ``success``, ``skipped``
+        or ``failed``."""
+        return self.runtime_config.exit_codes
 
     @property
     def needs_environment(self) -> bool:
@@ -259,9 +395,9 @@ class PythonJob(BaseModel):
         :raises ScriptNotAllowedError: absolute, with ``..``, not ``.py``, missing, not a regular file,
             or a symlink leaving the folder; or no ``packageName`` (a job run by ``pythonEnv.command``).
         """
-        if self.package_name is None:
+        if self.package_name is None and self.function is None:
             raise ScriptNotAllowedError(f"job {self.job_id!r} has no packageName; it runs pythonEnv.command")
-        return allowed_script(self.folder, self.package_name, "packageName")
+        return allowed_script(self.folder, self.main_file_name, "packageName")
 
     def resolve(self, path: str) -> Path:
         """Resolve a ``pythonEnv`` path against the job folder (absolute paths are kept).
@@ -281,8 +417,38 @@ class PythonJob(BaseModel):
         :raises JobConfigError: ``python_env`` breaks the ``pythonEnv`` rules.
         """
         env = python_env.model_dump() if isinstance(python_env, PythonEnv) else dict(python_env)
-        data = {**self.model_dump(by_alias=True, exclude={"folder"}), "pythonEnv": env}
-        return PythonJob.from_config(data, self.folder, source=f"job {self.job_id!r}")
+        return self.with_config({"pythonEnv": env})
+
+    def with_config(self, changes: dict[str, Any]) -> PythonJob:
+        """Return a copy with top-level ``job.json`` keys replaced by ``changes`` (validated again).
+
+        :raises JobConfigError: the result breaks a job rule.
+        """
+        data = self.model_dump(by_alias=True, exclude={"folder"}, exclude_none=True)
+        return PythonJob.from_config({**data, **changes}, self.folder, source=f"job {self.job_id!r}")
+
+    def with_function(self, *, handler: str | None = None, parameters: dict[str, Any] | None = None,
+                      source: str | None = None, code: str | None = None) -> PythonJob:
+        """Return a copy whose ``function`` takes the given values (an operator's or the CLI's arguments).
+
+        ``parameters`` update the job's own per key; ``source`` or ``code`` replace its source.
+
+        :raises JobConfigError: no handler anywhere, or the result breaks a job rule.
+        """
+        function = self.function.model_dump(exclude_none=True) if self.function is not None else {}
+        if handler is not None:
+            function["handler"] = handler
+        if parameters:
+            function["parameters"] = {**function.get("parameters", {}), **parameters}
+        if source is not None or code is not None:
+            for key in ("source", "code", "base64"):
+                function.pop(key, None)
+            function.update({k: v for k, v in (("source", source), ("code", code)) if v is not None})
+        if not function:
+            return self
+        if "handler" not in function:
+            raise JobConfigError(f"job {self.job_id!r}: parameters, source or code need a handler; give one")
+        return self.with_config({"function": function})
 
     @classmethod
     def load(cls, path: str | Path) -> PythonJob:
@@ -354,6 +520,22 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
     if not resolved.is_file() or resolved.suffix != ".py":
         raise ScriptNotAllowedError(f"{what} {name!r} is not a regular .py file; point it at the script")
     return resolved
+
+
+def _check_name(name: str) -> None:
+    """The rules of :func:`allowed_script` that need no file: relative, no ``..``, a ``.py`` name."""
+    posix = PurePosixPath(name.replace("\\", "/"))
+    if not name.strip() or "\x00" in name or posix.is_absolute() or ".." in posix.parts or posix.suffix != ".py":
+        raise ScriptNotAllowedError(f"packageName {name!r} must be a relative .py path without '..', e.g. app.py")
+
+
+def declares_script_metadata(script: Path) -> bool:
+    """Cheap test for PEP 723 inline metadata (``# /// script``) in a script, without parsing it."""
+    try:
+        with open(script, "rb") as f:
+            return b"# /// script" in f.read()
+    except OSError:
+        return False
 
 
 def one_line(exc: ValidationError) -> str:

@@ -26,7 +26,6 @@ import ctypes
 import os
 import signal
 import sys
-import threading
 import time
 
 #: Environment variable naming the run a process belongs to.
@@ -36,7 +35,6 @@ RUN_ID_VAR = "PYTHON_EXEC_RUN_ID"
 SWEEP_ROUNDS = 20
 
 _PR_SET_CHILD_SUBREAPER = 36
-_lock = threading.Lock()
 _running: set[RunContainment] = set()
 _subreaper = False
 
@@ -73,8 +71,7 @@ class RunContainment:
         self._script = 0
         self._started_ticks = 0
         self._active = False
-        with _lock:
-            _running.add(self)
+        _running.add(self)  # one atomic operation: no lock (see _escaped)
 
     def tag(self, env: dict[str, str]) -> dict[str, str]:
         """Return ``env`` with this run's token added (what marks the run's processes)."""
@@ -114,8 +111,7 @@ class RunContainment:
             _reap(ended)
         finally:
             self._active = False
-            with _lock:
-                _running.discard(self)
+            _running.discard(self)
 
     def _freeze(self, dead: set[int]) -> list[int]:
         """SIGSTOP the run's live processes, scanning again until a scan finds none new: a stopped
@@ -136,9 +132,11 @@ class RunContainment:
     def _escaped(self) -> list[int]:
         """The run's processes other than the script: below the script, and our children that are
         the run's (orphans handed over to us), with everything below them."""
-        with _lock:
-            alone = len(_running) <= 1
-            tokens = {run.token.encode() for run in _running}
+        # No lock: signal() may run in a signal handler that interrupted this very thread while it
+        # changed the set; list() copies it in one step under the GIL.
+        runs = list(_running)
+        alone = len(runs) <= 1
+        tokens = {run.token.encode() for run in runs}
         found = [pid for pid in _children(os.getpid()) if pid != self._script and self._belongs(pid, alone, tokens)]
         # While the script runs, what it started is still below it, whatever session it is in.
         return [pid for pid in _with_descendants([*found, self._script]) if pid != self._script]

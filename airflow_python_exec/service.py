@@ -1,9 +1,11 @@
 """``PythonExecutionService``: the platform's engine lifecycle, ``init`` / ``run`` / ``stop`` / ``close``.
 
-``run`` loads the job, validates the interpreter (once per service), provisions the job's
-environment when it has a lock file, builds the command, starts the script in its own process group
-and streams its merged output line by line, secrets already replaced by ``***``. It needs no running
-Airflow; the hook in :mod:`airflow_python_exec.hooks` adapts it to the task log.
+``run`` loads the job, validates the interpreter (once per service), resolves a handler job's
+source, provisions the job's environment when it has a lock file, requirements or PEP 723 metadata,
+builds the command (the script, or the handler bootstrap), starts it in its own process group,
+streams its merged output line by line, secrets already replaced by ``***``, and reads the run's
+result (``PYTHON_EXEC_RESULT_FILE``, else the last line). It needs no running Airflow; the hook in
+:mod:`airflow_python_exec.hooks` adapts it to the task log.
 """
 
 from __future__ import annotations
@@ -12,13 +14,16 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
-from airflow_python_exec.errors import PythonExecError
-from airflow_python_exec.logs import log
-from airflow_python_exec.models import PythonJob
+from airflow_python_exec.errors import PythonExecError, ResultError
+from airflow_python_exec.functions.results import HandlerError, read_handler_error, read_result
+from airflow_python_exec.functions.run import JobSource, RunFiles, resolve_job_source
+from airflow_python_exec.logs import log, provider_line
+from airflow_python_exec.models import PythonJob, declares_script_metadata
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.settings import EngineSettings
@@ -34,12 +39,28 @@ class RunResult:
     :ivar duration_s: wall time from start of the script to its end, in seconds.
     :ivar last_line: the last output line (secrets replaced), ``""`` if none.
     :ivar stopped: ``True`` when :meth:`PythonExecutionService.stop` ended the run.
+    :ivar result: the JSON the run wrote to ``PYTHON_EXEC_RESULT_FILE`` (a handler's return value),
+        else ``last_line``; secrets replaced. Read it with :meth:`value`.
+    :ivar result_error: why the result cannot be used (invalid JSON, over ``max_result_bytes``), or ``None``.
+    :ivar handler_error: a handler job's failure (exception type and message), or ``None``.
     """
 
     exit_code: int
     duration_s: float
     last_line: str
     stopped: bool = False
+    result: Any = None
+    result_error: str | None = None
+    handler_error: HandlerError | None = None
+
+    def value(self) -> Any:
+        """The run's result.
+
+        :raises ResultError: the result file holds invalid JSON or more than ``max_result_bytes``.
+        """
+        if self.result_error is not None:
+            raise ResultError(self.result_error)
+        return self.result
 
 
 class PythonExecutionService:
@@ -85,6 +106,7 @@ class PythonExecutionService:
         on_line: Callable[[str], None] | None = None,
         on_secrets: Callable[[frozenset[str]], None] | None = None,
         on_setup_line: Callable[[str], None] | None = None,
+        handler_context: Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run ``job`` to its end and return its :class:`RunResult`.
 
@@ -99,10 +121,11 @@ class PythonExecutionService:
         :param on_line: called with each output line, a ``str`` without newline, secrets replaced.
         :param on_secrets: called with the decrypted values before the script starts (for
             Airflow's ``mask_secret``).
-        :param on_setup_line: called with each environment-provisioning line (prefixed
+        :param on_setup_line: called with each source and environment-provisioning line (prefixed
             ``[python_exec]`` or ``[uv]``); default: this module's logger.
+        :param handler_context: a function job's ``context`` (JSON values); default ``{"job_id": ...}``.
         :raises PythonExecError: the job is refused before its script starts (exit status 2), or
-            its environment cannot be provisioned (``ProvisioningError``, exit status 3).
+            its source or environment cannot be provisioned (``ProvisioningError``, exit status 3).
         """
         job = job if isinstance(job, PythonJob) else PythonJob.load(job)
         interpreter = self._interpreter or self.init()
@@ -116,18 +139,37 @@ class PythonExecutionService:
             context_env=context_env,
             cwd=cwd,
         )
+        setup_line = on_setup_line or provider_line
         with ExitStack() as stack:
             if self._stop_requested:
                 return self._stopped_before_start(job)
-            venv = self._environment(stack, job, interpreter, refresh, on_setup_line)
+            source = resolve_job_source(job, self.settings, setup_line) if job.function is not None else None
+            script = _main_file(job, source)
+            venv = self._environment(stack, job, interpreter, refresh, setup_line, script)
             python = venv / "bin" / "python" if venv is not None else interpreter.path
-            command = prepared.command(python, venv)
+            files = stack.enter_context(RunFiles())
+            run_env = files.environment(job, source, handler_context)
+            command = prepared.command(python, venv, bootstrap=files.bootstrap if source is not None else None,
+                                      run_env=run_env)
             if on_secrets is not None and command.secrets:
                 on_secrets(command.secrets)
             if self._stop_requested:
                 return self._stopped_before_start(job)
             version = _venv_version(venv) if venv is not None else None
-            return self._execute(job, command, version or interpreter.version, on_line)
+            result = self._execute(job, command, version or interpreter.version, on_line)
+            return self._with_result(result, files, command, source is not None)
+
+    def _with_result(self, result: RunResult, files: RunFiles, command: Command, handler: bool) -> RunResult:
+        """Add the run's result (and a handler's failure) read from its files, secrets replaced."""
+        if result.stopped:
+            return result
+        error = read_handler_error(files.error_file, command.secrets) if handler else None
+        try:
+            value = read_result(files.result_file, result.last_line,
+                                max_result_bytes=self.settings.max_result_bytes, secrets=command.secrets)
+        except ResultError as exc:
+            return replace(result, result_error=str(exc), handler_error=error)
+        return replace(result, result=value, handler_error=error)
 
     @staticmethod
     def _stopped_before_start(job: PythonJob) -> RunResult:
@@ -141,16 +183,17 @@ class PythonExecutionService:
         interpreter: Interpreter,
         refresh: bool | None,
         on_setup_line: Callable[[str], None] | None,
+        script: Path | None = None,
     ) -> Path | None:
         """The job's virtual environment (entered on ``stack``), or ``None`` when it needs none."""
-        if not job.needs_environment:
+        if not job.needs_environment and (script is None or not declares_script_metadata(script)):
             return None
         from airflow_python_exec.environments import EnvironmentProvisioner
 
         provisioner = EnvironmentProvisioner(self.settings, on_line=on_setup_line)
         self._provisioner = provisioner
         try:
-            return stack.enter_context(provisioner.environment(job, interpreter, refresh=refresh))
+            return stack.enter_context(provisioner.environment(job, interpreter, refresh=refresh, script=script))
         finally:
             self._provisioner = None
 
@@ -204,6 +247,22 @@ class PythonExecutionService:
         self.stop()
         self._interpreter = None
         self._stop_requested = False
+
+
+def _main_file(job: PythonJob, source: JobSource | None) -> Path | None:
+    """The file read for PEP 723 metadata: a handler job's main file, or the script (``packageName``)."""
+    if source is not None:
+        return source.main_file
+    return job.script if job.package_name is not None else None
+
+
+def main_file(job: PythonJob, settings: EngineSettings, on_line: Callable[[str], None] | None = None) -> Path | None:
+    """A job's main file, its source resolved first (``provision`` reads it for PEP 723 metadata).
+
+    :raises PythonExecError: the source cannot be resolved.
+    """
+    source = resolve_job_source(job, settings, on_line or provider_line) if job.function is not None else None
+    return _main_file(job, source)
 
 
 def _ending(result: RunResult) -> str:

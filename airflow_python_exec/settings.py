@@ -56,6 +56,15 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "True: the script inherits the worker's environment minus Airflow's own secrets. False: "
         "only PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER.",
     ),
+    "max_result_bytes": (
+        "1048576",
+        "Largest job result (JSON in PYTHON_EXEC_RESULT_FILE, or the last output line) pushed to XCom "
+        "or written by the CLI's --result, in bytes; a larger one fails the run.",
+    ),
+    "max_source_bytes": (
+        "536870912",
+        "Largest handler-job source, in bytes: a zip archive or git checkout unpacked, or inline code.",
+    ),
 }
 
 
@@ -109,6 +118,8 @@ class EngineSettings(BaseModel):
     python_downloads: Literal["never", "manual", "automatic"] = "never"
     lock_timeout: float = Field(default=600.0, gt=0)
     inherit_env: bool = True
+    max_result_bytes: int = Field(default=1_048_576, gt=0)
+    max_source_bytes: int = Field(default=536_870_912, gt=0)
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
 

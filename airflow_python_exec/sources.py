@@ -11,7 +11,10 @@ Accepted forms of ``function.source`` (DESIGN.md, "Functions: handler jobs"):
 
 A zip form also takes ``#subdirectory=<dir>`` (e.g. the ``project-main/`` folder of a GitHub
 download). ``#sha256=<hex>`` names the archive's digest up front: when that archive is already
-cached, nothing is read or downloaded.
+cached, nothing is read or downloaded. Without it, a ``zip+https://`` archive's digest and HTTP
+validators (``ETag``, ``Last-Modified``) are kept in ``sources/url-<digest of the URL>.json``, and the
+next run asks the server with ``If-None-Match`` / ``If-Modified-Since``: a 304 answer reuses the
+cached archive without downloading it.
 
 Archives are unpacked into ``<cache_dir>/sources/<sha256 of the archive>/``, git commits checked out
 into ``<cache_dir>/sources/<commit sha>/`` (without ``.git``). Each entry is built once under a
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -191,6 +195,36 @@ class SourceResolver:
             return self._git(spec)
         return self._zip(spec, job_folder)
 
+    def resolve_code(self, code: str, name: str) -> ResolvedSource:
+        """Save inline code (``function.code`` or ``base64``) as ``sources/<sha256>/<name>`` (the digest
+        of ``name`` and the code).
+
+        Content-addressed beside the archives, so a read-only or shared job folder is never written
+        and the same code is saved once; the entry is built under its lock and marked like the others.
+
+        :param name: the job's ``packageName`` (a relative ``.py`` path, checked by the job model).
+        :raises JobConfigError: the code is larger than ``max_source_bytes``.
+        :raises ProvisioningError: the cache folder cannot be written.
+        """
+        data = code.encode("utf-8")
+        if len(data) > self.max_source_bytes:
+            raise JobConfigError(f"inline code has {len(data)} bytes, more than {self.max_source_bytes} "
+                                 "([python_exec] max_source_bytes); use a zip or git source")
+        digest = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()  # the file's name and content
+        spec = SourceSpec("code", f"inline code {digest[:12]}")
+        if self._complete(digest):
+            return self._hit(spec, digest)
+
+        def fill(dest: Path) -> dict[str, object]:
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            self._say(f"source {spec.display}: saved as {target}")
+            return {"file": name, "bytes": len(data)}
+
+        fetched = self._build(digest, spec, fill)
+        return ResolvedSource(self.sources_dir / digest, "code", digest, fetched=fetched)
+
     # -- zip --------------------------------------------------------------------------------
 
     def _zip(self, spec: SourceSpec, job_folder: Path) -> ResolvedSource:
@@ -203,8 +237,41 @@ class SourceResolver:
                 raise JobConfigError(f"{spec.display} has sha256 {digest}, not {spec.sha256} as its #sha256 says; "
                                      "fix the digest or the archive")
             return self._unpack_cached(spec, archive, digest)
-        with self._download(spec) as (archive, digest):
-            return self._unpack_cached(spec, archive, digest)
+        known = self._known_url(spec)
+        with self._download(spec, known) as got:
+            if got is None:  # 304 Not Modified: the archive unpacked last time is still current
+                return self._hit(spec, known["sha256"])  # type: ignore[index]
+            archive, digest, validators = got
+            resolved = self._unpack_cached(spec, archive, digest)
+        self._remember_url(spec, digest, validators)
+        return resolved
+
+    def _url_record(self, spec: SourceSpec) -> Path:
+        return self.sources_dir / f"url-{hashlib.sha256(spec.location.encode()).hexdigest()[:32]}.json"
+
+    def _known_url(self, spec: SourceSpec) -> dict[str, str] | None:
+        """What the last download of this URL said (``sha256``, ``etag``, ``last_modified``), when its
+        archive is still cached; ``None`` otherwise."""
+        try:
+            record = json.loads(self._url_record(spec).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or not _HEX.match(str(record.get("sha256", ""))):
+            return None
+        return record if self._complete(record["sha256"]) else None
+
+    def _remember_url(self, spec: SourceSpec, digest: str, validators: dict[str, str]) -> None:
+        """Keep the URL's digest and HTTP validators, so the next run asks "changed since?" (an
+        optimization: a record that cannot be written only costs a download)."""
+        if not validators:
+            return
+        record = self._url_record(spec)
+        tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(json.dumps({"url": redact_url(spec.location), "sha256": digest, **validators}))
+            os.replace(tmp, record)
+        except OSError:
+            tmp.unlink(missing_ok=True)
 
     def _unpack_cached(self, spec: SourceSpec, archive: Path, digest: str) -> ResolvedSource:
         if self._complete(digest):
@@ -255,8 +322,11 @@ class SourceResolver:
         return total
 
     @contextlib.contextmanager
-    def _download(self, spec: SourceSpec) -> Iterator[tuple[Path, str]]:
-        """Download the archive into a temporary file in ``sources/``; yield it and its SHA-256.
+    def _download(self, spec: SourceSpec,
+                  known: dict[str, str] | None = None) -> Iterator[tuple[Path, str, dict[str, str]] | None]:
+        """Download the archive into a temporary file in ``sources/``; yield it, its SHA-256 and the
+        response's validators (``etag``, ``last_modified``), or ``None`` when the server says the
+        ``known`` download is still current (HTTP 304).
 
         The file is removed on leaving, whatever happens.
         """
@@ -266,21 +336,34 @@ class SourceResolver:
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as out:
-                digest = self._fetch(spec, out)
+                fetched = self._fetch(spec, out, known)
+            if fetched is None:
+                yield None
+                return
+            digest, validators = fetched
             if spec.sha256 and digest != spec.sha256:
                 raise ProvisioningError(f"downloaded {spec.display} has sha256 {digest}, not {spec.sha256} as "
                                         "its #sha256 says; check the URL or update the digest")
-            yield path, digest
+            yield path, digest, validators
         finally:
             path.unlink(missing_ok=True)
 
-    def _fetch(self, spec: SourceSpec, out: BinaryIO) -> str:
-        """Stream the URL into ``out``; return the SHA-256 of what was written."""
+    def _fetch(self, spec: SourceSpec, out: BinaryIO,
+               known: dict[str, str] | None = None) -> tuple[str, dict[str, str]] | None:
+        """Stream the URL into ``out``; return the SHA-256 of what was written and the response's
+        validators, or ``None`` when a conditional request (from ``known``) is answered 304."""
         started = time.monotonic()
-        request = urllib.request.Request(spec.location, headers={"User-Agent": "airflow-python-exec"})
+        headers = {"User-Agent": "airflow-python-exec"}
+        if known and known.get("etag"):
+            headers["If-None-Match"] = known["etag"]
+        if known and known.get("last_modified"):
+            headers["If-Modified-Since"] = known["last_modified"]
+        request = urllib.request.Request(spec.location, headers=headers)
         digest, size = hashlib.sha256(), 0
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                validators = {key: response.headers[name] for key, name in
+                              (("etag", "ETag"), ("last_modified", "Last-Modified")) if response.headers.get(name)}
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self.max_source_bytes:
                     raise JobConfigError(_too_big(spec.display, self.max_source_bytes))
@@ -291,13 +374,16 @@ class SourceResolver:
                     digest.update(block)
                     out.write(block)
         except urllib.error.HTTPError as exc:
+            if exc.code == 304 and known:
+                self._say(f"source {spec.display}: not modified since the last download (HTTP 304)")
+                return None
             raise ProvisioningError(f"downloading {spec.display} failed: HTTP {exc.code} {exc.reason}; "
                                     "check the URL and its access rights") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
             raise ProvisioningError(f"downloading {spec.display} failed: {reason}; check the URL and the network") from None
         self._say(f"source {spec.display}: downloaded {size} bytes ({ms(started)})")
-        return digest.hexdigest()
+        return digest.hexdigest(), validators
 
     # -- git --------------------------------------------------------------------------------
 

@@ -232,3 +232,19 @@ def test_another_threads_subprocess_is_left_alone(settings, job_dir: Path) -> No
     thread.join()
     assert own[0].poll() is None  # still running
     assert own[0].wait(timeout=10) == 0  # and its exit status is its owner's to collect
+
+
+def test_concurrent_runs_in_one_process_never_end_each_other(settings, job_dir: Path) -> None:
+    """A run ending while another is being started must not take the newcomer's fresh child (forked,
+    not yet carrying its run token) for one of its own leftovers: it was SIGKILLed (exit 137)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_job(job_dir, "print('ok')\n")
+
+    def runs(_: int) -> list[int]:
+        service = PythonExecutionService(settings)
+        return [service.run(job_dir, on_setup_line=lambda line: None).exit_code for _ in range(30)]
+
+    with ThreadPoolExecutor(4) as pool:
+        codes = [code for batch in pool.map(runs, range(4)) for code in batch]
+    assert codes == [0] * 120

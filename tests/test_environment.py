@@ -69,7 +69,8 @@ def test_inherit_env_false_keeps_only_the_minimal_set(settings, job_dir: Path, m
     env = env_of(lines)
     assert "WORKER_SETTING" not in env
     assert env["LC_TIME"] == "C" and env["TZ"] == "UTC" and "PATH" in env
-    assert set(env) <= {"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "PYTHONUNBUFFERED", "LC_CTYPE", "PYTHON_EXEC_RUN_ID"} | {
+    assert set(env) <= {"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "PYTHONUNBUFFERED", "LC_CTYPE", "PYTHON_EXEC_RUN_ID",
+                        "PYTHON_EXEC_RESULT_FILE"} | {
         k for k in env if k.startswith("LC_")
     }
 

@@ -52,7 +52,7 @@ def test_unknown_top_level_key_is_ignored_with_a_warning(job_dir: Path, caplog: 
 
 
 @pytest.mark.parametrize("key", ["name", "description", "version", "owner", "tags", "schedule", "id", "type",
-                                 "job", "jobs", "jobName", "status", "labels", "exitCodes"])
+                                 "job", "jobs", "jobName", "status", "labels"])
 def test_ordinary_platform_keys_only_warn(job_dir: Path, key: str, caplog: pytest.LogCaptureFixture) -> None:
     """Short platform keys near ``jobId`` (``job``, ``jobs``) are not near misses: see README's decisions."""
     write_job(job_dir, job={"jobId": "j", key: "x"})
@@ -77,10 +77,40 @@ def test_ordinary_platform_keys_only_warn(job_dir: Path, key: str, caplog: pytes
     ("Macros", "'macros', which belongs inside runtimeConfig"),
     ("macro", "'macros', which belongs inside runtimeConfig"),
     ("macros", "'macros' belongs inside runtimeConfig"),
+    ("exitCodes", "'exitCodes' belongs inside runtimeConfig"),
 ])
 def test_near_miss_of_a_known_key_is_refused_naming_it(job_dir: Path, key: str, resembles: str) -> None:
     message = _refusal(job_dir, {"jobId": "j", "packageName": "app.py", key: {"macros": [{"key": "A", "value": "1"}]}})
     assert f"top-level key {key!r}" in message and resembles in message
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ({"macros": [], "timeout": 5}, "runtimeConfig.timeout: unknown key 'timeout'"),
+    ({"exitCodes": {"3": "ignored"}}, "is not an outcome; use success, skipped or failed"),
+    ({"exitCodes": {"-1": "failed"}}, "key '-1' is not an exit code"),
+])
+def test_runtime_config_refuses_unknown_keys_and_bad_exit_codes(job_dir: Path, config: dict, expected: str) -> None:
+    message = _refusal(job_dir, {"jobId": "j", "packageName": "app.py", "runtimeConfig": config})
+    assert expected in message
+
+
+@pytest.mark.parametrize(("function", "expected"), [
+    ({"handler": "a b"}, "is not module.path:function"),
+    ({"handler": "m:f", "code": "x", "source": "src/"}, "give one source"),
+    ({"handler": "m:f", "base64": "%%%"}, "not base64-encoded"),
+    ({"handler": "m:f", "source": "ftp://x/y.zip"}, "is not a supported form"),
+    ({"handler": "m:f", "params": {}}, "function.params: unknown key"),
+    ({"handler": "f"}, "does not exist"),
+])
+def test_function_config_is_checked_on_load(job_dir: Path, function: dict, expected: str) -> None:
+    (job_dir / "src").mkdir(parents=True)
+    message = _refusal(job_dir, {"jobId": "j", "packageName": "main.py", "function": function})
+    assert expected in message
+
+
+def test_pylock_and_requirements_together_are_refused(job_dir: Path) -> None:
+    message = _refusal(job_dir, {"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "requirements": ["x"]}})
+    assert "both pylock and requirements" in message
 
 
 def test_misspelt_runtime_config_never_runs_the_job_without_its_macros(job_dir: Path) -> None:

@@ -25,10 +25,14 @@ def airflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def test_provider_info_declares_every_setting() -> None:
     section = get_provider_info()["config"]["python_exec"]["options"]
     assert set(section) == set(OPTIONS) == {
-        "enabled", "install_path", "cache_dir", "fernet_key", "python_downloads", "lock_timeout", "inherit_env"}
+        "enabled", "install_path", "cache_dir", "fernet_key", "python_downloads", "lock_timeout", "inherit_env",
+        "max_result_bytes", "max_source_bytes"}
     assert section["fernet_key"]["sensitive"] is True
     assert section["python_downloads"]["default"] == "never"
     assert section["lock_timeout"]["default"] == "600"
+    assert section["max_result_bytes"]["default"] == "1048576" and section["max_source_bytes"]["default"] == "536870912"
+    decorators = {d["name"]: d["class-name"] for d in get_provider_info()["task-decorators"]}
+    assert decorators["python_exec"] == "airflow_python_exec.decorators.python_exec.python_exec_task"
 
 
 @pytest.mark.smoke
@@ -73,3 +77,13 @@ def test_world_cities_example_runs_on_real_data_in_a_cached_environment(tmp_path
     assert rows[0] == "country,country_code,rank,city,population,latitude,longitude"
     assert any(row.startswith("Japan,JP,1,Tokyo,") for row in rows)
     assert len(rows) > 1000
+
+
+def test_world_cities_function_example_returns_summaries_through_xcom() -> None:
+    """What `make demo` runs last: the handler from a job folder and from @task.python_exec, one cached env."""
+    done = airflow("dags", "test", "world_cities_function")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert "job folder: 941 cities in 210 countries; largest: Shanghai, China" in out  # per_country=5 (the param)
+    assert "@task.python_exec: 589 cities in 210 countries; largest: Shanghai, China" in out
+    assert "state=success" in out

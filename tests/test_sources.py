@@ -7,12 +7,14 @@ repositories are made with ``git init`` in a temporary folder.
 from __future__ import annotations
 
 import hashlib
+import os
 import http.server
 import shutil
 import stat
 import struct
 import subprocess
 import threading
+import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -318,15 +320,32 @@ def test_zip_url_is_downloaded_unpacked_and_then_served_from_the_cache(resolver,
     assert (first.root / "pkg" / "m.py").read_text() == "X = 'remote'\n"
     assert any("downloaded" in line for line in lines)
 
-    lines.clear()  # without a digest the archive is fetched again (its content may have changed)...
+    lines.clear()  # without a digest the server is asked whether the archive changed: it did not
     second = resolver.resolve(f"zip+{base}/code.zip", job)
-    assert not second.fetched and not any("unpacking" in line for line in lines)  # ...but not unpacked
+    assert not second.fetched and second.root == first.root
+    assert any("not modified since the last download (HTTP 304)" in line for line in lines)
+    assert not any("downloaded" in line or "unpacking" in line for line in lines)
 
     stop()
     lines.clear()  # with the digest named, the server is not needed any more
     third = resolver.resolve(f"zip+{base}/code.zip#sha256={digest}", job)
     assert third.root == first.root and not any("downloaded" in line for line in lines)
-    assert cache_leftovers(cache) == [digest, f"{digest}.provisioned"]  # no download left behind
+    record = [name for name in cache_leftovers(cache) if name.startswith("url-")]
+    assert cache_leftovers(cache) == sorted([digest, f"{digest}.provisioned", *record]) and len(record) == 1
+    # no download left behind; the URL's record keeps its digest and Last-Modified
+
+
+def test_a_changed_zip_url_is_downloaded_again(resolver, job, lines, server) -> None:
+    www, base, _ = server
+    archive = make_zip(www / "code.zip", {"m.py": "X = 1\n"})
+    first = resolver.resolve(f"zip+{base}/code.zip", job)
+    make_zip(archive, {"m.py": "X = 2\n"})
+    later = time.time() + 10  # Last-Modified has a one-second resolution: move the change past it
+    os.utime(archive, (later, later))
+    lines.clear()
+    second = resolver.resolve(f"zip+{base}/code.zip", job)
+    assert second.fetched and second.digest != first.digest and (second.root / "m.py").read_text() == "X = 2\n"
+    assert any("downloaded" in line for line in lines)
 
 
 def test_zip_url_failures(cache, job, server) -> None:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
-from airflow_python_exec.models import PythonJob
-from airflow_python_exec.logs import PREFIX, provider_line
+from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_metadata
+from airflow_python_exec.logs import PREFIX, log, provider_line
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, probe_version
 
@@ -52,7 +52,9 @@ class EnvironmentSpec:
 
     :ivar python: base interpreter executable; :ivar version: its full version;
     :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
-    :ivar key: the cache key (see :mod:`.key`).
+    :ivar key: the cache key (see :mod:`.key`);
+    :ivar requirements: normalized requirements (``pythonEnv.requirements`` or PEP 723
+        ``dependencies``) resolved into a lock inside the environment, or ``None``.
     """
 
     python: Path
@@ -60,6 +62,7 @@ class EnvironmentSpec:
     lock: Path | None
     extras: tuple[Path, ...] = ()
     key: str = field(default="", compare=False)
+    requirements: tuple[str, ...] | None = None
 
 
 class EnvironmentProvisioner:
@@ -78,22 +81,17 @@ class EnvironmentProvisioner:
 
     # -- public -----------------------------------------------------------------------------
 
-    def spec(self, job: PythonJob, interpreter: Interpreter) -> EnvironmentSpec:
+    def spec(self, job: PythonJob, interpreter: Interpreter, script: Path | None = None) -> EnvironmentSpec:
         """Resolve and check the job's environment inputs, before anything is created.
 
-        :raises ProvisioningError: a missing or invalid lock file, a missing local extra, or a
-            ``python_version`` not installed.
+        :param script: the job's main file, read for PEP 723 inline metadata (``None``: no script).
+        :raises JobConfigError: invalid requirements or inline metadata.
+        :raises ProvisioningError: a missing or invalid lock file or requirements file, a missing local
+            extra, a ``python_version`` not installed, or no Python matching ``requires-python``.
         """
-        env = job.python_env
-        assert env is not None
-        if env.python_version:
-            python, version = find_python(env.python_version, self.settings.python_downloads)
-            try:
-                version = probe_version(python)
-            except PythonExecError as exc:
-                raise ProvisioningError(str(exc)) from None
-        else:
-            python, version = interpreter.path, interpreter.version
+        env = job.python_env or PythonEnv()
+        requirements, requires_python = self._requirements(job, env, script)
+        python, version = self._python(env, interpreter, requires_python)
         lock = job.resolve(env.pylock) if env.pylock else None
         if lock is not None:
             check_lock_file(lock)
@@ -101,19 +99,72 @@ class EnvironmentProvisioner:
         for extra in extras:
             if not extra.exists():
                 raise ProvisioningError(f"local extra {extra} does not exist; build it or fix local_extra_deps")
-        key = environment_key(python, version, lock, extras)
-        return EnvironmentSpec(python, version, lock, extras, key)
+        if requirements is None:
+            key = environment_key(python, version, lock, extras)
+        else:
+            from .requirements import requirements_key
+
+            key = environment_key(python, version, lock, extras, requirements=requirements_key(requirements))
+        return EnvironmentSpec(python, version, lock, extras, key, requirements)
+
+    def needs_environment(self, job: PythonJob, script: Path | None) -> bool:
+        """True when the job gets an environment: its ``pythonEnv`` asks for one, or its script has
+        PEP 723 inline metadata (found by a cheap byte search; parsed only then)."""
+        return job.needs_environment or (script is not None and declares_script_metadata(script))
+
+    def _requirements(self, job: PythonJob, env: PythonEnv,
+                      script: Path | None) -> tuple[tuple[str, ...] | None, str | None]:
+        """``(normalized requirements or None, requires-python or None)`` from ``pythonEnv`` or PEP 723."""
+        meta = None
+        if script is not None and declares_script_metadata(script):
+            from .requirements import read_script_metadata
+
+            meta = read_script_metadata(script)
+        if meta is not None and (env.pylock or env.requirements is not None):
+            which = "pylock" if env.pylock else "requirements"
+            log.warning("%s: pythonEnv's %s wins over the script's PEP 723 inline metadata, which is ignored",
+                        script, which)
+            meta = None
+        if env.requirements is None and meta is None:
+            return None, None
+        from .requirements import normalize_requirements
+
+        if meta is not None:
+            return normalize_requirements(list(meta.dependencies)), meta.requires_python
+        return normalize_requirements(env.requirements, job.folder), None  # type: ignore[arg-type]
+
+    def _python(self, env: PythonEnv, interpreter: Interpreter, requires_python: str | None) -> tuple[Path, str]:
+        """The base interpreter: ``python_version``'s, else the validated one (or, for a PEP 723
+        ``requires-python`` it does not meet, the newest installed one that does)."""
+        if env.python_version:
+            python, _ = find_python(env.python_version, self.settings.python_downloads)
+            try:
+                version = probe_version(python)
+            except PythonExecError as exc:
+                raise ProvisioningError(str(exc)) from None
+            if requires_python is not None:
+                from .requirements import check_requires_python
+
+                check_requires_python(requires_python, version)
+            return python, version
+        if requires_python is None:
+            return interpreter.path, interpreter.version
+        from .requirements import python_for
+
+        return python_for(requires_python, interpreter.path, interpreter.version, self.settings.python_downloads)
 
     @contextlib.contextmanager
-    def environment(self, job: PythonJob, interpreter: Interpreter, refresh: bool | None = None) -> Iterator[Path]:
+    def environment(self, job: PythonJob, interpreter: Interpreter, refresh: bool | None = None,
+                    script: Path | None = None) -> Iterator[Path]:
         """Context manager yielding the job's environment folder for the duration of one run.
 
         :param refresh: ``True`` for an ephemeral environment (default: the job's ``refresh``).
+        :param script: the job's main file, for PEP 723 inline metadata.
         :raises ProvisioningError: the environment cannot be built (nothing is left behind).
         """
-        spec = self.spec(job, interpreter)
-        assert job.python_env is not None
-        if job.python_env.refresh if refresh is None else refresh:
+        spec = self.spec(job, interpreter, script)
+        job_refresh = job.python_env is not None and job.python_env.refresh
+        if job_refresh if refresh is None else refresh:
             with self._ephemeral(job, spec) as path:
                 yield path
             return
@@ -122,18 +173,19 @@ class EnvironmentProvisioner:
             _touch(path / LAST_USED)
             yield path
 
-    def provision(self, job: PythonJob, interpreter: Interpreter) -> Path:
+    def provision(self, job: PythonJob, interpreter: Interpreter, script: Path | None = None) -> Path:
         """Build (or find) the job's cached environment without running anything; return its folder.
 
+        :param script: the job's main file, for PEP 723 inline metadata.
         :raises JobConfigError: the job has no environment to build.
         :raises ProvisioningError: the environment cannot be built.
         """
-        if not job.needs_environment:
+        if not self.needs_environment(job, script):
             raise JobConfigError(
-                f"job {job.job_id!r} has no pythonEnv.pylock, local_extra_deps or python_version; "
-                "there is no environment to provision"
+                f"job {job.job_id!r} has no pythonEnv.pylock, requirements, local_extra_deps or python_version "
+                "and no PEP 723 inline metadata; there is no environment to provision"
             )
-        spec = self.spec(job, interpreter)
+        spec = self.spec(job, interpreter, script)
         with self.in_use(spec.key):
             return self._cached(job, spec)
 
@@ -218,7 +270,8 @@ class EnvironmentProvisioner:
     # -- steps ------------------------------------------------------------------------------
 
     def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> None:
-        """uv venv, install the lock, install local extras with --no-deps, write the marker last."""
+        """uv venv, resolve requirements into ``<env>/pylock.toml`` (when the job has them), install
+        the lock, install local extras with --no-deps, write the marker last."""
         started = time.monotonic()
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
@@ -229,12 +282,18 @@ class EnvironmentProvisioner:
                          ["venv", str(path), "--python", str(spec.python), "--allow-existing"])
             self._say(f"venv with Python {spec.version} ({ms(step)})")
             python = str(path / "bin" / "python")
-            if spec.lock is not None:
+            lock = spec.lock
+            if spec.requirements:
+                from .requirements import compile_lock
+
+                lock = path / "pylock.toml"
+                packages = tuple(f"{n}=={v}" for n, v in compile_lock(spec.requirements, spec.python, lock, self._uv))
+            if lock is not None:
                 step = time.monotonic()
-                lock = spec.lock
+                installing = lock
                 self._uv.run(f"installing {lock.name}",
                              ["pip", "install", "--python", python, "--no-build", "-r", str(lock)], offline_first=True,
-                             explain=lambda lines: explain_install_failure(lines, lock, spec.version))
+                             explain=lambda lines: explain_install_failure(lines, installing, spec.version))
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
             if spec.extras:
                 step = time.monotonic()
@@ -277,6 +336,7 @@ def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: t
         "python": str(spec.python),
         "python_version": spec.version,
         "lock": str(spec.lock) if spec.lock else None,
+        "requirements": list(spec.requirements) if spec.requirements is not None else None,
         "local_extra_deps": [str(p) for p in spec.extras],
         "installed": [*packages, *(p.name for p in spec.extras)],
     }

@@ -8,6 +8,7 @@ task's context variables (``AIRFLOW_CTX_*``) to the script.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -61,12 +62,14 @@ class PythonExecutionHook(BaseHook):
         :raises PythonExecError: the job is refused or its environment cannot be provisioned.
         """
         context_env = context_to_airflow_vars(context, in_env_var_format=True) if context else None
+        job = job if isinstance(job, PythonJob) else PythonJob.load(job)
         return self.service.run(
             job,
             context_env=context_env,
             on_line=job_line,
             on_setup_line=provider_line,
             on_secrets=self._mask,
+            handler_context=handler_context(job, context) if context else None,
             **run_kwargs,
         )
 
@@ -79,3 +82,22 @@ class PythonExecutionHook(BaseHook):
         for secret in secrets:
             for form in secret_forms(secret):
                 mask_secret(form)
+
+
+def handler_context(job: PythonJob, context: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``context`` a handler receives from an Airflow task: ``job_id``, ``dag_id``, ``task_id``,
+    ``run_id``, ``logical_date`` (ISO 8601, or ``None``), ``try_number`` and ``params`` (values JSON
+    cannot encode become strings)."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    logical_date = context.get("logical_date")
+    params = context.get("params") or {}
+    return {
+        "job_id": job.job_id,
+        "dag_id": getattr(dag, "dag_id", None) or getattr(ti, "dag_id", None),
+        "task_id": getattr(ti, "task_id", None),
+        "run_id": context.get("run_id"),
+        "logical_date": logical_date.isoformat() if hasattr(logical_date, "isoformat") else logical_date,
+        "try_number": getattr(ti, "try_number", None),
+        "params": json.loads(json.dumps(dict(params), default=str)),
+    }

@@ -14,7 +14,8 @@ from airflow_python_exec.operators.python_job import load_job, task_failures
 
 
 class ProvisionEnvironmentOperator(BaseOperator):
-    """Provision (or find) the cached environment of a job, the platform's "build", without running it.
+    """Provision (or find) the cached environment of a job, the platform's "build", without running it:
+    from its ``pylock``, its ``requirements`` (resolved once), or its script's PEP 723 metadata.
 
     :param job: a job folder, ``job.json`` or ``.py`` file, relative to the DAG file's folder (templated).
     :param python_env: a ``pythonEnv`` replacing the job's own.
@@ -49,13 +50,15 @@ class ProvisionEnvironmentOperator(BaseOperator):
         """
         from airflow_python_exec.environments import EnvironmentProvisioner
         from airflow_python_exec.hooks.python_exec import PythonExecutionHook
+        from airflow_python_exec.service import main_file
 
         with task_failures():
             job = load_job(self.job, context, self, self.python_env)
             hook = PythonExecutionHook(install_path=self.install_path)
             interpreter = hook.service.init()
             self._provisioner = EnvironmentProvisioner(hook.settings, on_line=provider_line)
-            return str(self._provisioner.provision(job, interpreter))
+            script = main_file(job, hook.settings, provider_line)  # PEP 723 metadata, a handler's source
+            return str(self._provisioner.provision(job, interpreter, script))
 
     def on_kill(self) -> None:
         """Stop uv's process group when the task is cancelled."""

@@ -1,11 +1,12 @@
-"""``PythonJobOperator``: run a job folder's script as an Airflow task."""
+"""``PythonJobOperator``: run a job's script or handler function as an Airflow task."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from airflow.providers.common.compat.sdk import (
     AirflowException,
@@ -15,17 +16,30 @@ from airflow.providers.common.compat.sdk import (
 )
 
 from airflow_python_exec.builder import to_macros
-from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.errors import JobConfigError, PythonExecError, ResultError
+from airflow_python_exec.functions.results import Outcome, exit_outcome
 from airflow_python_exec.hooks.python_exec import PythonExecutionHook
+from airflow_python_exec.service import RunResult
 from airflow_python_exec.models import Macro, PythonEnv, PythonJob
 
 
 class PythonJobOperator(BaseOperator):
-    """Run a Python script job (a folder with ``app.py`` and optional ``.env``, ``job.json``,
-    ``pylock.toml``) with its macros as environment variables and its output in the task log.
+    """Run a Python job as an Airflow task: a script (a folder with ``app.py`` and optional ``.env``,
+    ``job.json``, ``pylock.toml``) or a handler function (``function`` in ``job.json``, or the
+    ``handler`` argument), with its macros as environment variables and its output in the task log.
 
     :param job: a job folder, a ``job.json`` or a ``.py`` file; a relative path resolves against the
         folder of the DAG file, or the working directory when the task has no DAG (templated).
+        Optional with ``handler``: the job is then made from the arguments, its ``jobId`` the task id
+        and its folder the DAG file's folder.
+    :param handler: ``module.path:function`` or a bare ``function`` of ``packageName`` (templated);
+        overrides ``function.handler``.
+    :param parameters: the handler's keyword arguments, JSON values, updating ``function.parameters``
+        per key (templated: ``{{ params.x }}`` or an upstream task's XCom).
+    :param source: a folder, ``.zip``, ``zip+https://`` or ``git+`` URL holding the handler (templated).
+    :param code: the handler's Python source text, saved as the job's ``packageName`` (templated).
+    :param requirements: PEP 508 strings (or a requirements file) resolved into the job's environment
+        (templated); refused together with a ``pylock``.
     :param macros: per-run macros overriding ``job.json`` ones: a ``{key: value}`` dict or a list of
         :class:`~airflow_python_exec.models.Macro` (``secure=True`` for a Fernet token) (templated).
     :param dotenv_as_macros: convert the job's ``.env`` into environment variables below macros;
@@ -34,25 +48,35 @@ class PythonJobOperator(BaseOperator):
     :param inherit_env: override ``[python_exec] inherit_env`` (``None``: the setting, True by default).
     :param cwd: the script's working directory, relative to the job folder; default the job folder
         (templated).
-    :param skip_on_exit_code: exit code(s) that skip the task instead of failing it.
+    :param skip_on_exit_code: exit code(s) that skip the task; they add to ``runtimeConfig.exitCodes``.
     :param python_env: a ``pythonEnv`` (``PythonEnv`` or dict) replacing the job's own.
     :param refresh: ``True`` runs in an ephemeral environment removed afterwards.
 
-    The task fails when the script exits non-zero (the code is in the message); it may be retried as
-    its ``retries`` say, as may a failed provisioning. A job refused before it starts (bad job
-    configuration or macros, disabled engine, bad install path, script not allowed) fails at once
-    without retries (``AirflowFailException``): the same input would be refused again. The return value (XCom ``return_value``) is the
-    script's last output line, secrets replaced, as with ``BashOperator``.
+    The exit code decides the outcome: ``runtimeConfig.exitCodes`` maps codes to ``success``,
+    ``skipped`` or ``failed``; an unmapped non-zero code fails (the code is in the message; a handler's
+    exception type and message too). A failed run or provisioning may be retried as ``retries`` say.
+    A job refused before it starts (bad job configuration or macros, disabled engine, bad install
+    path, script not allowed, handler parameters that do not bind) fails at once without retries
+    (``AirflowFailException``): the same input would be refused again. The return value (XCom
+    ``return_value``) is the run's result: the JSON written to ``PYTHON_EXEC_RESULT_FILE`` (a handler's
+    return value), else the last output line, as with ``BashOperator``; secrets replaced.
     """
 
-    template_fields: Sequence[str] = ("job", "macros", "cwd")
+    template_fields: Sequence[str] = ("job", "macros", "cwd", "handler", "parameters", "source", "code",
+                                      "requirements")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"parameters": "json", "code": "py"}
     ui_color = "#ffd43b"
     ui_fgcolor = "#306998"
 
     def __init__(
         self,
         *,
-        job: str | Path,
+        job: str | Path | None = None,
+        handler: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        source: str | None = None,
+        code: str | None = None,
+        requirements: Sequence[str] | str | None = None,
         macros: Mapping[str, Any] | Iterable[Macro | Mapping[str, Any]] | None = None,
         dotenv_as_macros: bool = False,
         install_path: str | None = None,
@@ -65,6 +89,11 @@ class PythonJobOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.job = str(job) if isinstance(job, Path) else job
+        self.handler = handler
+        self.parameters = parameters
+        self.source = source
+        self.code = code
+        self.requirements = requirements
         self.macros = macros
         self.dotenv_as_macros = dotenv_as_macros
         self.install_path = install_path
@@ -77,17 +106,19 @@ class PythonJobOperator(BaseOperator):
         self.refresh = refresh
         self._hook: PythonExecutionHook | None = None
 
-    def execute(self, context: Any) -> str:
-        """Run the job; return its last output line.
+    def execute(self, context: Any) -> Any:
+        """Run the job; return its result.
 
-        :raises AirflowFailException: the job is refused before it starts (no retry).
-        :raises AirflowException: provisioning failed, or the script exited with a non-zero code
-            not in ``skip_on_exit_code``.
-        :raises AirflowSkipException: the exit code is in ``skip_on_exit_code``.
+        :raises AirflowFailException: the job is refused before it starts, or its handler refuses the
+            parameters (no retry).
+        :raises AirflowException: provisioning failed, the run's outcome is ``failed`` (a non-zero exit
+            code not mapped otherwise, a handler's exception), or its result is invalid or too large.
+        :raises AirflowSkipException: the outcome is ``skipped`` (``exitCodes`` or ``skip_on_exit_code``).
         """
         with task_failures():
-            job = load_job(self.job, context, self, self.python_env)
+            job = self.make_job(context)
             macros = to_macros(self.macros, f"{type(self).__name__} macros")
+            exit_outcome(0, job.exit_codes, self.skip_on_exit_code)  # a bad skip code is refused before the run
             self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env)
             result = self._hook.run_job(
                 job,
@@ -97,18 +128,85 @@ class PythonJobOperator(BaseOperator):
                 refresh=self.refresh,
                 cwd=self.cwd,
             )
-        if result.exit_code in self.skip_on_exit_code:
-            raise AirflowSkipException(f"Python job {job.job_id!r} exited with code {result.exit_code}: skipped")
-        if result.exit_code != 0:
-            raise AirflowException(
-                f"Python job {job.job_id!r} ({job.package_name}) exited with code {result.exit_code}"
-            )
-        return result.last_line
+        return run_outcome(job, result, self.skip_on_exit_code)
+
+    def make_job(self, context: Any) -> PythonJob:
+        """The task's job: loaded from ``job`` or made from the arguments, with the arguments applied.
+
+        :raises JobConfigError: neither ``job`` nor ``handler``, or the job breaks a job rule.
+        """
+        if self.job:
+            job = load_job(self.job, context, self, self.python_env)
+        elif self.handler:
+            function = {"handler": self.handler, "source": self.source, "code": self.code}
+            config = {"jobId": self.task_id, "function": {k: v for k, v in function.items() if v is not None},
+                      **({"pythonEnv": _as_dict(self.python_env)} if self.python_env is not None else {})}
+            job = PythonJob.from_config(config, task_folder(context, self), source=f"task {self.task_id!r}")
+        else:
+            raise JobConfigError(f"task {self.task_id!r} has neither job nor handler; give a job path, or a handler")
+        job = job.with_function(handler=self.handler, parameters=_parameters(self.parameters),
+                                source=self.source, code=self.code)
+        if self.requirements is not None:
+            env = job.python_env.model_dump(exclude_none=True) if job.python_env is not None else {}
+            job = job.with_python_env({**env, "requirements": _requirements(self.requirements)})
+        return job
 
     def on_kill(self) -> None:
         """Stop the script's whole process group (task cancelled or ``execution_timeout``)."""
         if self._hook is not None:
             self._hook.stop()
+
+
+def run_outcome(job: PythonJob, result: RunResult, skip_codes: Container[int] | Iterable[int]) -> Any:
+    """Turn a run's exit code into the task's outcome (``exitCodes`` and ``skip_codes``); return its result.
+
+    :raises AirflowSkipException: the outcome is ``skipped``.
+    :raises AirflowFailException: a handler refused its parameters (no retry).
+    :raises AirflowException: the outcome is ``failed``, or the result cannot be used.
+    """
+    outcome = exit_outcome(result.exit_code, job.exit_codes, tuple(skip_codes))  # type: ignore[arg-type]
+    if outcome is Outcome.SKIPPED:
+        raise AirflowSkipException(f"Python job {job.job_id!r} exited with code {result.exit_code}: skipped")
+    if outcome is Outcome.FAILED:
+        error = result.handler_error
+        what = f"handler {job.function.handler}" if job.function is not None else f"({job.package_name})"
+        if error is not None and error.kind == "refused":
+            raise AirflowFailException(f"Python job {job.job_id!r} {what} refused: {error}")
+        detail = f": {error}" if error is not None else ""
+        raise AirflowException(f"Python job {job.job_id!r} {what} exited with code {result.exit_code}{detail}")
+    try:
+        return result.value()
+    except ResultError as exc:
+        raise AirflowException(f"Python job {job.job_id!r}: {exc}") from None
+
+
+def task_folder(context: Any, task: BaseOperator) -> Path:
+    """The folder of a job made from arguments: the DAG file's folder, else the working directory."""
+    dag = (context or {}).get("dag") or (task.dag if task.has_dag() else None)
+    fileloc = getattr(dag, "fileloc", None)
+    return Path(fileloc).parent if fileloc else Path.cwd()
+
+
+def _as_dict(python_env: PythonEnv | Mapping[str, Any]) -> dict[str, Any]:
+    return python_env.model_dump(exclude_none=True) if isinstance(python_env, PythonEnv) else dict(python_env)
+
+
+def _parameters(parameters: Any) -> dict[str, Any] | None:
+    """Rendered ``parameters``: a mapping (a JSON object string, from a template, is parsed)."""
+    if parameters is None or isinstance(parameters, Mapping):
+        return dict(parameters) if parameters else None
+    if isinstance(parameters, str):
+        try:
+            parsed = json.loads(parameters)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            return parsed
+    raise JobConfigError(f"parameters must be a dict of JSON values, not {type(parameters).__name__}")
+
+
+def _requirements(requirements: Sequence[str] | str) -> list[str] | str:
+    return requirements if isinstance(requirements, str) else list(requirements)
 
 
 @contextlib.contextmanager
