@@ -33,6 +33,8 @@ RUN_ID_VAR = "PYTHON_EXEC_RUN_ID"
 #: Rounds of "find what is left, kill it" after a run: each round may uncover processes that a
 #: dying parent handed over to us.
 SWEEP_ROUNDS = 20
+#: Seconds to wait, at most, for the killed processes to die so that none stays a zombie.
+REAP_S = 5.0
 
 _PR_SET_CHILD_SUBREAPER = 36
 _running: set[RunContainment] = set()
@@ -108,7 +110,11 @@ class RunContainment:
                 _reap(ended)
                 if not frozen:
                     break
-            _reap(ended)
+            # On a busy machine a killed process takes a moment to die: wait for it, within bounds.
+            deadline = time.monotonic() + REAP_S
+            while ended and time.monotonic() < deadline:
+                time.sleep(0.01)
+                _reap(ended)
         finally:
             self._active = False
             _running.discard(self)

@@ -53,10 +53,14 @@ def dags(tmp_path_factory) -> Path:
 
     Module scope: the setting is undone before other modules run `airflow` commands.
     """
+    from airflow import settings
+
     folder = tmp_path_factory.mktemp("dags")
     (folder / ".airflowignore").write_text("jobs/\n")
     mp = pytest.MonkeyPatch()
     mp.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(folder))
+    # Airflow reads [core] dags_folder once per process: a module run earlier has set it already.
+    mp.setattr(settings, "DAGS_FOLDER", str(folder))
     yield folder
     mp.undo()
 

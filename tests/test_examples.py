@@ -65,7 +65,7 @@ def run_dates() -> set[str]:
 
 
 def test_every_example_dag_is_tested_here() -> None:
-    tested = {"hello_python_exec", "daily_python_exec", "world_cities"}
+    tested = {"hello_python_exec", "daily_python_exec", "world_cities", "world_cities_function"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -107,3 +107,10 @@ def test_world_cities_writes_under_airflow_home_by_default() -> None:
     """The demo keeps its output inside its throw-away AIRFLOW_HOME, not in /tmp."""
     output_dir = example_dag("world_cities").params["output_dir"]
     assert Path(output_dir) == Path(os.environ["AIRFLOW_HOME"]) / "output" / "world_cities"
+
+
+def test_world_cities_function_example_without_logical_date(capfd, caplog) -> None:
+    states, log = run_without_logical_date(example_dag("world_cities_function"), capfd, caplog)
+    assert states == {"handler_in_job_folder": "success", "download_and_process": "success", "report": "success"}
+    assert "job folder: 941 cities in 210 countries; largest: Shanghai, China" in log
+    assert "@task.python_exec: 589 cities in 210 countries; largest: Shanghai, China" in log
