@@ -30,10 +30,9 @@ import time
 
 #: Environment variable naming the run a process belongs to.
 RUN_ID_VAR = "PYTHON_EXEC_RUN_ID"
-#: Rounds of "find what is left, kill it" after a run: each round may uncover processes that a
-#: dying parent handed over to us.
+#: Rescans while freezing a run's processes (each may uncover children of the ones just stopped).
 SWEEP_ROUNDS = 20
-#: Seconds to wait, at most, for the killed processes to die so that none stays a zombie.
+#: Seconds, at most, to sweep after a run: killed processes must die and be reaped, none a zombie.
 REAP_S = 5.0
 
 _PR_SET_CHILD_SUBREAPER = 36
@@ -99,21 +98,18 @@ class RunContainment:
     def end(self) -> None:
         """Kill (SIGKILL) and reap every process the run left; call once the script has exited."""
         ended: set[int] = set()  # the run's processes that died or were killed, until reaped
+        deadline = time.monotonic() + REAP_S
         try:
-            for _ in range(SWEEP_ROUNDS if self._active else 0):
+            while self._active and time.monotonic() < deadline:
                 frozen = self._freeze(ended)
                 for pid in frozen:
                     _kill(pid, signal.SIGKILL)
                 ended.update(frozen)
-                if frozen:
-                    time.sleep(0.005)  # let the kernel hand the killed processes' children over to us
-                _reap(ended)
-                if not frozen:
+                if not frozen and not ended:
                     break
-            # On a busy machine a killed process takes a moment to die: wait for it, within bounds.
-            deadline = time.monotonic() + REAP_S
-            while ended and time.monotonic() < deadline:
-                time.sleep(0.01)
+                # Let the kernel finish the killed processes and hand their children over to us;
+                # on a busy machine that takes a moment, and nothing may stay a zombie.
+                time.sleep(0.005)
                 _reap(ended)
         finally:
             self._active = False
@@ -169,13 +165,14 @@ class RunContainment:
 
 
 def _reap(pids: set[int]) -> None:
-    """Collect the exit status of those of ``pids`` that are our exited children, and forget the
-    reaped ones and those that are not our children (their pid may be reused)."""
+    """Collect the exit status of those of ``pids`` that are our exited children; forget the reaped
+    ones and those that are gone. One that is not (yet) our child stays: its parent, killed too,
+    hands it over to us in a moment."""
     for pid in list(pids):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:  # not our child: its own parent reaps it
-            done = pid
+        except ChildProcessError:
+            done = 0 if _stat(pid) is not None else pid
         if done:
             pids.discard(pid)
 
