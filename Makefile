@@ -23,7 +23,7 @@ example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
 
 bench: airflow-home example-envs
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py && $(BIN)/python benchmarks/peers.py
 
 install: $(BIN)/.installed
 

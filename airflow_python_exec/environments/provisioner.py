@@ -87,9 +87,10 @@ class EnvironmentProvisioner:
         env = job.python_env
         assert env is not None
         if env.python_version:
-            python, version = find_python(env.python_version, self.settings.python_downloads)
+            python, version = find_python(env.python_version, self.settings.python_downloads,
+                                          self.settings.cache_dir)
             try:
-                version = probe_version(python)
+                version = probe_version(python, self.settings.cache_dir)
             except PythonExecError as exc:
                 raise ProvisioningError(str(exc)) from None
         else:
