@@ -231,7 +231,8 @@ _WORKER = """
 import sys, time, os
 from pathlib import Path
 from airflow_python_exec import EngineSettings, PythonExecutionService
-import airflow_python_exec.environments  # imported by run() on first use: part of "imported", not of the start
+import airflow_python_exec.environments, filelock  # imported by run() on first use (filelock on a miss):
+# part of "imported", not of the start: on 2 cores, 8 processes importing at once would measure the imports
 cache, job, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 service = PythonExecutionService(EngineSettings(install_path=sys.base_prefix, cache_dir=cache))
 service.init()
