@@ -16,11 +16,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from typing import NoReturn, TextIO
+from typing import TYPE_CHECKING, NoReturn, TextIO
 
-from airflow_python_exec import crypto
 from airflow_python_exec.errors import PythonExecError
-from airflow_python_exec.settings import EngineSettings
+
+if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
+    from airflow_python_exec.settings import EngineSettings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +82,8 @@ class _Lines:
 
 
 def _settings(args: argparse.Namespace) -> EngineSettings:
+    from airflow_python_exec.settings import EngineSettings
+
     settings = EngineSettings.from_airflow_config(install_path=getattr(args, "install_path", None))
     # Importing Airflow's configuration installs Airflow's own log format; the CLI wants plain
     # "warning: ..." lines on stderr, the script's output alone on stdout.
@@ -328,6 +331,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
+    from airflow_python_exec import crypto
+
     raw = sys.stdin.buffer.read()
     raw = raw[:-1] if raw.endswith(b"\n") else raw
     print(crypto.encrypt(_secret_text(raw), _settings(args).fernet_keys()))
@@ -352,6 +357,8 @@ def _secret_text(raw: bytes) -> str:
 
 
 def cmd_generate_key(_args: argparse.Namespace) -> int:
+    from airflow_python_exec import crypto
+
     print(crypto.generate_key())
     return 0
 

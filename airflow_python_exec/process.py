@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import codecs
 import ctypes
+import errno
 import os
 import selectors
 import signal
@@ -52,6 +53,10 @@ def _die_with_parent() -> Callable[[int], Callable[[], None]] | None:
     this, a script or a uv install would run on as an orphan and could write into an environment
     that the next run is rebuilding. prctl is looked up here, before any fork. A parent that died
     between the fork and the prctl call is caught by comparing the parent's pid.
+
+    Used only where util-linux's ``setpriv`` is missing (see :data:`SETPRIV`): a ``preexec_fn``
+    makes :mod:`subprocess` fork the whole process instead of using ``vfork``, which in an Airflow
+    worker (a few hundred MB of memory, several threads) costs 20 to 30 ms per start.
     """
     if not sys.platform.startswith("linux"):
         return None
@@ -72,7 +77,56 @@ def _die_with_parent() -> Callable[[int], Callable[[], None]] | None:
     return preexec_for
 
 
+def _setpriv() -> str | None:
+    """util-linux's ``setpriv`` when it can set the parent-death signal (Linux; ``--pdeathsig``,
+    util-linux 2.33 and later), else ``None``. Told by the option's name in the binary (a read of
+    a small file), not by running it: that would cost a process start in every task."""
+    if not sys.platform.startswith("linux"):
+        return None
+    for folder in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
+        path = os.path.join(folder, "setpriv")
+        if os.access(path, os.X_OK):
+            try:
+                with open(path, "rb") as f:
+                    return path if b"pdeathsig" in f.read(8 << 20) else None
+            except OSError:
+                return None
+    return None
+
+
+#: ``setpriv --pdeathsig KILL --`` in front of the command sets the parent-death signal of the child
+#: before it executes the command, and leaves :mod:`subprocess` free to start it with ``vfork``
+#: (half a millisecond, against 20 to 30 ms for a ``fork`` of a large worker with a ``preexec_fn``).
+#: setpriv keeps the pid: the script's pid is the child's. The one difference from the ``preexec_fn``:
+#: a parent killed in the instant between the start and setpriv's own prctl call is not noticed.
+#: Looked up once, on the first start (``None``: fall back to the ``preexec_fn``).
+SETPRIV: str | None | bool = False
+
 _PREEXEC_FOR = _die_with_parent()
+
+
+def _pdeathsig_prefix() -> list[str]:
+    global SETPRIV
+    if SETPRIV is False:
+        SETPRIV = _setpriv()
+    return [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+
+
+def _check_executable(argv0: str, env: dict[str, str], cwd: Path) -> None:
+    """Raise the ``OSError`` that starting ``argv0`` directly would raise: with setpriv in front,
+    a missing or non-executable command would otherwise surface as setpriv's exit status 127."""
+    if os.sep in argv0:
+        path: str | None = os.path.join(cwd, argv0)  # as exec sees it, from the child's cwd
+    else:
+        import shutil
+
+        path = shutil.which(argv0, path=env.get("PATH", os.defpath))
+        if path is None:
+            raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
+    if not os.path.exists(path):
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
+    if os.path.isdir(path) or not os.access(path, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), argv0)
 
 
 class JobProcess:
@@ -95,8 +149,11 @@ class JobProcess:
         self._closed = False
         self._wake_lock = threading.Lock()
         try:
+            prefix = _pdeathsig_prefix()
+            if prefix:
+                _check_executable(argv[0], env, cwd)
             self._popen = subprocess.Popen(
-                argv,
+                [*prefix, *argv],
                 env=self._containment.tag(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -104,7 +161,7 @@ class JobProcess:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 close_fds=True,
-                preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR else None,
+                preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR and not prefix else None,
             )
         except BaseException:
             self._containment.end()  # nothing started: only forget the run

@@ -9,10 +9,11 @@ one job via :meth:`EngineSettings.override`.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from airflow_python_exec.errors import PythonExecError
 
@@ -122,6 +123,9 @@ class EngineSettings(BaseModel):
     max_source_bytes: int = Field(default=536_870_912, gt=0)
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
+    #: ``fernet_key`` is unset here and ``[core] fernet_key`` is still to be asked of Airflow's
+    #: configuration, on the first :meth:`fernet_keys` (set only by the fast configuration path).
+    _core_fernet_pending: bool = PrivateAttr(default=False)
 
     @classmethod
     def from_airflow_config(cls, **overrides: Any) -> EngineSettings:
@@ -130,24 +134,30 @@ class EngineSettings(BaseModel):
         ``fernet_key`` falls back to ``[core] fernet_key`` when unset. Overrides whose value is
         ``None`` are ignored, so operator arguments left at their default keep the setting.
 
+        In a process that has not imported Airflow's configuration yet (the CLI, the Python API),
+        the options are read from ``airflow.cfg`` and ``AIRFLOW__PYTHON_EXEC__*`` directly when that
+        gives what Airflow would (see :mod:`airflow_python_exec.airflow_cfg` for exactly when), and
+        ``[core] fernet_key`` is then asked of Airflow only once a key is needed.
+
         :raises PythonExecError: an option has a value of the wrong type.
         """
-        from airflow.configuration import conf
-
-        values: dict[str, Any] = {}
-        for option in OPTIONS:
-            value = conf.get(SECTION, option, fallback=None)
-            if value is not None:
-                values[option] = value
-        if not values.get("fernet_key"):
-            values["fernet_key"] = conf.get("core", "fernet_key", fallback=None) or None
-        return cls._validated({**values, **_set_only(overrides)}, "[python_exec]")
+        values = read_fast() if "airflow.configuration" not in sys.modules else None
+        pending = False
+        if values is None:
+            values = read_airflow()
+        elif not values.get("fernet_key"):
+            values["fernet_key"], pending = None, True
+        settings = cls._validated({**values, **_set_only(overrides)}, "[python_exec]")
+        settings._core_fernet_pending = pending and settings.fernet_key is None
+        return settings
 
     def override(self, **overrides: Any) -> EngineSettings:
         """Return a copy with the non-``None`` ``overrides`` applied (validated like the settings)."""
         if not _set_only(overrides):
             return self
-        return self._validated({**self.model_dump(), **_set_only(overrides)}, "override")
+        settings = self._validated({**self.model_dump(), **_set_only(overrides)}, "override")
+        settings._core_fernet_pending = self._core_fernet_pending and settings.fernet_key is None
+        return settings
 
     @classmethod
     def _validated(cls, values: dict[str, Any], origin: str) -> EngineSettings:
@@ -165,9 +175,38 @@ class EngineSettings(BaseModel):
 
     def fernet_keys(self) -> list[str]:
         """The configured Fernet keys, in order, without blanks."""
-        if self.fernet_key is None:
+        key = self.fernet_key
+        if key is None and self._core_fernet_pending:
+            from airflow.configuration import conf
+
+            core = conf.get("core", "fernet_key", fallback=None) or None
+            key = SecretStr(core) if core else None
+        if key is None:
             return []
-        return [k.strip() for k in self.fernet_key.get_secret_value().split(",") if k.strip()]
+        return [k.strip() for k in key.get_secret_value().split(",") if k.strip()]
+
+
+def read_airflow() -> dict[str, Any]:
+    """The set ``[python_exec]`` options through Airflow's own configuration, ``fernet_key``
+    falling back to ``[core] fernet_key``."""
+    from airflow.configuration import conf
+
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        value = conf.get(SECTION, option, fallback=None)
+        if value is not None:
+            values[option] = value
+    if not values.get("fernet_key"):
+        values["fernet_key"] = conf.get("core", "fernet_key", fallback=None) or None
+    return values
+
+
+def read_fast() -> dict[str, Any] | None:
+    """The set ``[python_exec]`` options read without Airflow, or ``None`` when only Airflow can
+    say (:func:`airflow_python_exec.airflow_cfg.read_python_exec`)."""
+    from airflow_python_exec.airflow_cfg import read_python_exec
+
+    return read_python_exec(OPTIONS)
 
 
 def _set_only(values: dict[str, Any]) -> dict[str, Any]:

