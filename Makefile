@@ -59,6 +59,7 @@ LOCK := $(BIN)/uv pip compile --quiet --universal --only-binary :all: --python-v
 locks: install
 	cd example_dags/jobs/hello && $(LOCK) -o pylock.toml requirements.in
 	cd example_dags/jobs/world_cities && $(LOCK) -o pylock.toml requirements.in
+	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_function/pylock.toml
 
 install: $(BIN)/.installed
 

@@ -102,7 +102,7 @@ def supported_tags(python: tuple[int, int]) -> set:
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("job", ["hello", "world_cities"])
+@pytest.mark.parametrize("job", sorted(p.parent.name for p in (REPO / "example_dags" / "jobs").glob("*/pylock.toml")))
 def test_example_locks_serve_every_supported_python_from_wheels(job: str) -> None:
     """What uv picks on each Python: exactly one entry per package, each with a wheel it can install."""
     lock = REPO / "example_dags" / "jobs" / job / "pylock.toml"
