@@ -312,7 +312,7 @@ def interpreters(workdir: Path) -> None:
             times[name].append(_run_once(cache, jobs[name]))
     without, with_ = _median(times["without"]), _median(times["with"])
     extra_ms = (with_ - without) * 1000
-    print(f"\npython_version on a cache hit (new process per run, median of 15 interleaved; same run)")
+    print("\npython_version on a cache hit (new process per run, median of 15 interleaved; same run)")
     print(f"{'measurement':<58}{'s':>8}  verdict")
     print(f"{'listing the interpreters without the index (uv + pyenv)':<58}{list_s:>8.3f}  "
           f"{len(listing)} found; what every run paid before the index")
@@ -351,7 +351,7 @@ def cli(workdir: Path) -> None:
     for r in range(7):
         for name in names[r % len(names):] + names[:r % len(names)]:
             times[name].append(_wall(*cases[name]))
-    print(f"\nCommand line, wall time (median of 7 interleaved rounds; baselines from the same run)")
+    print("\nCommand line, wall time (median of 7 interleaved rounds; baselines from the same run)")
     print(f"{'command':<58}{'s':>8}  verdict")
     for name in names:
         value = _median(times[name])

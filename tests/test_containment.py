@@ -8,7 +8,6 @@ exits, ``stop()``, SIGTERM to the CLI, ``on_kill``; ``execution_timeout`` is in 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
