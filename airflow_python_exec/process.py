@@ -213,6 +213,7 @@ class JobProcess:
             self._reaper.join(timeout=0.05)
             self._escalate_if_due(time.monotonic())
         code = self._popen.wait()
+        self._containment.release()
         return 128 - code if code < 0 else code
 
     def stop(self) -> None:
@@ -238,6 +239,7 @@ class JobProcess:
                 self._signal_group(signal.SIGKILL)
                 self._reaper.join()
             self._popen.wait()
+            self._containment.release()
 
     def close(self) -> None:
         """Release the pipes. Call after :meth:`wait` or :meth:`kill`."""

@@ -37,6 +37,9 @@ REAP_S = 5.0
 
 _PR_SET_CHILD_SUBREAPER = 36
 _running: set[RunContainment] = set()
+#: Every run's script until its ``Popen`` has reaped it: never another run's leftover, even as a
+#: zombie (reaping it would free its pid and process group id while its run still signals them).
+_scripts: set[int] = set()
 _subreaper = False
 
 
@@ -59,7 +62,7 @@ def become_subreaper() -> bool:
 class RunContainment:
     """The processes of one run, found through ``/proc`` and ended together.
 
-    Create it before the script is started (a run counts from then on, so no other run in this
+    Call :meth:`release` once the script has been reaped. Create it before the script is started (a run counts from then on, so no other run in this
     process takes the new child, still without its token, for an orphan of its own), use :meth:`tag`
     on the script's environment, :meth:`begin` once it has started (with its pid), :meth:`signal` to
     ask the escaped processes to stop, and :meth:`end` once the script has exited (or could not be
@@ -81,8 +84,13 @@ class RunContainment:
     def begin(self, script_pid: int) -> None:
         """Start tracking: ``script_pid`` is the script; later children of ours may be the run's."""
         self._script = script_pid
+        _scripts.add(script_pid)
         self._started_ticks = _start_ticks(script_pid) or 0
         self._active = script_pid > 1 and become_subreaper()
+
+    def release(self) -> None:
+        """The script has been reaped by its ``Popen``: its pid is free for others."""
+        _scripts.discard(self._script)
 
     def signal(self, sig: int) -> list[int]:
         """Send ``sig`` to the run's processes outside the script's group; return their pids.
@@ -139,7 +147,8 @@ class RunContainment:
         runs = list(_running)
         alone = len(runs) <= 1
         tokens = {run.token.encode() for run in runs}
-        found = [pid for pid in _children(os.getpid()) if pid != self._script and self._belongs(pid, alone, tokens)]
+        scripts = set(_scripts)
+        found = [pid for pid in _children(os.getpid()) if pid not in scripts and self._belongs(pid, alone, tokens)]
         # While the script runs, what it started is still below it, whatever session it is in.
         return [pid for pid in _with_descendants([*found, self._script]) if pid != self._script]
 
