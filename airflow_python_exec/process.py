@@ -8,7 +8,7 @@ failing.
 
 When the script ends, whatever it left running is killed: its process group (while the script's
 zombie still holds the group id, so no unrelated group can be hit) and, on Linux, every process that
-left the group (see :mod:`airflow_python_exec.sandbox`), so a background child can neither outlive
+left the group (see :mod:`airflow_python_exec.containment`), so a background child can neither outlive
 the job nor hold the log pipe open. Output is drained for at most ``DRAIN_S`` seconds after the
 script ended, whatever still writes. On Linux the script is also killed if the process that started
 it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from airflow_python_exec.sandbox import RunContainment
+from airflow_python_exec.containment import RunContainment
 
 CHUNK_BYTES = 64 * 1024
 #: Longest line handed out in one piece, in characters.
