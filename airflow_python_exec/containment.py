@@ -142,13 +142,19 @@ class RunContainment:
     def _escaped(self) -> list[int]:
         """The run's processes other than the script: below the script, and our children that are
         the run's (orphans handed over to us), with everything below them."""
+        # Children first, the runs after: a run joins _running before it forks its script, so every
+        # child read here belongs to a run that the snapshot below still holds (or to one that has
+        # ended). Taken the other way round, a run starting in between would be missing from the
+        # snapshot: its new script, with a token of "no live run", would be judged by time, and
+        # SIGKILLed as this run's orphan.
+        children = _children(os.getpid())
         # No lock: signal() may run in a signal handler that interrupted this very thread while it
         # changed the set; list() copies it in one step under the GIL.
         runs = list(_running)
         alone = len(runs) <= 1
         tokens = {run.token.encode() for run in runs}
         scripts = set(_scripts)
-        found = [pid for pid in _children(os.getpid()) if pid not in scripts and self._belongs(pid, alone, tokens)]
+        found = [pid for pid in children if pid not in scripts and self._belongs(pid, alone, tokens)]
         # While the script runs, what it started is still below it, whatever session it is in.
         return [pid for pid in _with_descendants([*found, self._script]) if pid != self._script]
 
