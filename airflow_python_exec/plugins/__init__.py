@@ -1,0 +1,2 @@
+"""The Airflow UI plugin "Python jobs" (DESIGN.md, "The UI plugin"): :mod:`.python_jobs` registers it,
+:mod:`.app` serves it, :mod:`.catalog` lists jobs, :mod:`.upload` checks and writes job bundles."""
