@@ -24,4 +24,5 @@ class PythonJobsPlugin(AirflowPlugin):
         "href": f"{URL_PREFIX}/",
         "destination": "nav",
         "url_route": "python-jobs",
+        "nav_top_level": True,
     }]
