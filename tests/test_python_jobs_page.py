@@ -319,3 +319,19 @@ def test_dag_tasks_are_mapped_to_their_job_folders(tmp_path, key) -> None:
     assert by_id["b"].details["handler"] == "mod:fn"
     assert "template" in by_id["c"].error
     assert SECRET not in json.dumps([e.as_dict() for e in entries], default=str)
+
+
+def test_the_plugin_is_registered_and_cheap_to_import() -> None:
+    """Airflow finds the plugin through the entry point; loading it (as every task process does)
+    builds neither the app nor the api-server's auth dependencies."""
+    import subprocess
+
+    code = ("import sys; from airflow_python_exec.plugins.python_jobs import PythonJobsPlugin as P; "
+            "print(P.fastapi_apps[0]['url_prefix'], P.external_views[0]['name'], "
+            "'airflow_python_exec.plugins.app' in sys.modules, 'airflow.api_fastapi.core_api.security' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["/python-exec", "Python", "jobs", "False", "False"]
+    from importlib.metadata import entry_points
+
+    plugins = {ep.name: ep.value for ep in entry_points(group="airflow.plugins")}
+    assert plugins["python_exec"] == "airflow_python_exec.plugins.python_jobs:PythonJobsPlugin"

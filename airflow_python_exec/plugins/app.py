@@ -33,11 +33,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
-from airflow_python_exec.plugins import catalog
+from airflow_python_exec.plugins import URL_PREFIX, catalog
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
 from airflow_python_exec.settings import EngineSettings
 
-URL_PREFIX = "/python-exec"
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 #: Largest value the Encrypt form takes (a secret, not a file).
 MAX_SECRET_CHARS = 65_536
