@@ -16,6 +16,7 @@ _EXAMPLES = {
     "install_path": "/usr/local",
     "cache_dir": "/var/cache/airflow_python_exec",
     "fernet_key": "<output of airflow-python-exec generate-key>",
+    "upload_folder": "/opt/airflow/dags/jobs",
 }
 
 

@@ -66,6 +66,12 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "536870912",
         "Largest handler-job source, in bytes: a zip archive or git checkout unpacked, or inline code.",
     ),
+    "upload_folder": (
+        None,
+        "Where the \"Python jobs\" UI page writes uploaded job folders (upload_folder/<jobId>/, earlier "
+        "versions under upload_folder/.versions/<jobId>/<UTC timestamp>/): a folder inside a DAG bundle "
+        "that every worker sees. Unset or blank: uploads are disabled.",
+    ),
 }
 
 
@@ -102,6 +108,16 @@ def absolute_cache_dir(value: Any) -> Any:
         raise ValueError(f"{text!r} starts with the home of a user that does not exist; fix the path") from None
 
 
+def absolute_upload_folder(value: Any) -> Any:
+    """``upload_folder`` as an absolute path, or ``None`` (uploads disabled) when unset or blank.
+
+    :raises ValueError: a NUL byte, or ``~user`` of an unknown user.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return absolute_cache_dir(value)
+
+
 class EngineSettings(BaseModel):
     """The resolved ``[python_exec]`` options for one engine (immutable).
 
@@ -121,8 +137,10 @@ class EngineSettings(BaseModel):
     inherit_env: bool = True
     max_result_bytes: int = Field(default=1_048_576, gt=0)
     max_source_bytes: int = Field(default=536_870_912, gt=0)
+    upload_folder: Path | None = None
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
+    _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)
     #: ``fernet_key`` is unset here and ``[core] fernet_key`` is still to be asked of Airflow's
     #: configuration, on the first :meth:`fernet_keys` (set only by the fast configuration path).
     _core_fernet_pending: bool = PrivateAttr(default=False)

@@ -285,41 +285,8 @@ class SourceResolver:
     def _extract(self, archive: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path,
                  display: str) -> dict[str, object]:
         self._say(f"source {display}: unpacking {len(members)} entries into {dest}")
-        total = 0
-        with zipfile.ZipFile(archive) as zf:
-            for info, rel in members:
-                target = dest.joinpath(*rel.parts)
-                try:
-                    if info.is_dir():
-                        target.mkdir(parents=True, exist_ok=True)
-                    else:
-                        target.parent.mkdir(parents=True, exist_ok=True)
-                        total = self._copy_member(zf, info, target, total, display)
-                except (FileExistsError, NotADirectoryError, IsADirectoryError):
-                    # A file "a" and an entry "a/b": valid names that cannot both exist.
-                    raise JobConfigError(f"{display}: entry {info.filename!r} clashes with another entry; "
-                                         "fix the archive") from None
+        total = extract_archive(archive, members, dest, display, self.max_source_bytes)
         return {"entries": len(members), "bytes": total}
-
-    def _copy_member(self, zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total: int, display: str) -> int:
-        """Copy one member, counting actual bytes: a lying header cannot get past the limit.
-
-        :returns: ``total`` plus the member's bytes.
-        """
-        mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # O_EXCL: never over another entry
-        try:
-            with os.fdopen(fd, "wb") as out, zf.open(info) as member:
-                for block in iter(lambda: member.read(_CHUNK), b""):
-                    total += len(block)
-                    if total > self.max_source_bytes:
-                        raise JobConfigError(_too_big(display, self.max_source_bytes))
-                    out.write(block)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
-            # A corrupt entry, a size or CRC that lies, an unsupported compression method.
-            raise JobConfigError(f"{display}: entry {info.filename!r} cannot be unpacked ({exc}); "
-                                 "the archive is refused, rebuild it") from None
-        return total
 
     @contextlib.contextmanager
     def _download(self, spec: SourceSpec,
@@ -525,6 +492,54 @@ class SourceResolver:
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
+
+
+def extract_archive(archive: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path,
+                    display: str, max_bytes: int = MAX_SOURCE_BYTES) -> int:
+    """Unpack the ``members`` that :func:`check_archive` returned into the existing folder ``dest``.
+
+    Actual bytes are counted while unpacking, so a lying header cannot get past ``max_bytes``; no
+    entry is ever written over another (``O_EXCL``). The caller removes ``dest`` on failure.
+
+    :returns: the bytes written.
+    :raises JobConfigError: two entries clash (a file ``a`` and an entry ``a/b``), an entry cannot be
+        unpacked (corrupt, a size or CRC that lies, unsupported compression), or more than
+        ``max_bytes`` bytes.
+    """
+    total = 0
+    with zipfile.ZipFile(archive) as zf:
+        for info, rel in members:
+            target = dest.joinpath(*rel.parts)
+            try:
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    total = _copy_member(zf, info, target, total, display, max_bytes)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError):
+                # A file "a" and an entry "a/b": valid names that cannot both exist.
+                raise JobConfigError(f"{display}: entry {info.filename!r} clashes with another entry; "
+                                     "fix the archive") from None
+    return total
+
+
+def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total: int, display: str,
+                 max_bytes: int) -> int:
+    """Copy one member, counting actual bytes; returns ``total`` plus the member's bytes."""
+    mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # O_EXCL: never over another entry
+    try:
+        with os.fdopen(fd, "wb") as out, zf.open(info) as member:
+            for block in iter(lambda: member.read(_CHUNK), b""):
+                total += len(block)
+                if total > max_bytes:
+                    raise JobConfigError(_too_big(display, max_bytes))
+                out.write(block)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        # A corrupt entry, a size or CRC that lies, an unsupported compression method.
+        raise JobConfigError(f"{display}: entry {info.filename!r} cannot be unpacked ({exc}); "
+                             "the archive is refused, rebuild it") from None
+    return total
 
 
 def check_archive(archive: Path, display: str, max_bytes: int = MAX_SOURCE_BYTES,

@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 HOME = Path(os.environ.get("AIRFLOW_HOME", REPO / ".airflow_home"))
 PORT = os.environ.get("E2E_PORT", "8089")
 BASE = f"http://127.0.0.1:{PORT}"
+UPLOADS = REPO / "tests_e2e" / "dags" / "uploads"
 
 
 class Api:
@@ -88,7 +89,9 @@ def events(records: list[dict], logger: str | None = None) -> list[str]:
 @pytest.fixture(scope="session")
 def deployment() -> Api:
     env = {**os.environ, "AIRFLOW_HOME": str(HOME), "AIRFLOW_PORT": PORT,
-           "EXTRA_DAGS_FOLDER": str(REPO / "tests_e2e" / "dags"), "BIN": str(REPO / ".venv" / "bin")}
+           "EXTRA_DAGS_FOLDER": str(REPO / "tests_e2e" / "dags"), "BIN": str(REPO / ".venv" / "bin"),
+           # The "Python jobs" page's uploads, inside the e2e DAG bundle (DAGs name them as uploads/<jobId>).
+           "AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER": str(UPLOADS)}
     script = str(REPO / "scripts" / "airflow_local.sh")
     started = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True)
     if started.returncode != 0:

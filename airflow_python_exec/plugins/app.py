@@ -1,0 +1,184 @@
+"""The FastAPI app of the "Python jobs" page, mounted by the api-server under ``/python-exec``.
+
+HTML pages (server-rendered Jinja2, no JavaScript) and the same as JSON:
+
+==========================================  ====================  ===============================
+route                                       access                what
+==========================================  ====================  ===============================
+``GET /`` and ``GET /api/jobs``             DAG read (``GET``)    every job (:mod:`.catalog`)
+``GET /jobs/{id}``, ``GET /api/jobs/{id}``  DAG read (``GET``)    one job
+``POST /encrypt``, ``POST /api/encrypt``    DAG edit (``PUT``)    a Fernet token for a value
+``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``)    a job bundle (:mod:`.upload`)
+==========================================  ====================  ===============================
+
+Authentication and authorization are Airflow's own: the core REST API's dependencies
+(``airflow.api_fastapi.core_api.security.requires_access_dag``), which take the JWT from an
+``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie, and ask the
+configured auth manager. No token: 401; a token without the access: 403. The cookie is
+``SameSite=Lax``, so another site's form cannot post to these endpoints with it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.templating import Jinja2Templates
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow_python_exec import crypto
+from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
+from airflow_python_exec.settings import EngineSettings
+
+TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+#: Largest value the Encrypt form takes (a secret, not a file).
+MAX_SECRET_CHARS = 65_536
+
+
+class EncryptBody(BaseModel):
+    """``POST /api/encrypt`` body: the plain value of a secure macro."""
+
+    value: str = Field(max_length=MAX_SECRET_CHARS)
+
+
+def _read_access() -> Any:
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("GET"))
+
+
+def _edit_access() -> Any:
+    from airflow.api_fastapi.core_api.security import requires_access_dag
+
+    return Depends(requires_access_dag("PUT"))
+
+
+def create_app() -> FastAPI:
+    """Build the plugin's FastAPI app (routes in the module docstring)."""
+    app = FastAPI(title="Python jobs", description="airflow-python-exec: jobs, Encrypt and Upload",
+                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+    read, edit = [_read_access()], [_edit_access()]
+    app.add_api_route("/api/jobs", api_jobs, methods=["GET"], dependencies=read)
+    app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"], dependencies=read)
+    app.add_api_route("/api/encrypt", api_encrypt, methods=["POST"], dependencies=edit)
+    app.add_api_route("/api/jobs", api_upload, methods=["POST"], dependencies=edit, status_code=201)
+    app.add_api_route("/", jobs_page, methods=["GET"], dependencies=read, response_class=HTMLResponse)
+    app.add_api_route("/jobs/{job_id}", job_page, methods=["GET"], dependencies=read, response_class=HTMLResponse)
+    app.add_api_route("/encrypt", encrypt_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
+    app.add_api_route("/upload", upload_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    return app
+
+
+# -- JSON ----------------------------------------------------------------------------------------
+
+
+def api_jobs() -> dict[str, Any]:
+    """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
+    settings = EngineSettings.from_airflow_config()
+    jobs = catalog.build_catalog(settings.upload_folder)
+    return {"jobs": [job.as_dict() for job in jobs],
+            "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None}
+
+
+def api_job(job_id: str) -> dict[str, Any]:
+    """``GET /api/jobs/{job_id}``: one job; 404 when no job has that ``jobId``."""
+    return _job(job_id).as_dict()
+
+
+def api_encrypt(body: EncryptBody) -> dict[str, str]:
+    """``POST /api/encrypt``: ``{"token": ...}``, the value encrypted with the server's first Fernet key."""
+    return {"token": _encrypt(body.value)}
+
+
+def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
+    """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
+    done = _upload(file)
+    return {"jobId": done.job_id, "folder": str(done.folder),
+            "previousVersion": str(done.previous) if done.previous else None, "files": done.files}
+
+
+# -- HTML ----------------------------------------------------------------------------------------
+
+
+def jobs_page(request: Request) -> HTMLResponse:
+    """``GET /``: the jobs table, the Encrypt form and the Upload form."""
+    settings = EngineSettings.from_airflow_config()
+    jobs = catalog.build_catalog(settings.upload_folder)
+    return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs],
+                   upload_folder=settings.upload_folder)
+
+
+def job_page(request: Request, job_id: str) -> HTMLResponse:
+    """``GET /jobs/{job_id}``: one job's details."""
+    return _render(request, "job.html", job=_job(job_id).as_dict())
+
+
+def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
+    """``POST /encrypt`` (form field ``value``): a page showing the token."""
+    return _render(request, "result.html", title="Encrypted", token=_encrypt(value))
+
+
+def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
+    """``POST /upload`` (form field ``file``): a page saying what was installed."""
+    done = _upload(file)
+    return _render(request, "result.html", title="Uploaded", uploaded=done)
+
+
+# -- shared --------------------------------------------------------------------------------------
+
+
+def _job(job_id: str) -> catalog.JobEntry:
+    settings = EngineSettings.from_airflow_config()
+    entry = catalog.find_job(catalog.build_catalog(settings.upload_folder), job_id)
+    if entry is None:
+        raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
+    return entry
+
+
+def _encrypt(value: str) -> str:
+    try:
+        return crypto.encrypt(value, EngineSettings.from_airflow_config().fernet_keys())
+    except PythonExecError as exc:
+        raise HTTPException(500, str(exc)) from None
+
+
+def _upload(file: UploadFile) -> Any:
+    settings = EngineSettings.from_airflow_config()
+    try:
+        folder = require_upload_folder(settings.upload_folder)
+    except UploadDisabledError as exc:
+        raise HTTPException(403, str(exc)) from None
+    name = file.filename or "upload.zip"
+    with tempfile.NamedTemporaryFile(prefix="python-exec-upload-", suffix=".zip") as spool:
+        shutil.copyfileobj(file.file, spool)
+        spool.flush()
+        try:
+            return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
+        except JobConfigError as exc:
+            raise HTTPException(400, str(exc)) from None
+        except OSError as exc:
+            raise HTTPException(500, f"upload_folder {folder} cannot be written ({exc}); check its permissions")
+
+
+def _render(request: Request, template: str, **context: Any) -> HTMLResponse:
+    root = request.scope.get("root_path", "").rstrip("/")
+    return TEMPLATES.TemplateResponse(request, template, {
+        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context})
+
+
+async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
+    """JSON ``{"detail": ...}`` for ``/api/``; for a page, the same message in an HTML page."""
+    root = request.scope.get("root_path", "").rstrip("/")
+    if request.url.path.startswith(f"{root}/api/") or request.url.path.startswith("/api/"):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return TEMPLATES.TemplateResponse(request, "error.html", {
+        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), "status": exc.status_code,
+        "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)

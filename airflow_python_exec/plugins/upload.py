@@ -1,0 +1,222 @@
+"""Uploaded job bundles: checked completely, then written to ``upload_folder`` atomically.
+
+A bundle is a ``.zip`` of a job folder, in either layout a user gets from a zip tool:
+
+- the folder itself (``hello/app.py``, ``hello/job.json``, ...): one top-level folder, nothing else;
+- the folder's content (``app.py``, ``job.json``, ...) at the archive's root.
+
+Its ``jobId`` is the one a run would use (:meth:`airflow_python_exec.models.PythonJob.load`):
+``job.json``'s ``jobId``; without a ``job.json``, the top-level folder's name, else the zip file's
+name without ``.zip``. It names the destination, ``upload_folder/<jobId>/``, so it must be a safe
+folder name (:data:`SAFE_JOB_ID`).
+
+Order of work, so that a refused bundle leaves ``upload_folder`` untouched:
+
+1. the archive rules of Sources (:func:`airflow_python_exec.sources.check_archive`: absolute
+   paths, ``..``, symlinks, devices, FIFOs, more than ``MAX_ENTRIES`` entries or
+   ``max_source_bytes`` bytes), then unpacked (:func:`~airflow_python_exec.sources.extract_archive`)
+   into a temporary folder outside ``upload_folder``;
+2. every job rule, by loading it exactly as a run would (``PythonJob.load``);
+3. only then, under a per-job lock: copied into ``upload_folder/.versions/<jobId>/.incoming-*``
+   (same file system), and swapped with ``upload_folder/<jobId>`` by one ``rename`` (Linux
+   ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames), the previous version kept as
+   ``upload_folder/.versions/<jobId>/<UTC timestamp>/``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path, PurePosixPath
+
+from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.models import PythonJob
+from airflow_python_exec.sources import MAX_ENTRIES, MAX_SOURCE_BYTES, check_archive, extract_archive
+
+#: A ``jobId`` usable as one folder name: letters, digits, ``.``, ``_``, ``-``; not starting with
+#: ``.`` (no hidden folder, no ``..``), at most 100 characters.
+SAFE_JOB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}\Z")
+VERSIONS = ".versions"
+#: Written into ``upload_folder`` so the DAG processor never parses an uploaded script as a DAG file.
+IGNORE_FILE = ".airflowignore"
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+class UploadDisabledError(PythonExecError):
+    """``[python_exec] upload_folder`` is unset: uploads are disabled."""
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """An accepted upload.
+
+    :ivar job_id: the job's ``jobId``.
+    :ivar folder: ``upload_folder/<jobId>``, now holding the new version.
+    :ivar previous: where the version it replaced was kept, or ``None`` for a first upload.
+    :ivar files: the job's files, relative to its folder.
+    """
+
+    job_id: str
+    folder: Path
+    previous: Path | None
+    files: list[str]
+
+
+def check_job_id(job_id: str) -> str:
+    """Return ``job_id`` when it is a safe folder name (:data:`SAFE_JOB_ID`).
+
+    :raises JobConfigError: it is not; the message names it and the rule.
+    """
+    if not SAFE_JOB_ID.match(job_id) or job_id == VERSIONS:
+        raise JobConfigError(
+            f"jobId {job_id!r} cannot be a folder name in upload_folder; use letters, digits, '.', '_' "
+            "and '-' (at most 100, not starting with '.')"
+        )
+    return job_id
+
+
+def require_upload_folder(upload_folder: Path | None) -> Path:
+    """The configured ``upload_folder``.
+
+    :raises UploadDisabledError: it is unset (DESIGN.md: upload answers 403 naming the setting).
+    """
+    if upload_folder is None:
+        raise UploadDisabledError(
+            "uploads are disabled: [python_exec] upload_folder is not set; set it to a folder inside a DAG "
+            "bundle (AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER)"
+        )
+    return upload_folder
+
+
+def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
+                  max_bytes: int = MAX_SOURCE_BYTES, max_entries: int | None = None) -> Uploaded:
+    """Check the job bundle ``archive`` and, when every rule holds, install it under ``upload_folder``.
+
+    :param archive: the uploaded ``.zip`` file (anywhere but inside ``upload_folder``).
+    :param filename: its name as uploaded (messages; the folder name of a root-layout bundle).
+    :param max_bytes: ``[python_exec] max_source_bytes``.
+    :param max_entries: most entries; default :data:`airflow_python_exec.sources.MAX_ENTRIES`.
+    :returns: what was installed and where the previous version went.
+    :raises JobConfigError: the archive or the job breaks a rule, or its ``jobId`` is not a safe
+        folder name; ``upload_folder`` is then untouched.
+    :raises OSError: ``upload_folder`` cannot be written.
+    """
+    display = f"upload {filename!r}"
+    max_entries = MAX_ENTRIES if max_entries is None else max_entries
+    with unpacked(archive, filename, display, upload_folder, max_bytes, max_entries) as folder:
+        job = PythonJob.load(folder)  # every job rule, as a run applies them
+        job_id = check_job_id(job.job_id)
+        files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+        previous = install(folder, job_id, upload_folder)
+    return Uploaded(job_id, upload_folder / job_id, previous, files)
+
+
+@contextlib.contextmanager
+def unpacked(archive: Path, filename: str, display: str, upload_folder: Path, max_bytes: int,
+             max_entries: int) -> Iterator[Path]:
+    """Unpack a checked bundle into a temporary folder outside ``upload_folder``; yield its job folder.
+
+    :raises JobConfigError: the archive breaks an archive rule, or its layout has no job folder.
+    """
+    members = check_archive(archive, display, max_bytes, max_entries)
+    with tempfile.TemporaryDirectory(prefix="python-exec-upload-") as tmp:
+        if Path(tmp).resolve().is_relative_to(upload_folder.resolve()):
+            raise JobConfigError(f"the temporary folder {tmp} is inside upload_folder {upload_folder}; "
+                                 "point TMPDIR elsewhere")
+        root = Path(tmp) / "bundle"
+        root.mkdir()
+        extract_archive(archive, members, root, display, max_bytes)
+        yield job_folder_of(root, [rel for _, rel in members], filename)
+
+
+def job_folder_of(root: Path, names: list[PurePosixPath], filename: str) -> Path:
+    """The job folder inside an unpacked bundle: its single top-level folder, or the root itself,
+    renamed after the zip file so that a bundle without ``job.json`` gets that name as ``jobId``.
+
+    :raises JobConfigError: the archive is empty.
+    """
+    tops = {name.parts[0] for name in names if name.parts}
+    if not tops:
+        raise JobConfigError(f"upload {filename!r} is an empty archive; zip a job folder (app.py, job.json, ...)")
+    if len(tops) == 1:
+        only = root / next(iter(tops))
+        if only.is_dir():
+            return only
+    stem = PurePosixPath(filename.replace("\\", "/")).name
+    stem = stem[:-4] if stem.lower().endswith(".zip") else stem
+    folder = root.parent / (stem if SAFE_JOB_ID.match(stem) else "job")
+    root.rename(folder)
+    return folder
+
+
+def install(folder: Path, job_id: str, upload_folder: Path) -> Path | None:
+    """Put the checked job ``folder`` in place as ``upload_folder/<job_id>``; keep the one it replaces.
+
+    :returns: ``upload_folder/.versions/<job_id>/<UTC timestamp>`` holding the previous version, or
+        ``None`` when there was none.
+    :raises OSError: ``upload_folder`` cannot be written (a partial copy is removed).
+    """
+    import filelock
+
+    versions = upload_folder / VERSIONS / job_id
+    versions.mkdir(parents=True, exist_ok=True)
+    write_ignore_file(upload_folder)
+    with filelock.FileLock(str(upload_folder / VERSIONS / f"{job_id}.lock")):
+        staged = Path(tempfile.mkdtemp(prefix=".incoming-", dir=versions))
+        try:
+            shutil.copytree(folder, staged, dirs_exist_ok=True)
+            return _swap(staged, upload_folder / job_id, versions / _timestamp(versions))
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+
+
+def write_ignore_file(upload_folder: Path) -> None:
+    """Write ``upload_folder/.airflowignore`` ignoring everything below it (once): an uploaded
+    script that mentions ``airflow`` and ``dag`` must not be imported by the DAG processor."""
+    path = upload_folder / IGNORE_FILE
+    if path.exists():
+        return
+    from airflow.configuration import conf
+
+    syntax = conf.get("core", "dag_ignore_file_syntax", fallback="glob").lower()
+    path.write_text(".*\n" if syntax == "regexp" else "*\n")
+
+
+def _swap(staged: Path, target: Path, keep: Path) -> Path | None:
+    """Make ``staged`` the content of ``target``; move the old ``target`` to ``keep``."""
+    if not os.path.lexists(target):
+        os.rename(staged, target)  # atomic: the folder appears complete
+        return None
+    if _exchange(staged, target):  # atomic: readers see the old folder or the new one, never none
+        os.rename(staged, keep)
+    else:
+        os.rename(target, keep)
+        os.rename(staged, target)
+    return keep
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths with Linux ``renameat2(RENAME_EXCHANGE)``; ``False`` where it is unavailable."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    renameat2 = getattr(ctypes.CDLL(libc_name, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    done = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return done == 0
+
+
+def _timestamp(versions: Path) -> str:
+    """A UTC timestamp folder name not yet used in ``versions``."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return stamp if not (versions / stamp).exists() else f"{stamp}-{len(os.listdir(versions))}"
