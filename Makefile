@@ -42,8 +42,10 @@ airflow: airflow-home example-envs
 airflow-stop:
 	BIN=$(BIN) bash scripts/airflow_local.sh stop
 
-# End-to-end tests against a deployment started (and stopped) by the tests themselves, on port 8089.
+# End-to-end tests against a deployment started (and stopped) by the tests themselves, on port 8089;
+# the browser part drives Debian's chromium (installed here when missing; Playwright downloads none).
 e2e: airflow-home example-envs
+	bash scripts/ensure_debs.sh chromium=chromium
 	$(BIN)/pytest -p no:cacheprovider tests_e2e $(PYTEST_ARGS)
 
 example-envs: airflow-home
