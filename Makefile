@@ -62,6 +62,7 @@ locks: install
 	cd example_dags/jobs/hello && $(LOCK) -o pylock.toml requirements.in
 	cd example_dags/jobs/world_cities && $(LOCK) -o pylock.toml requirements.in
 	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_function/pylock.toml
+	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_by_region/pylock.toml
 
 install: $(BIN)/.installed
 
