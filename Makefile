@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e
+.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
@@ -46,7 +46,13 @@ airflow-stop:
 # the browser part drives Debian's chromium (installed here when missing; Playwright downloads none).
 e2e: airflow-home example-envs
 	bash scripts/ensure_debs.sh chromium=chromium
-	$(BIN)/pytest -p no:cacheprovider tests_e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -p no:cacheprovider tests_e2e --ignore=tests_e2e/celery $(PYTEST_ARGS)
+
+# CeleryExecutor: Redis (127.0.0.1:6389), the api-server on 8090 and two Celery workers, each with its
+# own environment cache as on two machines, in a fresh $(AIRFLOW_HOME)/e2e-celery; all stopped after.
+e2e-celery: airflow-home example-envs
+	bash scripts/ensure_debs.sh redis-server=redis-server
+	$(BIN)/pytest -p no:cacheprovider -s tests_e2e/celery $(PYTEST_ARGS)
 
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null

@@ -30,7 +30,8 @@ BASE = f"http://127.0.0.1:{PORT}"
 class Api:
     """A minimal client of Airflow's REST API v2 with a bearer token from ``/auth/token``."""
 
-    def __init__(self, user: str, password: str) -> None:
+    def __init__(self, user: str, password: str, base: str = BASE) -> None:
+        self.base = base
         self.token = self.call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -38,7 +39,7 @@ class Api:
         if getattr(self, "token", None):
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(BASE + path, method=method, data=data, headers=headers)
+        request = urllib.request.Request(self.base + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
@@ -71,10 +72,10 @@ class Api:
         tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in tis}
 
-    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[dict]:
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> list[dict]:
         """The task log as structured records (``event``, ``logger``, ``level``, ...)."""
         path = (f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
-                "?full_content=true")
+                f"?full_content=true&map_index={map_index}")
         return [item for item in self.call("GET", path)["content"] if isinstance(item, dict)]
 
 
