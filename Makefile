@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e
+.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
@@ -42,9 +42,17 @@ airflow: airflow-home example-envs
 airflow-stop:
 	BIN=$(BIN) bash scripts/airflow_local.sh stop
 
-# End-to-end tests against a deployment started (and stopped) by the tests themselves, on port 8089.
+# End-to-end tests against a deployment started (and stopped) by the tests themselves, on port 8089;
+# the browser part drives Debian's chromium (installed here when missing; Playwright downloads none).
 e2e: airflow-home example-envs
-	$(BIN)/pytest -p no:cacheprovider tests_e2e $(PYTEST_ARGS)
+	bash scripts/ensure_debs.sh chromium=chromium
+	$(BIN)/pytest -p no:cacheprovider tests_e2e --ignore=tests_e2e/celery $(PYTEST_ARGS)
+
+# CeleryExecutor: Redis (127.0.0.1:6389), the api-server on 8090 and two Celery workers, each with its
+# own environment cache as on two machines, in a fresh $(AIRFLOW_HOME)/e2e-celery; all stopped after.
+e2e-celery: airflow-home example-envs
+	bash scripts/ensure_debs.sh redis-server=redis-server
+	$(BIN)/pytest -p no:cacheprovider -s tests_e2e/celery $(PYTEST_ARGS)
 
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null
@@ -60,6 +68,7 @@ locks: install
 	cd example_dags/jobs/hello && $(LOCK) -o pylock.toml requirements.in
 	cd example_dags/jobs/world_cities && $(LOCK) -o pylock.toml requirements.in
 	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_function/pylock.toml
+	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_by_region/pylock.toml
 
 install: $(BIN)/.installed
 

@@ -8,6 +8,12 @@
 #   scripts/airflow_local.sh env     prints the environment every process shares (for `eval`)
 #
 # EXTRA_DAGS_FOLDER, when set, adds a second local DAG bundle beside example_dags (make e2e's DAGs).
+# EXECUTOR=CeleryExecutor with CELERY_WORKERS="worker1 worker2" (make e2e-celery) also starts one
+# `airflow celery worker -H NAME@%h -q default,NAME` per name, each with its own [python_exec]
+# cache_dir ($AIRFLOW_HOME/workers/NAME/cache), as if on its own machine; the broker and result
+# backend come from the caller's AIRFLOW__CELERY__* variables. Metadata stays in SQLite: Airflow 3
+# no longer refuses it with a non-sequential executor (Airflow 2 did), and Celery workers never open
+# the metadata database (their task processes use the api-server's execution API).
 # Every process gets the same generated [api_auth] jwt_secret: task processes call the api-server's
 # execution API with a token signed by it, and a secret per process fails every task with "Invalid
 # auth token". Servers listen on loopback only: the api-server on 127.0.0.1, and the scheduler and
@@ -20,7 +26,11 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-$REPO/.venv/bin}
 PORT=${AIRFLOW_PORT:-8080}
 RUN=$AIRFLOW_HOME/run
+EXECUTOR=${EXECUTOR:-LocalExecutor}
 SERVICES=(api-server scheduler dag-processor triggerer)
+if [ "$EXECUTOR" = CeleryExecutor ]; then
+    for name in ${CELERY_WORKERS:-worker1}; do SERVICES+=("worker-$name"); done
+fi
 ADMIN_USER=admin
 
 shared_env() {
@@ -30,7 +40,7 @@ shared_env() {
         "import json, secrets; print(json.dumps({'$ADMIN_USER': secrets.token_urlsafe(9)}))" > "$RUN/passwords.json"
     export AIRFLOW_HOME
     export AIRFLOW__CORE__LOAD_EXAMPLES=False
-    export AIRFLOW__CORE__EXECUTOR=LocalExecutor
+    export AIRFLOW__CORE__EXECUTOR=$EXECUTOR
     export AIRFLOW__API_AUTH__JWT_SECRET
     AIRFLOW__API_AUTH__JWT_SECRET=$(cat "$RUN/jwt_secret")
     export AIRFLOW__API__HOST=127.0.0.1
@@ -62,6 +72,7 @@ start() {
         case $svc in
             api-server) args=(api-server --host 127.0.0.1 --port "$PORT") ;;
             scheduler | triggerer) args=("$svc" --skip-serve-logs) ;;
+            worker-*) start_worker "${svc#worker-}"; continue ;;
             *) args=("$svc") ;;
         esac
         # setsid: each service leads its own process group, so `stop` ends its workers with it.
@@ -73,6 +84,7 @@ start() {
         if "$BIN/python" -c "import urllib.request as u; u.urlopen('$url/api/v2/monitor/health', timeout=2)" 2>/dev/null; then
             local password
             password=$("$BIN/python" -c "import json; print(json.load(open('$RUN/passwords.json'))['$ADMIN_USER'])")
+            wait_for_workers
             echo "Airflow is up: $url  (login: $ADMIN_USER / $password)"
             echo "Logs: $RUN/<service>.log   Stop: make airflow-stop"
             return 0
@@ -87,8 +99,42 @@ start() {
     exit 1
 }
 
-stop() {
+# start_worker NAME: a Celery worker as on a machine of its own: its own environment cache, its own
+# Celery node name, and a queue named after it (so a task with queue=NAME runs there, e.g. to warm
+# its cache with ProvisionEnvironmentOperator). --skip-serve-logs: its log server would bind every
+# interface on a port the other workers want; here the api-server reads the finished tasks' logs
+# from the shared disk.
+start_worker() {
+    local name=$1
+    mkdir -p "$AIRFLOW_HOME/workers/$name/cache"
+    AIRFLOW__PYTHON_EXEC__CACHE_DIR=$AIRFLOW_HOME/workers/$name/cache \
+        setsid "$BIN/airflow" celery worker --celery-hostname "$name@%h" --queues "default,$name" \
+        --concurrency "${WORKER_CONCURRENCY:-2}" --skip-serve-logs \
+        > "$RUN/worker-$name.log" 2>&1 < /dev/null &
+    echo $! > "$RUN/worker-$name.pid"
+}
+
+# Tasks queued before a worker listens would all go to the first one up: wait for every "ready.".
+wait_for_workers() {
+    local svc
     for svc in "${SERVICES[@]}"; do
+        [[ $svc = worker-* ]] || continue
+        for _ in $(seq 1 120); do
+            grep -q " ready\." "$RUN/$svc.log" 2>/dev/null && break
+            alive "$svc" || { echo "error: $svc exited; see $RUN/$svc.log" >&2; tail -20 "$RUN/$svc.log" >&2; stop; exit 1; }
+            sleep 1
+        done
+        grep -q " ready\." "$RUN/$svc.log" || { echo "error: $svc not ready in 120 s" >&2; stop; exit 1; }
+    done
+}
+
+stop() {
+    # Also every worker a `start` left a pid file for, whatever CELERY_WORKERS says now.
+    local workers=()
+    for pidfile in "$RUN"/worker-*.pid; do
+        [ -e "$pidfile" ] && workers+=("$(basename "$pidfile" .pid)")
+    done
+    for svc in $(printf '%s\n' "${SERVICES[@]}" "${workers[@]}" | awk '!seen[$0]++'); do
         alive "$svc" || { rm -f "$RUN/$svc.pid"; continue; }
         local pid
         pid=$(cat "$RUN/$svc.pid")

@@ -65,7 +65,8 @@ def run_dates() -> set[str]:
 
 
 def test_every_example_dag_is_tested_here() -> None:
-    tested = {"hello_python_exec", "daily_python_exec", "world_cities", "world_cities_function"}
+    tested = {"hello_python_exec", "daily_python_exec", "world_cities", "world_cities_function",
+              "world_cities_by_region"}
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -114,3 +115,15 @@ def test_world_cities_function_example_without_logical_date(capfd, caplog) -> No
     assert states == {"handler_in_job_folder": "success", "download_and_process": "success", "report": "success"}
     assert "job folder: 941 cities in 210 countries; largest: Shanghai, China" in log
     assert "@task.python_exec: 589 cities in 210 countries; largest: Shanghai, China" in log
+
+
+def test_world_cities_by_region_maps_every_group_and_gathers_them(capfd, caplog) -> None:
+    dag = example_dag("world_cities_by_region")
+    states, log = run_without_logical_date(dag, capfd, caplog)
+    assert states == {"summarize": "success", "gather": "success"}
+    # gather prints one ranked line per group: it saw every mapped task's result.
+    groups = dag.get_task("summarize").expand_input.value["parameters"]
+    assert len(groups) >= 12
+    assert all(f"{g['group']}: " in log and " cities, " in log for g in groups)
+    assert "   BRICS: 9,644 cities, 1,465,696,108 people; largest Shanghai (China)" in log
+    assert "Baltics:    66 cities,     4,416,498 people; largest Riga (Latvia)" in log

@@ -2,7 +2,9 @@
 
 The session starts ``scripts/airflow_local.sh`` (api-server, scheduler, dag-processor, triggerer;
 LocalExecutor, SQLite) on its own port with this folder's ``dags/`` as a second DAG bundle, talks to
-it only through the REST API (``/auth/token``, ``/api/v2``) as a user or the UI would, and stops it.
+it through the REST API (``/auth/token``, ``/api/v2``) as a user or the UI would, and stops it. The
+browser fixtures (``browser_page``: a logged-in Playwright page; ``base_url``) drive the UI itself in
+Debian's chromium, for any test of what a person sees (screenshots under ``$AIRFLOW_HOME/e2e/``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ UPLOADS = REPO / "tests_e2e" / "dags" / "uploads"
 class Api:
     """A minimal client of Airflow's REST API v2 with a bearer token from ``/auth/token``."""
 
-    def __init__(self, user: str, password: str) -> None:
+    def __init__(self, user: str, password: str, base: str = BASE) -> None:
+        self.base = base
         self.token = self.call("POST", "/auth/token", {"username": user, "password": password})["access_token"]
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
@@ -37,7 +40,7 @@ class Api:
         if getattr(self, "token", None):
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(BASE + path, method=method, data=data, headers=headers)
+        request = urllib.request.Request(self.base + path, method=method, data=data, headers=headers)
         with urllib.request.urlopen(request, timeout=60) as response:
             return json.loads(response.read() or b"null")
 
@@ -70,10 +73,10 @@ class Api:
         tis = self.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in tis}
 
-    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> list[dict]:
+    def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> list[dict]:
         """The task log as structured records (``event``, ``logger``, ``level``, ...)."""
         path = (f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
-                "?full_content=true")
+                f"?full_content=true&map_index={map_index}")
         return [item for item in self.call("GET", path)["content"] if isinstance(item, dict)]
 
 
@@ -101,3 +104,89 @@ def deployment() -> Api:
         yield Api("admin", password)
     finally:
         subprocess.run(["bash", script, "stop"], env=env, capture_output=True, text=True)
+
+
+# The browser part: Debian's chromium (make e2e installs it with scripts/ensure_debs.sh) driven by
+# Playwright; Playwright never downloads a browser of its own here.
+CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags chromium dials out to Google's services at start; on a closed
+# network those connections are refused and slow every page down.
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# Airflow 3's UI is a React app that keeps fetching after "load": the machine is shared and slow.
+UI_TIMEOUT_MS = 90_000
+SCREENSHOTS = HOME / "e2e"
+
+
+@pytest.fixture(scope="session")
+def base_url(deployment: Api) -> str:
+    """The UI's address (the deployment is up once this is known)."""
+    return BASE
+
+
+@pytest.fixture(scope="session")
+def admin_password(deployment: Api) -> str:
+    """The simple auth manager's generated password of ``admin`` (``run/passwords.json``)."""
+    return json.loads((HOME / "run" / "passwords.json").read_text())["admin"]
+
+
+@pytest.fixture(scope="session")
+def browser(deployment: Api):
+    """One headless chromium for the session."""
+    from playwright.sync_api import sync_playwright
+
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"{CHROMIUM} is missing: run `bash scripts/ensure_debs.sh chromium=chromium` (make e2e does)")
+    # This session's screenshots only: an old "-failed" one must not pass for today's.
+    for old in SCREENSHOTS.glob("*.png"):
+        old.unlink()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture()
+def browser_page(browser, base_url: str, admin_password: str, request: pytest.FixtureRequest):
+    """A Playwright page logged in as ``admin`` on the UI's home page; a failing test leaves a
+    screenshot of where it stopped under ``$AIRFLOW_HOME/e2e/``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        login(page, base_url, "admin", admin_password)
+        yield page
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            screenshot(page, f"{request.node.name}-failed")
+    finally:
+        context.close()
+
+
+def login(page, base_url: str, user: str, password: str) -> None:
+    """Sign in on the simple auth manager's login page, as a person does."""
+    page.goto(base_url + "/", wait_until="networkidle")
+    page.wait_for_url("**/auth/login**")
+    page.get_by_label("Username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(lambda url: "/auth/login" not in url)
+    page.wait_for_load_state("networkidle")
+
+
+def screenshot(page, name: str) -> Path:
+    """Keep a full-page screenshot for a person to look at: ``$AIRFLOW_HOME/e2e/<name>.png``."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's report on the test item, so ``browser_page`` knows if the test failed."""
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
