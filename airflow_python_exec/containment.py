@@ -113,12 +113,12 @@ class RunContainment:
                 for pid in frozen:
                     _kill(pid, signal.SIGKILL)
                 ended.update(frozen)
+                _reap(ended)  # those already dead (a sandbox's pid 1, left to us by bwrap) go at once
                 if not frozen and not ended:
                     break
                 # Let the kernel finish the killed processes and hand their children over to us;
                 # on a busy machine that takes a moment, and nothing may stay a zombie.
                 time.sleep(0.005)
-                _reap(ended)
         finally:
             self._active = False
             _running.discard(self)
