@@ -412,3 +412,15 @@ def test_the_examples_run_unchanged_in_the_sandbox(example: str, expected: list[
         assert line in done.stdout.splitlines(), done.stdout
     if example == "world_cities":
         assert (out / "cities.csv").read_text().startswith("country,country_code,rank,city,population")
+
+
+@requires_bwrap
+def test_the_operator_overrides_the_setting(settings, job_dir: Path, monkeypatch) -> None:
+    """PythonJobOperator(sandbox=...) as inherit_env: one task sandboxed, the setting left off."""
+    from airflow_python_exec import PythonJobOperator
+
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__INSTALL_PATH", settings.install_path)
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__CACHE_DIR", str(settings.cache_dir))
+    write_job(job_dir, "import os\nprint(os.getppid())\n")
+    assert PythonJobOperator(task_id="boxed", job=str(job_dir), sandbox="bubblewrap").execute(context={}) == "1"
+    assert PythonJobOperator(task_id="plain", job=str(job_dir)).execute(context={}) != "1"
