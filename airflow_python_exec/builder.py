@@ -77,12 +77,15 @@ class Command:
 
     ``env`` and ``secrets`` hold decrypted values, so they are left out of ``repr``. ``secrets`` is
     every decrypted ``secure`` macro value: whoever streams the output must replace them.
+    ``launcher`` is a command that starts ``argv`` (the bubblewrap sandbox, see
+    :mod:`airflow_python_exec.sandbox`), empty when the script is started directly.
     """
 
     argv: list[str]
     cwd: Path
     env: dict[str, str] = field(repr=False)
     secrets: frozenset[str] = field(repr=False, default=frozenset())
+    launcher: tuple[str, ...] = ()
 
 
 class PythonCommandBuilder:

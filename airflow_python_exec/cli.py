@@ -84,7 +84,8 @@ class _Lines:
 def _settings(args: argparse.Namespace) -> EngineSettings:
     from airflow_python_exec.settings import EngineSettings
 
-    settings = EngineSettings.from_airflow_config(install_path=getattr(args, "install_path", None))
+    settings = EngineSettings.from_airflow_config(install_path=getattr(args, "install_path", None),
+                                                  sandbox=getattr(args, "sandbox", None))
     # Importing Airflow's configuration installs Airflow's own log format; the CLI wants plain
     # "warning: ..." lines on stderr, the script's output alone on stdout.
     logging.basicConfig(
@@ -384,6 +385,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--refresh", action="store_true", help="use an ephemeral environment, removed afterwards")
     run.add_argument("--install-path", metavar="P", help="override [python_exec] install_path")
     run.add_argument("--cwd", help="working directory, relative to the job folder")
+    run.add_argument("--sandbox", choices=("off", "bubblewrap", "auto"), help="override [python_exec] sandbox")
     run.add_argument("--handler", metavar="H", help="call module.path:function (or a function of packageName)")
     run.add_argument("--param", action="append", type=_param, metavar="KEY=JSON",
                      help="a handler parameter, its value JSON (repeatable; wins over --params-file)")

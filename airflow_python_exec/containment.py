@@ -113,12 +113,12 @@ class RunContainment:
                 for pid in frozen:
                     _kill(pid, signal.SIGKILL)
                 ended.update(frozen)
+                _reap(ended)  # those already dead (a sandbox's pid 1, left to us by bwrap) go at once
                 if not frozen and not ended:
                     break
                 # Let the kernel finish the killed processes and hand their children over to us;
                 # on a busy machine that takes a moment, and nothing may stay a zombie.
                 time.sleep(0.005)
-                _reap(ended)
         finally:
             self._active = False
             _running.discard(self)
@@ -162,7 +162,12 @@ class RunContainment:
         """Whether our child ``pid`` is this run's: it carries the run's token; or it has no usable
         token and no environment at all (cleared, or a zombie's) and started after the script while
         no other run could have started it. A child with an ordinary environment but no token was
-        started by other code of this process, never by a job (a job's processes inherit the token)."""
+        started by other code of this process, never by a job (a job's processes inherit the token).
+        A child in the script's process group is the run's whatever its environment: a sandbox's
+        pid 1, which ``bwrap`` leaves to exit after itself, comes to us often already a zombie."""
+        fields = _stat(pid)
+        if fields is not None and fields[2] == str(self._script):  # the group id is the script's pid
+            return True
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 entries = f.read().split(b"\0")

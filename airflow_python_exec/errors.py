@@ -51,3 +51,7 @@ class ResultError(PythonExecError):
     """
 
     exit_code = 1
+
+
+class SandboxUnavailableError(PythonExecError):
+    """``[python_exec] sandbox = bubblewrap`` but ``bwrap`` is missing or cannot start a sandbox here."""

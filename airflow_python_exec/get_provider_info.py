@@ -10,13 +10,15 @@ from __future__ import annotations
 from airflow_python_exec import __version__
 from airflow_python_exec.settings import OPTIONS, SECTION
 
-_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "lock_timeout": "float", "max_result_bytes": "integer",
+_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "sandbox_network": "boolean", "lock_timeout": "float", "max_result_bytes": "integer",
           "max_source_bytes": "integer"}
 _EXAMPLES = {
     "install_path": "/usr/local",
     "cache_dir": "/var/cache/airflow_python_exec",
     "fernet_key": "<output of airflow-python-exec generate-key>",
     "upload_folder": "/opt/airflow/dags/jobs",
+    "sandbox": "bubblewrap",
+    "sandbox_writable_paths": "/data/out,/srv/exports",
 }
 
 

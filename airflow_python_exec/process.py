@@ -14,6 +14,14 @@ script ended, whatever still writes. On Linux the script is also killed if the p
 it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may
 be called from any thread or from a signal handler: it sends a signal, notes the time and writes one
 byte to a wake-up pipe; the reading loop escalates to SIGKILL after the grace period.
+
+A script started through a *launcher* (the bubblewrap sandbox: ``bwrap`` runs the script as a
+descendant, in its own PID namespace, in the same process group) is asked to stop differently: a
+SIGTERM to the whole group would reach ``bwrap`` too, which dies of it at once, and its
+``--die-with-parent`` then SIGKILLs the sandbox before the script's own SIGTERM handler has run. So
+SIGTERM goes to the launcher's descendants only (the sandbox's pid 1 ignores it: the kernel delivers
+to a namespace's init only the signals it handles), and the script's exit status comes back through
+``bwrap``; SIGKILL still goes to the whole group, ``bwrap`` included, which ends the sandbox.
 """
 
 from __future__ import annotations
@@ -136,11 +144,15 @@ class JobProcess:
     :param env: the complete child environment.
     :param cwd: its working directory.
     :param grace_s: seconds between SIGTERM and SIGKILL when stopped.
+    :param launcher: a command that starts ``argv`` as its descendant (``bwrap ... --``); stops then
+        send SIGTERM past it (see the module's docstring).
     :raises OSError: the executable cannot be started.
     """
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, grace_s: float = STOP_GRACE_S) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, grace_s: float = STOP_GRACE_S,
+                 launcher: tuple[str, ...] | list[str] = ()) -> None:
         self.grace_s = grace_s
+        self._launcher = tuple(launcher)
         self.stopped = False
         self._stop_at: float | None = None
         self._exited = False  # set by the reaper once the script has ended and its leftovers died
@@ -153,7 +165,7 @@ class JobProcess:
             if prefix:
                 _check_executable(argv[0], env, cwd)
             self._popen = subprocess.Popen(
-                [*prefix, *argv],
+                [*prefix, *self._launcher, *argv],
                 env=self._containment.tag(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
@@ -225,14 +237,13 @@ class JobProcess:
         if self._stop_at is None:
             self._stop_at = time.monotonic()
         if not self._exited:
-            self._signal_group(signal.SIGTERM)
-            self._containment.signal(signal.SIGTERM)
+            self._terminate()
         self._wake(_STOP)
 
     def kill(self) -> None:
         """End the process group now and reap the script (used when the reader is interrupted)."""
         try:
-            self._signal_group(signal.SIGTERM)
+            self._terminate()
             self._reaper.join(timeout=self.grace_s)
         finally:
             if self._reaper.is_alive():  # the script is still running: its group id is still its own
@@ -293,6 +304,15 @@ class JobProcess:
             pass
         finally:
             self._wake_lock.release()
+
+    def _terminate(self) -> None:
+        """SIGTERM to the script's group and to what left it; past the launcher when there is one."""
+        if not self._launcher:
+            self._signal_group(signal.SIGTERM)
+            self._containment.signal(signal.SIGTERM)
+        elif not self._containment.signal(signal.SIGTERM):
+            # Nothing started below the launcher yet (or no /proc): no handler to give a chance to.
+            self._signal_group(signal.SIGTERM)
 
     def _signal_group(self, sig: int) -> None:
         try:

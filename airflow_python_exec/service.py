@@ -10,6 +10,7 @@ result (``PYTHON_EXEC_RESULT_FILE``, else the last line). It needs no running Ai
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +27,7 @@ from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.redaction import Redactor
+from airflow_python_exec.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, PythonEngineValidator
 
@@ -124,7 +126,8 @@ class PythonExecutionService:
         :param on_setup_line: called with each source and environment-provisioning line (prefixed
             ``[python_exec]`` or ``[uv]``); default: this module's logger.
         :param handler_context: a function job's ``context`` (JSON values); default ``{"job_id": ...}``.
-        :raises PythonExecError: the job is refused before its script starts (exit status 2), or
+        :raises PythonExecError: the job is refused before its script starts (exit status 2: among
+            others ``SandboxUnavailableError`` for ``sandbox = bubblewrap`` without a usable bwrap), or
             its source or environment cannot be provisioned (``ProvisioningError``, exit status 3).
         """
         job = job if isinstance(job, PythonJob) else PythonJob.load(job)
@@ -139,6 +142,7 @@ class PythonExecutionService:
             context_env=context_env,
             cwd=cwd,
         )
+        sandbox = sandbox_for(self.settings)  # a missing bwrap is refused before anything is built
         setup_line = on_setup_line or provider_line
         with ExitStack() as stack:
             if self._stop_requested:
@@ -151,6 +155,8 @@ class PythonExecutionService:
             run_env = files.environment(job, source, handler_context)
             command = prepared.command(python, venv, bootstrap=files.bootstrap if source is not None else None,
                                       run_env=run_env)
+            if sandbox is not None:
+                command = _sandboxed(command, sandbox, job, source, venv, python, files)
             if on_secrets is not None and command.secrets:
                 on_secrets(command.secrets)
             if self._stop_requested:
@@ -201,10 +207,12 @@ class PythonExecutionService:
         self, job: PythonJob, command: Command, version: str, on_line: Callable[[str], None] | None
     ) -> RunResult:
         redact = Redactor(command.secrets)
-        log.info("running job %s: %s (Python %s, cwd %s)", job.job_id, " ".join(command.argv), version, command.cwd)
+        log.info("running job %s: %s (Python %s, cwd %s%s)", job.job_id, " ".join(command.argv), version, command.cwd,
+                 ", in a bubblewrap sandbox" if command.launcher else "")
         started = time.monotonic()
         try:
-            process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s)
+            process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s,
+                                 launcher=command.launcher)
         except OSError as exc:
             raise PythonExecError(
                 f"job {job.job_id!r} could not start {command.argv[0]} ({exc.strerror or exc}); "
@@ -247,6 +255,19 @@ class PythonExecutionService:
         self.stop()
         self._interpreter = None
         self._stop_requested = False
+
+
+def _sandboxed(command: Command, sandbox: Sandbox, job: PythonJob, source: JobSource | None, venv: Path | None,
+               python: Path, files: RunFiles) -> Command:
+    """``command`` started inside ``sandbox``: the job folder, working directory, environment,
+    interpreter installation and handler source readable, the run's private folder writable."""
+    readable = [python.parent.parent, Path(os.path.realpath(python)).parent.parent]  # venv or prefix; base prefix
+    if venv is not None:
+        readable.append(venv)
+    if source is not None:
+        readable.append(source.root)
+    prefix = sandbox.prefix(job_folder=job.folder, cwd=command.cwd, readable=readable, writable=[files.folder])
+    return replace(command, launcher=tuple(prefix))
 
 
 def _main_file(job: PythonJob, source: JobSource | None) -> Path | None:

@@ -57,6 +57,22 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "True: the script inherits the worker's environment minus Airflow's own secrets. False: "
         "only PATH, HOME, LANG, LC_*, TZ, TMPDIR and USER.",
     ),
+    "sandbox": (
+        "off",
+        "off: jobs run as the worker's user with its view of the machine. bubblewrap: every job runs "
+        "in a bubblewrap (bwrap) sandbox: own PID, IPC and UTS namespaces, a fresh /proc, the root "
+        "filesystem read-only, a private /tmp, AIRFLOW_HOME, cache_dir and the worker's home hidden; "
+        "a job is refused when bwrap is missing or cannot start. auto: bubblewrap when it works, "
+        "else off with a warning.",
+    ),
+    "sandbox_writable_paths": (
+        "",
+        "Comma-separated absolute folders a sandboxed job may write, besides its private /tmp.",
+    ),
+    "sandbox_network": (
+        "True",
+        "False: a sandboxed job gets its own network namespace with only a loopback (no network).",
+    ),
     "max_result_bytes": (
         "1048576",
         "Largest job result (JSON in PYTHON_EXEC_RESULT_FILE, or the last output line) pushed to XCom "
@@ -118,6 +134,27 @@ def absolute_upload_folder(value: Any) -> Any:
     return absolute_cache_dir(value)
 
 
+def writable_paths(value: Any) -> Any:
+    """``sandbox_writable_paths`` as absolute paths: a comma-separated string (as ``airflow.cfg``
+    writes it) or a list; blanks skipped, ``~`` expanded.
+
+    :raises ValueError: an entry that is relative or holds a NUL byte (the one-line message names it).
+    """
+    if isinstance(value, (str, os.PathLike)):
+        value = os.fspath(value).split(",")
+    if not isinstance(value, (list, tuple)):
+        return value  # pydantic reports the wrong type
+    paths = []
+    for entry in value:
+        text = os.path.expanduser(os.fspath(entry).strip())
+        if not text:
+            continue
+        if "\x00" in text or not os.path.isabs(text):
+            raise ValueError(f"entry {text!r} is not an absolute path; write absolute folders, comma-separated")
+        paths.append(Path(os.path.normpath(text)))
+    return tuple(paths)
+
+
 class EngineSettings(BaseModel):
     """The resolved ``[python_exec]`` options for one engine (immutable).
 
@@ -135,12 +172,17 @@ class EngineSettings(BaseModel):
     python_downloads: Literal["never", "manual", "automatic"] = "never"
     lock_timeout: float = Field(default=600.0, gt=0)
     inherit_env: bool = True
+    sandbox: Literal["off", "bubblewrap", "auto"] = "off"
+    sandbox_writable_paths: tuple[Path, ...] = ()
+    sandbox_network: bool = True
     max_result_bytes: int = Field(default=1_048_576, gt=0)
     max_source_bytes: int = Field(default=536_870_912, gt=0)
     upload_folder: Path | None = None
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)
+    _writable = field_validator("sandbox_writable_paths", mode="before")(writable_paths)
+    _sandbox = field_validator("sandbox", mode="before")(lambda v: v.strip().lower() if isinstance(v, str) else v)
     #: ``fernet_key`` is unset here and ``[core] fernet_key`` is still to be asked of Airflow's
     #: configuration, on the first :meth:`fernet_keys` (set only by the fast configuration path).
     _core_fernet_pending: bool = PrivateAttr(default=False)

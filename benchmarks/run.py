@@ -1,7 +1,11 @@
 """Benchmarks of airflow-python-exec, each figure printed next to a baseline measured in the same run.
 
-    python benchmarks/run.py [environments] [interpreters] [cli] [streaming]   (make bench: all,
+    python benchmarks/run.py [environments] [sandbox] [interpreters] [cli] [streaming]   (make bench: all,
     then benchmarks/peers.py: PythonJobOperator against Airflow's own operators)
+
+sandbox: the bubblewrap sandbox's cost on a warm start (the world-cities environment, a trivial
+script, a new ``PythonExecutionService`` per run), sandboxed against unsandboxed runs interleaved,
+medians of 30; target at most 15 ms more. Also the one-off ``bwrap`` probe, paid once per process.
 
 interpreters: a job with ``python_version`` on a cache hit against the same job without it, each
 run in a new process (as each Airflow task is); target at most 10 ms more.
@@ -227,6 +231,62 @@ def environments(workdir: Path) -> None:
         print(f"{name:<46}{value:>9.3f}  {base_name:<34}{base_value:>8.3f}  {verdict}")
 
 
+def _warm_start(service_settings, job) -> float:
+    """Seconds for one warm start: a new service, ``init``, ``run`` (as each Airflow task does)."""
+    from airflow_python_exec import PythonExecutionService
+
+    started = time.perf_counter()
+    fresh = PythonExecutionService(service_settings)
+    fresh.init()
+    assert fresh.run(job, on_line=lambda _l: None, on_setup_line=lambda _l: None).exit_code == 0
+    fresh.close()
+    return time.perf_counter() - started
+
+
+def sandbox(workdir: Path) -> None:
+    """The bubblewrap sandbox's cost on a warm start: the same job, interleaved, with and without it."""
+    from airflow_python_exec import EngineSettings, PythonJob
+    from airflow_python_exec.sandbox import unusable
+
+    problem = unusable()
+    if problem is not None:
+        print(f"\nSandbox: skipped, {problem}")
+        return
+    job = PythonJob.load(_bench_job(workdir, "bench_sandbox"))
+    plain = EngineSettings(install_path=sys.base_prefix, cache_dir=workdir / "sandbox-cache")
+    boxed = plain.override(sandbox="bubblewrap")
+    for settings in (plain, boxed):  # provisioning, the probe, page cache and .pyc files
+        _warm_start(settings, job)
+    env_python = next(p for p in (workdir / "sandbox-cache" / "envs").iterdir() if p.is_dir()) / "bin" / "python"
+    unboxed, sandboxed, bare = [], [], []
+    for _ in range(30):
+        unboxed.append(_warm_start(plain, job))
+        sandboxed.append(_warm_start(boxed, job))
+        started = time.perf_counter()
+        subprocess.run([str(env_python), str(job.script)], check=True, capture_output=True, cwd=job.folder)
+        bare.append(time.perf_counter() - started)
+    probe = []
+    for _ in range(10):
+        started = time.perf_counter()
+        _probe_uncached()
+        probe.append(time.perf_counter() - started)
+    over_ms = (_median(sandboxed) - _median(unboxed)) * 1000
+    print("\nSandbox (bubblewrap) on a warm start, new service per run, medians of 30 interleaved runs")
+    print(f"{'warm start, sandbox = off':<46}{_median(unboxed) * 1000:>8.1f} ms  "
+          f"(bare <env>/bin/python app.py: {_median(bare) * 1000:.1f} ms)")
+    print(f"{'warm start, sandbox = bubblewrap':<46}{_median(sandboxed) * 1000:>8.1f} ms  "
+          f"{over_ms:+.1f} ms over the unsandboxed warm start (target <= 15 ms): {'met' if over_ms <= 15 else 'missed'}")
+    print(f"{'bwrap probe, once per process (median of 10)':<46}{_median(probe) * 1000:>8.1f} ms")
+
+
+def _probe_uncached() -> None:
+    """Run the bwrap probe again, its per-process cache emptied first."""
+    from airflow_python_exec import sandbox as module
+
+    module._probed.clear()
+    assert module.unusable() is None
+
+
 _WORKER = """
 import sys, time, os
 from pathlib import Path
@@ -361,7 +421,8 @@ def cli(workdir: Path) -> None:
 
 # Environments first: their millisecond figures are sensitive to what ran just before. Right after
 # the streaming section the warm overhead read +14 ms against +4 ms on its own (cause not pinned down).
-SECTIONS = {"environments": environments, "interpreters": interpreters, "cli": cli, "streaming": streaming}
+SECTIONS = {"environments": environments, "sandbox": sandbox, "interpreters": interpreters, "cli": cli,
+            "streaming": streaming}
 
 
 def main() -> None:

@@ -26,7 +26,9 @@ def test_provider_info_declares_every_setting() -> None:
     section = get_provider_info()["config"]["python_exec"]["options"]
     assert set(section) == set(OPTIONS) == {
         "enabled", "install_path", "cache_dir", "fernet_key", "python_downloads", "lock_timeout", "inherit_env",
-        "max_result_bytes", "max_source_bytes", "upload_folder"}
+        "sandbox", "sandbox_writable_paths", "sandbox_network", "max_result_bytes", "max_source_bytes",
+        "upload_folder"}
+    assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"
     assert section["fernet_key"]["sensitive"] is True
     assert section["python_downloads"]["default"] == "never"
     assert section["lock_timeout"]["default"] == "600"

@@ -28,6 +28,7 @@ class PythonExecutionHook(BaseHook):
 
     :param install_path: override ``[python_exec] install_path`` for this hook.
     :param inherit_env: override ``[python_exec] inherit_env`` for this hook.
+    :param sandbox: override ``[python_exec] sandbox`` (``off``, ``bubblewrap`` or ``auto``) for this hook.
     :param settings: complete engine settings (default: ``[python_exec]`` plus the overrides above).
     """
 
@@ -38,12 +39,13 @@ class PythonExecutionHook(BaseHook):
         *,
         install_path: str | None = None,
         inherit_env: bool | None = None,
+        sandbox: str | None = None,
         settings: EngineSettings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = (settings or EngineSettings.from_airflow_config()).override(
-            install_path=install_path, inherit_env=inherit_env
+            install_path=install_path, inherit_env=inherit_env, sandbox=sandbox
         )
         self.service = PythonExecutionService(self.settings)
 

@@ -46,6 +46,8 @@ class PythonJobOperator(BaseOperator):
         by default ``.env`` is left for the script to load with python-dotenv.
     :param install_path: override ``[python_exec] install_path`` for this task.
     :param inherit_env: override ``[python_exec] inherit_env`` (``None``: the setting, True by default).
+    :param sandbox: override ``[python_exec] sandbox`` for this task: ``off``, ``bubblewrap`` or ``auto``
+        (``None``: the setting, ``off`` by default).
     :param cwd: the script's working directory, relative to the job folder; default the job folder
         (templated).
     :param skip_on_exit_code: exit code(s) that skip the task; they add to ``runtimeConfig.exitCodes``.
@@ -81,6 +83,7 @@ class PythonJobOperator(BaseOperator):
         dotenv_as_macros: bool = False,
         install_path: str | None = None,
         inherit_env: bool | None = None,
+        sandbox: str | None = None,
         cwd: str | None = None,
         skip_on_exit_code: int | Container[int] | None = None,
         python_env: PythonEnv | Mapping[str, Any] | None = None,
@@ -98,6 +101,7 @@ class PythonJobOperator(BaseOperator):
         self.dotenv_as_macros = dotenv_as_macros
         self.install_path = install_path
         self.inherit_env = inherit_env
+        self.sandbox = sandbox
         self.cwd = cwd
         self.skip_on_exit_code = (
             (skip_on_exit_code,) if isinstance(skip_on_exit_code, int) else (skip_on_exit_code or ())
@@ -119,7 +123,8 @@ class PythonJobOperator(BaseOperator):
             job = self.make_job(context)
             macros = to_macros(self.macros, f"{type(self).__name__} macros")
             exit_outcome(0, job.exit_codes, self.skip_on_exit_code)  # a bad skip code is refused before the run
-            self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env)
+            self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env,
+                                             sandbox=self.sandbox)
             result = self._hook.run_job(
                 job,
                 context=context,
