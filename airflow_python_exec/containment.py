@@ -109,12 +109,14 @@ class RunContainment:
         deadline = time.monotonic() + REAP_S
         try:
             while self._active and time.monotonic() < deadline:
-                frozen = self._freeze(ended)
+                frozen, seen = self._freeze(ended)
                 for pid in frozen:
                     _kill(pid, signal.SIGKILL)
                 ended.update(frozen)
                 _reap(ended)  # those already dead (a sandbox's pid 1, left to us by bwrap) go at once
-                if not frozen and not ended:
+                # Done only after a scan that found nothing of the run: a process reaped just now
+                # may have handed a child over to us after that scan read our children.
+                if not seen and not ended:
                     break
                 # Let the kernel finish the killed processes and hand their children over to us;
                 # on a busy machine that takes a moment, and nothing may stay a zombie.
@@ -123,21 +125,28 @@ class RunContainment:
             self._active = False
             _running.discard(self)
 
-    def _freeze(self, dead: set[int]) -> list[int]:
+    def _freeze(self, dead: set[int]) -> tuple[list[int], bool]:
         """SIGSTOP the run's live processes, scanning again until a scan finds none new: a stopped
         process cannot fork, so one forking in a loop cannot stay ahead of the sweep. The run's
-        processes found already dead (zombies waiting for us) are added to ``dead`` for reaping."""
+        processes found already dead (zombies waiting for us) are added to ``dead`` for reaping.
+
+        :returns: the processes stopped, and whether any process of the run was found at all."""
         stopped: list[int] = []
+        seen = False
         for _ in range(SWEEP_ROUNDS):
-            found = [pid for pid in self._escaped() if pid not in stopped]
-            dead.update(pid for pid in found if not _alive(pid))
-            new = [pid for pid in found if _alive(pid)]
+            found = {pid: _stat(pid) for pid in self._escaped() if pid not in stopped}
+            seen = seen or bool(found)
+            for fields in found.values():
+                _stop_group(fields)
+            dead.update(pid for pid, fields in found.items() if not _running_stat(fields))
+            new = [pid for pid, fields in found.items() if _running_stat(fields)]
             if not new:
                 break
             for pid in new:
                 _kill(pid, signal.SIGSTOP)
             stopped.extend(new)
-        return stopped
+            _reap(dead)  # thousands of zombies (a fork loop's) would slow every later scan
+        return stopped, seen or bool(stopped)
 
     def _escaped(self) -> list[int]:
         """The run's processes other than the script: below the script, and our children that are
@@ -240,8 +249,29 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def _alive(pid: int) -> bool:
-    fields = _stat(pid)
+    return _running_stat(_stat(pid))
+
+
+def _running_stat(fields: list[str] | None) -> bool:
     return fields is not None and fields[0] not in ("Z", "X")
+
+
+def _stop_group(fields: list[str] | None) -> None:
+    """SIGSTOP the process group of one of the run's processes (its ``stat`` fields), when that
+    group lies outside our own session. A signal to a group reaches every member at once, and a
+    fork racing with it fails, so a process forking in a loop (each child exits after its fork, the
+    pid moves on every iteration, faster than a scan of ``/proc``) is frozen with its whole
+    offspring in one call. The script's session, and every session its processes made, are theirs
+    alone; a group of our own session (a process judged the run's by time only could be in one) is
+    never signalled."""
+    if fields is None:
+        return
+    group, session = int(fields[2]), int(fields[3])
+    if group > 1 and session != os.getsid(0):
+        try:
+            os.killpg(group, signal.SIGSTOP)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def _kill(pid: int, sig: int) -> None:
