@@ -11,11 +11,11 @@ route                                       access                what
 ``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``)    a job bundle (:mod:`.upload`)
 ==========================================  ====================  ===============================
 
-Authentication and authorization are Airflow's own: the core REST API's dependencies
-(``airflow.api_fastapi.core_api.security.requires_access_dag``), which take the JWT from an
-``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie, and ask the
-configured auth manager. No token: 401; a token without the access: 403. The cookie is
-``SameSite=Lax``, so another site's form cannot post to these endpoints with it.
+Authentication is Airflow's own (``airflow.api_fastapi.core_api.security.get_user``: the JWT from an
+``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie). Authorization
+asks the configured auth manager for DAG access *in general* (``is_authorized_dag`` without details:
+no request value, such as a ``?dag_id=``, can widen it); the listing then shows only tasks of the DAGs
+the user may read (``get_authorized_dag_ids``). No token: 401; a token without the access: 403.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow.api_fastapi.core_api.security import get_user
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
@@ -48,29 +50,48 @@ class EncryptBody(BaseModel):
     value: str = Field(max_length=MAX_SECRET_CHARS)
 
 
-def _read_access() -> Any:
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+def _require(user: Any, method: str) -> Any:
+    """403 unless ``user`` may ``method`` DAGs *in general*; returns the user.
 
-    return Depends(requires_access_dag("GET"))
+    Not Airflow's ``requires_access_dag``: on a route without a ``dag_id`` path parameter it takes
+    ``dag_id`` from the query string, so ``?dag_id=<a DAG the user may edit>`` would grant these
+    global actions (encrypt, upload, the whole listing). Here no request value reaches the check.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+
+    if not get_auth_manager().is_authorized_dag(method=method, user=user):
+        raise HTTPException(403, "Forbidden")
+    return user
 
 
-def _edit_access() -> Any:
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+async def reader(user: Any = Depends(get_user)) -> Any:
+    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403."""
+    return _require(user, "GET")
 
-    return Depends(requires_access_dag("PUT"))
+
+async def editor(user: Any = Depends(get_user)) -> Any:
+    """Dependency: the user, who may edit DAGs (``PUT``); 401 without a valid token, else 403."""
+    return _require(user, "PUT")
+
+
+def _readable_dags(user: Any) -> set[str]:
+    """The DAG ids ``user`` may read: the listing shows only their tasks (DAG-level permissions)."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
 
 
 def create_app() -> FastAPI:
     """Build the plugin's FastAPI app (routes in the module docstring)."""
     app = FastAPI(title="Python jobs", description="airflow-python-exec: jobs, Encrypt and Upload",
                   docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    read, edit = [_read_access()], [_edit_access()]
-    app.add_api_route("/api/jobs", api_jobs, methods=["GET"], dependencies=read)
-    app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"], dependencies=read)
+    edit = [Depends(editor)]
+    app.add_api_route("/api/jobs", api_jobs, methods=["GET"])
+    app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"])
     app.add_api_route("/api/encrypt", api_encrypt, methods=["POST"], dependencies=edit)
     app.add_api_route("/api/jobs", api_upload, methods=["POST"], dependencies=edit, status_code=201)
-    app.add_api_route("/", jobs_page, methods=["GET"], dependencies=read, response_class=HTMLResponse)
-    app.add_api_route("/jobs/{job_id}", job_page, methods=["GET"], dependencies=read, response_class=HTMLResponse)
+    app.add_api_route("/", jobs_page, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/jobs/{job_id}", job_page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/encrypt", encrypt_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_api_route("/upload", upload_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_exception_handler(StarletteHTTPException, _http_error)
@@ -80,17 +101,17 @@ def create_app() -> FastAPI:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def api_jobs() -> dict[str, Any]:
+def api_jobs(user: Any = Depends(reader)) -> dict[str, Any]:
     """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
     settings = EngineSettings.from_airflow_config()
-    jobs = catalog.build_catalog(settings.upload_folder)
+    jobs = _catalog(settings, user)
     return {"jobs": [job.as_dict() for job in jobs],
             "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None}
 
 
-def api_job(job_id: str) -> dict[str, Any]:
+def api_job(job_id: str, user: Any = Depends(reader)) -> dict[str, Any]:
     """``GET /api/jobs/{job_id}``: one job; 404 when no job has that ``jobId``."""
-    return _job(job_id).as_dict()
+    return _job(job_id, user).as_dict()
 
 
 def api_encrypt(body: EncryptBody) -> dict[str, str]:
@@ -108,17 +129,17 @@ def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-def jobs_page(request: Request) -> HTMLResponse:
+def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /``: the jobs table, the Encrypt form and the Upload form."""
     settings = EngineSettings.from_airflow_config()
-    jobs = catalog.build_catalog(settings.upload_folder)
+    jobs = _catalog(settings, user)
     return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs],
                    upload_folder=settings.upload_folder)
 
 
-def job_page(request: Request, job_id: str) -> HTMLResponse:
+def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /jobs/{job_id}``: one job's details."""
-    return _render(request, "job.html", job=_job(job_id).as_dict())
+    return _render(request, "job.html", job=_job(job_id, user).as_dict())
 
 
 def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
@@ -135,9 +156,13 @@ def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
 # -- shared --------------------------------------------------------------------------------------
 
 
-def _job(job_id: str) -> catalog.JobEntry:
-    settings = EngineSettings.from_airflow_config()
-    entry = catalog.find_job(catalog.build_catalog(settings.upload_folder), job_id)
+def _catalog(settings: EngineSettings, user: Any) -> list[catalog.JobEntry]:
+    """The catalog as ``user`` may see it: tasks of the DAGs they may read only."""
+    return catalog.build_catalog(settings.upload_folder, readable_dags=_readable_dags(user))
+
+
+def _job(job_id: str, user: Any) -> catalog.JobEntry:
+    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user), job_id)
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
     return entry

@@ -193,14 +193,18 @@ def last_runs(uses: list[TaskUse]) -> None:
 
 
 def build_catalog(upload_folder: Path | None, task_jobs: list[TaskJob] | None = None,
-                  with_runs: bool = True) -> list[JobEntry]:
+                  with_runs: bool = True, readable_dags: set[str] | None = None) -> list[JobEntry]:
     """Every job: those under ``upload_folder`` first, then those the DAGs name (one entry per job folder,
     each with the tasks that run it), then handler jobs made from task arguments.
 
     :param task_jobs: the DAGs' tasks (default: read from the metadata database).
     :param with_runs: look up each DAG's last run.
+    :param readable_dags: the DAG ids the viewer may read (``None``: all); tasks of other DAGs are
+        left out, so neither their job folders nor their runs are shown.
     """
     task_jobs = dag_task_jobs() if task_jobs is None else task_jobs
+    if readable_dags is not None:
+        task_jobs = [tj for tj in task_jobs if tj.dag_id in readable_dags]
     entries: dict[str, JobEntry] = {}
     for folder in uploaded_folders(upload_folder):
         entries[str(folder.resolve())] = load_entry(folder, "upload")

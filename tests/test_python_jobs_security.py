@@ -1,0 +1,70 @@
+"""Security rules of the "Python jobs" UI plugin (README "Python jobs page"): authorization that no
+request value widens, per-DAG listing, no credentials or secrets shown or echoed, CSRF, archive and
+request limits, what an upload may replace. Same harness as tests/test_python_jobs_page.py: the
+plugin's real FastAPI app in a TestClient, real JWTs from Airflow's simple auth manager, real zips.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ENV_SECRET, bearer, bundle, hello_files, post_bundle, tree_digest, write_job
+
+GIT_TOKEN = "ghp_REVIEWtoken0123456789abcdefABCDEF"
+
+
+# -- authorization: no ?dag_id= widening; the listing is filtered per DAG --------------------------
+
+
+@pytest.fixture
+def per_dag_manager(auth, monkeypatch):
+    """An auth manager with DAG-level permissions (as FAB or Keycloak have): every user may list DAGs
+    (``GET`` without details, what Airflow's own DAG list asks) but read and edit the DAG ``mine`` only."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager_type = type(get_auth_manager())
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None):
+        if details is None:
+            return method == "GET"
+        return details.id == "mine"
+
+    monkeypatch.setattr(manager_type, "is_authorized_dag", is_authorized_dag)
+    monkeypatch.setattr(manager_type, "get_authorized_dag_ids", lambda self, *, user, method="GET", **kw: {"mine"})
+
+
+def test_a_dag_id_query_parameter_does_not_grant_encrypt_or_upload(client, auth, key, uploads,
+                                                                  per_dag_manager) -> None:
+    """requires_access_dag("PUT") takes dag_id from the QUERY STRING when the route has no dag_id path
+    parameter. A user allowed to edit one DAG only gets 403 on /api/encrypt, but 200 on
+    /api/encrypt?dag_id=mine, and can upload (replace any job of any DAG) with /api/jobs?dag_id=mine."""
+    headers = bearer(auth, "viewer")
+    assert client.post("/api/encrypt", json={"value": "x"}, headers=headers).status_code == 403  # holds
+    assert client.post("/api/encrypt?dag_id=mine", json={"value": "x"}, headers=headers).status_code == 403
+    data = bundle(hello_files(key))
+    answer = client.post("/api/jobs?dag_id=mine", files={"file": ("hello.zip", data, "application/zip")},
+                         headers=headers)
+    assert answer.status_code == 403, answer.text
+    assert not (uploads / "hello").exists()
+
+
+def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(client, auth, key, uploads, per_dag_manager,
+                                                              tmp_path, monkeypatch) -> None:
+    """With DAG-level permissions, /api/jobs?dag_id=mine (or any user with read on some DAG) lists the
+    tasks, job folders, macros and last runs of EVERY DAG: build_catalog never asks the auth manager
+    which DAGs the user may see (get_authorized_dag_ids)."""
+    from airflow_python_exec.plugins import catalog
+    write_job(tmp_path / "jobs" / "mine_job", job={"jobId": "mine_job"})
+    write_job(tmp_path / "jobs" / "other_job", job={"jobId": "other_job"})
+    monkeypatch.setattr(catalog, "dag_task_jobs", lambda: [
+        catalog.TaskJob("mine", "a", tmp_path / "jobs" / "mine_job", "jobs/mine_job", None),
+        catalog.TaskJob("secret_team_dag", "b", tmp_path / "jobs" / "other_job", "jobs/other_job", None)])
+    monkeypatch.setattr(catalog, "last_runs", lambda uses: None)
+    answer = client.get("/api/jobs?dag_id=mine", headers=bearer(auth, "viewer"))
+    assert answer.status_code == 200
+    assert "secret_team_dag" not in answer.text and "other_job" not in answer.text
