@@ -68,3 +68,59 @@ def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(client, auth, key
     answer = client.get("/api/jobs?dag_id=mine", headers=bearer(auth, "viewer"))
     assert answer.status_code == 200
     assert "secret_team_dag" not in answer.text and "other_job" not in answer.text
+
+
+# -- nothing secret shown: URL credentials, pythonEnv.env values, bare .env lines -------------------
+
+
+def _upload_job(client, auth, files: dict[str, str], name: str = "job.zip"):
+    answer = post_bundle(client, auth, bundle(files, top=None), name=name)
+    assert answer.status_code == 201, answer.text
+    return answer
+
+
+def test_credentials_in_function_source_are_not_shown(client, auth, key, uploads) -> None:
+    """README ("Sources"): "Credentials in a URL are shown as *** in every line and message"
+    (sources.redact_url). catalog.describe_job returns function.source verbatim, so any Viewer reads
+    the git token in /api/jobs, /api/jobs/{id} and the HTML pages."""
+    source = f"git+https://ci-bot:{GIT_TOKEN}@github.com/corp/private.git@main"
+    _upload_job(client, auth, {"app.py": "def fn():\n    return 1\n", "job.json": json.dumps(
+        {"jobId": "fromgit", "packageName": "app.py", "function": {"handler": "mod:fn", "source": source}})})
+    viewer = bearer(auth, "viewer")
+    for answer in (client.get("/api/jobs", headers=viewer), client.get("/api/jobs/fromgit", headers=viewer),
+                   client.get("/jobs/fromgit", headers=viewer), client.get("/", headers=viewer)):
+        assert answer.status_code == 200
+        assert GIT_TOKEN not in answer.text
+
+
+def test_credentials_in_python_env_urls_are_not_shown(client, auth, key, uploads) -> None:
+    """pythonEnv is dumped whole: a PEP 508 direct URL with a token in pythonEnv.requirements (or an
+    index URL) reaches every Viewer unredacted."""
+    req = f"private-lib @ https://__token__:{GIT_TOKEN}@pypi.corp.example/private_lib-1.0-py3-none-any.whl"
+    _upload_job(client, auth, {"app.py": "print(1)\n", "job.json": json.dumps(
+        {"jobId": "withreq", "packageName": "app.py", "pythonEnv": {"requirements": [req]}})})
+    answer = client.get("/api/jobs/withreq", headers=bearer(auth, "viewer"))
+    assert answer.status_code == 200
+    assert GIT_TOKEN not in answer.text
+
+
+def test_python_env_env_values_are_not_shown(client, auth, key, uploads) -> None:
+    """pythonEnv.env is plain environment the job gets (like .env); the page hides .env values but
+    prints pythonEnv.env values to every Viewer. Show its keys only, as for .env (DESIGN says
+    "pythonEnv" is shown: a design decision worth revisiting, severity low)."""
+    _upload_job(client, auth, {"app.py": "print(1)\n", "job.json": json.dumps(
+        {"jobId": "withenv", "packageName": "app.py", "pythonEnv": {"env": {"DB_PASSWORD": ENV_SECRET}}})})
+    answer = client.get("/api/jobs/withenv", headers=bearer(auth, "viewer"))
+    assert answer.status_code == 200
+    assert ENV_SECRET not in answer.text
+
+
+def test_a_dotenv_line_without_equals_is_not_shown_as_a_key(client, auth, key, uploads) -> None:
+    """dotenv_values() turns a bare line (a pasted token, 'password: hunter2') into a KEY with value
+    None; dotenv_keys then shows it. Only show keys that are valid variable names with a value."""
+    files = hello_files(key)
+    files[".env"] = f"REGION=eu\n{ENV_SECRET}\n"
+    post = post_bundle(client, auth, bundle(files))
+    assert post.status_code == 201, post.text
+    answer = client.get("/api/jobs/hello", headers=bearer(auth, "viewer"))
+    assert ENV_SECRET not in answer.text
