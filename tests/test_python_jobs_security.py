@@ -124,3 +124,25 @@ def test_a_dotenv_line_without_equals_is_not_shown_as_a_key(client, auth, key, u
     assert post.status_code == 201, post.text
     answer = client.get("/api/jobs/hello", headers=bearer(auth, "viewer"))
     assert ENV_SECRET not in answer.text
+
+
+# -- nothing served without a token, nothing echoed ------------------------------------------------
+
+
+def test_no_openapi_schema_or_docs_are_served(client) -> None:
+    """FastAPI serves its schema and docs without the routes' auth dependency: none is served."""
+    for path in ("/api/openapi.json", "/openapi.json", "/docs", "/redoc"):
+        assert client.get(path).status_code in (401, 404), path
+
+
+def test_a_refused_encrypt_value_is_not_echoed(client, auth, key) -> None:
+    """FastAPI's default 422 answer returns the submitted input: a too-long secret would come back
+    whole (and reach any proxy or APM capturing error bodies). The page answers HTML, the API JSON."""
+    value = "S3cret" * 11_000
+    for answer in (client.post("/api/encrypt", json={"value": value}, headers=bearer(auth, "admin")),
+                   client.post("/encrypt", data={"value": value}, headers=bearer(auth, "admin"))):
+        assert answer.status_code in (400, 413, 422)
+        assert value[:1000] not in answer.text
+        assert "too long" in answer.text or "at most" in answer.text
+        page = answer.headers["content-type"].startswith("text/html")
+        assert page == (answer.request.url.path == "/encrypt")

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
@@ -83,8 +84,9 @@ def _readable_dags(user: Any) -> set[str]:
 
 def create_app() -> FastAPI:
     """Build the plugin's FastAPI app (routes in the module docstring)."""
+    # No schema or docs: FastAPI serves them without any auth dependency.
     app = FastAPI(title="Python jobs", description="airflow-python-exec: jobs, Encrypt and Upload",
-                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
+                  docs_url=None, redoc_url=None, openapi_url=None)
     edit = [Depends(editor)]
     app.add_api_route("/api/jobs", api_jobs, methods=["GET"])
     app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"])
@@ -95,6 +97,7 @@ def create_app() -> FastAPI:
     app.add_api_route("/encrypt", encrypt_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_api_route("/upload", upload_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     return app
 
 
@@ -201,9 +204,28 @@ def _render(request: Request, template: str, **context: Any) -> HTMLResponse:
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
     """JSON ``{"detail": ...}`` for ``/api/``; for a page, the same message in an HTML page."""
+    return _error(request, exc.status_code, exc.detail, exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> Any:
+    """422 naming what is wrong, without ``input``: FastAPI's default echoes the submitted value,
+    which for ``/encrypt`` is the secret itself."""
+    errors = [{key: value for key, value in error.items() if key not in ("input", "ctx", "url")}
+              for error in exc.errors()]
+    if not _is_api(request):
+        errors = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
+    return _error(request, 422, errors)
+
+
+def _is_api(request: Request) -> bool:
     root = request.scope.get("root_path", "").rstrip("/")
-    if request.url.path.startswith(f"{root}/api/") or request.url.path.startswith("/api/"):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return request.url.path.startswith(f"{root}/api/") or request.url.path.startswith("/api/")
+
+
+def _error(request: Request, status: int, detail: Any, headers: Any = None) -> Any:
+    if _is_api(request):
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    root = request.scope.get("root_path", "").rstrip("/")
     return TEMPLATES.TemplateResponse(request, "error.html", {
-        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), "status": exc.status_code,
-        "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), "status": status,
+        "detail": detail}, status_code=status, headers=headers)
