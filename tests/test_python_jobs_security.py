@@ -146,3 +146,19 @@ def test_a_refused_encrypt_value_is_not_echoed(client, auth, key) -> None:
         assert "too long" in answer.text or "at most" in answer.text
         page = answer.headers["content-type"].startswith("text/html")
         assert page == (answer.request.url.path == "/encrypt")
+
+
+# -- what an upload may replace and where it may write ---------------------------------------------
+
+
+def test_a_job_id_naming_an_existing_file_does_not_move_it_away(client, auth, key, uploads) -> None:
+    """jobId "README.txt" passes SAFE_JOB_ID; install() swaps the existing FILE upload_folder/README.txt
+    with the new folder (renameat2 exchanges a file and a folder) and files it under .versions/. An
+    editor can so move away any non-hidden entry of upload_folder (with upload_folder = the DAGs
+    folder: a DAG file such as etl.py). Only replace an existing upload_folder/<jobId> that is a folder
+    (ideally one this plugin wrote)."""
+    files = hello_files(key)
+    files["job.json"] = json.dumps({**json.loads(files["job.json"]), "jobId": "README.txt"})
+    answer = post_bundle(client, auth, bundle(files))
+    assert answer.status_code == 400, answer.text
+    assert (uploads / "README.txt").is_file()

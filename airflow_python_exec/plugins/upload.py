@@ -31,6 +31,7 @@ import ctypes.util
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -161,22 +162,48 @@ def job_folder_of(root: Path, names: list[PurePosixPath], filename: str) -> Path
 def install(folder: Path, job_id: str, upload_folder: Path) -> Path | None:
     """Put the checked job ``folder`` in place as ``upload_folder/<job_id>``; keep the one it replaces.
 
+    The copy comes first (into ``upload_folder/.incoming-*``, same file system as the target), and only
+    once it succeeded are ``.versions/``, the lock and ``.airflowignore`` set up: a copy that fails
+    leaves ``upload_folder`` as it was.
+
     :returns: ``upload_folder/.versions/<job_id>/<UTC timestamp>`` holding the previous version, or
         ``None`` when there was none.
+    :raises JobConfigError: ``upload_folder/<job_id>`` exists and is not a folder.
     :raises OSError: ``upload_folder`` cannot be written (a partial copy is removed).
     """
     import filelock
 
-    versions = upload_folder / VERSIONS / job_id
-    versions.mkdir(parents=True, exist_ok=True)
-    write_ignore_file(upload_folder)
-    with filelock.FileLock(str(upload_folder / VERSIONS / f"{job_id}.lock")):
-        staged = Path(tempfile.mkdtemp(prefix=".incoming-", dir=versions))
-        try:
-            shutil.copytree(folder, staged, dirs_exist_ok=True)
-            return _swap(staged, upload_folder / job_id, versions / _timestamp(versions))
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
+    target = upload_folder / job_id
+    require_replaceable(target)
+    upload_folder.mkdir(parents=True, exist_ok=True)  # the configured folder may not exist yet
+    staged = Path(tempfile.mkdtemp(prefix=".incoming-", dir=upload_folder))
+    try:
+        shutil.copytree(folder, staged, dirs_exist_ok=True)
+        versions = upload_folder / VERSIONS / job_id
+        versions.mkdir(parents=True, exist_ok=True)
+        write_ignore_file(upload_folder)
+        with filelock.FileLock(str(upload_folder / VERSIONS / f"{job_id}.lock")):
+            require_replaceable(target)  # again under the lock: the check above may be stale
+            return _swap(staged, target, versions / _timestamp(versions))
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def require_replaceable(target: Path) -> None:
+    """Refuse a ``target`` that exists but is not a real folder (``lstat``: a symlink is refused too).
+
+    A ``jobId`` such as ``README.txt`` or ``etl.py`` must not move an unrelated file of
+    ``upload_folder`` away into ``.versions/``.
+
+    :raises JobConfigError: it is a file, a symlink or anything else but a folder.
+    """
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise JobConfigError(f"jobId {target.name!r}: upload_folder/{target.name} exists and is not a job folder; "
+                             "use another jobId or remove that entry")
 
 
 def write_ignore_file(upload_folder: Path) -> None:
