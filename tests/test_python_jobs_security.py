@@ -70,6 +70,49 @@ def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(client, auth, key
     assert "secret_team_dag" not in answer.text and "other_job" not in answer.text
 
 
+# -- CSRF: a cookie-authenticated post must come from this origin ---------------------------------
+
+
+@pytest.mark.parametrize("origin", ["https://evil.example", "https://intranet-wiki.corp.example"])
+def test_cookie_authenticated_upload_from_another_origin_is_refused(client, auth, key, uploads, origin) -> None:
+    """SameSite=Lax stops a cross-SITE form, not a same-site one: any page on a sibling subdomain
+    (wiki.corp.example vs airflow.corp.example, or another port of the same host) is same-site, so the
+    browser sends the _token cookie with its multipart form POST to /python-exec/upload (a CORS-simple
+    request, no preflight) -> the attacker replaces a job's code, which DAGs then run. The server checks
+    neither Origin / Sec-Fetch-Site nor a CSRF token."""
+    client.cookies.set("_token", auth("admin"))
+    try:
+        answer = client.post("/upload", files={"file": ("hello.zip", bundle(hello_files(key, "pwned")), "application/zip")},
+                             headers={"Origin": origin, "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"})
+    finally:
+        client.cookies.clear()
+    assert answer.status_code == 403, answer.status_code
+    assert not (uploads / "hello").exists()
+
+
+
+
+@pytest.mark.parametrize("headers", [{"Origin": "http://testserver"}, {"Referer": "http://testserver/python-exec/"},
+                                     {"Sec-Fetch-Site": "same-origin"}])
+def test_a_cookie_authenticated_form_from_the_page_itself_is_accepted(client, auth, key, headers) -> None:
+    """The page inside Airflow's UI (same origin) keeps working; it may be framed by that origin only."""
+    client.cookies.set("_token", auth("admin"))
+    try:
+        answer = client.post("/encrypt", data={"value": "x"}, headers=headers)
+    finally:
+        client.cookies.clear()
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["x-frame-options"] == "SAMEORIGIN"
+
+
+def test_a_cookie_authenticated_post_without_origin_is_refused(client, auth, key) -> None:
+    client.cookies.set("_token", auth("admin"))
+    try:
+        assert client.post("/encrypt", data={"value": "x"}).status_code == 403
+    finally:
+        client.cookies.clear()
+
+
 # -- nothing secret shown: URL credentials, pythonEnv.env values, bare .env lines -------------------
 
 

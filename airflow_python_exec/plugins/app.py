@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +71,28 @@ async def reader(user: Any = Depends(get_user)) -> Any:
     return _require(user, "GET")
 
 
-async def editor(user: Any = Depends(get_user)) -> Any:
-    """Dependency: the user, who may edit DAGs (``PUT``); 401 without a valid token, else 403."""
+async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
+    """Dependency: the user, who may edit DAGs (``PUT``); 401 without a valid token, else 403.
+
+    A request authenticated by the browser's ``_token`` cookie must also come from this origin
+    (:func:`_same_origin`): ``SameSite=Lax`` stops another *site*, not a sibling subdomain or
+    another port of the same host, whose form post would carry the cookie (CSRF).
+    """
+    if "authorization" not in request.headers and not _same_origin(request):
+        raise HTTPException(403, "cross-origin request refused: post the form from the Python jobs page itself")
     return _require(user, "PUT")
+
+
+def _same_origin(request: Request) -> bool:
+    """The browser says the request comes from this origin: ``Sec-Fetch-Site: same-origin``, else an
+    ``Origin`` (or, without one, a ``Referer``) of this very scheme://host[:port]."""
+    if request.headers.get("sec-fetch-site") == "same-origin":
+        return True
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return False
+    parts = urllib.parse.urlsplit(source)
+    return (parts.scheme, parts.netloc) == (request.url.scheme, request.url.netloc)
 
 
 def _readable_dags(user: Any) -> set[str]:
@@ -196,10 +216,13 @@ def _upload(file: UploadFile) -> Any:
             raise HTTPException(500, f"upload_folder {folder} cannot be written ({exc}); check its permissions")
 
 
-def _render(request: Request, template: str, **context: Any) -> HTMLResponse:
+def _render(request: Request, template: str, *, status_code: int = 200, headers: Any = None,
+            **context: Any) -> HTMLResponse:
+    """An HTML page; framed only by the same origin (the Airflow UI's iframe), against clickjacking."""
     root = request.scope.get("root_path", "").rstrip("/")
     return TEMPLATES.TemplateResponse(request, template, {
-        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context})
+        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context},
+        status_code=status_code, headers={**(headers or {}), "X-Frame-Options": "SAMEORIGIN"})
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
@@ -225,7 +248,4 @@ def _is_api(request: Request) -> bool:
 def _error(request: Request, status: int, detail: Any, headers: Any = None) -> Any:
     if _is_api(request):
         return JSONResponse({"detail": detail}, status_code=status, headers=headers)
-    root = request.scope.get("root_path", "").rstrip("/")
-    return TEMPLATES.TemplateResponse(request, "error.html", {
-        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), "status": status,
-        "detail": detail}, status_code=status, headers=headers)
+    return _render(request, "error.html", status_code=status, headers=headers, status=status, detail=detail)
