@@ -205,3 +205,40 @@ def test_a_job_id_naming_an_existing_file_does_not_move_it_away(client, auth, ke
     answer = post_bundle(client, auth, bundle(files))
     assert answer.status_code == 400, answer.text
     assert (uploads / "README.txt").is_file()
+
+
+def test_a_deeply_nested_bundle_is_refused_with_400_and_leaves_nothing(auth, key, uploads) -> None:
+    """An entry 'a/d/d/.../f.txt' 900-1200 levels deep would make mkdir(parents=True) or copytree raise
+    RecursionError (a 500, leftovers in upload_folder): refused by the archive rules with 400."""
+    from fastapi.testclient import TestClient
+
+    from airflow_python_exec.plugins.app import create_app
+
+    before = tree_digest(uploads)
+    for depth in (900, 1200):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("a/app.py", "print(1)\n")
+            zf.writestr("a/" + "d/" * depth + "f.txt", "x")
+        with TestClient(create_app(), raise_server_exceptions=False) as test_client:
+            answer = post_bundle(test_client, auth, buf.getvalue(), name="a.zip")
+        assert answer.status_code == 400, (depth, answer.status_code)
+        assert "levels deep" in answer.json()["detail"] and len(answer.json()["detail"]) < 400
+        assert tree_digest(uploads) == before
+
+
+
+
+@pytest.mark.parametrize("name,rule", [("/".join(["d"] * 65) + "/f", "levels deep"),
+                                       ("/".join(["d" * 200] * 6), "characters"),
+                                       ("a/" + "é" * 128, "bytes")])
+def test_the_archive_rules_limit_depth_and_name_lengths(tmp_path, name, rule) -> None:
+    """The rule is Sources' own, so a runtime zip source gets it too."""
+    from airflow_python_exec.errors import JobConfigError
+    from airflow_python_exec.sources import check_archive
+
+    archive = tmp_path / "deep.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr(name, "x")
+    with pytest.raises(JobConfigError, match=rule):
+        check_archive(archive, "source 'deep.zip'")
