@@ -18,6 +18,40 @@ from conftest import ENV_SECRET, bearer, bundle, hello_files, post_bundle, tree_
 GIT_TOKEN = "ghp_REVIEWtoken0123456789abcdefABCDEF"
 
 
+class BodyCounter:
+    """ASGI wrapper counting the request-body bytes the wrapped app actually pulled from the client."""
+
+    def __init__(self, app) -> None:
+        self.app, self.received = app, 0
+
+    async def __call__(self, scope, receive, send):
+        async def counting_receive():
+            message = await receive()
+            if message.get("type") == "http.request":
+                self.received += len(message.get("body", b""))
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+@pytest.fixture
+def counted(auth):
+    from fastapi.testclient import TestClient
+
+    from airflow_python_exec.plugins.app import create_app
+
+    counter = BodyCounter(create_app())
+    with TestClient(counter) as test_client:
+        yield test_client, counter
+
+
+def multipart(name: str, payload: bytes) -> tuple[bytes, dict[str, str]]:
+    boundary = "reviewboundary7MA4YWxkTrZu0gW"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+            "Content-Type: application/zip\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
 # -- authorization: no ?dag_id= widening; the listing is filtered per DAG --------------------------
 
 
@@ -242,3 +276,38 @@ def test_the_archive_rules_limit_depth_and_name_lengths(tmp_path, name, rule) ->
         zf.writestr(name, "x")
     with pytest.raises(JobConfigError, match=rule):
         check_archive(archive, "source 'deep.zip'")
+
+
+# -- request size: nothing read before authentication, nothing past the limit -------------------
+
+
+def test_an_unauthenticated_upload_body_is_not_read(counted) -> None:
+    """FastAPI parses the multipart form (await request.form(), spooled to disk past 1 MB) BEFORE
+    solving the route's auth dependency: a client WITHOUT a token makes the api-server read and
+    store an arbitrarily large body, then gets 401. (8 MB here; gigabytes work the same.)"""
+    test_client, counter = counted
+    body, headers = multipart("big.zip", b"\0" * (8 * 1024 * 1024))
+    answer = test_client.post("/upload", content=body, headers=headers)
+    assert answer.status_code == 401
+    assert counter.received < 1024 * 1024, f"read {counter.received} bytes before answering 401"
+
+
+def test_an_upload_larger_than_the_limit_is_refused_before_it_is_read(counted, auth, key, uploads,
+                                                                       monkeypatch) -> None:
+    """Authenticated: _upload copies the whole UploadFile into a second temp file (shutil.copyfileobj,
+    no limit) before check_archive looks at max_source_bytes; nothing bounds the request size."""
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__MAX_SOURCE_BYTES", "100000")
+    test_client, counter = counted
+    body, headers = multipart("big.zip", b"\0" * (8 * 1024 * 1024))
+    answer = test_client.post("/api/jobs", content=body, headers={**headers, **bearer(auth, "admin")})
+    assert answer.status_code in (400, 413)
+    assert counter.received < 2 * 1024 * 1024, f"read {counter.received} bytes of an over-limit upload"
+
+
+def test_an_upload_without_content_length_is_cut_at_the_limit(client, auth, key, uploads, monkeypatch) -> None:
+    """A chunked body has no Content-Length for BodyGuard to check: the copy stops at the limit."""
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__MAX_SOURCE_BYTES", "100000")
+    body, headers = multipart("big.zip", b"\0" * (3 * 1024 * 1024))
+    answer = client.post("/api/jobs", content=iter([body]), headers={**headers, **bearer(auth, "admin")})
+    assert answer.status_code == 413, answer.text
+    assert [p.name for p in uploads.iterdir()] == ["README.txt"]

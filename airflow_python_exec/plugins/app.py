@@ -20,7 +20,6 @@ the user may read (``get_authorized_dag_ids``). No token: 401; a token without t
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import urllib.parse
 from pathlib import Path
@@ -44,6 +43,47 @@ from airflow_python_exec.settings import EngineSettings
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 #: Largest value the Encrypt form takes (a secret, not a file).
 MAX_SECRET_CHARS = 65_536
+#: Room a request body gets beyond ``max_source_bytes``: multipart framing and the zip's own headers.
+BODY_SLACK_BYTES = 1_048_576
+_CHUNK = 1_048_576
+
+
+def max_body_bytes() -> int:
+    """The largest request body taken: ``[python_exec] max_source_bytes`` plus :data:`BODY_SLACK_BYTES`."""
+    return EngineSettings.from_airflow_config().max_source_bytes + BODY_SLACK_BYTES
+
+
+class BodyGuard:
+    """ASGI middleware answering before any request body is read: 401 when a request with a body has
+    neither an ``Authorization`` header nor the ``_token`` cookie, 413 when its ``Content-Length``
+    passes :func:`max_body_bytes`.
+
+    FastAPI parses (and spools to disk) a whole form before it solves the auth dependency, so
+    without this anyone could make the api-server read and store any amount of data.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            request = Request(scope)
+            refusal = _body_refusal(request)
+            if refusal is not None:
+                await _error(request, *refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _body_refusal(request: Request) -> tuple[int, str] | None:
+    """``(status, detail)`` for a body that must not be read, else ``None``."""
+    if "authorization" not in request.headers and "_token" not in request.cookies:
+        return 401, "Not authenticated"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_body_bytes():
+        return 413, (f"the request has {length} bytes, more than [python_exec] max_source_bytes allows "
+                     f"({max_body_bytes()}); upload a smaller bundle")
+    return None
 
 
 class EncryptBody(BaseModel):
@@ -118,6 +158,7 @@ def create_app() -> FastAPI:
     app.add_api_route("/upload", upload_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyGuard)
     return app
 
 
@@ -206,7 +247,7 @@ def _upload(file: UploadFile) -> Any:
         raise HTTPException(403, str(exc)) from None
     name = file.filename or "upload.zip"
     with tempfile.NamedTemporaryFile(prefix="python-exec-upload-", suffix=".zip") as spool:
-        shutil.copyfileobj(file.file, spool)
+        _spool(file, spool, max_body_bytes())
         spool.flush()
         try:
             return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
@@ -214,6 +255,18 @@ def _upload(file: UploadFile) -> Any:
             raise HTTPException(400, str(exc)) from None
         except OSError as exc:
             raise HTTPException(500, f"upload_folder {folder} cannot be written ({exc}); check its permissions")
+
+
+def _spool(file: UploadFile, spool: Any, limit: int) -> None:
+    """Copy the upload in chunks, stopping with 413 past ``limit`` bytes (a body without a
+    ``Content-Length`` was not bounded by :class:`BodyGuard`)."""
+    total = 0
+    for chunk in iter(lambda: file.file.read(_CHUNK), b""):
+        total += len(chunk)
+        if total > limit:
+            raise HTTPException(413, f"the upload has more than {limit} bytes, more than [python_exec] "
+                                     "max_source_bytes allows; upload a smaller bundle")
+        spool.write(chunk)
 
 
 def _render(request: Request, template: str, *, status_code: int = 200, headers: Any = None,
