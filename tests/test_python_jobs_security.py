@@ -241,6 +241,35 @@ def test_a_job_id_naming_an_existing_file_does_not_move_it_away(client, auth, ke
     assert (uploads / "README.txt").is_file()
 
 
+def test_upload_folder_equal_to_the_dags_folder_does_not_hide_every_dag(client, auth, key, tmp_path,
+                                                                        monkeypatch) -> None:
+    """An upload writes upload_folder/.airflowignore '*': in a folder holding DAG files (or a bundle
+    root) that would hide every DAG. Such an upload is refused with one line naming the setting."""
+    from airflow.utils.file import list_py_file_paths
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / "etl.py").write_text("from airflow.sdk import DAG\ndag = DAG('etl')\n")
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(dags))
+    assert [Path(p).name for p in list_py_file_paths(str(dags))] == ["etl.py"]
+    answer = post_bundle(client, auth, bundle(hello_files(key)))
+    assert answer.status_code == 400, answer.text
+    assert "upload_folder" in answer.json()["detail"] and "\n" not in answer.json()["detail"]
+    assert [Path(p).name for p in list_py_file_paths(str(dags))] == ["etl.py"]
+
+
+
+
+def test_upload_folder_equal_to_a_dag_bundle_root_is_refused(client, auth, key, tmp_path, monkeypatch) -> None:
+    dags = tmp_path / "bundle"
+    dags.mkdir()
+    monkeypatch.setenv("AIRFLOW__CORE__DAGS_FOLDER", str(dags))
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(dags))
+    answer = post_bundle(client, auth, bundle(hello_files(key)))
+    assert answer.status_code == 400 and "DAG bundle root" in answer.json()["detail"], answer.text
+    assert list(dags.iterdir()) == []
+
+
 def test_a_deeply_nested_bundle_is_refused_with_400_and_leaves_nothing(auth, key, uploads) -> None:
     """An entry 'a/d/d/.../f.txt' 900-1200 levels deep would make mkdir(parents=True) or copytree raise
     RecursionError (a 500, leftovers in upload_folder): refused by the archive rules with 400."""

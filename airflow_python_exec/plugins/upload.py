@@ -98,6 +98,40 @@ def require_upload_folder(upload_folder: Path | None) -> Path:
     return upload_folder
 
 
+def require_dedicated(upload_folder: Path) -> None:
+    """Refuse an ``upload_folder`` that is a DAG bundle root or holds ``.py`` files of its own.
+
+    An upload writes ``upload_folder/.airflowignore`` ignoring everything below it; in such a folder
+    that would hide every DAG from the DAG processor.
+
+    :raises JobConfigError: one line naming the setting and the fix.
+    """
+    roots = _bundle_roots()
+    py_files = sorted(p.name for p in upload_folder.glob("*.py")) if upload_folder.is_dir() else []
+    if upload_folder.resolve() in roots or py_files:
+        why = f"holds DAG files ({', '.join(py_files[:3])})" if py_files else "is a DAG bundle root"
+        raise JobConfigError(
+            f"[python_exec] upload_folder {upload_folder} {why}: its .airflowignore would hide every DAG; "
+            f"set upload_folder to a dedicated empty sub-folder, e.g. {upload_folder / 'uploads'}")
+
+
+def _bundle_roots() -> set[Path]:
+    """``[core] dags_folder`` and the paths of the configured DAG bundles that have one."""
+    from airflow.configuration import conf
+
+    roots = {Path(conf.get("core", "dags_folder")).expanduser().resolve()}
+    try:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+        for bundle in DagBundlesManager().get_all_dag_bundles():
+            path = getattr(bundle, "path", None)
+            if path:
+                roots.add(Path(path).resolve())
+    except Exception:  # a bundle that cannot be built here (git, credentials) has no local root to compare
+        pass
+    return roots
+
+
 def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
                   max_bytes: int = MAX_SOURCE_BYTES, max_entries: int | None = None) -> Uploaded:
     """Check the job bundle ``archive`` and, when every rule holds, install it under ``upload_folder``.
@@ -112,6 +146,7 @@ def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
     :raises OSError: ``upload_folder`` cannot be written.
     """
     display = f"upload {filename!r}"
+    require_dedicated(upload_folder)
     max_entries = MAX_ENTRIES if max_entries is None else max_entries
     with unpacked(archive, filename, display, upload_folder, max_bytes, max_entries) as folder:
         job = PythonJob.load(folder)  # every job rule, as a run applies them
