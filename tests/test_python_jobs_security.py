@@ -15,7 +15,7 @@ import pytest
 
 from conftest import ENV_SECRET, bearer, bundle, hello_files, post_bundle, tree_digest, write_job
 
-GIT_TOKEN = "ghp_REVIEWtoken0123456789abcdefABCDEF"
+GIT_TOKEN = "ghp_TESTtoken0123456789abcdefABCDEF"
 
 
 class BodyCounter:
@@ -46,7 +46,7 @@ def counted(auth):
 
 
 def multipart(name: str, payload: bytes) -> tuple[bytes, dict[str, str]]:
-    boundary = "reviewboundary7MA4YWxkTrZu0gW"
+    boundary = "testboundary7MA4YWxkTrZu0gW"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
             "Content-Type: application/zip\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
@@ -74,9 +74,8 @@ def per_dag_manager(auth, monkeypatch):
 
 def test_a_dag_id_query_parameter_does_not_grant_encrypt_or_upload(client, auth, key, uploads,
                                                                   per_dag_manager) -> None:
-    """requires_access_dag("PUT") takes dag_id from the QUERY STRING when the route has no dag_id path
-    parameter. A user allowed to edit one DAG only gets 403 on /api/encrypt, but 200 on
-    /api/encrypt?dag_id=mine, and can upload (replace any job of any DAG) with /api/jobs?dag_id=mine."""
+    """Airflow's requires_access_dag takes dag_id from the query string on these routes; ours does not:
+    a user allowed to edit one DAG only cannot encrypt or upload with ``?dag_id=mine``."""
     headers = bearer(auth, "viewer")
     assert client.post("/api/encrypt", json={"value": "x"}, headers=headers).status_code == 403  # holds
     assert client.post("/api/encrypt?dag_id=mine", json={"value": "x"}, headers=headers).status_code == 403
@@ -89,10 +88,9 @@ def test_a_dag_id_query_parameter_does_not_grant_encrypt_or_upload(client, auth,
 
 def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(client, auth, key, uploads, per_dag_manager,
                                                               tmp_path, monkeypatch) -> None:
-    """With DAG-level permissions, /api/jobs?dag_id=mine (or any user with read on some DAG) lists the
-    tasks, job folders, macros and last runs of EVERY DAG: build_catalog never asks the auth manager
-    which DAGs the user may see (get_authorized_dag_ids)."""
+    """Tasks, job folders and runs of DAGs the user may not read (get_authorized_dag_ids) are not listed."""
     from airflow_python_exec.plugins import catalog
+
     write_job(tmp_path / "jobs" / "mine_job", job={"jobId": "mine_job"})
     write_job(tmp_path / "jobs" / "other_job", job={"jobId": "other_job"})
     monkeypatch.setattr(catalog, "dag_task_jobs", lambda: [
@@ -109,11 +107,8 @@ def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(client, auth, key
 
 @pytest.mark.parametrize("origin", ["https://evil.example", "https://intranet-wiki.corp.example"])
 def test_cookie_authenticated_upload_from_another_origin_is_refused(client, auth, key, uploads, origin) -> None:
-    """SameSite=Lax stops a cross-SITE form, not a same-site one: any page on a sibling subdomain
-    (wiki.corp.example vs airflow.corp.example, or another port of the same host) is same-site, so the
-    browser sends the _token cookie with its multipart form POST to /python-exec/upload (a CORS-simple
-    request, no preflight) -> the attacker replaces a job's code, which DAGs then run. The server checks
-    neither Origin / Sec-Fetch-Site nor a CSRF token."""
+    """SameSite=Lax stops a cross-SITE form, not a same-site one (a sibling subdomain, another port):
+    the browser sends the _token cookie with that form's POST, which would replace a job's code."""
     client.cookies.set("_token", auth("admin"))
     try:
         answer = client.post("/upload", files={"file": ("hello.zip", bundle(hello_files(key, "pwned")), "application/zip")},
@@ -122,8 +117,6 @@ def test_cookie_authenticated_upload_from_another_origin_is_refused(client, auth
         client.cookies.clear()
     assert answer.status_code == 403, answer.status_code
     assert not (uploads / "hello").exists()
-
-
 
 
 @pytest.mark.parametrize("headers", [{"Origin": "http://testserver"}, {"Referer": "http://testserver/python-exec/"},
@@ -157,9 +150,7 @@ def _upload_job(client, auth, files: dict[str, str], name: str = "job.zip"):
 
 
 def test_credentials_in_function_source_are_not_shown(client, auth, key, uploads) -> None:
-    """README ("Sources"): "Credentials in a URL are shown as *** in every line and message"
-    (sources.redact_url). catalog.describe_job returns function.source verbatim, so any Viewer reads
-    the git token in /api/jobs, /api/jobs/{id} and the HTML pages."""
+    """A git token in function.source is shown as *** (sources.redact_url), in the API and the pages."""
     source = f"git+https://ci-bot:{GIT_TOKEN}@github.com/corp/private.git@main"
     _upload_job(client, auth, {"app.py": "def fn():\n    return 1\n", "job.json": json.dumps(
         {"jobId": "fromgit", "packageName": "app.py", "function": {"handler": "mod:fn", "source": source}})})
@@ -171,8 +162,7 @@ def test_credentials_in_function_source_are_not_shown(client, auth, key, uploads
 
 
 def test_credentials_in_python_env_urls_are_not_shown(client, auth, key, uploads) -> None:
-    """pythonEnv is dumped whole: a PEP 508 direct URL with a token in pythonEnv.requirements (or an
-    index URL) reaches every Viewer unredacted."""
+    """A token in a PEP 508 direct URL of pythonEnv.requirements is shown as ***."""
     req = f"private-lib @ https://__token__:{GIT_TOKEN}@pypi.corp.example/private_lib-1.0-py3-none-any.whl"
     _upload_job(client, auth, {"app.py": "print(1)\n", "job.json": json.dumps(
         {"jobId": "withreq", "packageName": "app.py", "pythonEnv": {"requirements": [req]}})})
@@ -182,9 +172,7 @@ def test_credentials_in_python_env_urls_are_not_shown(client, auth, key, uploads
 
 
 def test_python_env_env_values_are_not_shown(client, auth, key, uploads) -> None:
-    """pythonEnv.env is plain environment the job gets (like .env); the page hides .env values but
-    prints pythonEnv.env values to every Viewer. Show its keys only, as for .env (DESIGN says
-    "pythonEnv" is shown: a design decision worth revisiting, severity low)."""
+    """pythonEnv.env is environment the job gets, like .env: only its keys are shown."""
     _upload_job(client, auth, {"app.py": "print(1)\n", "job.json": json.dumps(
         {"jobId": "withenv", "packageName": "app.py", "pythonEnv": {"env": {"DB_PASSWORD": ENV_SECRET}}})})
     answer = client.get("/api/jobs/withenv", headers=bearer(auth, "viewer"))
@@ -193,8 +181,7 @@ def test_python_env_env_values_are_not_shown(client, auth, key, uploads) -> None
 
 
 def test_a_dotenv_line_without_equals_is_not_shown_as_a_key(client, auth, key, uploads) -> None:
-    """dotenv_values() turns a bare line (a pasted token, 'password: hunter2') into a KEY with value
-    None; dotenv_keys then shows it. Only show keys that are valid variable names with a value."""
+    """dotenv_values() turns a bare line (a pasted token) into a key without value: not shown."""
     files = hello_files(key)
     files[".env"] = f"REGION=eu\n{ENV_SECRET}\n"
     post = post_bundle(client, auth, bundle(files))
@@ -229,11 +216,8 @@ def test_a_refused_encrypt_value_is_not_echoed(client, auth, key) -> None:
 
 
 def test_a_job_id_naming_an_existing_file_does_not_move_it_away(client, auth, key, uploads) -> None:
-    """jobId "README.txt" passes SAFE_JOB_ID; install() swaps the existing FILE upload_folder/README.txt
-    with the new folder (renameat2 exchanges a file and a folder) and files it under .versions/. An
-    editor can so move away any non-hidden entry of upload_folder (with upload_folder = the DAGs
-    folder: a DAG file such as etl.py). Only replace an existing upload_folder/<jobId> that is a folder
-    (ideally one this plugin wrote)."""
+    """jobId "README.txt" is a safe folder name, but upload_folder/README.txt is a file: renameat2 would
+    exchange it with the new folder and move it under .versions/. Refused with 400, the file stays."""
     files = hello_files(key)
     files["job.json"] = json.dumps({**json.loads(files["job.json"]), "jobId": "README.txt"})
     answer = post_bundle(client, auth, bundle(files))
@@ -311,9 +295,8 @@ def test_the_archive_rules_limit_depth_and_name_lengths(tmp_path, name, rule) ->
 
 
 def test_an_unauthenticated_upload_body_is_not_read(counted) -> None:
-    """FastAPI parses the multipart form (await request.form(), spooled to disk past 1 MB) BEFORE
-    solving the route's auth dependency: a client WITHOUT a token makes the api-server read and
-    store an arbitrarily large body, then gets 401. (8 MB here; gigabytes work the same.)"""
+    """FastAPI parses (and spools) a form before the auth dependency runs: without credentials the
+    answer is 401 before the body is read."""
     test_client, counter = counted
     body, headers = multipart("big.zip", b"\0" * (8 * 1024 * 1024))
     answer = test_client.post("/upload", content=body, headers=headers)
@@ -323,13 +306,12 @@ def test_an_unauthenticated_upload_body_is_not_read(counted) -> None:
 
 def test_an_upload_larger_than_the_limit_is_refused_before_it_is_read(counted, auth, key, uploads,
                                                                        monkeypatch) -> None:
-    """Authenticated: _upload copies the whole UploadFile into a second temp file (shutil.copyfileobj,
-    no limit) before check_archive looks at max_source_bytes; nothing bounds the request size."""
+    """A Content-Length past max_source_bytes (plus framing) is refused before the body is read."""
     monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__MAX_SOURCE_BYTES", "100000")
     test_client, counter = counted
     body, headers = multipart("big.zip", b"\0" * (8 * 1024 * 1024))
     answer = test_client.post("/api/jobs", content=body, headers={**headers, **bearer(auth, "admin")})
-    assert answer.status_code in (400, 413)
+    assert answer.status_code == 413
     assert counter.received < 2 * 1024 * 1024, f"read {counter.received} bytes of an over-limit upload"
 
 

@@ -17,8 +17,8 @@ Order of work, so that a refused bundle leaves ``upload_folder`` untouched:
    ``max_source_bytes`` bytes), then unpacked (:func:`~airflow_python_exec.sources.extract_archive`)
    into a temporary folder outside ``upload_folder``;
 2. every job rule, by loading it exactly as a run would (``PythonJob.load``);
-3. only then, under a per-job lock: copied into ``upload_folder/.versions/<jobId>/.incoming-*``
-   (same file system), and swapped with ``upload_folder/<jobId>`` by one ``rename`` (Linux
+3. only then: copied into ``upload_folder/.incoming-*`` (same file system), and, under a per-job
+   lock, swapped with ``upload_folder/<jobId>`` by one ``rename`` (Linux
    ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames), the previous version kept as
    ``upload_folder/.versions/<jobId>/<UTC timestamp>/``.
 """
