@@ -62,6 +62,12 @@ from airflow_python_exec.logs import PREFIX, provider_line
 MAX_SOURCE_BYTES = 536_870_912
 #: Most entries (files and folders) an archive or a git tree may hold.
 MAX_ENTRIES = 100_000
+#: Deepest entry (path components), longest entry path (characters) and longest component (bytes,
+#: the usual file system limit) an archive may hold: past these, unpacking or copying a tree hits
+#: Python's recursion limit or the OS's name limits (an unclear 500 instead of a refusal).
+MAX_DEPTH = 64
+MAX_PATH_CHARS = 1024
+MAX_NAME_BYTES = 255
 MARKER_SUFFIX = ".provisioned"
 
 _HEX = re.compile(r"[0-9a-f]+\Z")
@@ -593,9 +599,23 @@ def _member_path(info: zipfile.ZipInfo, display: str) -> PurePosixPath:
         refusal = "is a socket"
     elif info.flag_bits & 0x1:
         refusal = "is encrypted"
+    else:
+        refusal = _too_deep_or_long(posix)
     if refusal:
-        raise JobConfigError(f"{display}: entry {name!r} {refusal}; the archive is refused, remove that entry")
+        shown = name if len(name) <= 120 else f"{name[:60]}...{name[-40:]}"  # a refusal stays readable
+        raise JobConfigError(f"{display}: entry {shown!r} {refusal}; the archive is refused, remove that entry")
     return PurePosixPath(*(p for p in posix.parts if p != "."))
+
+
+def _too_deep_or_long(posix: PurePosixPath) -> str | None:
+    """Why an entry path breaks the depth or length limits, or ``None``."""
+    if len(posix.parts) > MAX_DEPTH:
+        return f"is nested {len(posix.parts)} levels deep, more than {MAX_DEPTH}"
+    if len(str(posix)) > MAX_PATH_CHARS:
+        return f"has a path of {len(str(posix))} characters, more than {MAX_PATH_CHARS}"
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in posix.parts):
+        return f"has a name longer than {MAX_NAME_BYTES} bytes"
+    return None
 
 
 def _too_big(display: str, limit: int) -> str:

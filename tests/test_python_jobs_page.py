@@ -4,125 +4,16 @@ Airflow's simple auth manager (users ``admin`` and ``viewer``), real zip bundles
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import os
 import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from airflow_python_exec.crypto import decrypt, encrypt, generate_key, multi_fernet
-from conftest import write_job
+from airflow_python_exec.crypto import decrypt, encrypt, multi_fernet
+from conftest import ENV_SECRET, SECRET, bearer, bundle, hello_files, post_bundle, tree_digest, write_job
 from test_airflow import dags, load_dag, run_dag  # noqa: F401 - dags is a fixture
-
-SECRET = "plain-secret-value-4711"
-ENV_SECRET = "dotenv-secret-value-0815"
-
-
-@pytest.fixture(scope="module")
-def auth(tmp_path_factory):
-    """Airflow's simple auth manager with users admin (role admin) and viewer (role viewer); yields a
-    function making a real JWT for a user name."""
-    from airflow.api_fastapi.app import init_auth_manager, purge_cached_app
-    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-
-    mp = pytest.MonkeyPatch()
-    home = tmp_path_factory.mktemp("auth")
-    mp.setenv("AIRFLOW__CORE__AUTH_MANAGER",
-              "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
-    mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
-    mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(home / "passwords.json"))
-    mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-" + generate_key())
-    purge_cached_app()
-    manager = init_auth_manager()
-    roles = {"admin": "admin", "viewer": "viewer"}
-    yield lambda user: manager.generate_jwt(SimpleAuthManagerUser(username=user, role=roles[user]))
-    purge_cached_app()
-    mp.undo()
-
-
-@pytest.fixture
-def key(monkeypatch, tmp_path) -> str:
-    """The server's Fernet key, this interpreter as install path, a private cache."""
-    fernet_key = generate_key()
-    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__FERNET_KEY", fernet_key)
-    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__INSTALL_PATH", sys.prefix)
-    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__CACHE_DIR", str(tmp_path / "cache"))
-    return fernet_key
-
-
-@pytest.fixture
-def uploads(monkeypatch, tmp_path) -> Path:
-    """``[python_exec] upload_folder``, set and existing (with one unrelated file in it)."""
-    folder = tmp_path / "dags" / "uploads"
-    folder.mkdir(parents=True)
-    (folder / "README.txt").write_text("jobs uploaded through the UI\n")
-    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(folder))
-    return folder
-
-
-@pytest.fixture
-def client(auth):
-    """A TestClient of the plugin's app, and headers per user."""
-    from fastapi.testclient import TestClient
-
-    from airflow_python_exec.plugins.app import create_app
-
-    with TestClient(create_app()) as test_client:
-        yield test_client
-
-
-def bearer(auth, user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {auth(user)}"}
-
-
-def bundle(files: dict[str, str | bytes], *, top: str | None = "hello", links: dict[str, str] | None = None,
-           extra: list[zipfile.ZipInfo] | None = None) -> bytes:
-    """A zip of a job folder: ``files`` under ``top/`` (or at the root), plus symlinks and raw entries."""
-    buf = io.BytesIO()
-    prefix = f"{top}/" if top else ""
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, content in files.items():
-            zf.writestr(prefix + name, content)
-        for name, target in (links or {}).items():
-            info = zipfile.ZipInfo(prefix + name)
-            info.external_attr = (0o120777 << 16)
-            zf.writestr(info, target)
-        for info in extra or []:
-            zf.writestr(info, b"x")
-    return buf.getvalue()
-
-
-def hello_files(key: str, message: str = "v1") -> dict[str, str]:
-    """A job with a plain macro, a secure macro and a .env; it prints its message and the secret's length."""
-    return {
-        "app.py": f"import os\nprint('hello {message}', len(os.environ['API_TOKEN']))\n",
-        "job.json": json.dumps({"jobId": "hello", "packageName": "app.py", "runtimeConfig": {"macros": [
-            {"key": "APP_NAME", "value": "demo"},
-            {"key": "API_TOKEN", "value": encrypt(SECRET, [key]), "secure": True}]}}),
-        ".env": f"DB_PASSWORD={ENV_SECRET}\nREGION=eu\n",
-    }
-
-
-def post_bundle(client, auth, data: bytes, name: str = "hello.zip", user: str = "admin"):
-    return client.post("/api/jobs", files={"file": (name, data, "application/zip")}, headers=bearer(auth, user))
-
-
-def tree_digest(folder: Path) -> str:
-    """A digest of every path, type and file content under ``folder``."""
-    digest = hashlib.sha256()
-    for path in sorted(folder.rglob("*")):
-        digest.update(str(path.relative_to(folder)).encode() + b"\0")
-        if path.is_symlink():
-            digest.update(b"L" + os.readlink(path).encode())
-        elif path.is_file():
-            digest.update(b"F" + path.read_bytes())
-        else:
-            digest.update(b"D")
-    return digest.hexdigest()
 
 
 def assert_no_secret(text: str, *tokens: str) -> None:

@@ -11,25 +11,28 @@ route                                       access                what
 ``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``)    a job bundle (:mod:`.upload`)
 ==========================================  ====================  ===============================
 
-Authentication and authorization are Airflow's own: the core REST API's dependencies
-(``airflow.api_fastapi.core_api.security.requires_access_dag``), which take the JWT from an
-``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie, and ask the
-configured auth manager. No token: 401; a token without the access: 403. The cookie is
-``SameSite=Lax``, so another site's form cannot post to these endpoints with it.
+Authentication is Airflow's own (``airflow.api_fastapi.core_api.security.get_user``: the JWT from an
+``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie). Authorization
+asks the configured auth manager for DAG access *in general* (``is_authorized_dag`` without details:
+no request value, such as a ``?dag_id=``, can widen it); the listing then shows only tasks of the DAGs
+the user may read (``get_authorized_dag_ids``). No token: 401; a token without the access: 403.
 """
 
 from __future__ import annotations
 
-import shutil
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow.api_fastapi.core_api.security import get_user
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
@@ -40,6 +43,47 @@ from airflow_python_exec.settings import EngineSettings
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 #: Largest value the Encrypt form takes (a secret, not a file).
 MAX_SECRET_CHARS = 65_536
+#: Room a request body gets beyond ``max_source_bytes``: multipart framing and the zip's own headers.
+BODY_SLACK_BYTES = 1_048_576
+_CHUNK = 1_048_576
+
+
+def max_body_bytes() -> int:
+    """The largest request body taken: ``[python_exec] max_source_bytes`` plus :data:`BODY_SLACK_BYTES`."""
+    return EngineSettings.from_airflow_config().max_source_bytes + BODY_SLACK_BYTES
+
+
+class BodyGuard:
+    """ASGI middleware answering before any request body is read: 401 when a request with a body has
+    neither an ``Authorization`` header nor the ``_token`` cookie, 413 when its ``Content-Length``
+    passes :func:`max_body_bytes`.
+
+    FastAPI parses (and spools to disk) a whole form before it solves the auth dependency, so
+    without this anyone could make the api-server read and store any amount of data.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] not in ("GET", "HEAD", "OPTIONS"):
+            request = Request(scope)
+            refusal = _body_refusal(request)
+            if refusal is not None:
+                await _error(request, *refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _body_refusal(request: Request) -> tuple[int, str] | None:
+    """``(status, detail)`` for a body that must not be read, else ``None``."""
+    if "authorization" not in request.headers and "_token" not in request.cookies:
+        return 401, "Not authenticated"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > max_body_bytes():
+        return 413, (f"the request has {length} bytes, more than [python_exec] max_source_bytes allows "
+                     f"({max_body_bytes()}); upload a smaller bundle")
+    return None
 
 
 class EncryptBody(BaseModel):
@@ -48,49 +92,90 @@ class EncryptBody(BaseModel):
     value: str = Field(max_length=MAX_SECRET_CHARS)
 
 
-def _read_access() -> Any:
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+def _require(user: Any, method: str) -> Any:
+    """403 unless ``user`` may ``method`` DAGs *in general*; returns the user.
 
-    return Depends(requires_access_dag("GET"))
+    Not Airflow's ``requires_access_dag``: on a route without a ``dag_id`` path parameter it takes
+    ``dag_id`` from the query string, so ``?dag_id=<a DAG the user may edit>`` would grant these
+    global actions (encrypt, upload, the whole listing). Here no request value reaches the check.
+    """
+    from airflow.api_fastapi.app import get_auth_manager
+
+    if not get_auth_manager().is_authorized_dag(method=method, user=user):
+        raise HTTPException(403, "Forbidden")
+    return user
 
 
-def _edit_access() -> Any:
-    from airflow.api_fastapi.core_api.security import requires_access_dag
+async def reader(user: Any = Depends(get_user)) -> Any:
+    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403."""
+    return _require(user, "GET")
 
-    return Depends(requires_access_dag("PUT"))
+
+async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
+    """Dependency: the user, who may edit DAGs (``PUT``); 401 without a valid token, else 403.
+
+    A request authenticated by the browser's ``_token`` cookie must also come from this origin
+    (:func:`_same_origin`): ``SameSite=Lax`` stops another *site*, not a sibling subdomain or
+    another port of the same host, whose form post would carry the cookie (CSRF).
+    """
+    if "authorization" not in request.headers and not _same_origin(request):
+        raise HTTPException(403, "cross-origin request refused: post the form from the Python jobs page itself")
+    return _require(user, "PUT")
+
+
+def _same_origin(request: Request) -> bool:
+    """The browser says the request comes from this origin: ``Sec-Fetch-Site: same-origin``, else an
+    ``Origin`` (or, without one, a ``Referer``) of this very scheme://host[:port]."""
+    if request.headers.get("sec-fetch-site") == "same-origin":
+        return True
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if not source or source == "null":
+        return False
+    parts = urllib.parse.urlsplit(source)
+    return (parts.scheme, parts.netloc) == (request.url.scheme, request.url.netloc)
+
+
+def _readable_dags(user: Any) -> set[str]:
+    """The DAG ids ``user`` may read: the listing shows only their tasks (DAG-level permissions)."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
 
 
 def create_app() -> FastAPI:
     """Build the plugin's FastAPI app (routes in the module docstring)."""
+    # No schema or docs: FastAPI serves them without any auth dependency.
     app = FastAPI(title="Python jobs", description="airflow-python-exec: jobs, Encrypt and Upload",
-                  docs_url=None, redoc_url=None, openapi_url="/api/openapi.json")
-    read, edit = [_read_access()], [_edit_access()]
-    app.add_api_route("/api/jobs", api_jobs, methods=["GET"], dependencies=read)
-    app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"], dependencies=read)
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    edit = [Depends(editor)]
+    app.add_api_route("/api/jobs", api_jobs, methods=["GET"])
+    app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"])
     app.add_api_route("/api/encrypt", api_encrypt, methods=["POST"], dependencies=edit)
     app.add_api_route("/api/jobs", api_upload, methods=["POST"], dependencies=edit, status_code=201)
-    app.add_api_route("/", jobs_page, methods=["GET"], dependencies=read, response_class=HTMLResponse)
-    app.add_api_route("/jobs/{job_id}", job_page, methods=["GET"], dependencies=read, response_class=HTMLResponse)
+    app.add_api_route("/", jobs_page, methods=["GET"], response_class=HTMLResponse)
+    app.add_api_route("/jobs/{job_id}", job_page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/encrypt", encrypt_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_api_route("/upload", upload_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_middleware(BodyGuard)
     return app
 
 
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def api_jobs() -> dict[str, Any]:
+def api_jobs(user: Any = Depends(reader)) -> dict[str, Any]:
     """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
     settings = EngineSettings.from_airflow_config()
-    jobs = catalog.build_catalog(settings.upload_folder)
+    jobs = _catalog(settings, user)
     return {"jobs": [job.as_dict() for job in jobs],
             "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None}
 
 
-def api_job(job_id: str) -> dict[str, Any]:
+def api_job(job_id: str, user: Any = Depends(reader)) -> dict[str, Any]:
     """``GET /api/jobs/{job_id}``: one job; 404 when no job has that ``jobId``."""
-    return _job(job_id).as_dict()
+    return _job(job_id, user).as_dict()
 
 
 def api_encrypt(body: EncryptBody) -> dict[str, str]:
@@ -108,17 +193,17 @@ def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-def jobs_page(request: Request) -> HTMLResponse:
+def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /``: the jobs table, the Encrypt form and the Upload form."""
     settings = EngineSettings.from_airflow_config()
-    jobs = catalog.build_catalog(settings.upload_folder)
+    jobs = _catalog(settings, user)
     return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs],
                    upload_folder=settings.upload_folder)
 
 
-def job_page(request: Request, job_id: str) -> HTMLResponse:
+def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /jobs/{job_id}``: one job's details."""
-    return _render(request, "job.html", job=_job(job_id).as_dict())
+    return _render(request, "job.html", job=_job(job_id, user).as_dict())
 
 
 def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
@@ -135,9 +220,13 @@ def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
 # -- shared --------------------------------------------------------------------------------------
 
 
-def _job(job_id: str) -> catalog.JobEntry:
-    settings = EngineSettings.from_airflow_config()
-    entry = catalog.find_job(catalog.build_catalog(settings.upload_folder), job_id)
+def _catalog(settings: EngineSettings, user: Any) -> list[catalog.JobEntry]:
+    """The catalog as ``user`` may see it: tasks of the DAGs they may read only."""
+    return catalog.build_catalog(settings.upload_folder, readable_dags=_readable_dags(user))
+
+
+def _job(job_id: str, user: Any) -> catalog.JobEntry:
+    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user), job_id)
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
     return entry
@@ -158,7 +247,7 @@ def _upload(file: UploadFile) -> Any:
         raise HTTPException(403, str(exc)) from None
     name = file.filename or "upload.zip"
     with tempfile.NamedTemporaryFile(prefix="python-exec-upload-", suffix=".zip") as spool:
-        shutil.copyfileobj(file.file, spool)
+        _spool(file, spool, max_body_bytes())
         spool.flush()
         try:
             return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
@@ -168,17 +257,48 @@ def _upload(file: UploadFile) -> Any:
             raise HTTPException(500, f"upload_folder {folder} cannot be written ({exc}); check its permissions")
 
 
-def _render(request: Request, template: str, **context: Any) -> HTMLResponse:
+def _spool(file: UploadFile, spool: Any, limit: int) -> None:
+    """Copy the upload in chunks, stopping with 413 past ``limit`` bytes (a body without a
+    ``Content-Length`` was not bounded by :class:`BodyGuard`)."""
+    total = 0
+    for chunk in iter(lambda: file.file.read(_CHUNK), b""):
+        total += len(chunk)
+        if total > limit:
+            raise HTTPException(413, f"the upload has more than {limit} bytes, more than [python_exec] "
+                                     "max_source_bytes allows; upload a smaller bundle")
+        spool.write(chunk)
+
+
+def _render(request: Request, template: str, *, status_code: int = 200, headers: Any = None,
+            **context: Any) -> HTMLResponse:
+    """An HTML page; framed only by the same origin (the Airflow UI's iframe), against clickjacking."""
     root = request.scope.get("root_path", "").rstrip("/")
     return TEMPLATES.TemplateResponse(request, template, {
-        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context})
+        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context},
+        status_code=status_code, headers={**(headers or {}), "X-Frame-Options": "SAMEORIGIN"})
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
     """JSON ``{"detail": ...}`` for ``/api/``; for a page, the same message in an HTML page."""
+    return _error(request, exc.status_code, exc.detail, exc.headers)
+
+
+async def _validation_error(request: Request, exc: RequestValidationError) -> Any:
+    """422 naming what is wrong, without ``input``: FastAPI's default echoes the submitted value,
+    which for ``/encrypt`` is the secret itself."""
+    errors = [{key: value for key, value in error.items() if key not in ("input", "ctx", "url")}
+              for error in exc.errors()]
+    if not _is_api(request):
+        errors = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
+    return _error(request, 422, errors)
+
+
+def _is_api(request: Request) -> bool:
     root = request.scope.get("root_path", "").rstrip("/")
-    if request.url.path.startswith(f"{root}/api/") or request.url.path.startswith("/api/"):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-    return TEMPLATES.TemplateResponse(request, "error.html", {
-        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), "status": exc.status_code,
-        "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    return request.url.path.startswith(f"{root}/api/") or request.url.path.startswith("/api/")
+
+
+def _error(request: Request, status: int, detail: Any, headers: Any = None) -> Any:
+    if _is_api(request):
+        return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+    return _render(request, "error.html", status_code=status, headers=headers, status=status, detail=detail)

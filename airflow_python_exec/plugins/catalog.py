@@ -12,6 +12,7 @@ task id, as the operator names them.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,15 @@ from dotenv import dotenv_values
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
+from airflow_python_exec.sources import redact_url
 
 log = logging.getLogger(__name__)
 OPERATOR_MODULE = "airflow_python_exec.operators.python_job"
 OPERATOR_TYPE = "PythonJobOperator"
 SECURE = "secure"
+#: A URL inside a longer text (a PEP 508 requirement, a pip option line).
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass
@@ -79,31 +84,63 @@ class JobEntry:
 
 def describe_job(job: PythonJob) -> dict[str, Any]:
     """The shown fields of a loaded job: script or handler, macros (secure ones as ``secure``), ``.env``
-    keys, ``pythonEnv``. Never a secure value, a token or a ``.env`` value."""
+    keys, ``pythonEnv`` (``env`` as keys only). Never a secure value, a token, an environment value or
+    the credentials of a URL (``function.source``, requirement or index URLs: shown as ``***``)."""
     function = job.function
     return {
         "script": job.package_name if function is None else None,
         "handler": function.handler if function is not None else None,
-        "source": function.source if function is not None else None,
+        "source": redact_urls(function.source) if function is not None and function.source else None,
         "macros": [
             {"key": m.key, "value": SECURE if m.secure else m.value, "secure": m.secure,
              "description": m.description}
             for m in job.macros
         ],
         "envKeys": dotenv_keys(job.dotenv_path),
-        "pythonEnv": job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
-        if job.python_env is not None else None,
+        "pythonEnv": shown_python_env(job),
     }
 
 
+def shown_python_env(job: PythonJob) -> dict[str, Any] | None:
+    """``pythonEnv`` as shown: ``env`` reduced to its keys (plain environment may hold secrets, as
+    ``.env`` does) and every URL's credentials replaced by ``***`` (requirement, index, extra paths)."""
+    if job.python_env is None:
+        return None
+    shown = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
+    if "env" in shown:
+        shown["env"] = sorted(shown["env"])
+    return _redact_all(shown)
+
+
+def redact_urls(text: str) -> str:
+    """``text`` with the credentials of each URL in it replaced (:func:`~airflow_python_exec.sources.redact_url`)."""
+    return _URL.sub(lambda match: redact_url(match.group()), text)
+
+
+def _redact_all(value: Any) -> Any:
+    """:func:`redact_urls` applied to every string in a JSON-like value."""
+    if isinstance(value, str):
+        return redact_urls(value)
+    if isinstance(value, dict):
+        return {key: _redact_all(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_redact_all(item) for item in value]
+    return value
+
+
 def dotenv_keys(path: Path) -> list[str]:
-    """The keys of a ``.env`` file (python-dotenv syntax), without their values; ``[]`` when absent."""
+    """The keys of a ``.env`` file (python-dotenv syntax), without their values; ``[]`` when absent.
+
+    Only valid variable names with a value: python-dotenv turns a bare line (a pasted token,
+    ``password: hunter2``) into a key without value, which would show the secret itself.
+    """
     if not path.is_file():
         return []
     try:
-        return list(dotenv_values(path, interpolate=False))
+        values = dotenv_values(path, interpolate=False)
     except (OSError, UnicodeError):
         return []
+    return [key for key, value in values.items() if value is not None and _ENV_NAME.match(key)]
 
 
 def load_entry(folder: Path, origin: str) -> JobEntry:
@@ -193,14 +230,18 @@ def last_runs(uses: list[TaskUse]) -> None:
 
 
 def build_catalog(upload_folder: Path | None, task_jobs: list[TaskJob] | None = None,
-                  with_runs: bool = True) -> list[JobEntry]:
+                  with_runs: bool = True, readable_dags: set[str] | None = None) -> list[JobEntry]:
     """Every job: those under ``upload_folder`` first, then those the DAGs name (one entry per job folder,
     each with the tasks that run it), then handler jobs made from task arguments.
 
     :param task_jobs: the DAGs' tasks (default: read from the metadata database).
     :param with_runs: look up each DAG's last run.
+    :param readable_dags: the DAG ids the viewer may read (``None``: all); tasks of other DAGs are
+        left out, so neither their job folders nor their runs are shown.
     """
     task_jobs = dag_task_jobs() if task_jobs is None else task_jobs
+    if readable_dags is not None:
+        task_jobs = [tj for tj in task_jobs if tj.dag_id in readable_dags]
     entries: dict[str, JobEntry] = {}
     for folder in uploaded_folders(upload_folder):
         entries[str(folder.resolve())] = load_entry(folder, "upload")

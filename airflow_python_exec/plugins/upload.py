@@ -17,8 +17,8 @@ Order of work, so that a refused bundle leaves ``upload_folder`` untouched:
    ``max_source_bytes`` bytes), then unpacked (:func:`~airflow_python_exec.sources.extract_archive`)
    into a temporary folder outside ``upload_folder``;
 2. every job rule, by loading it exactly as a run would (``PythonJob.load``);
-3. only then, under a per-job lock: copied into ``upload_folder/.versions/<jobId>/.incoming-*``
-   (same file system), and swapped with ``upload_folder/<jobId>`` by one ``rename`` (Linux
+3. only then: copied into ``upload_folder/.incoming-*`` (same file system), and, under a per-job
+   lock, swapped with ``upload_folder/<jobId>`` by one ``rename`` (Linux
    ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames), the previous version kept as
    ``upload_folder/.versions/<jobId>/<UTC timestamp>/``.
 """
@@ -31,6 +31,7 @@ import ctypes.util
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -97,6 +98,40 @@ def require_upload_folder(upload_folder: Path | None) -> Path:
     return upload_folder
 
 
+def require_dedicated(upload_folder: Path) -> None:
+    """Refuse an ``upload_folder`` that is a DAG bundle root or holds ``.py`` files of its own.
+
+    An upload writes ``upload_folder/.airflowignore`` ignoring everything below it; in such a folder
+    that would hide every DAG from the DAG processor.
+
+    :raises JobConfigError: one line naming the setting and the fix.
+    """
+    roots = _bundle_roots()
+    py_files = sorted(p.name for p in upload_folder.glob("*.py")) if upload_folder.is_dir() else []
+    if upload_folder.resolve() in roots or py_files:
+        why = f"holds DAG files ({', '.join(py_files[:3])})" if py_files else "is a DAG bundle root"
+        raise JobConfigError(
+            f"[python_exec] upload_folder {upload_folder} {why}: its .airflowignore would hide every DAG; "
+            f"set upload_folder to a dedicated empty sub-folder, e.g. {upload_folder / 'uploads'}")
+
+
+def _bundle_roots() -> set[Path]:
+    """``[core] dags_folder`` and the paths of the configured DAG bundles that have one."""
+    from airflow.configuration import conf
+
+    roots = {Path(conf.get("core", "dags_folder")).expanduser().resolve()}
+    try:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+
+        for bundle in DagBundlesManager().get_all_dag_bundles():
+            path = getattr(bundle, "path", None)
+            if path:
+                roots.add(Path(path).resolve())
+    except Exception:  # a bundle that cannot be built here (git, credentials) has no local root to compare
+        pass
+    return roots
+
+
 def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
                   max_bytes: int = MAX_SOURCE_BYTES, max_entries: int | None = None) -> Uploaded:
     """Check the job bundle ``archive`` and, when every rule holds, install it under ``upload_folder``.
@@ -111,6 +146,7 @@ def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
     :raises OSError: ``upload_folder`` cannot be written.
     """
     display = f"upload {filename!r}"
+    require_dedicated(upload_folder)
     max_entries = MAX_ENTRIES if max_entries is None else max_entries
     with unpacked(archive, filename, display, upload_folder, max_bytes, max_entries) as folder:
         job = PythonJob.load(folder)  # every job rule, as a run applies them
@@ -161,22 +197,48 @@ def job_folder_of(root: Path, names: list[PurePosixPath], filename: str) -> Path
 def install(folder: Path, job_id: str, upload_folder: Path) -> Path | None:
     """Put the checked job ``folder`` in place as ``upload_folder/<job_id>``; keep the one it replaces.
 
+    The copy comes first (into ``upload_folder/.incoming-*``, same file system as the target), and only
+    once it succeeded are ``.versions/``, the lock and ``.airflowignore`` set up: a copy that fails
+    leaves ``upload_folder`` as it was.
+
     :returns: ``upload_folder/.versions/<job_id>/<UTC timestamp>`` holding the previous version, or
         ``None`` when there was none.
+    :raises JobConfigError: ``upload_folder/<job_id>`` exists and is not a folder.
     :raises OSError: ``upload_folder`` cannot be written (a partial copy is removed).
     """
     import filelock
 
-    versions = upload_folder / VERSIONS / job_id
-    versions.mkdir(parents=True, exist_ok=True)
-    write_ignore_file(upload_folder)
-    with filelock.FileLock(str(upload_folder / VERSIONS / f"{job_id}.lock")):
-        staged = Path(tempfile.mkdtemp(prefix=".incoming-", dir=versions))
-        try:
-            shutil.copytree(folder, staged, dirs_exist_ok=True)
-            return _swap(staged, upload_folder / job_id, versions / _timestamp(versions))
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
+    target = upload_folder / job_id
+    require_replaceable(target)
+    upload_folder.mkdir(parents=True, exist_ok=True)  # the configured folder may not exist yet
+    staged = Path(tempfile.mkdtemp(prefix=".incoming-", dir=upload_folder))
+    try:
+        shutil.copytree(folder, staged, dirs_exist_ok=True)
+        versions = upload_folder / VERSIONS / job_id
+        versions.mkdir(parents=True, exist_ok=True)
+        write_ignore_file(upload_folder)
+        with filelock.FileLock(str(upload_folder / VERSIONS / f"{job_id}.lock")):
+            require_replaceable(target)  # again under the lock: the check above may be stale
+            return _swap(staged, target, versions / _timestamp(versions))
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def require_replaceable(target: Path) -> None:
+    """Refuse a ``target`` that exists but is not a real folder (``lstat``: a symlink is refused too).
+
+    A ``jobId`` such as ``README.txt`` or ``etl.py`` must not move an unrelated file of
+    ``upload_folder`` away into ``.versions/``.
+
+    :raises JobConfigError: it is a file, a symlink or anything else but a folder.
+    """
+    try:
+        mode = target.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(mode):
+        raise JobConfigError(f"jobId {target.name!r}: upload_folder/{target.name} exists and is not a job folder; "
+                             "use another jobId or remove that entry")
 
 
 def write_ignore_file(upload_folder: Path) -> None:
