@@ -201,12 +201,13 @@ def test_dag_tasks_are_mapped_to_their_job_folders(tmp_path, key) -> None:
         PythonJobOperator(task_id="a", job="jobs/hello")
         PythonJobOperator(task_id="b", handler="mod:fn", code="def fn(): pass")
         PythonJobOperator(task_id="c", job="jobs/{{ params.name }}")
+        PythonJobOperator.partial(task_id="d", job="jobs/hello").expand(parameters=[{"n": 1}, {"n": 2}])
     dag.fileloc = str(tmp_path / "mapped.py")
     serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
     entries = catalog.build_catalog(None, catalog.task_jobs_of(serialized), with_runs=False)
     by_id = {e.job_id: e for e in entries}
     assert by_id["hello"].folder == str((tmp_path / "jobs" / "hello").resolve())
-    assert [(u.dag_id, u.task_id) for u in by_id["hello"].used_by] == [("mapped", "a")]
+    assert [(u.dag_id, u.task_id) for u in by_id["hello"].used_by] == [("mapped", "a"), ("mapped", "d")]
     assert by_id["b"].details["handler"] == "mod:fn"
     assert "template" in by_id["c"].error
     assert SECRET not in json.dumps([e.as_dict() for e in entries], default=str)

@@ -175,15 +175,22 @@ def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
     for task in dag.tasks:
         if task.task_type != OPERATOR_TYPE or getattr(task, "_task_module", OPERATOR_MODULE) != OPERATOR_MODULE:
             continue
-        job = getattr(task, "job", None)
+        job = _argument(task, "job")
         folder = None
         if isinstance(job, str) and job and "{{" not in job:
             path = Path(job).expanduser()
             folder = path if path.is_absolute() or base is None else base / path
             folder = folder.parent if folder.suffix in (".json", ".py") else folder
         found.append(TaskJob(dag.dag_id, task.task_id, folder, job if isinstance(job, str) else None,
-                             getattr(task, "handler", None)))
+                             _argument(task, "handler")))
     return found
+
+
+def _argument(task: Any, name: str) -> Any:
+    """A ``PythonJobOperator`` argument of ``task``; a mapped task (``.partial().expand()``) keeps the
+    arguments it was not expanded over in ``partial_kwargs``."""
+    value = getattr(task, name, None)
+    return value if value is not None else (getattr(task, "partial_kwargs", None) or {}).get(name)
 
 
 def dag_task_jobs() -> list[TaskJob]:
