@@ -189,8 +189,7 @@ class RunContainment:
         if token is None and any(entries):
             return False
         # No environment, or a token of no live run (a script can forge one): judged by time.
-        ticks = _start_ticks(pid)
-        return alone and ticks is not None and ticks >= self._started_ticks
+        return alone and fields is not None and _ticks(fields) >= self._started_ticks
 
 
 def _reap(pids: set[int]) -> None:
@@ -245,7 +244,11 @@ def _stat(pid: int) -> list[str] | None:
 def _start_ticks(pid: int) -> int | None:
     """When ``pid`` started, in clock ticks since boot (proc(5), ``stat`` field 22)."""
     fields = _stat(pid)
-    return int(fields[19]) if fields else None
+    return _ticks(fields) if fields else None
+
+
+def _ticks(fields: list[str]) -> int:
+    return int(fields[19])
 
 
 def _alive(pid: int) -> bool:

@@ -90,8 +90,7 @@ def sandbox_for(settings: EngineSettings) -> Sandbox | None:
     """
     if settings.sandbox == "off":
         return None
-    bwrap = shutil.which("bwrap")
-    problem = unusable(settings.sandbox_network)
+    bwrap, problem = _find(settings.sandbox_network)
     if bwrap is None or problem is not None:
         if settings.sandbox == "bubblewrap":
             raise SandboxUnavailableError(f"[python_exec] sandbox = bubblewrap but {problem}; {FIX}")
@@ -222,8 +221,13 @@ def unusable(network: bool = True) -> str | None:
     :returns: a phrase for an error message (``"bwrap is not on PATH"``, ``"/usr/bin/bwrap cannot
         start a sandbox here (<bwrap's first line>)"``), or ``None``.
     """
+    return _find(network)[1]
+
+
+def _find(network: bool) -> tuple[str | None, str | None]:
+    """``bwrap`` from ``PATH`` (or ``None``) and why it cannot start a sandbox (``None``: it can)."""
     bwrap = shutil.which("bwrap")
-    return "bwrap is not on PATH" if bwrap is None else _probe(bwrap, network)
+    return bwrap, "bwrap is not on PATH" if bwrap is None else _probe(bwrap, network)
 
 
 def _probe(bwrap: str, network: bool) -> str | None:
