@@ -26,11 +26,10 @@ from pydantic import ValidationError
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
-from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.logs import log
+from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.policy import check_installed, check_interpreter_variables
 from airflow_python_exec.settings import EngineSettings
-
 
 #: Variables a script keeps with ``inherit_env=False`` (plus every ``LC_*``).
 MINIMAL_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER")
@@ -55,8 +54,14 @@ class PreparedCommand:
     env: dict[str, str] = field(repr=False)
     secrets: frozenset[str] = field(repr=False, default=frozenset())
 
-    def command(self, python: Path, venv: Path | None = None, *, bootstrap: Path | None = None,
-                run_env: Mapping[str, str] | None = None) -> Command:
+    def command(
+        self,
+        python: Path,
+        venv: Path | None = None,
+        *,
+        bootstrap: Path | None = None,
+        run_env: Mapping[str, str] | None = None,
+    ) -> Command:
         """The :class:`Command` that runs the job with ``python`` (layer 6: ``venv``'s paths first).
 
         :param bootstrap: for a function job, the bootstrap file the interpreter runs (no argument
@@ -125,8 +130,12 @@ class PythonCommandBuilder:
         :raises JobConfigError: a bad macro, ``.env`` entry, ``cwd`` or ``command``.
         """
         prepared = self.prepare(
-            job, macros=macros, dotenv_as_macros=dotenv_as_macros, inherit_env=inherit_env,
-            context_env=context_env, cwd=cwd,
+            job,
+            macros=macros,
+            dotenv_as_macros=dotenv_as_macros,
+            inherit_env=inherit_env,
+            context_env=context_env,
+            cwd=cwd,
         )
         return prepared.command(python, venv)
 
@@ -220,8 +229,10 @@ def _set_paths(env: dict[str, str], job: PythonJob, venv: Path | None) -> None:
 def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
     """The script (``packageName``) or ``pythonEnv.command`` as an argv, never through a shell."""
     if job.function is not None:
-        raise JobConfigError(f"job {job.job_id!r} runs a handler: its argv is the bootstrap, which "
-                             "PythonExecutionService.run passes as PreparedCommand.command(bootstrap=...)")
+        raise JobConfigError(
+            f"job {job.job_id!r} runs a handler: its argv is the bootstrap, which "
+            "PythonExecutionService.run passes as PreparedCommand.command(bootstrap=...)"
+        )
     command = job.python_env.command if job.python_env is not None else None
     if command is None:
         return [str(python), str(job.script)]
@@ -239,11 +250,7 @@ def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
 def base_environment(worker_env: Mapping[str, str], inherit: bool) -> dict[str, str]:
     """Layer 1: the worker's environment without Airflow's secrets, or the minimal set."""
     if inherit:
-        env = {
-            k: v
-            for k, v in worker_env.items()
-            if not k.startswith(HIDDEN_PREFIXES) and k not in INTERPRETER_VARS
-        }
+        env = {k: v for k, v in worker_env.items() if not k.startswith(HIDDEN_PREFIXES) and k not in INTERPRETER_VARS}
     else:
         env = {k: v for k, v in worker_env.items() if k in MINIMAL_ENV or k.startswith("LC_")}
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -264,7 +271,9 @@ def read_dotenv(path: Path) -> dict[str, str]:
     try:
         parsed = dotenv_values(path, interpolate=False, encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
-        raise JobConfigError(f"{path} cannot be read as UTF-8 text ({exc.__class__.__name__}); save it as UTF-8") from None
+        raise JobConfigError(
+            f"{path} cannot be read as UTF-8 text ({exc.__class__.__name__}); save it as UTF-8"
+        ) from None
     entries: dict[str, str] = {}
     for key, value in parsed.items():
         if value is None:

@@ -30,8 +30,9 @@ def write_marker(marker: Path, content: dict[str, Any]) -> None:
     os.replace(tmp, marker)
 
 
-def acquire_or_see_marker(lock: Any, marker: Path, *, timeout_s: float, what: str,
-                          stopped: Callable[[], bool] = lambda: False) -> bool:
+def acquire_or_see_marker(
+    lock: Any, marker: Path, *, timeout_s: float, what: str, stopped: Callable[[], bool] = lambda: False
+) -> bool:
     """Take the entry's ``filelock`` lock, or see its marker appear while another process holds it.
 
     Waiters look for the marker themselves instead of queueing for the lock one by one, so all of

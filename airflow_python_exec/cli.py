@@ -84,8 +84,9 @@ class _Lines:
 def _settings(args: argparse.Namespace) -> EngineSettings:
     from airflow_python_exec.settings import EngineSettings
 
-    settings = EngineSettings.from_airflow_config(install_path=getattr(args, "install_path", None),
-                                                  sandbox=getattr(args, "sandbox", None))
+    settings = EngineSettings.from_airflow_config(
+        install_path=getattr(args, "install_path", None), sandbox=getattr(args, "sandbox", None)
+    )
     # Importing Airflow's configuration installs Airflow's own log format; the CLI wants plain
     # "warning: ..." lines on stderr, the script's output alone on stdout.
     logging.basicConfig(
@@ -181,8 +182,11 @@ def _job(args: argparse.Namespace):
         if not args.handler:
             raise JobConfigError("--code needs --handler: name the function to call")
         name = Path(args.code).name if args.code.endswith(".py") else "app.py"
-        job = PythonJob.from_config({"jobId": Path(args.code).stem, "packageName": name,
-                                     "function": {"handler": args.handler, "code": code}}, Path.cwd(), source="--code")
+        job = PythonJob.from_config(
+            {"jobId": Path(args.code).stem, "packageName": name, "function": {"handler": args.handler, "code": code}},
+            Path.cwd(),
+            source="--code",
+        )
     else:
         job = PythonJob.load(args.path)
     parameters = _params_file(args.params_file) if args.params_file else {}
@@ -226,7 +230,8 @@ def _param(text: str) -> tuple[str, object]:
         return key, json.loads(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--param {key}: {value!r} is not JSON; quote strings, e.g. --param {key}='\"{value}\"'") from None
+            f"--param {key}: {value!r} is not JSON; quote strings, e.g. --param {key}='\"{value}\"'"
+        ) from None
 
 
 def _write_result(target: str, value: object) -> None:
@@ -249,9 +254,8 @@ def _write_result(target: str, value: object) -> None:
 def cmd_provision(args: argparse.Namespace) -> int:
     from airflow_python_exec.environments import EnvironmentProvisioner
     from airflow_python_exec.models import PythonJob
-    from airflow_python_exec.validator import PythonEngineValidator
-
     from airflow_python_exec.service import main_file
+    from airflow_python_exec.validator import PythonEngineValidator
 
     settings = _settings(args)
     job = PythonJob.load(args.path)
@@ -270,8 +274,10 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
     print(f"{'KEY':<34}{'SIZE':>10}  {'CREATED':<20}{'LAST USED':<20}JOB")
     for env in envs:
         state = "" if env.provisioned else "  (unfinished)"
-        print(f"{env.key:<34}{_size(env.size_bytes):>10}  {_when(env.created):<20}{_when(env.last_used):<20}"
-              f"{env.job_id}{state}")
+        print(
+            f"{env.key:<34}{_size(env.size_bytes):>10}  {_when(env.created):<20}{_when(env.last_used):<20}"
+            f"{env.job_id}{state}"
+        )
     return 0
 
 
@@ -387,8 +393,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cwd", help="working directory, relative to the job folder")
     run.add_argument("--sandbox", choices=("off", "bubblewrap", "auto"), help="override [python_exec] sandbox")
     run.add_argument("--handler", metavar="H", help="call module.path:function (or a function of packageName)")
-    run.add_argument("--param", action="append", type=_param, metavar="KEY=JSON",
-                     help="a handler parameter, its value JSON (repeatable; wins over --params-file)")
+    run.add_argument(
+        "--param",
+        action="append",
+        type=_param,
+        metavar="KEY=JSON",
+        help="a handler parameter, its value JSON (repeatable; wins over --params-file)",
+    )
     run.add_argument("--params-file", metavar="F", help="a JSON object of handler parameters")
     run.add_argument("--code", metavar="FILE.py", help="the handler's source file, run as inline code")
     run.add_argument("--result", metavar="FILE|-", help="write the run's result as JSON (- for stdout)")
@@ -411,10 +422,16 @@ def _parser() -> argparse.ArgumentParser:
 
     envs = sub.add_parser("envs", help="cached environments").add_subparsers(dest="envs_command", required=True)
     envs.add_parser("list", help="key, size, created, last used and the job that built it").set_defaults(
-        func=cmd_envs_list)
+        func=cmd_envs_list
+    )
     prune = envs.add_parser("prune", help="remove environments unused for a while (never one in use)")
-    prune.add_argument("--unused-for", type=_duration, default=_duration(DEFAULT_UNUSED_FOR), metavar="DURATION",
-                       help=f"e.g. 7d, 12h, 30m, 45s (default {DEFAULT_UNUSED_FOR})")
+    prune.add_argument(
+        "--unused-for",
+        type=_duration,
+        default=_duration(DEFAULT_UNUSED_FOR),
+        metavar="DURATION",
+        help=f"e.g. 7d, 12h, 30m, 45s (default {DEFAULT_UNUSED_FOR})",
+    )
     prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     prune.set_defaults(func=cmd_envs_prune)
     return parser

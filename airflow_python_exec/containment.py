@@ -183,7 +183,7 @@ class RunContainment:
         except OSError:  # a zombie's environment is gone
             entries = []
         prefix = RUN_ID_VAR.encode() + b"="
-        token = next((e[len(prefix):] for e in entries if e.startswith(prefix)), None)
+        token = next((e[len(prefix) :] for e in entries if e.startswith(prefix)), None)
         if token is not None and token in tokens:
             return token == self.token.encode()
         if token is None and any(entries):

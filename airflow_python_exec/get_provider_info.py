@@ -10,8 +10,14 @@ from __future__ import annotations
 from airflow_python_exec import __version__
 from airflow_python_exec.settings import OPTIONS, SECTION
 
-_TYPES = {"enabled": "boolean", "inherit_env": "boolean", "sandbox_network": "boolean", "lock_timeout": "float", "max_result_bytes": "integer",
-          "max_source_bytes": "integer"}
+_TYPES = {
+    "enabled": "boolean",
+    "inherit_env": "boolean",
+    "sandbox_network": "boolean",
+    "lock_timeout": "float",
+    "max_result_bytes": "integer",
+    "max_source_bytes": "integer",
+}
 _EXAMPLES = {
     "install_path": "/usr/local",
     "cache_dir": "/var/cache/airflow_python_exec",
@@ -28,7 +34,7 @@ def get_provider_info() -> dict:
         "package-name": "airflow-python-exec",
         "name": "Python Exec",
         "description": "Run uploaded Python script jobs (app.py, .env, job.json, pylock.toml) and handler "
-                       "functions as Airflow tasks.",
+        "functions as Airflow tasks.",
         "versions": [__version__],
         "integrations": [{"integration-name": "Python Exec", "tags": ["software"]}],
         "operators": [
@@ -40,9 +46,7 @@ def get_provider_info() -> dict:
                 ],
             }
         ],
-        "hooks": [
-            {"integration-name": "Python Exec", "python-modules": ["airflow_python_exec.hooks.python_exec"]}
-        ],
+        "hooks": [{"integration-name": "Python Exec", "python-modules": ["airflow_python_exec.hooks.python_exec"]}],
         "task-decorators": [
             {"name": "python_job", "class-name": "airflow_python_exec.decorators.python_job.python_job_task"},
             {"name": "python_exec", "class-name": "airflow_python_exec.decorators.python_exec.python_exec_task"},

@@ -33,7 +33,6 @@ from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.logs import log
 from airflow_python_exec.policy import check_command
 
-
 #: POSIX environment variable names, as the platform's macros allow them.
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 PYTHON_VERSION = re.compile(r"\d+(\.\d+){0,2}\Z")
@@ -137,8 +136,10 @@ class PythonEnv(BaseModel):
     @model_validator(mode="after")
     def _lock_or_requirements(self) -> PythonEnv:
         if self.pylock and self.requirements is not None:
-            raise ValueError("pythonEnv has both pylock and requirements; keep one: the lock, or the "
-                             "requirements it is resolved from")
+            raise ValueError(
+                "pythonEnv has both pylock and requirements; keep one: the lock, or the "
+                "requirements it is resolved from"
+            )
         return self
 
     @field_validator("pylock", "local_extra_deps", "prepend_paths", "command", "requirements", mode="before")
@@ -231,8 +232,10 @@ class FunctionSpec(BaseModel):
     @classmethod
     def _handler(cls, handler: str) -> str:
         if not HANDLER.match(handler.strip()):
-            raise ValueError(f"handler {handler!r} is not module.path:function or a function name; "
-                             "write it like cities:download_and_process")
+            raise ValueError(
+                f"handler {handler!r} is not module.path:function or a function name; "
+                "write it like cities:download_and_process"
+            )
         return handler.strip()
 
     @field_validator("parameters", mode="before")
@@ -346,7 +349,7 @@ class PythonJob(BaseModel):
                 raise ValueError("a function job runs its handler; remove pythonEnv.command")
             return self._function_allowed()
         if self.package_name is None and not has_command:
-            raise ValueError("packageName is required; name the job's .py script, e.g. \"packageName\": \"app.py\"")
+            raise ValueError('packageName is required; name the job\'s .py script, e.g. "packageName": "app.py"')
         if self.package_name is not None:
             self.script  # noqa: B018 - raises when packageName is not an allowed .py file
         return self
@@ -427,8 +430,14 @@ class PythonJob(BaseModel):
         data = self.model_dump(by_alias=True, exclude={"folder"}, exclude_none=True)
         return PythonJob.from_config({**data, **changes}, self.folder, source=f"job {self.job_id!r}")
 
-    def with_function(self, *, handler: str | None = None, parameters: dict[str, Any] | None = None,
-                      source: str | None = None, code: str | None = None) -> PythonJob:
+    def with_function(
+        self,
+        *,
+        handler: str | None = None,
+        parameters: dict[str, Any] | None = None,
+        source: str | None = None,
+        code: str | None = None,
+    ) -> PythonJob:
         """Return a copy whose ``function`` takes the given values (an operator's or the CLI's arguments).
 
         ``parameters`` update the job's own per key; ``source`` or ``code`` replace its source.
@@ -463,8 +472,11 @@ class PythonJob(BaseModel):
             folder, config = path, path / JOB_FILE
             # A job.json that is there but not a file (folder, FIFO, dangling symlink) is refused by
             # _read_json: ignoring it would run the job without its configuration.
-            data = (_read_json(config) if os.path.lexists(config)
-                    else {"jobId": path.resolve().name, "packageName": DEFAULT_SCRIPT})
+            data = (
+                _read_json(config)
+                if os.path.lexists(config)
+                else {"jobId": path.resolve().name, "packageName": DEFAULT_SCRIPT}
+            )
         elif path.is_file() and path.suffix == ".json":
             folder, data = path.parent, _read_json(path)
         elif path.is_file() and path.suffix == ".py":
@@ -601,7 +613,9 @@ def _refuse_near_miss(key: str, model: type[BaseModel]) -> None:
         return
     if target in misplaced:
         looks = "" if key == target else f" looks like {target!r}, which"
-        raise ValueError(f"top-level key {key!r}{looks} belongs inside runtimeConfig; move it to runtimeConfig.{target}")
+        raise ValueError(
+            f"top-level key {key!r}{looks} belongs inside runtimeConfig; move it to runtimeConfig.{target}"
+        )
     raise ValueError(f"top-level key {key!r} looks like {target!r}; fix its spelling or remove it")
 
 
@@ -615,8 +629,13 @@ def _expand_user(path: str | Path) -> Path:
 
 
 #: What a path that should be job.json turned out to be.
-_FILE_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-               (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device"))
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
 
 
 def _read_json(path: Path) -> Any:

@@ -31,8 +31,14 @@ _INTERPRETERS = re.compile(r"(python|pythonw|pypy)(\d+(\.\d+)*)?\Z|pip\d*(\.\d+)
 #: names the first three; the others load ``.pth`` files, a standard library, bytecode or a callable
 #: from wherever they point).
 FORBIDDEN_VARIABLES = (
-    "PYTHONSTARTUP", "PYTHONHOME", "PYTHONINSPECT",
-    "PYTHONUSERBASE", "PYTHONPLATLIBDIR", "PYTHONPYCACHEPREFIX", "PYTHONBREAKPOINT", "PYTHONEXECUTABLE",
+    "PYTHONSTARTUP",
+    "PYTHONHOME",
+    "PYTHONINSPECT",
+    "PYTHONUSERBASE",
+    "PYTHONPLATLIBDIR",
+    "PYTHONPYCACHEPREFIX",
+    "PYTHONBREAKPOINT",
+    "PYTHONEXECUTABLE",
 )
 #: Modules that install or run arbitrary code even when the lock installed them (DESIGN.md: pip).
 FORBIDDEN_MODULES = frozenset({"pip", "uv", "ensurepip", "virtualenv"})

@@ -149,8 +149,14 @@ class JobProcess:
     :raises OSError: the executable cannot be started.
     """
 
-    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, grace_s: float = STOP_GRACE_S,
-                 launcher: tuple[str, ...] | list[str] = ()) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        cwd: Path,
+        grace_s: float = STOP_GRACE_S,
+        launcher: tuple[str, ...] | list[str] = (),
+    ) -> None:
         self.grace_s = grace_s
         self._launcher = tuple(launcher)
         self.stopped = False

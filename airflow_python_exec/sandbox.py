@@ -60,8 +60,14 @@ FIX = "install bubblewrap (apt-get install bubblewrap) or set [python_exec] sand
 #: Secret stores of the machine itself, hidden when they exist: root-only password hashes (a root
 #: worker reads them as their owner, capabilities or not), Docker and Kubernetes secrets, the
 #: Docker socket (root on the host for whoever can talk to it).
-SYSTEM_SECRETS = ("/etc/shadow", "/etc/gshadow", "/run/secrets", "/var/run/secrets",
-                  "/run/docker.sock", "/var/run/docker.sock")
+SYSTEM_SECRETS = (
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/run/secrets",
+    "/var/run/secrets",
+    "/run/docker.sock",
+    "/var/run/docker.sock",
+)
 #: Seconds the one-off ``bwrap ... true`` probe may take before bwrap counts as unusable.
 PROBE_TIMEOUT_S = 10.0
 
@@ -98,8 +104,10 @@ def sandbox_for(settings: EngineSettings) -> Sandbox | None:
         return None
     for path in settings.sandbox_writable_paths:
         if not path.exists():
-            raise PythonExecError(f"[python_exec] sandbox_writable_paths entry {str(path)!r} does not exist; "
-                                  "create it or remove it from the setting")
+            raise PythonExecError(
+                f"[python_exec] sandbox_writable_paths entry {str(path)!r} does not exist; "
+                "create it or remove it from the setting"
+            )
     return Sandbox(bwrap, settings.sandbox_network, settings.sandbox_writable_paths, settings.cache_dir)
 
 
@@ -118,8 +126,9 @@ class Sandbox:
     writable_paths: tuple[Path, ...]
     cache_dir: Path
 
-    def prefix(self, *, job_folder: Path, cwd: Path, readable: Iterable[Path] = (),
-               writable: Iterable[Path] = ()) -> list[str]:
+    def prefix(
+        self, *, job_folder: Path, cwd: Path, readable: Iterable[Path] = (), writable: Iterable[Path] = ()
+    ) -> list[str]:
         """The ``bwrap`` argv to put in front of the script's own (it ends with ``--``).
 
         :param job_folder: mounted read-only; its parent folder (sibling jobs) is hidden.
@@ -144,16 +153,36 @@ class Sandbox:
         args: list[str] = []
         for (dest, kind), source in sorted(mounts.items(), key=lambda m: (_depth(m[0][0]), m[0][1], m[0][0])):
             args += _mount(kind, source, dest)
-        return [self.bwrap, *namespace_flags(self.network), "--ro-bind", "/", "/", "--proc", "/proc",
-                "--dev", "/dev", *args, "--chdir", str(cwd), "--"]
+        return [
+            self.bwrap,
+            *namespace_flags(self.network),
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            *args,
+            "--chdir",
+            str(cwd),
+            "--",
+        ]
 
 
 def hidden_paths(cache_dir: Path, job_folder: Path) -> list[str]:
     """Paths a sandboxed job must not see (those that exist get hidden; see the module's docstring)."""
     from airflow_python_exec.airflow_cfg import config_file, expand_env_var
 
-    paths = ["/tmp", tempfile.gettempdir(), expand_env_var(os.environ.get("AIRFLOW_HOME", "~/airflow")),
-             config_file(), str(cache_dir), os.path.expanduser("~"), *SYSTEM_SECRETS]
+    paths = [
+        "/tmp",
+        tempfile.gettempdir(),
+        expand_env_var(os.environ.get("AIRFLOW_HOME", "~/airflow")),
+        config_file(),
+        str(cache_dir),
+        os.path.expanduser("~"),
+        *SYSTEM_SECRETS,
+    ]
     try:
         paths.append(pwd.getpwuid(os.geteuid()).pw_dir)  # HOME may point elsewhere than the user's home
     except KeyError:
@@ -188,8 +217,11 @@ def _drop_nested_hides(mounts: dict[tuple[str, int], str]) -> None:
     shown = [dest for dest, kind in mounts if kind != _HIDE]
     for inner in hides:
         for outer in hides:
-            if inner != outer and _within(inner, outer) and not any(
-                    _within(inner, d) and _within(d, outer) and d != outer for d in shown):
+            if (
+                inner != outer
+                and _within(inner, outer)
+                and not any(_within(inner, d) and _within(d, outer) and d != outer for d in shown)
+            ):
                 mounts.pop((inner, _HIDE), None)
                 break
 
@@ -237,16 +269,31 @@ def _probe(bwrap: str, network: bool) -> str | None:
         # --as-pid-1: no reaper process in the sandbox. A run's bwrap leaves that reaper to exit after
         # itself, orphaned to us once we are a child subreaper; a run's containment reaps it, and the
         # probe, which has none, must leave no zombie behind.
-        argv = [bwrap, *namespace_flags(network), "--as-pid-1", "--ro-bind", "/", "/", "--proc", "/proc",
-                "--dev", "/dev", "--", shutil.which("true") or "/bin/true"]
+        argv = [
+            bwrap,
+            *namespace_flags(network),
+            "--as-pid-1",
+            "--ro-bind",
+            "/",
+            "/",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--",
+            shutil.which("true") or "/bin/true",
+        ]
         try:
             done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=PROBE_TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired) as exc:
             _probed[key] = f"{bwrap} cannot start a sandbox here ({exc})"
         else:
             said = done.stderr.decode(errors="replace").strip().splitlines()
-            _probed[key] = None if done.returncode == 0 else (
-                f"{bwrap} cannot start a sandbox here ({said[0] if said else f'exit status {done.returncode}'})")
+            _probed[key] = (
+                None
+                if done.returncode == 0
+                else (f"{bwrap} cannot start a sandbox here ({said[0] if said else f'exit status {done.returncode}'})")
+            )
     return _probed[key]
 
 
@@ -254,5 +301,8 @@ def _warn_once(problem: str | None) -> None:
     global _warned
     if not _warned:
         _warned = True
-        log.warning("sandbox = auto: %s, so jobs run without a sandbox; %s", problem,
-                    "install bubblewrap (apt-get install bubblewrap) to sandbox them")
+        log.warning(
+            "sandbox = auto: %s, so jobs run without a sandbox; %s",
+            problem,
+            "install bubblewrap (apt-get install bubblewrap) to sandbox them",
+        )

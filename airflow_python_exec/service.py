@@ -32,7 +32,6 @@ from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, PythonEngineValidator
 
 
-
 @dataclass(frozen=True)
 class RunResult:
     """The outcome of one run.
@@ -153,8 +152,9 @@ class PythonExecutionService:
             python = venv / "bin" / "python" if venv is not None else interpreter.path
             files = stack.enter_context(RunFiles())
             run_env = files.environment(job, source, handler_context)
-            command = prepared.command(python, venv, bootstrap=files.bootstrap if source is not None else None,
-                                      run_env=run_env)
+            command = prepared.command(
+                python, venv, bootstrap=files.bootstrap if source is not None else None, run_env=run_env
+            )
             if sandbox is not None:
                 command = _sandboxed(command, sandbox, job, source, venv, python, files)
             if on_secrets is not None and command.secrets:
@@ -171,8 +171,12 @@ class PythonExecutionService:
             return result
         error = read_handler_error(files.error_file, command.secrets) if handler else None
         try:
-            value = read_result(files.result_file, result.last_line,
-                                max_result_bytes=self.settings.max_result_bytes, secrets=command.secrets)
+            value = read_result(
+                files.result_file,
+                result.last_line,
+                max_result_bytes=self.settings.max_result_bytes,
+                secrets=command.secrets,
+            )
         except ResultError as exc:
             return replace(result, result_error=str(exc), handler_error=error)
         return replace(result, result=value, handler_error=error)
@@ -207,12 +211,19 @@ class PythonExecutionService:
         self, job: PythonJob, command: Command, version: str, on_line: Callable[[str], None] | None
     ) -> RunResult:
         redact = Redactor(command.secrets)
-        log.info("running job %s: %s (Python %s, cwd %s%s)", job.job_id, " ".join(command.argv), version, command.cwd,
-                 ", in a bubblewrap sandbox" if command.launcher else "")
+        log.info(
+            "running job %s: %s (Python %s, cwd %s%s)",
+            job.job_id,
+            " ".join(command.argv),
+            version,
+            command.cwd,
+            ", in a bubblewrap sandbox" if command.launcher else "",
+        )
         started = time.monotonic()
         try:
-            process = JobProcess(command.argv, command.env, command.cwd, grace_s=self.stop_grace_s,
-                                 launcher=command.launcher)
+            process = JobProcess(
+                command.argv, command.env, command.cwd, grace_s=self.stop_grace_s, launcher=command.launcher
+            )
         except OSError as exc:
             raise PythonExecError(
                 f"job {job.job_id!r} could not start {command.argv[0]} ({exc.strerror or exc}); "
@@ -257,8 +268,15 @@ class PythonExecutionService:
         self._stop_requested = False
 
 
-def _sandboxed(command: Command, sandbox: Sandbox, job: PythonJob, source: JobSource | None, venv: Path | None,
-               python: Path, files: RunFiles) -> Command:
+def _sandboxed(
+    command: Command,
+    sandbox: Sandbox,
+    job: PythonJob,
+    source: JobSource | None,
+    venv: Path | None,
+    python: Path,
+    files: RunFiles,
+) -> Command:
     """``command`` started inside ``sandbox``: the job folder, working directory, environment,
     interpreter installation and handler source readable, the run's private folder writable."""
     readable = [python.parent.parent, Path(os.path.realpath(python)).parent.parent]  # venv or prefix; base prefix

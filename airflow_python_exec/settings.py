@@ -45,8 +45,7 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     ),
     "python_downloads": (
         "never",
-        "Passed to uv as UV_PYTHON_DOWNLOADS when a job asks for a python_version: "
-        "never, manual or automatic.",
+        "Passed to uv as UV_PYTHON_DOWNLOADS when a job asks for a python_version: never, manual or automatic.",
     ),
     "lock_timeout": (
         "600",
@@ -84,7 +83,7 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
     ),
     "upload_folder": (
         None,
-        "Where the \"Python jobs\" UI page writes uploaded job folders (upload_folder/<jobId>/, earlier "
+        'Where the "Python jobs" UI page writes uploaded job folders (upload_folder/<jobId>/, earlier '
         "versions under upload_folder/.versions/<jobId>/<UTC timestamp>/): a folder inside a DAG bundle "
         "that every worker sees. Unset or blank: uploads are disabled.",
     ),
@@ -229,9 +228,7 @@ class EngineSettings(BaseModel):
             if err["type"] == "value_error":  # our own validators' messages say what to do
                 raise PythonExecError(f"{origin} {option} {err['msg'].removeprefix('Value error, ')}") from None
             shown = "***" if option == "fernet_key" else repr(err.get("input"))
-            raise PythonExecError(
-                f"{origin} {option} = {shown} is invalid: {err['msg']}; fix the value"
-            ) from None
+            raise PythonExecError(f"{origin} {option} = {shown} is invalid: {err['msg']}; fix the value") from None
 
     def fernet_keys(self) -> list[str]:
         """The configured Fernet keys, in order, without blanks."""

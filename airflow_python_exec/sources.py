@@ -134,10 +134,12 @@ def parse_source(source: str) -> SourceSpec:
     body, fragment = _split_fragment(source)
     if source.startswith(("zip+https://", "zip+http://")):
         options = _fragment_options(source, fragment, {"sha256", "subdirectory"})
-        return SourceSpec("zip_url", body[len("zip+"):], None, options.get("subdirectory"), _sha256(source, options))
+        return SourceSpec("zip_url", body[len("zip+") :], None, options.get("subdirectory"), _sha256(source, options))
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source):
-        raise JobConfigError(f"function.source {redact_url(source)!r} is not a supported form (a zip URL takes "
-                             f"the zip+ prefix); give {_FORMS}")
+        raise JobConfigError(
+            f"function.source {redact_url(source)!r} is not a supported form (a zip URL takes "
+            f"the zip+ prefix); give {_FORMS}"
+        )
     _check_relative(body, "function.source")
     if body.lower().endswith(".zip"):
         options = _fragment_options(source, fragment, {"sha256", "subdirectory"})
@@ -175,9 +177,16 @@ class SourceResolver:
     :param on_line: receives progress lines, prefixed ``[python_exec]``; default: discarded.
     """
 
-    def __init__(self, cache_dir: Path, *, max_source_bytes: int = MAX_SOURCE_BYTES, max_entries: int = MAX_ENTRIES,
-                 lock_timeout: float = 600.0, timeout_s: float = 600.0,
-                 on_line: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        max_source_bytes: int = MAX_SOURCE_BYTES,
+        max_entries: int = MAX_ENTRIES,
+        lock_timeout: float = 600.0,
+        timeout_s: float = 600.0,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
         self.sources_dir = Path(cache_dir).absolute() / "sources"
         self.max_source_bytes = max_source_bytes
         self.max_entries = max_entries
@@ -214,8 +223,10 @@ class SourceResolver:
         """
         data = code.encode("utf-8")
         if len(data) > self.max_source_bytes:
-            raise JobConfigError(f"inline code has {len(data)} bytes, more than {self.max_source_bytes} "
-                                 "([python_exec] max_source_bytes); use a zip or git source")
+            raise JobConfigError(
+                f"inline code has {len(data)} bytes, more than {self.max_source_bytes} "
+                "([python_exec] max_source_bytes); use a zip or git source"
+            )
         digest = hashlib.sha256(name.encode() + b"\0" + data).hexdigest()  # the file's name and content
         spec = SourceSpec("code", f"inline code {digest[:12]}")
         if self._complete(digest):
@@ -240,8 +251,10 @@ class SourceResolver:
             archive = _inside(job_folder, spec.location, "function.source", want_dir=False)
             digest = file_digest(archive)
             if spec.sha256 and digest != spec.sha256:
-                raise JobConfigError(f"{spec.display} has sha256 {digest}, not {spec.sha256} as its #sha256 says; "
-                                     "fix the digest or the archive")
+                raise JobConfigError(
+                    f"{spec.display} has sha256 {digest}, not {spec.sha256} as its #sha256 says; "
+                    "fix the digest or the archive"
+                )
             return self._unpack_cached(spec, archive, digest)
         known = self._known_url(spec)
         with self._download(spec, known) as got:
@@ -288,15 +301,17 @@ class SourceResolver:
             return self._hit(spec, digest)
         return ResolvedSource(self._root(spec, digest), spec.kind, digest, fetched=True)
 
-    def _extract(self, archive: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path,
-                 display: str) -> dict[str, object]:
+    def _extract(
+        self, archive: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path, display: str
+    ) -> dict[str, object]:
         self._say(f"source {display}: unpacking {len(members)} entries into {dest}")
         total = extract_archive(archive, members, dest, display, self.max_source_bytes)
         return {"entries": len(members), "bytes": total}
 
     @contextlib.contextmanager
-    def _download(self, spec: SourceSpec,
-                  known: dict[str, str] | None = None) -> Iterator[tuple[Path, str, dict[str, str]] | None]:
+    def _download(
+        self, spec: SourceSpec, known: dict[str, str] | None = None
+    ) -> Iterator[tuple[Path, str, dict[str, str]] | None]:
         """Download the archive into a temporary file in ``sources/``; yield it, its SHA-256 and the
         response's validators (``etag``, ``last_modified``), or ``None`` when the server says the
         ``known`` download is still current (HTTP 304).
@@ -315,14 +330,17 @@ class SourceResolver:
                 return
             digest, validators = fetched
             if spec.sha256 and digest != spec.sha256:
-                raise ProvisioningError(f"downloaded {spec.display} has sha256 {digest}, not {spec.sha256} as "
-                                        "its #sha256 says; check the URL or update the digest")
+                raise ProvisioningError(
+                    f"downloaded {spec.display} has sha256 {digest}, not {spec.sha256} as "
+                    "its #sha256 says; check the URL or update the digest"
+                )
             yield path, digest, validators
         finally:
             path.unlink(missing_ok=True)
 
-    def _fetch(self, spec: SourceSpec, out: BinaryIO,
-               known: dict[str, str] | None = None) -> tuple[str, dict[str, str]] | None:
+    def _fetch(
+        self, spec: SourceSpec, out: BinaryIO, known: dict[str, str] | None = None
+    ) -> tuple[str, dict[str, str]] | None:
         """Stream the URL into ``out``; return the SHA-256 of what was written and the response's
         validators, or ``None`` when a conditional request (from ``known``) is answered 304."""
         started = time.monotonic()
@@ -335,8 +353,11 @@ class SourceResolver:
         digest, size = hashlib.sha256(), 0
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                validators = {key: response.headers[name] for key, name in
-                              (("etag", "ETag"), ("last_modified", "Last-Modified")) if response.headers.get(name)}
+                validators = {
+                    key: response.headers[name]
+                    for key, name in (("etag", "ETag"), ("last_modified", "Last-Modified"))
+                    if response.headers.get(name)
+                }
                 declared = response.headers.get("Content-Length")
                 if declared and declared.isdigit() and int(declared) > self.max_source_bytes:
                     raise JobConfigError(_too_big(spec.display, self.max_source_bytes))
@@ -350,11 +371,14 @@ class SourceResolver:
             if exc.code == 304 and known:
                 self._say(f"source {spec.display}: not modified since the last download (HTTP 304)")
                 return None
-            raise ProvisioningError(f"downloading {spec.display} failed: HTTP {exc.code} {exc.reason}; "
-                                    "check the URL and its access rights") from None
+            raise ProvisioningError(
+                f"downloading {spec.display} failed: HTTP {exc.code} {exc.reason}; check the URL and its access rights"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", None) or exc
-            raise ProvisioningError(f"downloading {spec.display} failed: {reason}; check the URL and the network") from None
+            raise ProvisioningError(
+                f"downloading {spec.display} failed: {reason}; check the URL and the network"
+            ) from None
         self._say(f"source {spec.display}: downloaded {size} bytes ({ms(started)})")
         return digest.hexdigest(), validators
 
@@ -380,28 +404,47 @@ class SourceResolver:
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
             refs[name] = sha
-        for name in ([ref] if ref == "HEAD" or ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]):
+        for name in [ref] if ref == "HEAD" or ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]:
             sha = refs.get(f"{name}^{{}}") or refs.get(name)  # a peeled tag names its commit
             if sha:
                 return sha
         hint = " (a short sha cannot be looked up: give all 40 characters)" if _HEX.match(ref) else ""
-        raise JobConfigError(f"{spec.display}: {ref!r} is not a branch or tag of the repository{hint}; "
-                             "give an existing branch, tag or a full commit sha")
+        raise JobConfigError(
+            f"{spec.display}: {ref!r} is not a branch or tag of the repository{hint}; "
+            "give an existing branch, tag or a full commit sha"
+        )
 
     def _checkout(self, spec: SourceSpec, commit: str, dest: Path) -> dict[str, object]:
         started = time.monotonic()
         self._say(f"source {spec.display}: fetching commit {commit}")
         self._run_git(["init", "-q", str(dest)], spec, "init")
         try:
-            self._run_git(["-C", str(dest), "fetch", "-q", "--depth", "1", "--no-tags", "--", spec.location, commit],
-                          spec, "fetch")
+            self._run_git(
+                ["-C", str(dest), "fetch", "-q", "--depth", "1", "--no-tags", "--", spec.location, commit],
+                spec,
+                "fetch",
+            )
         except ProvisioningError:
             # Servers that refuse a bare commit in a shallow fetch: fetch every branch and tag.
-            self._run_git(["-C", str(dest), "fetch", "-q", "--no-tags", "--", spec.location,
-                           "+refs/heads/*:refs/remotes/all/*", "+refs/tags/*:refs/tags/*"], spec, "fetch")
+            self._run_git(
+                [
+                    "-C",
+                    str(dest),
+                    "fetch",
+                    "-q",
+                    "--no-tags",
+                    "--",
+                    spec.location,
+                    "+refs/heads/*:refs/remotes/all/*",
+                    "+refs/tags/*:refs/tags/*",
+                ],
+                spec,
+                "fetch",
+            )
         entries, size = self._check_tree(spec, commit, dest)
-        self._run_git(["-C", str(dest), "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit],
-                      spec, "checkout")
+        self._run_git(
+            ["-C", str(dest), "-c", "advice.detachedHead=false", "checkout", "-q", "--detach", commit], spec, "checkout"
+        )
         shutil.rmtree(dest / ".git")  # an immutable snapshot: history and packs only cost space
         self._say(f"source {spec.display}: checked out {entries} file(s) ({ms(started)})")
         return {"commit": commit, "ref": spec.ref, "entries": entries, "bytes": size}
@@ -416,8 +459,10 @@ class SourceResolver:
             if len(fields) == 4 and fields[3].isdigit():
                 size += int(fields[3])
         if entries > self.max_entries:
-            raise JobConfigError(f"{spec.display} has {entries} files, more than {self.max_entries}; "
-                                 "use a smaller repository or a subdirectory of one")
+            raise JobConfigError(
+                f"{spec.display} has {entries} files, more than {self.max_entries}; "
+                "use a smaller repository or a subdirectory of one"
+            )
         if size > self.max_source_bytes:
             raise JobConfigError(_too_big(spec.display, self.max_source_bytes))
         return entries, size
@@ -426,18 +471,29 @@ class SourceResolver:
         # No prompt for credentials (nobody would answer); C locale so "fatal:" lines are found.
         env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
         try:
-            done = subprocess.run(["git", *args], capture_output=True, text=True, env=env,
-                                  stdin=subprocess.DEVNULL, timeout=self.timeout_s)
+            done = subprocess.run(
+                ["git", *args],
+                capture_output=True,
+                text=True,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                timeout=self.timeout_s,
+            )
         except FileNotFoundError:
             raise ProvisioningError(f"git is not installed on this worker; install it to use {spec.display}") from None
         except subprocess.TimeoutExpired:
-            raise ProvisioningError(f"git {what} of {spec.display} did not finish within {self.timeout_s:g} s; "
-                                    "check the repository and the network") from None
+            raise ProvisioningError(
+                f"git {what} of {spec.display} did not finish within {self.timeout_s:g} s; "
+                "check the repository and the network"
+            ) from None
         if done.returncode != 0:
             lines = [ln.strip() for ln in done.stderr.replace(spec.location, redact_url(spec.location)).splitlines()]
-            detail = next((ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else f"exit {done.returncode}")
-            raise ProvisioningError(f"git {what} of {spec.display} failed: {detail}; "
-                                    "check the URL, the ref and access to the repository")
+            detail = next(
+                (ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else f"exit {done.returncode}"
+            )
+            raise ProvisioningError(
+                f"git {what} of {spec.display} failed: {detail}; check the URL, the ref and access to the repository"
+            )
         return done.stdout
 
     # -- the cache entry --------------------------------------------------------------------
@@ -455,8 +511,7 @@ class SourceResolver:
             return base
         root = (base / spec.subdirectory).resolve()
         if not root.is_relative_to(base.resolve()) or not root.is_dir():  # a git symlink may point out
-            raise JobConfigError(f"{spec.display} has no folder {spec.subdirectory!r} (in {entry}); "
-                                 "fix #subdirectory")
+            raise JobConfigError(f"{spec.display} has no folder {spec.subdirectory!r} (in {entry}); fix #subdirectory")
         return root
 
     def _build(self, entry: str, spec: SourceSpec, fill: Callable[[Path], dict[str, object]]) -> bool:
@@ -489,9 +544,16 @@ class SourceResolver:
         try:
             dest.mkdir()
             details = fill(dest)
-            write_marker(marker, {"kind": spec.kind, "source": spec.display, **details,
-                                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                  "provisioning_s": round(time.monotonic() - started, 3)})
+            write_marker(
+                marker,
+                {
+                    "kind": spec.kind,
+                    "source": spec.display,
+                    **details,
+                    "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "provisioning_s": round(time.monotonic() - started, 3),
+                },
+            )
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)  # never leave a partial entry behind
             raise
@@ -500,8 +562,13 @@ class SourceResolver:
         self.on_line(f"{PREFIX} {message}")
 
 
-def extract_archive(archive: Path, members: list[tuple[zipfile.ZipInfo, PurePosixPath]], dest: Path,
-                    display: str, max_bytes: int = MAX_SOURCE_BYTES) -> int:
+def extract_archive(
+    archive: Path,
+    members: list[tuple[zipfile.ZipInfo, PurePosixPath]],
+    dest: Path,
+    display: str,
+    max_bytes: int = MAX_SOURCE_BYTES,
+) -> int:
     """Unpack the ``members`` that :func:`check_archive` returned into the existing folder ``dest``.
 
     Actual bytes are counted while unpacking, so a lying header cannot get past ``max_bytes``; no
@@ -524,13 +591,15 @@ def extract_archive(archive: Path, members: list[tuple[zipfile.ZipInfo, PurePosi
                     total = _copy_member(zf, info, target, total, display, max_bytes)
             except (FileExistsError, NotADirectoryError, IsADirectoryError):
                 # A file "a" and an entry "a/b": valid names that cannot both exist.
-                raise JobConfigError(f"{display}: entry {info.filename!r} clashes with another entry; "
-                                     "fix the archive") from None
+                raise JobConfigError(
+                    f"{display}: entry {info.filename!r} clashes with another entry; fix the archive"
+                ) from None
     return total
 
 
-def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total: int, display: str,
-                 max_bytes: int) -> int:
+def _copy_member(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total: int, display: str, max_bytes: int
+) -> int:
     """Copy one member, counting actual bytes; returns ``total`` plus the member's bytes."""
     mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)  # O_EXCL: never over another entry
@@ -543,13 +612,15 @@ def _copy_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, target: Path, total
                 out.write(block)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         # A corrupt entry, a size or CRC that lies, an unsupported compression method.
-        raise JobConfigError(f"{display}: entry {info.filename!r} cannot be unpacked ({exc}); "
-                             "the archive is refused, rebuild it") from None
+        raise JobConfigError(
+            f"{display}: entry {info.filename!r} cannot be unpacked ({exc}); the archive is refused, rebuild it"
+        ) from None
     return total
 
 
-def check_archive(archive: Path, display: str, max_bytes: int = MAX_SOURCE_BYTES,
-                  max_entries: int = MAX_ENTRIES) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
+def check_archive(
+    archive: Path, display: str, max_bytes: int = MAX_SOURCE_BYTES, max_entries: int = MAX_ENTRIES
+) -> list[tuple[zipfile.ZipInfo, PurePosixPath]]:
     """Check a zip archive against the archive rules from its directory alone (nothing is unpacked).
 
     :param display: the source in messages.
@@ -619,8 +690,10 @@ def _too_deep_or_long(posix: PurePosixPath) -> str | None:
 
 
 def _too_big(display: str, limit: int) -> str:
-    return (f"{display} unpacks to more than {limit} bytes ([python_exec] max_source_bytes); "
-            "make it smaller or raise the limit")
+    return (
+        f"{display} unpacks to more than {limit} bytes ([python_exec] max_source_bytes); "
+        "make it smaller or raise the limit"
+    )
 
 
 def _inside(base: Path, rel: str, what: str, *, want_dir: bool) -> Path:
@@ -648,7 +721,7 @@ def _check_relative(rel: str, what: str) -> None:
 
 def _parse_git(source: str) -> SourceSpec:
     """Split pip's ``git+<url>[@<ref>][#subdirectory=<dir>]`` (the ``@`` of a user part is not a ref)."""
-    body, fragment = _split_fragment(source[len("git+"):])
+    body, fragment = _split_fragment(source[len("git+") :])
     options = _fragment_options(source, fragment, {"subdirectory", "egg"})
     if "://" in body:
         scheme, rest = body.split("://", 1)
@@ -663,11 +736,15 @@ def _parse_git(source: str) -> SourceSpec:
     if "@" in path:
         path, ref = path.rsplit("@", 1)
         if not _REF.match(ref):
-            raise JobConfigError(f"function.source {source!r}: {ref!r} is not a git branch, tag or commit; fix the @ref")
+            raise JobConfigError(
+                f"function.source {source!r}: {ref!r} is not a git branch, tag or commit; fix the @ref"
+            )
     url = head + path
     if not path.strip("/") or url.startswith("-") or any(c.isspace() for c in url):
-        raise JobConfigError(f"function.source {redact_url(source)!r} has no usable repository URL; "
-                             "write git+https://host/repo.git[@ref]")
+        raise JobConfigError(
+            f"function.source {redact_url(source)!r} has no usable repository URL; "
+            "write git+https://host/repo.git[@ref]"
+        )
     return SourceSpec("git", url, ref, options.get("subdirectory"))
 
 
@@ -680,8 +757,10 @@ def _fragment_options(source: str, fragment: str, allowed: set[str]) -> dict[str
     options = dict(urllib.parse.parse_qsl(fragment, keep_blank_values=True)) if fragment else {}
     unknown = sorted(set(options) - allowed)
     if unknown:
-        raise JobConfigError(f"function.source {redact_url(source)!r}: unknown #{unknown[0]}; "
-                             f"use {' or '.join('#' + a + '=' for a in sorted(allowed - {'egg'}))}")
+        raise JobConfigError(
+            f"function.source {redact_url(source)!r}: unknown #{unknown[0]}; "
+            f"use {' or '.join('#' + a + '=' for a in sorted(allowed - {'egg'}))}"
+        )
     if "subdirectory" in options:
         sub = options["subdirectory"].strip("/")
         if not sub:

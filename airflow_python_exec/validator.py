@@ -24,7 +24,6 @@ from airflow_python_exec.errors import (
 from airflow_python_exec.logs import log
 from airflow_python_exec.settings import EngineSettings
 
-
 #: Tried in this order, as the platform does (``python3``, fallback ``python``).
 CANDIDATES = ("bin/python3", "bin/python")
 PROBE_TIMEOUT_S = 30.0

@@ -75,10 +75,20 @@ def _setup(work: Path) -> dict:
     dep.mkdir()
     shutil.copy(HELLO / "pylock.toml", dep / "pylock.toml")
     (dep / "app.py").write_text("import dotenv\nprint('ok')\n")
-    (dep / "job.json").write_text(json.dumps({"jobId": "dep", "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml"}}))
-    return {"work": work, "plain": plain, "dep": dep, "python": Path(sys.base_prefix) / "bin" / "python3",
-            "ours_warm": work / "ours-warm", "ours_cold": work / "ours-cold", "ours_plain": work / "ours-plain",
-            "pvo_warm": work / "pvo-warm", "pvo_cold": work / "pvo-cold"}
+    (dep / "job.json").write_text(
+        json.dumps({"jobId": "dep", "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml"}})
+    )
+    return {
+        "work": work,
+        "plain": plain,
+        "dep": dep,
+        "python": Path(sys.base_prefix) / "bin" / "python3",
+        "ours_warm": work / "ours-warm",
+        "ours_cold": work / "ours-cold",
+        "ours_plain": work / "ours-plain",
+        "pvo_warm": work / "pvo-warm",
+        "pvo_cold": work / "pvo-cold",
+    }
 
 
 def _paths_from_env() -> dict:
@@ -100,21 +110,33 @@ def _dags(paths: dict) -> dict:
             _Timer.wrap(make())
         return d
 
-    pvo = {"python_callable": _callable, "requirements": [DOTENV_REQ], "system_site_packages": False,
-           "serializer": "pickle"}
+    pvo = {
+        "python_callable": _callable,
+        "requirements": [DOTENV_REQ],
+        "system_site_packages": False,
+        "serializer": "pickle",
+    }
     warm_venv = paths["pvo_warm_python"]
     return {
-        "bash_plain": dag("bash_plain", lambda: BashOperator(
-            task_id="t", bash_command=f"{paths['python']} app.py", cwd=str(paths["plain"]))),
+        "bash_plain": dag(
+            "bash_plain",
+            lambda: BashOperator(task_id="t", bash_command=f"{paths['python']} app.py", cwd=str(paths["plain"])),
+        ),
         "ours_plain": dag("ours_plain", lambda: PythonJobOperator(task_id="t", job=str(paths["plain"]))),
         "ours_warm": dag("ours_warm", lambda: PythonJobOperator(task_id="t", job=str(paths["dep"]))),
-        "pvo_warm": dag("pvo_warm", lambda: PythonVirtualenvOperator(
-            task_id="t", venv_cache_path=str(paths["pvo_warm"]), **pvo)),
-        "epo_warm": dag("epo_warm", lambda: ExternalPythonOperator(
-            task_id="t", python=str(warm_venv), python_callable=_callable, serializer="pickle")),
+        "pvo_warm": dag(
+            "pvo_warm", lambda: PythonVirtualenvOperator(task_id="t", venv_cache_path=str(paths["pvo_warm"]), **pvo)
+        ),
+        "epo_warm": dag(
+            "epo_warm",
+            lambda: ExternalPythonOperator(
+                task_id="t", python=str(warm_venv), python_callable=_callable, serializer="pickle"
+            ),
+        ),
         "ours_cold": dag("ours_cold", lambda: PythonJobOperator(task_id="t", job=str(paths["dep"]))),
-        "pvo_cold": dag("pvo_cold", lambda: PythonVirtualenvOperator(
-            task_id="t", venv_cache_path=str(paths["pvo_cold"]), **pvo)),
+        "pvo_cold": dag(
+            "pvo_cold", lambda: PythonVirtualenvOperator(task_id="t", venv_cache_path=str(paths["pvo_cold"]), **pvo)
+        ),
     }
 
 
@@ -198,7 +220,7 @@ def main() -> None:
         durations: dict[str, list[float]] = {c: [] for c in cases}
         inside: dict[str, list[float]] = {c: [] for c in cases}
         for r in range(args.rounds):
-            order = cases[r % len(cases):] + cases[:r % len(cases)]
+            order = cases[r % len(cases) :] + cases[: r % len(cases)]
             for case in order:
                 _Timer.inside.pop("t", None)
                 durations[case].append(_run(case, dags[case], paths))
@@ -213,21 +235,35 @@ def main() -> None:
 def _report(durations: dict[str, list[float]], inside: dict[str, list[float]], rounds: int) -> None:
     med = {c: statistics.median(v) * 1000 for c, v in durations.items() if v}
     ins = {c: statistics.median(v) * 1000 for c, v in inside.items() if v}
-    print(f"\nAirflow peers: task duration (end_date - start_date) under dag.test(), SQLite, medians of "
-          f"{rounds} interleaved rounds, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}")
+    print(
+        f"\nAirflow peers: task duration (end_date - start_date) under dag.test(), SQLite, medians of "
+        f"{rounds} interleaved rounds, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}"
+    )
     print(f"{'ours':<46}{'ms':>7}  {'baseline (same run)':<44}{'ms':>7}  {'ratio':>6}  target")
     rows = [
         ("plain script: PythonJobOperator", "ours_plain", "BashOperator `python3 app.py`", "bash_plain", 1.0),
-        ("warm, 1 locked dep: PythonJobOperator", "ours_warm", "PythonVirtualenvOperator, venv_cache_path",
-         "pvo_warm", 0.7),
+        (
+            "warm, 1 locked dep: PythonJobOperator",
+            "ours_warm",
+            "PythonVirtualenvOperator, venv_cache_path",
+            "pvo_warm",
+            0.7,
+        ),
         ("warm, 1 locked dep: PythonJobOperator", "ours_warm", "ExternalPythonOperator", "epo_warm", 0.6),
-        ("cold, empty cache: PythonJobOperator", "ours_cold", "PythonVirtualenvOperator, uv, empty cache",
-         "pvo_cold", 0.4),
+        (
+            "cold, empty cache: PythonJobOperator",
+            "ours_cold",
+            "PythonVirtualenvOperator, uv, empty cache",
+            "pvo_cold",
+            0.4,
+        ),
     ]
     for name, ours, base_name, base, target in rows:
         if ours in med and base in med:
             ratio = med[ours] / med[base]
-            print(f"{name:<46}{med[ours]:>7.0f}  {base_name:<44}{med[base]:>7.0f}  {ratio:>5.2f}x  {_verdict(ratio, target)}")
+            print(
+                f"{name:<46}{med[ours]:>7.0f}  {base_name:<44}{med[base]:>7.0f}  {ratio:>5.2f}x  {_verdict(ratio, target)}"
+            )
     print("time inside execute() only (the rest of a task's duration is Airflow's own, alike for all):")
     for name, ours, base_name, base, _target in rows:
         if ours in ins and base in ins:

@@ -110,8 +110,13 @@ def _measure_stream(kind: str, job: Path) -> dict:
         code = service.run(job, on_line=on_line).exit_code
         elapsed = time.perf_counter() - started
     assert code == 0 and count == LINES, (code, count)
-    return {"kind": kind, "seconds": elapsed, "lines_per_s": LINES / elapsed,
-            "peak_rss_mib": _rss_kib() / 1024, "growth_mib": (_rss_kib() - before) / 1024}
+    return {
+        "kind": kind,
+        "seconds": elapsed,
+        "lines_per_s": LINES / elapsed,
+        "peak_rss_mib": _rss_kib() / 1024,
+        "growth_mib": (_rss_kib() - before) / 1024,
+    }
 
 
 def streaming(workdir: Path) -> None:
@@ -121,15 +126,18 @@ def streaming(workdir: Path) -> None:
     kinds = ["SubprocessHook (Airflow)", "PythonExecutionHook", "PythonExecutionService (on_line only)"]
     rows = []
     for kind in kinds:
-        out = subprocess.run([sys.executable, __file__, "_stream", kind, str(job)],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "_stream", kind, str(job)], capture_output=True, text=True, check=True
+        )
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     base = rows[0]
     print(f"\nStreaming {LINES:,} lines (baseline: {base['kind']}, same run)")
     print(f"{'consumer':<40}{'lines/s':>12}{'vs base':>9}{'peak RSS MiB':>14}{'growth MiB':>12}")
     for row in rows:
-        print(f"{row['kind']:<40}{row['lines_per_s']:>12,.0f}{row['lines_per_s'] / base['lines_per_s']:>8.2f}x"
-              f"{row['peak_rss_mib']:>14.1f}{row['growth_mib']:>12.1f}")
+        print(
+            f"{row['kind']:<40}{row['lines_per_s']:>12,.0f}{row['lines_per_s'] / base['lines_per_s']:>8.2f}x"
+            f"{row['peak_rss_mib']:>14.1f}{row['growth_mib']:>12.1f}"
+        )
 
 
 REPO = Path(__file__).resolve().parent.parent
@@ -154,15 +162,20 @@ def _bench_job(workdir: Path, name: str) -> Path:
     job.mkdir()
     shutil.copy(WORLD_CITIES / "pylock.toml", job / "pylock.toml")
     (job / "app.py").write_text(TRIVIAL)
-    (job / "job.json").write_text(json.dumps({"jobId": name, "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml"}}))
+    (job / "job.json").write_text(
+        json.dumps({"jobId": name, "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml"}})
+    )
     return job
 
 
 def _by_hand(uv: str, python: str, target: Path, lock: Path, *extra: str) -> float:
     started = time.perf_counter()
     subprocess.run([uv, "venv", "-q", str(target), "--python", python], check=True)
-    subprocess.run([uv, "pip", "install", "-q", "--python", str(target / "bin" / "python"), "-r", str(lock), *extra],
-                   check=True, env={**os.environ, "UV_PREVIEW_FEATURES": "pylock"})
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(target / "bin" / "python"), "-r", str(lock), *extra],
+        check=True,
+        env={**os.environ, "UV_PREVIEW_FEATURES": "pylock"},
+    )
     return time.perf_counter() - started
 
 
@@ -187,12 +200,27 @@ def environments(workdir: Path) -> None:
         EnvironmentProvisioner(settings, on_line=lambda _l: None).provision(job, interpreter)
         ours.append(time.perf_counter() - started)
         hand.append(_by_hand(uv, str(interpreter.path), workdir / f"hand{i}", job_dir / "pylock.toml"))
-        hand_offline.append(_by_hand(uv, str(interpreter.path), workdir / f"handoff{i}", job_dir / "pylock.toml",
-                                     "--offline"))
-    rows.append(("cold provisioning (median of 5)", _median(ours), "uv venv + uv pip install by hand",
-                 _median(hand), f"ratio {_median(ours) / _median(hand):.2f}x, {_verdict(_median(ours) / _median(hand), 1.15, 'x')}"))
-    rows.append(("cold provisioning (median of 5)", _median(ours), "the same by hand with --offline",
-                 _median(hand_offline), f"ratio {_median(ours) / _median(hand_offline):.2f}x"))
+        hand_offline.append(
+            _by_hand(uv, str(interpreter.path), workdir / f"handoff{i}", job_dir / "pylock.toml", "--offline")
+        )
+    rows.append(
+        (
+            "cold provisioning (median of 5)",
+            _median(ours),
+            "uv venv + uv pip install by hand",
+            _median(hand),
+            f"ratio {_median(ours) / _median(hand):.2f}x, {_verdict(_median(ours) / _median(hand), 1.15, 'x')}",
+        )
+    )
+    rows.append(
+        (
+            "cold provisioning (median of 5)",
+            _median(ours),
+            "the same by hand with --offline",
+            _median(hand_offline),
+            f"ratio {_median(ours) / _median(hand_offline):.2f}x",
+        )
+    )
 
     env = workdir / "warmup" / "envs"
     env_python = next(p for p in env.iterdir() if p.is_dir()) / "bin" / "python"
@@ -208,22 +236,43 @@ def environments(workdir: Path) -> None:
         subprocess.run([str(env_python), str(job_dir / "app.py")], check=True, capture_output=True, cwd=job_dir)
         bare.append(time.perf_counter() - started)
     overhead_ms = (_median(warm) - _median(bare)) * 1000
-    rows.append(("warm start, new service per run (median of 20)", _median(warm), "bare <env>/bin/python app.py",
-                 _median(bare), f"overhead {overhead_ms:+.1f} ms, {_verdict(overhead_ms, 5, ' ms')}"))
+    rows.append(
+        (
+            "warm start, new service per run (median of 20)",
+            _median(warm),
+            "bare <env>/bin/python app.py",
+            _median(bare),
+            f"overhead {overhead_ms:+.1f} ms, {_verdict(overhead_ms, 5, ' ms')}",
+        )
+    )
 
     eph = []
     for _ in range(3):
         started = time.perf_counter()
         service.run(job, refresh=True, on_line=lambda _l: None, on_setup_line=lambda _l: None)
         eph.append(time.perf_counter() - started)
-    rows.append(("ephemeral build + run + removal (median of 3)", _median(eph), "by-hand cold steps", _median(hand),
-                 f"ratio {_median(eph) / _median(hand):.2f}x"))
+    rows.append(
+        (
+            "ephemeral build + run + removal (median of 3)",
+            _median(eph),
+            "by-hand cold steps",
+            _median(hand),
+            f"ratio {_median(eph) / _median(hand):.2f}x",
+        )
+    )
 
     one, _ = _concurrent(workdir / "conc1", job_dir, 1)
     eight, provisionings = _concurrent(workdir / "conc8", job_dir, 8)
-    rows.append(("8 concurrent cold starts (wall)", eight, "1 cold start, same harness", one,
-                 f"ratio {eight / one:.2f}x, {_verdict(eight / one, 1.5, 'x')}; "
-                 f"provisionings: {provisionings} ({'met' if provisionings == 1 else 'MISSED'}: exactly 1)"))
+    rows.append(
+        (
+            "8 concurrent cold starts (wall)",
+            eight,
+            "1 cold start, same harness",
+            one,
+            f"ratio {eight / one:.2f}x, {_verdict(eight / one, 1.5, 'x')}; "
+            f"provisionings: {provisionings} ({'met' if provisionings == 1 else 'MISSED'}: exactly 1)",
+        )
+    )
 
     print("\nJob environments (world-cities lock; baseline measured in the same run)")
     print(f"{'measurement':<46}{'ours s':>9}  {'baseline':<34}{'base s':>8}  verdict")
@@ -272,10 +321,14 @@ def sandbox(workdir: Path) -> None:
         probe.append(time.perf_counter() - started)
     over_ms = (_median(sandboxed) - _median(unboxed)) * 1000
     print("\nSandbox (bubblewrap) on a warm start, new service per run, medians of 30 interleaved runs")
-    print(f"{'warm start, sandbox = off':<46}{_median(unboxed) * 1000:>8.1f} ms  "
-          f"(bare <env>/bin/python app.py: {_median(bare) * 1000:.1f} ms)")
-    print(f"{'warm start, sandbox = bubblewrap':<46}{_median(sandboxed) * 1000:>8.1f} ms  "
-          f"{over_ms:+.1f} ms over the unsandboxed warm start (target <= 15 ms): {'met' if over_ms <= 15 else 'missed'}")
+    print(
+        f"{'warm start, sandbox = off':<46}{_median(unboxed) * 1000:>8.1f} ms  "
+        f"(bare <env>/bin/python app.py: {_median(bare) * 1000:.1f} ms)"
+    )
+    print(
+        f"{'warm start, sandbox = bubblewrap':<46}{_median(sandboxed) * 1000:>8.1f} ms  "
+        f"{over_ms:+.1f} ms over the unsandboxed warm start (target <= 15 ms): {'met' if over_ms <= 15 else 'missed'}"
+    )
     print(f"{'bwrap probe, once per process (median of 10)':<46}{_median(probe) * 1000:>8.1f} ms")
 
 
@@ -308,8 +361,12 @@ print(time.time(), code, sum("cache miss" in line for line in setup), flush=True
 def _concurrent(cache: Path, job_dir: Path, n: int) -> tuple[float, int]:
     """Start ``n`` processes on one cold cache, release them together; return (wall s, provisionings)."""
     go = cache.parent / f"go-{n}"
-    procs = [subprocess.Popen([sys.executable, "-c", _WORKER, str(cache), str(job_dir), str(go)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WORKER, str(cache), str(job_dir), str(go)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(n)
+    ]
     for proc in procs:
         assert proc.stdout.readline().strip() == "ready"
     started = time.time()
@@ -340,8 +397,9 @@ print(time.perf_counter() - imported)
 def _run_once(cache: Path, job: Path) -> float:
     """A new process runs ``job`` once (as each Airflow task does); the seconds from its imports
     done to the run's end."""
-    out = subprocess.run([sys.executable, "-c", _RUN_ONCE, str(cache), str(job)], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_ONCE, str(cache), str(job)], check=True, capture_output=True, text=True
+    )
     return float(out.stdout.split()[-1])
 
 
@@ -359,8 +417,11 @@ def interpreters(workdir: Path) -> None:
         job.mkdir()
         shutil.copy(REPO / "example_dags" / "jobs" / "hello" / "pylock.toml", job / "pylock.toml")
         (job / "app.py").write_text(TRIVIAL)
-        (job / "job.json").write_text(json.dumps(
-            {"jobId": f"pyver-{name}", "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml", **extra}}))
+        (job / "job.json").write_text(
+            json.dumps(
+                {"jobId": f"pyver-{name}", "packageName": "app.py", "pythonEnv": {"pylock": "pylock.toml", **extra}}
+            )
+        )
         jobs[name] = job
     started = time.perf_counter()
     listing = _list_pythons("never")
@@ -368,18 +429,22 @@ def interpreters(workdir: Path) -> None:
     first = {name: _run_once(cache, job) for name, job in jobs.items()}  # builds envs and the index
     times: dict[str, list[float]] = {"without": [], "with": []}
     for i in range(15):
-        for name in (("without", "with") if i % 2 == 0 else ("with", "without")):
+        for name in ("without", "with") if i % 2 == 0 else ("with", "without"):
             times[name].append(_run_once(cache, jobs[name]))
     without, with_ = _median(times["without"]), _median(times["with"])
     extra_ms = (with_ - without) * 1000
     print("\npython_version on a cache hit (new process per run, median of 15 interleaved; same run)")
     print(f"{'measurement':<58}{'s':>8}  verdict")
-    print(f"{'listing the interpreters without the index (uv + pyenv)':<58}{list_s:>8.3f}  "
-          f"{len(listing)} found; what every run paid before the index")
+    print(
+        f"{'listing the interpreters without the index (uv + pyenv)':<58}{list_s:>8.3f}  "
+        f"{len(listing)} found; what every run paid before the index"
+    )
     print(f"{'first run with python_version (builds env and index)':<58}{first['with']:>8.3f}")
     print(f"{'warm run, job without python_version (baseline)':<58}{without:>8.3f}")
-    print(f"{'warm run, same job with python_version':<58}{with_:>8.3f}  "
-          f"{extra_ms:+.1f} ms, {_verdict(extra_ms, 10, ' ms')}")
+    print(
+        f"{'warm run, same job with python_version':<58}{with_:>8.3f}  "
+        f"{extra_ms:+.1f} ms, {_verdict(extra_ms, 10, ' ms')}"
+    )
 
 
 def _wall(argv: list[str], stdin: str | None = None) -> float:
@@ -401,7 +466,10 @@ def cli(workdir: Path) -> None:
         "validate": ([exe, "validate"], None),
         "encrypt": ([exe, "encrypt"], "value\n"),
         "generate-key": ([exe, "generate-key"], None),
-        "baseline: python -c 'import airflow.configuration'": ([sys.executable, "-c", "import airflow.configuration"], None),
+        "baseline: python -c 'import airflow.configuration'": (
+            [sys.executable, "-c", "import airflow.configuration"],
+            None,
+        ),
         "baseline: bare python app.py": ([sys.base_prefix + "/bin/python3", str(job / "app.py")], None),
     }
     for argv, stdin in cases.values():  # warm-up: page cache, .pyc files, the interpreter index
@@ -409,7 +477,7 @@ def cli(workdir: Path) -> None:
     times: dict[str, list[float]] = {name: [] for name in cases}
     names = list(cases)
     for r in range(7):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             times[name].append(_wall(*cases[name]))
     print("\nCommand line, wall time (median of 7 interleaved rounds; baselines from the same run)")
     print(f"{'command':<58}{'s':>8}  verdict")
@@ -421,8 +489,13 @@ def cli(workdir: Path) -> None:
 
 # Environments first: their millisecond figures are sensitive to what ran just before. Right after
 # the streaming section the warm overhead read +14 ms against +4 ms on its own (cause not pinned down).
-SECTIONS = {"environments": environments, "sandbox": sandbox, "interpreters": interpreters, "cli": cli,
-            "streaming": streaming}
+SECTIONS = {
+    "environments": environments,
+    "sandbox": sandbox,
+    "interpreters": interpreters,
+    "cli": cli,
+    "streaming": streaming,
+}
 
 
 def main() -> None:

@@ -23,8 +23,11 @@ with DAG(
     catchup=False,
     # Airflow's own home (~/airflow when AIRFLOW_HOME is unset), not /tmp: the demo keeps everything it
     # writes inside its throw-away .airflow_home.
-    params={"output_dir": os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")),
-                                       "output", "world_cities")},
+    params={
+        "output_dir": os.path.join(
+            os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "output", "world_cities"
+        )
+    },
     tags=["python_exec", "example"],
 ) as dag:
     provision = ProvisionEnvironmentOperator(task_id="provision", job="jobs/world_cities")
@@ -33,8 +36,10 @@ with DAG(
         task_id="largest_cities",
         job="jobs/world_cities",
         # Not "{{ ds_nodash }}": a run without a logical date has none (UndefinedError); run_after it always has.
-        macros={"OUTPUT_CSV": "{{ params.output_dir }}/largest_cities_"
-                              "{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}.csv"},
+        macros={
+            "OUTPUT_CSV": "{{ params.output_dir }}/largest_cities_"
+            "{{ (dag_run.logical_date or dag_run.run_after) | ds_nodash }}.csv"
+        },
     )
 
     provision >> largest_cities

@@ -53,8 +53,10 @@ with DAG(
         ranked = sorted(results, key=lambda r: r["population"], reverse=True)
         for r in ranked:
             top = r["largest_city"]
-            print(f"{r['group']:>16}: {r['cities']:>5,} cities, {r['population']:>13,} people; "
-                  f"largest {top['name']} ({top['country']})")
+            print(
+                f"{r['group']:>16}: {r['cities']:>5,} cities, {r['population']:>13,} people; "
+                f"largest {top['name']} ({top['country']})"
+            )
         return {"groups": [r["group"] for r in ranked], "cities": sum(r["cities"] for r in ranked)}
 
     gather(summaries.output)

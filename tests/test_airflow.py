@@ -3,30 +3,33 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import re
-import json
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from conftest import process_gone, write_job
 
 from airflow_python_exec.crypto import encrypt, generate_key
-from conftest import process_gone, write_job
 
 
 def load_dag(dags: Path, body: str, name: str):
     """Write ``body`` as DAG file ``name`` in the DAGs folder and import it (``fileloc`` is that file)."""
     path = dags / f"{name}.py"
-    path.write_text(textwrap.dedent(
-        """
+    path.write_text(
+        textwrap.dedent(
+            """
         import pendulum
         from airflow.sdk import DAG, Param, task
         from airflow_python_exec import Macro, PythonJobOperator
         START = pendulum.datetime(2026, 1, 1, tz="UTC")
         """
-    ) + textwrap.dedent(body))
+        )
+        + textwrap.dedent(body)
+    )
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -42,8 +45,10 @@ def run_dag(dag, capfd, caplog, **kwargs) -> tuple[dict[str, str], str]:
         dag_run = dag.test(**kwargs)
     out, err = capfd.readouterr()
     err += caplog.text
-    states = {ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state)
-              for ti in dag_run.get_task_instances()}
+    states = {
+        ti.task_id: str(ti.state.value if hasattr(ti.state, "value") else ti.state)
+        for ti in dag_run.get_task_instances()
+    }
     return states, out + err
 
 
@@ -84,17 +89,31 @@ def _engine(monkeypatch, tmp_path: Path):
 def test_output_reaches_the_task_log_and_secrets_do_not(dags, jobs, capfd, caplog, _engine) -> None:
     secret = "correct-horse-battery-staple"
     token = encrypt(secret, [_engine])
-    write_job(jobs / "hello", """
+    write_job(
+        jobs / "hello",
+        """
         import os
         print("Hello from", os.environ["APP_NAME"])
         print("token is", os.environ["API_TOKEN"])
-    """, job={"jobId": "hello", "runtimeConfig": {"macros": [
-        {"key": "APP_NAME", "value": "the task log"},
-        {"key": "API_TOKEN", "value": token, "secure": True}]}})
-    dag = load_dag(dags, f"""
+    """,
+        job={
+            "jobId": "hello",
+            "runtimeConfig": {
+                "macros": [
+                    {"key": "APP_NAME", "value": "the task log"},
+                    {"key": "API_TOKEN", "value": token, "secure": True},
+                ]
+            },
+        },
+    )
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("log_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="hello", job="jobs/{jobs.name}/hello")
-    """, "log_dag")
+    """,
+        "log_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"hello": "success"}
     assert "Hello from the task log" in log
@@ -115,10 +134,14 @@ def logged_env(log: str) -> dict[str, str]:
 def test_context_variables_and_hidden_airflow_secrets(dags, jobs, capfd, caplog, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", "postgres://user:pw@db/warehouse")
     write_job(jobs / "env")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("ctx_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="dump", job="jobs/{jobs.name}/env")
-    """, "ctx_dag")
+    """,
+        "ctx_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"dump": "success"}
     env = logged_env(log)
@@ -135,7 +158,9 @@ def test_exit_codes_skip_refusals_and_xcom(dags, jobs, capfd, caplog, tmp_path) 
     write_job(jobs / "marker", "open('started', 'w')\nprint('first')\nprint('last line')\n")
     write_job(jobs / "escape", job={"jobId": "escape", "packageName": "../escape.py"})
     bad_token = encrypt("never-seen", [generate_key()])
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         J = "jobs/{jobs.name}"
         with DAG("outcomes_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="fails", job=J + "/exit3")
@@ -147,13 +172,21 @@ def test_exit_codes_skip_refusals_and_xcom(dags, jobs, capfd, caplog, tmp_path) 
 
             @task
             def keep(value):
-                open("{tmp_path / 'xcom'}", "w").write(value)
+                open("{tmp_path / "xcom"}", "w").write(value)
 
             keep(ok.output)
-    """, "outcomes_dag")
+    """,
+        "outcomes_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
-    assert states == {"fails": "failed", "skipped": "skipped", "refused": "failed", "bad_job": "failed",
-                      "ok": "success", "keep": "success"}
+    assert states == {
+        "fails": "failed",
+        "skipped": "skipped",
+        "refused": "failed",
+        "bad_job": "failed",
+        "ok": "success",
+        "keep": "success",
+    }
     assert "failing now" in log and "exited with code 3" in log
     assert "install_path /nonexistent/python does not exist" in log
     assert "contains '..'" in log
@@ -164,7 +197,9 @@ def test_exit_codes_skip_refusals_and_xcom(dags, jobs, capfd, caplog, tmp_path) 
 def test_templated_job_and_macros_from_params_conf_and_variables(dags, jobs, capfd, caplog, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_VAR_GREETING", "hello from a Variable")
     write_job(jobs / "templated", "import os\nprint('P=' + os.environ['P'], 'V=' + os.environ['V'])\n")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("templates_dag", schedule=None, start_date=START,
                  params={{"app_name": Param("default name", type="string"), "job": "templated"}}) as dag:
             PythonJobOperator(
@@ -177,7 +212,9 @@ def test_templated_job_and_macros_from_params_conf_and_variables(dags, jobs, cap
                 job="jobs/{jobs.name}/templated",
                 macros=[Macro(key="P", value="{{{{ params.app_name }}}}"), Macro(key="V", value="{{{{ ds }}}}")],
             )
-    """, "templates_dag")
+    """,
+        "templates_dag",
+    )
     states, log = run_dag(dag, capfd, caplog, run_conf={"app_name": "typed in the UI"})
     assert states == {"templated": "success", "macro_objects": "success"}
     assert "P=typed in the UI V=hello from a Variable" in log
@@ -188,11 +225,15 @@ def test_execution_timeout_stops_the_script_and_every_descendant(dags, jobs, cap
     from test_containment import escaping_job, left_behind
 
     escaping_job(jobs / "slow", then="time.sleep(600)")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         from datetime import timedelta
         with DAG("timeout_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="slow", job="jobs/{jobs.name}/slow", execution_timeout=timedelta(seconds=3))
-    """, "timeout_dag")
+    """,
+        "timeout_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"slow": "failed"}
     assert re.search(r"\[python_exec\] job slow timed out in \d+\.\d+ s", log)
@@ -203,14 +244,18 @@ def test_refused_jobs_fail_without_retries_and_failed_scripts_are_retried(dags, 
     write_job(jobs / "spark", job={"jobId": "spark", "engineType": "SPARK"})
     write_job(jobs / "crash", "raise SystemExit(1)\n")
     write_job(jobs / "ok", "print('fine')\n")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         from datetime import timedelta
         with DAG("retry_dag", schedule=None, start_date=START,
                  default_args={{"retries": 1, "retry_delay": timedelta(seconds=0.5)}}) as dag:
             PythonJobOperator(task_id="spark", job="jobs/{jobs.name}/spark")
             PythonJobOperator(task_id="bad_macro", job="jobs/{jobs.name}/ok", macros={{"REPORT-NAME": "x"}})
             PythonJobOperator(task_id="crash", job="jobs/{jobs.name}/crash")
-    """, "retry_dag")
+    """,
+        "retry_dag",
+    )
     with caplog.at_level(logging.INFO):
         dag_run = dag.test()
     log = "".join(capfd.readouterr()) + caplog.text
@@ -222,31 +267,40 @@ def test_refused_jobs_fail_without_retries_and_failed_scripts_are_retried(dags, 
 
 def test_task_log_separates_provider_lines_from_the_job_output(dags, jobs, capfd, caplog) -> None:
     write_job(jobs / "two_lines", "print('first line')\nprint('second line')\n")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("sources_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="two_lines", job="jobs/{jobs.name}/two_lines")
-    """, "sources_dag")
+    """,
+        "sources_dag",
+    )
     states, _ = run_dag(dag, capfd, caplog)
     assert states == {"two_lines": "success"}
     ours = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec"]
     job = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec.job"]
     assert job == ["first line", "second line"]
     assert ours and all(line.startswith("[python_exec] ") for line in ours)
-    assert re.fullmatch(r"\[python_exec\] running job two_lines: \S+ \S+app\.py \(Python 3\.\d+\.\d+, cwd \S+\)",
-                        ours[0])
+    assert re.fullmatch(
+        r"\[python_exec\] running job two_lines: \S+ \S+app\.py \(Python 3\.\d+\.\d+, cwd \S+\)", ours[0]
+    )
     assert re.fullmatch(r"\[python_exec\] job two_lines exited with code 0 in \d+\.\d\d s", ours[-1])
 
 
 def test_task_python_job_decorator(dags, jobs, capfd, caplog) -> None:
     write_job(jobs / "deco", "import os\nprint('decorated', os.environ['WHO'])\n")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("decorator_dag", schedule=None, start_date=START) as dag:
             @task.python_job(macros={{"WHO": "via TaskFlow"}})
             def deco():
                 return "jobs/{jobs.name}/deco"
 
             deco()
-    """, "decorator_dag")
+    """,
+        "decorator_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"deco": "success"}
     assert "decorated via TaskFlow" in log

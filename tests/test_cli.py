@@ -9,15 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CLI, cli_env, process_gone, write_job
-
 
 
 def cli(*args: str, env: dict[str, str] | None = None, stdin: str | None = None, cwd: Path | None = None):
     full_env = {**cli_env(), **(env or {})}
-    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, input=stdin,
-                          cwd=cwd, timeout=120)
+    return subprocess.run([CLI, *args], capture_output=True, text=True, env=full_env, input=stdin, cwd=cwd, timeout=120)
 
 
 def test_run_streams_output_and_returns_the_scripts_exit_status(job_dir: Path) -> None:
@@ -72,8 +69,11 @@ def test_generate_key_and_encrypt_make_a_secure_macro(job_dir: Path) -> None:
     env = {"AIRFLOW__PYTHON_EXEC__FERNET_KEY": key}
     token = cli("encrypt", env=env, stdin="p@ss word\n").stdout.strip()
     assert token.startswith("gAAAAA") and "p@ss" not in token
-    write_job(job_dir, "import os\nprint(len(os.environ['PW']), os.environ['PW'])\n", job={
-        "jobId": "j", "runtimeConfig": {"macros": [{"key": "PW", "value": token, "secure": True}]}})
+    write_job(
+        job_dir,
+        "import os\nprint(len(os.environ['PW']), os.environ['PW'])\n",
+        job={"jobId": "j", "runtimeConfig": {"macros": [{"key": "PW", "value": token, "secure": True}]}},
+    )
     done = cli("run", str(job_dir), env=env)
     assert done.stdout == "9 ***\n"
 
@@ -81,8 +81,11 @@ def test_generate_key_and_encrypt_make_a_secure_macro(job_dir: Path) -> None:
 def test_core_fernet_key_is_the_fallback(job_dir: Path) -> None:
     key = cli("generate-key").stdout.strip()
     token = cli("encrypt", env={"AIRFLOW__CORE__FERNET_KEY": key}, stdin="v").stdout.strip()
-    write_job(job_dir, "import os\nprint(os.environ.get('PW') is not None)\n", job={
-        "jobId": "j", "runtimeConfig": {"macros": [{"key": "PW", "value": token, "secure": True}]}})
+    write_job(
+        job_dir,
+        "import os\nprint(os.environ.get('PW') is not None)\n",
+        job={"jobId": "j", "runtimeConfig": {"macros": [{"key": "PW", "value": token, "secure": True}]}},
+    )
     assert cli("run", str(job_dir), env={"AIRFLOW__CORE__FERNET_KEY": key}).stdout == "True\n"
     done = cli("run", str(job_dir), env={"AIRFLOW__PYTHON_EXEC__FERNET_KEY": cli("generate-key").stdout.strip()})
     assert done.returncode == 0 and done.stdout == "False\n"
@@ -91,12 +94,15 @@ def test_core_fernet_key_is_the_fallback(job_dir: Path) -> None:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_the_job_and_its_children(job_dir: Path, sig: int, code: int) -> None:
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         print(child.pid, flush=True)
         time.sleep(600)
-    """)
+    """,
+    )
     proc = subprocess.Popen([CLI, "run", str(job_dir)], stdout=subprocess.PIPE, text=True, env=cli_env())
     child_pid = int(proc.stdout.readline())
     proc.send_signal(sig)
@@ -121,7 +127,9 @@ def test_script_dies_with_a_runner_killed_outright(job_dir: Path) -> None:
     assert process_gone(script_pid)
 
 
-@pytest.mark.parametrize("args", [["run"], ["run", "x", "--macro", "NOEQUALS"], ["envs", "prune", "--unused-for", "soon"]])
+@pytest.mark.parametrize(
+    "args", [["run"], ["run", "x", "--macro", "NOEQUALS"], ["envs", "prune", "--unused-for", "soon"]]
+)
 def test_usage_errors_are_one_error_line(args: list[str]) -> None:
     done = cli(*args)
     assert done.returncode == 2

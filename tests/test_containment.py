@@ -17,10 +17,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import CLI, cli_env, write_job
 
 from airflow_python_exec import PythonExecutionService
 from airflow_python_exec.process import DRAIN_S
-from conftest import CLI, cli_env, write_job
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="child subreaper is Linux-only")
 
@@ -84,12 +84,15 @@ def test_stop_ends_every_descendant(settings, job_dir: Path) -> None:
 
 
 def test_no_busy_loop_while_a_stopped_script_ignores_sigterm(settings, job_dir: Path) -> None:
-    escaping_job(job_dir, then="""
+    escaping_job(
+        job_dir,
+        then="""
 import signal
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 os.write(1, b"ignoring SIGTERM\\n")
 time.sleep(600)
-""")
+""",
+    )
     service = PythonExecutionService(settings, stop_grace_s=2)
     cpu: list[float] = []
 
@@ -110,23 +113,32 @@ def test_drain_is_bounded_whatever_keeps_writing(settings, job_dir: Path, tmp_pa
     """A process out of the run's reach (here: started by the test itself, before the run) that got
     hold of the script's stdout and writes forever cannot keep the run alive past DRAIN_S."""
     sock_path = tmp_path / "fd.sock"
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import socket, time, os
 server = socket.socket(socket.AF_UNIX); server.bind({str(sock_path)!r}); server.listen(1)
 conn, _ = server.accept()
 _, fds, _, _ = socket.recv_fds(conn, 16, 1)
 while True:
     os.write(fds[0], b"still writing\\n"); time.sleep(0.01)
-"""])
+""",
+        ]
+    )
     try:
         while not sock_path.exists():
             time.sleep(0.01)
-        write_job(job_dir, f"""
+        write_job(
+            job_dir,
+            f"""
             import socket
             s = socket.socket(socket.AF_UNIX); s.connect({str(sock_path)!r})
             socket.send_fds(s, [b"x"], [1])
             print("handed over", flush=True)
-        """)
+        """,
+        )
         started = time.monotonic()
         result = PythonExecutionService(settings).run(job_dir)
         elapsed = time.monotonic() - started
@@ -140,8 +152,13 @@ while True:
 
 def test_sigterm_to_the_cli_ends_every_descendant(job_dir: Path, tmp_path: Path) -> None:
     escaping_job(job_dir, then="time.sleep(600)")
-    cli = subprocess.Popen([CLI, "run", str(job_dir)], env=cli_env(cache_dir=str(tmp_path / "cache")),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    cli = subprocess.Popen(
+        [CLI, "run", str(job_dir)],
+        env=cli_env(cache_dir=str(tmp_path / "cache")),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert cli.stdout is not None
     try:
         for line in cli.stdout:
@@ -188,13 +205,14 @@ def test_on_kill_ends_every_descendant_outside_a_dag(settings, job_dir: Path, mo
     assert left_behind(job_dir) == []
 
 
-
 def test_a_forged_run_id_or_a_fork_loop_does_not_escape(settings, job_dir: Path) -> None:
     """Found in review: a daemon claiming another (non-existent) run's id was left alone, and a
     process forking in a loop outran a sweep that killed what it had seen. Later, about 1 run in 8:
     the sweep ended once the loop's last zombie was reaped, before the child it had just forked
     was seen; an escaped loop then filled the machine's process table with zombies."""
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import os, sys
         if os.fork() == 0:
             os.setsid()
@@ -206,7 +224,8 @@ def test_a_forged_run_id_or_a_fork_loop_does_not_escape(settings, job_dir: Path)
                 if os.fork():
                     os._exit(0)
         print("started", flush=True)
-    """)
+    """,
+    )
     for _ in range(5):  # the escape was a race: give it several chances
         assert PythonExecutionService(settings).run(job_dir).exit_code == 0
         # A loop still running hands us (the subreaper) a new zombie on every turn; a scan of the

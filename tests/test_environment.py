@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import env_of, write_job
 
 from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
 from airflow_python_exec.crypto import encrypt, generate_key
 from airflow_python_exec.errors import JobConfigError
-from conftest import env_of, write_job
 
 LAYERS = ["worker", "context", "dotenv", "python_env", "job_macro", "run_macro"]
 
@@ -51,8 +51,13 @@ def test_each_layer_beats_the_ones_below(settings, job_dir: Path, monkeypatch, t
 
 
 def test_airflow_secrets_never_reach_the_script(settings, job_dir: Path, monkeypatch) -> None:
-    for name in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW_CONN_DB", "AIRFLOW_VAR_TOKEN", "_AIRFLOW_PROCESS_CONTEXT",
-                 "__AIRFLOW_SUPERVISOR_FD"):
+    for name in (
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW_CONN_DB",
+        "AIRFLOW_VAR_TOKEN",
+        "_AIRFLOW_PROCESS_CONTEXT",
+        "__AIRFLOW_SUPERVISOR_FD",
+    ):
         monkeypatch.setenv(name, "airflow-secret")
     monkeypatch.setenv("WORKER_SETTING", "kept")
     lines, _ = run_lines(settings, write_job(job_dir))
@@ -69,10 +74,18 @@ def test_inherit_env_false_keeps_only_the_minimal_set(settings, job_dir: Path, m
     env = env_of(lines)
     assert "WORKER_SETTING" not in env
     assert env["LC_TIME"] == "C" and env["TZ"] == "UTC" and "PATH" in env
-    assert set(env) <= {"PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER", "PYTHONUNBUFFERED", "LC_CTYPE", "PYTHON_EXEC_RUN_ID",
-                        "PYTHON_EXEC_RESULT_FILE"} | {
-        k for k in env if k.startswith("LC_")
-    }
+    assert set(env) <= {
+        "PATH",
+        "HOME",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "USER",
+        "PYTHONUNBUFFERED",
+        "LC_CTYPE",
+        "PYTHON_EXEC_RUN_ID",
+        "PYTHON_EXEC_RESULT_FILE",
+    } | {k for k in env if k.startswith("LC_")}
 
 
 def test_dotenv_is_left_alone_unless_asked(settings, job_dir: Path) -> None:
@@ -159,8 +172,11 @@ SHOW_SECRET = """
 def test_secure_macro_is_decrypted_for_the_script_and_masked_in_output(settings, job_dir: Path, fernet_key) -> None:
     secret = "s3cr3t-value-which-is-long"
     token = encrypt(secret, [fernet_key])
-    write_job(job_dir, SHOW_SECRET, job={"jobId": "j", "runtimeConfig": {"macros": [
-        {"key": "API_TOKEN", "value": token, "secure": True}]}})
+    write_job(
+        job_dir,
+        SHOW_SECRET,
+        job={"jobId": "j", "runtimeConfig": {"macros": [{"key": "API_TOKEN", "value": token, "secure": True}]}},
+    )
     lines, code = run_lines(settings, job_dir)
     assert code == 0
     assert lines == ["token: ***", f"sha: {hashlib.sha256(secret.encode()).hexdigest()}"]

@@ -14,14 +14,14 @@ from pathlib import Path
 
 import filelock
 import pytest
+from conftest import CLI, cli_env, env_of, read_only, unprivileged, write_job
+from wheels import write_lock, write_wheel
 
 from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
 from airflow_python_exec.environments import EnvironmentProvisioner, prune
 from airflow_python_exec.environments.key import environment_key
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.validator import PythonEngineValidator
-from conftest import CLI, cli_env, env_of, read_only, unprivileged, write_job
-from wheels import write_lock, write_wheel
 
 APP = "import sys, tinyapp\nprint('tinyapp', tinyapp.tinydep.VALUE, sys.version_info[:2])\n"
 
@@ -30,8 +30,13 @@ APP = "import sys, tinyapp\nprint('tinyapp', tinyapp.tinydep.VALUE, sys.version_
 def wheels(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("wheels")
     write_wheel(folder, "tinydep", module="VALUE = 42\n")
-    write_wheel(folder, "tinyapp", deps=("tinydep>=1.0",), script=("tinyapp-hello", "tinyapp:main"),
-                module="import tinydep\ndef main():\n    print('hello from tinyapp', tinydep.VALUE)\n")
+    write_wheel(
+        folder,
+        "tinyapp",
+        deps=("tinydep>=1.0",),
+        script=("tinyapp-hello", "tinyapp:main"),
+        module="import tinydep\ndef main():\n    print('hello from tinyapp', tinydep.VALUE)\n",
+    )
     write_wheel(folder, "myextra", deps=("not-in-the-lock>=1",), module="NAME = 'extra'\n")
     return folder
 
@@ -55,8 +60,14 @@ def env_folders(settings: EngineSettings) -> list[Path]:
 
 
 def cli(*args: str, settings: EngineSettings, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([CLI, *args], env=cli_env(cache_dir=str(settings.cache_dir)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            **kwargs)
+    return subprocess.Popen(
+        [CLI, *args],
+        env=cli_env(cache_dir=str(settings.cache_dir)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 # -- the cache key -----------------------------------------------------------------------------
@@ -168,8 +179,13 @@ def test_read_only_cache_still_runs_an_environment_provisioned_there(settings, l
     run(settings, locked_job)
     before = sorted(p.relative_to(settings.cache_dir) for p in settings.cache_dir.rglob("*"))
     with read_only(settings.cache_dir):
-        done = subprocess.run(unprivileged([CLI, "run", str(locked_job)]), capture_output=True, text=True,
-                              env=cli_env(cache_dir=str(settings.cache_dir)), timeout=180)
+        done = subprocess.run(
+            unprivileged([CLI, "run", str(locked_job)]),
+            capture_output=True,
+            text=True,
+            env=cli_env(cache_dir=str(settings.cache_dir)),
+            timeout=180,
+        )
     assert done.returncode == 0 and done.stdout.startswith("tinyapp 42"), done.stderr
     assert "cache hit" in done.stderr and "Traceback" not in done.stderr
     assert sorted(p.relative_to(settings.cache_dir) for p in settings.cache_dir.rglob("*")) == before
@@ -178,8 +194,13 @@ def test_read_only_cache_still_runs_an_environment_provisioned_there(settings, l
 def test_read_only_cache_without_an_environment_fails_provisioning_in_one_line(settings, locked_job: Path) -> None:
     (settings.cache_dir / "envs").mkdir(parents=True)
     with read_only(settings.cache_dir):
-        done = subprocess.run(unprivileged([CLI, "run", str(locked_job)]), capture_output=True, text=True,
-                              env=cli_env(cache_dir=str(settings.cache_dir)), timeout=180)
+        done = subprocess.run(
+            unprivileged([CLI, "run", str(locked_job)]),
+            capture_output=True,
+            text=True,
+            env=cli_env(cache_dir=str(settings.cache_dir)),
+            timeout=180,
+        )
     last = done.stderr.strip().splitlines()[-1]
     assert done.returncode == 3 and "Traceback" not in done.stderr
     assert last.startswith("error: ") and "Permission denied" in last and "cache_dir" in last
@@ -191,15 +212,23 @@ def test_local_extra_folder_with_a_special_file_is_refused_without_reading_it(se
     src = job_dir / "src" / "pkg"
     src.mkdir(parents=True)
     (src / "mod.py").write_text("X = 1\n")
-    special = {"fifo": lambda p: os.mkfifo(p), "dev-zero-link": lambda p: p.symlink_to("/dev/zero"),
-               "dangling-link": lambda p: p.symlink_to("/nowhere"), "device-itself": lambda p: None}[extra]
+    special = {
+        "fifo": lambda p: os.mkfifo(p),
+        "dev-zero-link": lambda p: p.symlink_to("/dev/zero"),
+        "dangling-link": lambda p: p.symlink_to("/nowhere"),
+        "device-itself": lambda p: None,
+    }[extra]
     special(src / "special")
     deps = ["/dev/zero"] if extra == "device-itself" else ["src"]
     write_job(job_dir, "open('started', 'w')\n", job={"jobId": "j", "pythonEnv": {"local_extra_deps": deps}})
     proc = cli("run", str(job_dir), settings=settings)
     _, err = proc.communicate(timeout=60)
-    expected = {"fifo": "holds pkg/special, a FIFO", "dev-zero-link": "holds pkg/special, a device",
-                "dangling-link": "pkg/special is a broken symlink", "device-itself": "/dev/zero is a device"}[extra]
+    expected = {
+        "fifo": "holds pkg/special, a FIFO",
+        "dev-zero-link": "holds pkg/special, a device",
+        "dangling-link": "pkg/special is a broken symlink",
+        "device-itself": "/dev/zero is a device",
+    }[extra]
     assert proc.returncode == 3 and err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
     assert not (job_dir / "started").exists() and env_folders(settings) == []
 
@@ -217,11 +246,18 @@ def test_relative_cache_dir_is_taken_from_the_working_directory(tmp_path: Path, 
     its job folder, where the relative environment path does not exist."""
     workdir = tmp_path / "workdir"
     workdir.mkdir()
-    proc = subprocess.run([CLI, "run", str(locked_job)], env=cli_env(cache_dir="rel/cache"), cwd=workdir,
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(
+        [CLI, "run", str(locked_job)],
+        env=cli_env(cache_dir="rel/cache"),
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0 and proc.stdout.startswith("tinyapp 42"), proc.stderr
     assert [p.parent for p in (workdir / "rel" / "cache" / "envs").iterdir() if p.is_dir()] == [
-        workdir / "rel" / "cache" / "envs"]
+        workdir / "rel" / "cache" / "envs"
+    ]
     assert EngineSettings(cache_dir="rel").cache_dir == Path.cwd() / "rel"
 
 
@@ -255,8 +291,9 @@ def test_ephemeral_environment_is_removed_after_provisioning_failure(settings, j
         (None, "cwd 'no/such/folder'", {"cwd": "no/such/folder"}),
     ],
 )
-def test_bad_run_arguments_are_refused_before_anything_is_built(settings, locked_job: Path, args, origin,
-                                                                kwargs) -> None:
+def test_bad_run_arguments_are_refused_before_anything_is_built(
+    settings, locked_job: Path, args, origin, kwargs
+) -> None:
     """A bad macro or working directory must not cost an environment build first (issue: an
     ephemeral environment was built and removed, then the macro refused)."""
     if args is not None:
@@ -286,8 +323,13 @@ def test_sigterm_removes_the_ephemeral_environment(settings, locked_job: Path) -
 
 def test_path_order_and_virtual_env(settings, locked_job: Path) -> None:
     (locked_job / "tools").mkdir()
-    write_job(locked_job, job={"jobId": "j", "pythonEnv": {
-        "pylock": "pylock.toml", "prepend_paths": ["tools"], "env": {"PATH": "/usr/bin:/bin"}}})
+    write_job(
+        locked_job,
+        job={
+            "jobId": "j",
+            "pythonEnv": {"pylock": "pylock.toml", "prepend_paths": ["tools"], "env": {"PATH": "/usr/bin:/bin"}},
+        },
+    )
     result, lines, _ = run(settings, locked_job)
     env = env_of(lines)
     venv = env["VIRTUAL_ENV"]
@@ -296,21 +338,33 @@ def test_path_order_and_virtual_env(settings, locked_job: Path) -> None:
 
 
 def test_local_extra_is_installed_without_its_dependencies(settings, locked_job: Path, wheels: Path) -> None:
-    write_job(locked_job, "import myextra, tinyapp\nprint(myextra.NAME)\n", job={"jobId": "j", "pythonEnv": {
-        "pylock": "pylock.toml", "local_extra_deps": [str(wheels / "myextra-1.0-py3-none-any.whl")]}})
+    write_job(
+        locked_job,
+        "import myextra, tinyapp\nprint(myextra.NAME)\n",
+        job={
+            "jobId": "j",
+            "pythonEnv": {"pylock": "pylock.toml", "local_extra_deps": [str(wheels / "myextra-1.0-py3-none-any.whl")]},
+        },
+    )
     result, lines, setup = run(settings, locked_job)
     assert (result.exit_code, lines) == (0, ["extra"])
     assert any("local extra" in line for line in setup)
 
 
-@pytest.mark.parametrize(("command", "expected"), [
-    ("-m tinyapp", []),
-    ("tinyapp-hello", ["hello from tinyapp 42"]),
-    ("app.py --flag 'two words'", ["['--flag', 'two words']"]),
-])
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("-m tinyapp", []),
+        ("tinyapp-hello", ["hello from tinyapp 42"]),
+        ("app.py --flag 'two words'", ["['--flag', 'two words']"]),
+    ],
+)
 def test_module_console_script_and_path_commands(settings, locked_job: Path, command, expected) -> None:
-    write_job(locked_job, "import sys\nprint(sys.argv[1:])\n",
-              job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "command": command}})
+    write_job(
+        locked_job,
+        "import sys\nprint(sys.argv[1:])\n",
+        job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "command": command}},
+    )
     result, lines, _ = run(settings, locked_job)
     assert (result.exit_code, lines) == (0, expected)
 
@@ -334,12 +388,15 @@ def test_python_version_not_installed_lists_what_was_found(settings, locked_job:
 # -- bad input ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("lock_text", "expected"), [
-    (None, "does not exist"),
-    ("lock-version = \n", "not valid TOML"),
-    ("[tool.other]\nx = 1\n", "not a PEP 751 lock"),
-    ("GHOST", "ghost"),
-])
+@pytest.mark.parametrize(
+    ("lock_text", "expected"),
+    [
+        (None, "does not exist"),
+        ("lock-version = \n", "not valid TOML"),
+        ("[tool.other]\nx = 1\n", "not a PEP 751 lock"),
+        ("GHOST", "ghost"),
+    ],
+)
 def test_bad_locks_fail_provisioning_with_exit_3_and_leave_nothing(settings, job_dir, wheels, lock_text, expected):
     write_job(job_dir, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml"}})
     if lock_text == "GHOST":  # a package whose wheel exists nowhere
@@ -356,19 +413,25 @@ def test_bad_locks_fail_provisioning_with_exit_3_and_leave_nothing(settings, job
 
 
 def test_missing_local_extra_is_a_provisioning_error(settings, locked_job: Path) -> None:
-    write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml",
-                                                               "local_extra_deps": ["dist/missing.whl"]}})
+    write_job(
+        locked_job,
+        APP,
+        job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "local_extra_deps": ["dist/missing.whl"]}},
+    )
     with pytest.raises(ProvisioningError, match="local extra .*missing.whl does not exist"):
         run(settings, locked_job)
     assert env_folders(settings) == []
 
 
-@pytest.mark.parametrize(("python_env", "expected"), [
-    ({"pylock": "pylock.toml", "python_version": "three"}, "not a version"),
-    ({"pylock": "pylock.toml", "refresh": "yes"}, "refresh"),
-    ({"pylock": "pylock.toml", "command": "  "}, "command is empty"),
-    ({"pylock": "pylock.toml", "command": "no-such-tool"}, "'no-such-tool' is not a console script"),
-])
+@pytest.mark.parametrize(
+    ("python_env", "expected"),
+    [
+        ({"pylock": "pylock.toml", "python_version": "three"}, "not a version"),
+        ({"pylock": "pylock.toml", "refresh": "yes"}, "refresh"),
+        ({"pylock": "pylock.toml", "command": "  "}, "command is empty"),
+        ({"pylock": "pylock.toml", "command": "no-such-tool"}, "'no-such-tool' is not a console script"),
+    ],
+)
 def test_bad_python_env_is_a_configuration_error(settings, locked_job: Path, python_env, expected) -> None:
     write_job(locked_job, APP, job={"jobId": "j", "pythonEnv": python_env})
     with pytest.raises(JobConfigError, match=expected):
@@ -402,9 +465,11 @@ def test_prune_removes_orphaned_ephemeral_folders_only(settings) -> None:
     eph = settings.cache_dir / "ephemeral"
     dead = subprocess.Popen(["true"])
     dead.wait()
-    for name, owner in [("env_dead", {"host": socket.gethostname(), "pid": dead.pid}),
-                        ("env_alive", {"host": socket.gethostname(), "pid": os.getpid()}),
-                        ("env_other_host", {"host": "another-worker", "pid": dead.pid})]:
+    for name, owner in [
+        ("env_dead", {"host": socket.gethostname(), "pid": dead.pid}),
+        ("env_alive", {"host": socket.gethostname(), "pid": os.getpid()}),
+        ("env_other_host", {"host": "another-worker", "pid": dead.pid}),
+    ]:
         (eph / name).mkdir(parents=True)
         (eph / name / ".owner").write_text(json.dumps(owner))
     prune(settings.cache_dir, unused_for_s=0)

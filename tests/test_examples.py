@@ -15,7 +15,6 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 pytestmark = pytest.mark.smoke
@@ -65,15 +64,23 @@ def run_dates() -> set[str]:
 
 
 def test_every_example_dag_is_tested_here() -> None:
-    tested = {"hello_python_exec", "daily_python_exec", "world_cities", "world_cities_function",
-              "world_cities_by_region"}
+    tested = {
+        "hello_python_exec",
+        "daily_python_exec",
+        "world_cities",
+        "world_cities_function",
+        "world_cities_by_region",
+    }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
 
 def test_hello_example_without_logical_date(capfd, caplog) -> None:
     states, log = run_without_logical_date(example_dag("hello_python_exec"), capfd, caplog)
-    assert states == {"dotenv_loaded_by_script": "success", "dotenv_as_macros": "success",
-                      "macro_from_param": "success"}
+    assert states == {
+        "dotenv_loaded_by_script": "success",
+        "dotenv_as_macros": "success",
+        "macro_from_param": "success",
+    }
     job_lines = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec.job"]
     assert job_lines.count("Hello from HelloWorld Demo") == 2  # .env loaded by the script; .env as macros
     assert "Version: 2.0.0-macro" in log

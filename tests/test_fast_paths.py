@@ -35,8 +35,9 @@ print(json.dumps({"settings": out, "airflow_imported_for_options": imported}))
 def settings_in_new_process(home: Path, path: str, **env: str) -> dict:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW__PYTHON_EXEC__")}
     full = {**clean, "AIRFLOW_HOME": str(home), "AIRFLOW_CONFIG": str(home / "airflow.cfg"), **env}
-    done = subprocess.run([sys.executable, "-c", SETTINGS_OF, path], capture_output=True, text=True, env=full,
-                          timeout=300, cwd=home)
+    done = subprocess.run(
+        [sys.executable, "-c", SETTINGS_OF, path], capture_output=True, text=True, env=full, timeout=300, cwd=home
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -44,7 +45,8 @@ def settings_in_new_process(home: Path, path: str, **env: str) -> dict:
 def airflow_home(tmp_path: Path, python_exec: str, core_key: str) -> Path:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "airflow.cfg").write_text(textwrap.dedent(f"""
+    (home / "airflow.cfg").write_text(
+        textwrap.dedent(f"""
         [core]
         fernet_key = {core_key}
         load_examples = False
@@ -53,7 +55,9 @@ def airflow_home(tmp_path: Path, python_exec: str, core_key: str) -> Path:
         sql_alchemy_conn = sqlite:///{home / "airflow.db"}
 
         [python_exec]
-        """) + textwrap.dedent(python_exec))
+        """)
+        + textwrap.dedent(python_exec)
+    )
     return home
 
 
@@ -61,15 +65,22 @@ def test_both_configuration_paths_give_the_same_settings(tmp_path: Path, fernet_
     from cryptography.fernet import Fernet
 
     other = Fernet.generate_key().decode()
-    home = airflow_home(tmp_path, f"""
+    home = airflow_home(
+        tmp_path,
+        f"""
         cache_dir = $BENCH_BASE/cache
         fernet_key = {fernet_key}, {other}
         python_downloads = manual
         lock_timeout = 30
         inherit_env = False
-        """, core_key=Fernet.generate_key().decode())
-    env = {"BENCH_BASE": str(tmp_path / "base"), "AIRFLOW__PYTHON_EXEC__LOCK_TIMEOUT": "45",
-           "AIRFLOW__PYTHON_EXEC__ENABLED": "false"}
+        """,
+        core_key=Fernet.generate_key().decode(),
+    )
+    env = {
+        "BENCH_BASE": str(tmp_path / "base"),
+        "AIRFLOW__PYTHON_EXEC__LOCK_TIMEOUT": "45",
+        "AIRFLOW__PYTHON_EXEC__ENABLED": "false",
+    }
     fast = settings_in_new_process(home, "fast", **env)
     exact = settings_in_new_process(home, "airflow", **env)
     assert fast["airflow_imported_for_options"] is False
@@ -102,8 +113,9 @@ def test_core_fernet_key_comes_from_airflow_on_both_paths(tmp_path: Path, fernet
         ("cache_dir = /a\ncache_dir = /b\n", {}),  # Airflow refuses duplicates: let it say so
     ],
 )
-def test_fast_path_leaves_to_airflow_what_needs_airflow(tmp_path: Path, monkeypatch, python_exec: str,
-                                                      env: dict) -> None:
+def test_fast_path_leaves_to_airflow_what_needs_airflow(
+    tmp_path: Path, monkeypatch, python_exec: str, env: dict
+) -> None:
     home = airflow_home(tmp_path, python_exec, core_key="x")
     monkeypatch.setenv("AIRFLOW_CONFIG", str(home / "airflow.cfg"))
     for key in [k for k in os.environ if k.startswith("AIRFLOW__PYTHON_EXEC__")]:
@@ -168,8 +180,10 @@ def test_interpreter_index_is_shared_and_rebuilt_when_pyenv_versions_change(tmp_
     again = interpreters.installed_pythons("never", cache)
     assert len(listings) == 2
     assert ("3.98.2", root / "versions" / "3.98.2" / "bin" / "python3") in again
-    assert interpreters.find_python("3.98", "never", cache) == (root / "versions" / "3.98.2" / "bin" / "python3",
-                                                               "3.98.2")
+    assert interpreters.find_python("3.98", "never", cache) == (
+        root / "versions" / "3.98.2" / "bin" / "python3",
+        "3.98.2",
+    )
 
 
 def test_an_interpreter_replaced_in_place_rebuilds_the_listing(tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import CLI, cli_env, write_job
 from test_airflow import _engine, dags, jobs, load_dag, run_dag  # noqa: F401 - fixtures
 from test_sources import git, make_zip
@@ -37,7 +36,9 @@ def function_job(folder: Path, handler: str, *, code: str = CITIES, name: str = 
 def source_events(log: str) -> set[tuple[str, str]]:
     """``(source, what happened)`` for each source line of a run's log (a line shows up in several
     handlers' formats, hence a set)."""
-    return set(re.findall(r"\[python_exec\] source (.+?): (saved as|unpacking|fetching commit|cache hit|commit \w+)", log))
+    return set(
+        re.findall(r"\[python_exec\] source (.+?): (saved as|unpacking|fetching commit|cache hit|commit \w+)", log)
+    )
 
 
 # -- handlers, parameters, results -------------------------------------------------------------
@@ -46,7 +47,9 @@ def source_events(log: str) -> set[tuple[str, str]]:
 def test_handler_result_reaches_xcom_and_a_downstream_task(dags, jobs, capfd, caplog, tmp_path) -> None:
     function_job(jobs / "cities", "download_and_process", parameters={"limit": 1, "country": "FR"})
     out = tmp_path / "out.json"
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         from airflow.sdk import task
         with DAG("handler_dag", schedule=None, start_date=START, params={{"limit": 3}},
                  render_template_as_native_obj=True) as dag:
@@ -63,7 +66,9 @@ def test_handler_result_reaches_xcom_and_a_downstream_task(dags, jobs, capfd, ca
                 open("{out}", "w").write(json.dumps(summary))
 
             keep(cities.output)
-    """, "handler_dag")
+    """,
+        "handler_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"country": "success", "cities": "success", "keep": "success"}
     summary = json.loads(out.read_text())
@@ -76,23 +81,30 @@ def test_handler_failures_fail_the_task_with_their_message(dags, jobs, capfd, ca
     function_job(jobs / "raises", "boom", code="def boom():\n    raise ValueError('the input is empty')\n")
     function_job(jobs / "unbindable", "download_and_process", parameters={"limit": 1, "colour": "red"})
     function_job(jobs / "not_json", "value", code="def value():\n    return {1, 2}\n")
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         from datetime import timedelta
         with DAG("handler_fail_dag", schedule=None, start_date=START,
                  default_args={{"retries": 1, "retry_delay": timedelta(seconds=0.5)}}) as dag:
             PythonJobOperator(task_id="raises", job="jobs/{jobs.name}/raises")
             PythonJobOperator(task_id="unbindable", job="jobs/{jobs.name}/unbindable")
             PythonJobOperator(task_id="not_json", job="jobs/{jobs.name}/not_json")
-    """, "handler_fail_dag")
+    """,
+        "handler_fail_dag",
+    )
     with caplog.at_level("INFO"):
         dag_run = dag.test()
     log = "".join(capfd.readouterr()) + caplog.text
     tries = {ti.task_id: (ti.state, ti.try_number) for ti in dag_run.get_task_instances()}
     assert tries == {"raises": ("failed", 2), "unbindable": ("failed", 1), "not_json": ("failed", 2)}
-    assert "Traceback (most recent call last)" in log and 'in boom' in log
+    assert "Traceback (most recent call last)" in log and "in boom" in log
     assert "Python job 'raises' handler boom exited with code 1: ValueError: the input is empty" in log
-    assert re.search(r"Python job 'unbindable' handler download_and_process refused: handler "
-                     r"download_and_process\(limit, country='IT', context=None\) has no parameter 'colour'", log)
+    assert re.search(
+        r"Python job 'unbindable' handler download_and_process refused: handler "
+        r"download_and_process\(limit, country='IT', context=None\) has no parameter 'colour'",
+        log,
+    )
     assert "a value of type set is not JSON" in log
 
 
@@ -106,7 +118,9 @@ def test_script_results_and_exit_code_mapping(dags, jobs, capfd, caplog, tmp_pat
     write_job(jobs / "three", "import sys\nsys.exit(3)\n", job=mapped)
     write_job(jobs / "four", "import sys\nprint('done, with warnings')\nsys.exit(4)\n", job=mapped)
     out = tmp_path / "xcoms.json"
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("results_dag", schedule=None, start_date=START) as dag:
             J = "jobs/{jobs.name}/"
             tasks = [PythonJobOperator(task_id=name, job=J + name) for name in
@@ -118,10 +132,18 @@ def test_script_results_and_exit_code_mapping(dags, jobs, capfd, caplog, tmp_pat
                 open("{out}", "w").write(json.dumps([writes, four]))
 
             keep(tasks[0].output, tasks[4].output)
-    """, "results_dag")
+    """,
+        "results_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
-    assert states == {"writes": "success", "invalid": "failed", "too_big": "failed", "three": "skipped",
-                      "four": "success", "keep": "success"}
+    assert states == {
+        "writes": "success",
+        "invalid": "failed",
+        "too_big": "failed",
+        "three": "skipped",
+        "four": "success",
+        "keep": "success",
+    }
     assert json.loads(out.read_text()) == [{"rows": 7}, "done, with warnings"]
     assert "Python job 'invalid': the result in PYTHON_EXEC_RESULT_FILE is not valid JSON" in log
     assert "larger than 100 bytes ([python_exec] max_result_bytes)" in log
@@ -149,29 +171,62 @@ def repo(tmp_path: Path) -> dict[str, str]:
 
 def test_every_source_form_runs_and_the_second_run_fetches_nothing(dags, jobs, capfd, caplog, repo) -> None:
     code = "def hello(name):\n    return f'hello {name} from ' + __name__\n"
-    write_job(jobs / "inline", "", job={"jobId": "inline", "function": {"handler": "hello", "code": code,
-                                                                       "parameters": {"name": "code"}}})
+    write_job(
+        jobs / "inline",
+        "",
+        job={"jobId": "inline", "function": {"handler": "hello", "code": code, "parameters": {"name": "code"}}},
+    )
     b64 = base64.b64encode(code.encode()).decode()
-    write_job(jobs / "b64", "", job={"jobId": "b64", "packageName": "greet.py",
-                                     "function": {"handler": "greet:hello", "base64": b64, "parameters": {"name": "b64"}}})
-    folder = write_job(jobs / "folder", "", job={"jobId": "folder", "function": {
-        "handler": "pkg.mod:hello", "source": "src/", "parameters": {"name": "folder"}}})
+    write_job(
+        jobs / "b64",
+        "",
+        job={
+            "jobId": "b64",
+            "packageName": "greet.py",
+            "function": {"handler": "greet:hello", "base64": b64, "parameters": {"name": "b64"}},
+        },
+    )
+    folder = write_job(
+        jobs / "folder",
+        "",
+        job={
+            "jobId": "folder",
+            "function": {"handler": "pkg.mod:hello", "source": "src/", "parameters": {"name": "folder"}},
+        },
+    )
     (folder / "src" / "pkg").mkdir(parents=True)
     (folder / "src" / "pkg" / "__init__.py").write_text("")
     (folder / "src" / "pkg" / "mod.py").write_text(code)
-    zipped = write_job(jobs / "zipped", "", job={"jobId": "zipped", "function": {
-        "handler": "mod:hello", "source": "code.zip#subdirectory=project-main", "parameters": {"name": "zip"}}})
+    zipped = write_job(
+        jobs / "zipped",
+        "",
+        job={
+            "jobId": "zipped",
+            "function": {
+                "handler": "mod:hello",
+                "source": "code.zip#subdirectory=project-main",
+                "parameters": {"name": "zip"},
+            },
+        },
+    )
     make_zip(zipped / "code.zip", {"project-main/mod.py": code})
-    write_job(jobs / "git", "", job={"jobId": "git", "function": {
-        "handler": "mod:value", "source": f"git+{repo['url']}@v1#subdirectory=sub"}})
-    dag = load_dag(dags, f"""
+    write_job(
+        jobs / "git",
+        "",
+        job={"jobId": "git", "function": {"handler": "mod:value", "source": f"git+{repo['url']}@v1#subdirectory=sub"}},
+    )
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("sources_forms_dag", schedule=None, start_date=START) as dag:
             for name in ("inline", "b64", "folder", "zipped", "git"):
                 PythonJobOperator(task_id=name, job="jobs/{jobs.name}/" + name)
             # no job folder: a job made from the arguments, its source relative to the DAG file's folder
             PythonJobOperator(task_id="args", handler="pkg.mod:hello", source="jobs/{jobs.name}/folder/src",
                               parameters={{"name": "args"}})
-    """, "sources_forms_dag")
+    """,
+        "sources_forms_dag",
+    )
     tasks = ("inline", "b64", "folder", "zipped", "git", "args")
     states, first = run_dag(dag, capfd, caplog)
     assert states == dict.fromkeys(tasks, "success")
@@ -185,9 +240,14 @@ def test_every_source_form_runs_and_the_second_run_fetches_nothing(dags, jobs, c
     assert {what for _, what in second} == {"cache hit", f"commit {repo['v1']}"}
     assert len({source for source, what in second if what == "cache hit"}) == 4  # all but the folder
     results = _xcoms(dag)
-    assert results == {"inline": "hello code from app", "b64": "hello b64 from greet", "folder":
-                       "hello folder from pkg.mod", "zipped": "hello zip from mod", "git": "one",
-                       "args": "hello args from pkg.mod"}
+    assert results == {
+        "inline": "hello code from app",
+        "b64": "hello b64 from greet",
+        "folder": "hello folder from pkg.mod",
+        "zipped": "hello zip from mod",
+        "git": "one",
+        "args": "hello args from pkg.mod",
+    }
 
 
 def _xcoms(dag) -> dict:
@@ -198,8 +258,11 @@ def _xcoms(dag) -> dict:
 
     with create_session() as session:
         run = session.query(DagRun).filter(DagRun.dag_id == dag.dag_id).order_by(DagRun.id.desc()).first()
-        rows = session.query(XCom).filter(XCom.dag_id == dag.dag_id, XCom.run_id == run.run_id,
-                                          XCom.key == "return_value").all()
+        rows = (
+            session.query(XCom)
+            .filter(XCom.dag_id == dag.dag_id, XCom.run_id == run.run_id, XCom.key == "return_value")
+            .all()
+        )
         return {row.task_id: XCom.deserialize_value(row) for row in rows}
 
 
@@ -217,13 +280,16 @@ def local_index(monkeypatch, tmp_path: Path) -> Path:
     return folder
 
 
-def test_requirements_pep723_and_the_decorator_resolve_local_wheels(dags, jobs, capfd, caplog, local_index,
-                                                                     tmp_path) -> None:
+def test_requirements_pep723_and_the_decorator_resolve_local_wheels(
+    dags, jobs, capfd, caplog, local_index, tmp_path
+) -> None:
     value = "import tinydep\nprint('tinydep', tinydep.VALUE)\n"
     write_job(jobs / "reqs", value, job={"jobId": "reqs", "pythonEnv": {"requirements": ["TinyDep<2"]}})
     write_job(jobs / "pep723", "# /// script\n# dependencies = ['tinydep==2.0']\n# ///\n" + value)
     out = tmp_path / "deco.json"
-    dag = load_dag(dags, f"""
+    dag = load_dag(
+        dags,
+        f"""
         from airflow_python_exec import ProvisionEnvironmentOperator
         with DAG("requirements_dag", schedule=None, start_date=START) as dag:
             (ProvisionEnvironmentOperator(task_id="build", job="jobs/{jobs.name}/reqs")
@@ -245,10 +311,18 @@ def test_requirements_pep723_and_the_decorator_resolve_local_wheels(dags, jobs, 
                 open("{out}", "w").write(json.dumps(summary))
 
             keep(total(numbers(), scale=10))
-    """, "requirements_dag")
+    """,
+        "requirements_dag",
+    )
     states, first = run_dag(dag, capfd, caplog)
-    assert states == {"build": "success", "reqs": "success", "pep723": "success", "numbers": "success",
-                      "total": "success", "keep": "success"}
+    assert states == {
+        "build": "success",
+        "reqs": "success",
+        "pep723": "success",
+        "numbers": "success",
+        "total": "success",
+        "keep": "success",
+    }
     assert "tinydep 1.0" in first and "tinydep 2.0" in first
     assert "resolved 1 package(s): tinydep==1.0" in first and "resolved 1 package(s): tinydep==2.0" in first
     assert json.loads(out.read_text()) == {"total": 60, "tinydep": "2.0", "task": "total"}
@@ -264,14 +338,18 @@ def test_requirements_pep723_and_the_decorator_resolve_local_wheels(dags, jobs, 
 
 
 def test_decorated_function_source_has_no_decorator(dags, capfd, caplog) -> None:
-    dag = load_dag(dags, """
+    dag = load_dag(
+        dags,
+        """
         with DAG("deco_source_dag", schedule=None, start_date=START) as dag:
             @task.python_exec(multiple_outputs=False)
             def shout(word: str):
                 return word.upper()
 
             shout("quiet")
-    """, "deco_source_dag")
+    """,
+        "deco_source_dag",
+    )
     operator = dag.get_task("shout")
     source = operator.get_python_source()
     assert source.startswith("def shout(word: str):") and "@task" not in source
@@ -288,8 +366,13 @@ def test_cli_handler_params_and_result(tmp_path: Path) -> None:
     job = function_job(tmp_path / "cli", "download_and_process", code=textwrap.dedent(CITIES), parameters={"limit": 5})
     params = tmp_path / "params.json"
     params.write_text(json.dumps({"limit": 1, "country": "DE"}))
-    done = subprocess.run([CLI, "run", str(job), "--params-file", str(params), "--param", "limit=2",
-                           "--result", "-"], capture_output=True, text=True, env=cli_env(), timeout=120)
+    done = subprocess.run(
+        [CLI, "run", str(job), "--params-file", str(params), "--param", "limit=2", "--result", "-"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "processing DE run None"
@@ -298,30 +381,42 @@ def test_cli_handler_params_and_result(tmp_path: Path) -> None:
     code = tmp_path / "standalone.py"
     code.write_text("def twice(n):\n    return n * 2\n")
     out = tmp_path / "result.json"
-    done = subprocess.run([CLI, "run", "--code", str(code), "--handler", "twice", "--param", "n=21",
-                           "--result", str(out)], capture_output=True, text=True, env=cli_env(), timeout=120,
-                          cwd=tmp_path)
+    done = subprocess.run(
+        [CLI, "run", "--code", str(code), "--handler", "twice", "--param", "n=21", "--result", str(out)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text()) == 42
 
     raising = function_job(tmp_path / "raising", "boom", code="def boom():\n    raise KeyError('missing')\n")
-    done = subprocess.run([CLI, "run", str(raising), "--result", "-"], capture_output=True, text=True,
-                          env=cli_env(), timeout=120)
+    done = subprocess.run(
+        [CLI, "run", str(raising), "--result", "-"], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
     assert done.returncode == 1 and "KeyError: 'missing'" in done.stdout
     assert done.stderr.strip().splitlines()[-1] == "error: handler boom failed: KeyError: 'missing'"
 
-    bad = subprocess.run([CLI, "run", str(job), "--param", "limit=five"], capture_output=True, text=True,
-                         env=cli_env(), timeout=120)
+    bad = subprocess.run(
+        [CLI, "run", str(job), "--param", "limit=five"], capture_output=True, text=True, env=cli_env(), timeout=120
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "is not JSON" in bad.stderr
 
-    invalid = write_job(tmp_path / "invalid", "import os\nopen(os.environ['PYTHON_EXEC_RESULT_FILE'], 'w').write('{x')\n")
+    invalid = write_job(
+        tmp_path / "invalid", "import os\nopen(os.environ['PYTHON_EXEC_RESULT_FILE'], 'w').write('{x')\n"
+    )
     done = subprocess.run([CLI, "run", str(invalid)], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "is not valid JSON" in done.stderr
 
 
 def test_cli_provision_builds_a_requirements_environment_ahead(tmp_path: Path, local_index: Path) -> None:
-    job = write_job(tmp_path / "ahead", "import tinydep\nprint(tinydep.VALUE)\n",
-                    job={"jobId": "ahead", "pythonEnv": {"requirements": ["tinydep"]}})
+    job = write_job(
+        tmp_path / "ahead",
+        "import tinydep\nprint(tinydep.VALUE)\n",
+        job={"jobId": "ahead", "pythonEnv": {"requirements": ["tinydep"]}},
+    )
     env = cli_env(cache_dir=str(tmp_path / "cache"))
     built = subprocess.run([CLI, "provision", str(job)], capture_output=True, text=True, env=env, timeout=300)
     assert built.returncode == 0, built.stderr
@@ -336,16 +431,29 @@ def test_secrets_are_replaced_in_results_and_failure_messages(dags, jobs, capfd,
     from airflow_python_exec.crypto import encrypt
 
     token = encrypt("s3cr3t-value", [_engine])
-    code = "import os\ndef leak(fail=False):\n    if fail:\n        raise RuntimeError('token ' + os.environ['TOKEN'])\n" \
-           "    return {'token': os.environ['TOKEN']}\n"
+    code = (
+        "import os\ndef leak(fail=False):\n    if fail:\n        raise RuntimeError('token ' + os.environ['TOKEN'])\n"
+        "    return {'token': os.environ['TOKEN']}\n"
+    )
     for name, fail in (("returns", False), ("raises", True)):
-        write_job(jobs / name, code, job={"jobId": name, "function": {"handler": "leak", "parameters": {"fail": fail}},
-                                          "runtimeConfig": {"macros": [{"key": "TOKEN", "value": token, "secure": True}]}})
-    dag = load_dag(dags, f"""
+        write_job(
+            jobs / name,
+            code,
+            job={
+                "jobId": name,
+                "function": {"handler": "leak", "parameters": {"fail": fail}},
+                "runtimeConfig": {"macros": [{"key": "TOKEN", "value": token, "secure": True}]},
+            },
+        )
+    dag = load_dag(
+        dags,
+        f"""
         with DAG("secret_results_dag", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="returns", job="jobs/{jobs.name}/returns")
             PythonJobOperator(task_id="raises", job="jobs/{jobs.name}/raises")
-    """, "secret_results_dag")
+    """,
+        "secret_results_dag",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"returns": "success", "raises": "failed"}
     assert _xcoms(dag) == {"returns": {"token": "***"}}
@@ -356,8 +464,11 @@ def test_secrets_are_replaced_in_results_and_failure_messages(dags, jobs, capfd,
 def test_job_json_requirements_win_over_pep723_metadata_with_a_warning(settings, local_index, job_dir, caplog) -> None:
     from airflow_python_exec import PythonExecutionService
 
-    write_job(job_dir, "# /// script\n# dependencies = ['tinydep==2.0']\n# ///\nimport tinydep\nprint(tinydep.VALUE)\n",
-              job={"jobId": "wins", "pythonEnv": {"requirements": ["tinydep==1.0"]}})
+    write_job(
+        job_dir,
+        "# /// script\n# dependencies = ['tinydep==2.0']\n# ///\nimport tinydep\nprint(tinydep.VALUE)\n",
+        job={"jobId": "wins", "pythonEnv": {"requirements": ["tinydep==1.0"]}},
+    )
     lines: list[str] = []
     with caplog.at_level("WARNING"):
         result = PythonExecutionService(settings).run(job_dir, on_line=lines.append, on_setup_line=lambda _: None)

@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CLI, REPO, cli_env, write_job
 from packaging.tags import compatible_tags, cpython_tags, platform_tags
 from packaging.utils import parse_wheel_filename
+from wheels import write_lock, write_wheel
 
 from airflow_python_exec import EngineSettings, PythonExecutionService
 from airflow_python_exec.environments.lockfile import locked_packages, platform_tag
-from conftest import CLI, REPO, cli_env, write_job
-from wheels import write_lock, write_wheel
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -31,13 +31,23 @@ MINOR = sys.version_info[1]
 
 
 def run_cli(job: Path, settings: EngineSettings) -> subprocess.CompletedProcess:
-    return subprocess.run([CLI, "run", str(job)], env=cli_env(cache_dir=str(settings.cache_dir)),
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [CLI, "run", str(job)],
+        env=cli_env(cache_dir=str(settings.cache_dir)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def built_environments(settings: EngineSettings) -> list[Path]:
-    return [p for d in ("envs", "ephemeral") if (settings.cache_dir / d).is_dir()
-            for p in (settings.cache_dir / d).iterdir() if p.is_dir()]
+    return [
+        p
+        for d in ("envs", "ephemeral")
+        if (settings.cache_dir / d).is_dir()
+        for p in (settings.cache_dir / d).iterdir()
+        if p.is_dir()
+    ]
 
 
 @pytest.mark.smoke
@@ -45,11 +55,18 @@ def test_universal_lock_installs_the_entries_for_this_python(settings, job_dir: 
     wheels = tmp_path / "wheels"
     write_wheel(wheels, "tinydep", "1.0", module="VALUE = 'one'\n")
     write_wheel(wheels, "tinydep", "2.0", module="VALUE = 'two'\n")
-    lock = write_lock(job_dir, wheels, ['tinydep==1.0; python_version < "3.12"',
-                                        'tinydep==2.0; python_version >= "3.12"'], universal=True)
+    lock = write_lock(
+        job_dir,
+        wheels,
+        ['tinydep==1.0; python_version < "3.12"', 'tinydep==2.0; python_version >= "3.12"'],
+        universal=True,
+    )
     assert lock.read_text().count("marker = ") == 2
-    write_job(job_dir, "import tinydep\nprint('tinydep', tinydep.VALUE)\n",
-              job={"jobId": "universal", "pythonEnv": {"pylock": "pylock.toml"}})
+    write_job(
+        job_dir,
+        "import tinydep\nprint('tinydep', tinydep.VALUE)\n",
+        job={"jobId": "universal", "pythonEnv": {"pylock": "pylock.toml"}},
+    )
     expected = "two" if MINOR >= 12 else "one"
     lines, setup = [], []
     result = PythonExecutionService(settings).run(job_dir, on_line=lines.append, on_setup_line=setup.append)
@@ -75,8 +92,10 @@ def test_lock_without_a_wheel_for_this_python_names_it_and_the_relock_command(se
     (error,) = errors
     assert "no wheel of tinynative" in error
     assert f"Python {sys.version.split()[0]} (cp3{MINOR}, {platform_tag()})" in error
-    assert (f"cd {job_dir} && uv pip compile --universal --only-binary :all: --python-version 3.9 "
-            "--format pylock.toml -o pylock.toml requirements.in") in error
+    assert (
+        f"cd {job_dir} && uv pip compile --universal --only-binary :all: --python-version 3.9 "
+        "--format pylock.toml -o pylock.toml requirements.in"
+    ) in error
     assert built_environments(settings) == []
 
 
@@ -97,8 +116,10 @@ def test_lock_for_a_newer_python_names_its_requirement_and_the_relock_command(se
 def supported_tags(python: tuple[int, int]) -> set:
     """The wheel tags a CPython ``python`` on this machine's platform installs."""
     platforms = list(platform_tags())
-    return {*cpython_tags(python, platforms=platforms),
-            *compatible_tags(python, interpreter=f"cp{python[0]}{python[1]}", platforms=platforms)}
+    return {
+        *cpython_tags(python, platforms=platforms),
+        *compatible_tags(python, interpreter=f"cp{python[0]}{python[1]}", platforms=platforms),
+    }
 
 
 @pytest.mark.smoke

@@ -9,10 +9,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import CLI, cli_env, write_job
 
 from airflow_python_exec import Macro, PythonJob
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
-from conftest import CLI, cli_env, write_job
 
 
 def test_folder_without_job_json_runs_app_py(job_dir: Path) -> None:
@@ -51,8 +51,24 @@ def test_unknown_top_level_key_is_ignored_with_a_warning(job_dir: Path, caplog: 
     assert "owner" in caplog.text
 
 
-@pytest.mark.parametrize("key", ["name", "description", "version", "owner", "tags", "schedule", "id", "type",
-                                 "job", "jobs", "jobName", "status", "labels"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "name",
+        "description",
+        "version",
+        "owner",
+        "tags",
+        "schedule",
+        "id",
+        "type",
+        "job",
+        "jobs",
+        "jobName",
+        "status",
+        "labels",
+    ],
+)
 def test_ordinary_platform_keys_only_warn(job_dir: Path, key: str, caplog: pytest.LogCaptureFixture) -> None:
     """Short platform keys near ``jobId`` (``job``, ``jobs``) are not near misses: see README's decisions."""
     write_job(job_dir, job={"jobId": "j", key: "x"})
@@ -61,47 +77,56 @@ def test_ordinary_platform_keys_only_warn(job_dir: Path, key: str, caplog: pytes
     assert f"ignoring unknown key {key!r}" in caplog.text
 
 
-@pytest.mark.parametrize(("key", "resembles"), [
-    ("runtimeconfig", "'runtimeConfig'"),
-    ("RuntimeConfig", "'runtimeConfig'"),
-    ("runtime-config", "'runtimeConfig'"),
-    ("runtimeConfg", "'runtimeConfig'"),
-    ("pythonenv", "'pythonEnv'"),
-    ("pyhtonEnv", "'pythonEnv'"),
-    ("Python-Env", "'pythonEnv'"),
-    ("jobid", "'jobId'"),
-    ("JOBID", "'jobId'"),
-    ("jobld", "'jobId'"),
-    ("packagename", "'packageName'"),
-    ("engine-type", "'engineType'"),
-    ("Macros", "'macros', which belongs inside runtimeConfig"),
-    ("macro", "'macros', which belongs inside runtimeConfig"),
-    ("macros", "'macros' belongs inside runtimeConfig"),
-    ("exitCodes", "'exitCodes' belongs inside runtimeConfig"),
-])
+@pytest.mark.parametrize(
+    ("key", "resembles"),
+    [
+        ("runtimeconfig", "'runtimeConfig'"),
+        ("RuntimeConfig", "'runtimeConfig'"),
+        ("runtime-config", "'runtimeConfig'"),
+        ("runtimeConfg", "'runtimeConfig'"),
+        ("pythonenv", "'pythonEnv'"),
+        ("pyhtonEnv", "'pythonEnv'"),
+        ("Python-Env", "'pythonEnv'"),
+        ("jobid", "'jobId'"),
+        ("JOBID", "'jobId'"),
+        ("jobld", "'jobId'"),
+        ("packagename", "'packageName'"),
+        ("engine-type", "'engineType'"),
+        ("Macros", "'macros', which belongs inside runtimeConfig"),
+        ("macro", "'macros', which belongs inside runtimeConfig"),
+        ("macros", "'macros' belongs inside runtimeConfig"),
+        ("exitCodes", "'exitCodes' belongs inside runtimeConfig"),
+    ],
+)
 def test_near_miss_of_a_known_key_is_refused_naming_it(job_dir: Path, key: str, resembles: str) -> None:
     message = _refusal(job_dir, {"jobId": "j", "packageName": "app.py", key: {"macros": [{"key": "A", "value": "1"}]}})
     assert f"top-level key {key!r}" in message and resembles in message
 
 
-@pytest.mark.parametrize(("config", "expected"), [
-    ({"macros": [], "timeout": 5}, "runtimeConfig.timeout: unknown key 'timeout'"),
-    ({"exitCodes": {"3": "ignored"}}, "is not an outcome; use success, skipped or failed"),
-    ({"exitCodes": {"-1": "failed"}}, "key '-1' is not an exit code"),
-])
+@pytest.mark.parametrize(
+    ("config", "expected"),
+    [
+        ({"macros": [], "timeout": 5}, "runtimeConfig.timeout: unknown key 'timeout'"),
+        ({"exitCodes": {"3": "ignored"}}, "is not an outcome; use success, skipped or failed"),
+        ({"exitCodes": {"-1": "failed"}}, "key '-1' is not an exit code"),
+    ],
+)
 def test_runtime_config_refuses_unknown_keys_and_bad_exit_codes(job_dir: Path, config: dict, expected: str) -> None:
     message = _refusal(job_dir, {"jobId": "j", "packageName": "app.py", "runtimeConfig": config})
     assert expected in message
 
 
-@pytest.mark.parametrize(("function", "expected"), [
-    ({"handler": "a b"}, "is not module.path:function"),
-    ({"handler": "m:f", "code": "x", "source": "src/"}, "give one source"),
-    ({"handler": "m:f", "base64": "%%%"}, "not base64-encoded"),
-    ({"handler": "m:f", "source": "ftp://x/y.zip"}, "is not a supported form"),
-    ({"handler": "m:f", "params": {}}, "function.params: unknown key"),
-    ({"handler": "f"}, "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("function", "expected"),
+    [
+        ({"handler": "a b"}, "is not module.path:function"),
+        ({"handler": "m:f", "code": "x", "source": "src/"}, "give one source"),
+        ({"handler": "m:f", "base64": "%%%"}, "not base64-encoded"),
+        ({"handler": "m:f", "source": "ftp://x/y.zip"}, "is not a supported form"),
+        ({"handler": "m:f", "params": {}}, "function.params: unknown key"),
+        ({"handler": "f"}, "does not exist"),
+    ],
+)
 def test_function_config_is_checked_on_load(job_dir: Path, function: dict, expected: str) -> None:
     (job_dir / "src").mkdir(parents=True)
     message = _refusal(job_dir, {"jobId": "j", "packageName": "main.py", "function": function})
@@ -115,19 +140,25 @@ def test_pylock_and_requirements_together_are_refused(job_dir: Path) -> None:
 
 def test_misspelt_runtime_config_never_runs_the_job_without_its_macros(job_dir: Path) -> None:
     """The issue's case: ``runtimeconfig`` only warned, and the job ran with its secure macro missing."""
-    write_job(job_dir, "open('started', 'w')\n", job={"jobId": "j", "runtimeconfig": {"macros": [
-        {"key": "TOKEN", "value": "gAAAAA", "secure": True}]}})
+    write_job(
+        job_dir,
+        "open('started', 'w')\n",
+        job={"jobId": "j", "runtimeconfig": {"macros": [{"key": "TOKEN", "value": "gAAAAA", "secure": True}]}},
+    )
     done = subprocess.run([CLI, "run", str(job_dir)], capture_output=True, text=True, env=cli_env(), timeout=120)
     assert done.returncode == 2 and not (job_dir / "started").exists()
     assert done.stderr.count("\n") == 1 and "'runtimeconfig' looks like 'runtimeConfig'" in done.stderr
 
 
-@pytest.mark.parametrize(("make", "expected"), [
-    (lambda p: p.mkdir(), "is a folder, not a file"),
-    (lambda p: os.mkfifo(p), "is a FIFO, not a file"),
-    (lambda p: p.symlink_to("missing.json"), "is a symlink to missing.json, which does not exist"),
-    (lambda p: p.symlink_to("/dev/zero"), "is a device, not a file"),
-])
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.mkdir(), "is a folder, not a file"),
+        (lambda p: os.mkfifo(p), "is a FIFO, not a file"),
+        (lambda p: p.symlink_to("missing.json"), "is a symlink to missing.json, which does not exist"),
+        (lambda p: p.symlink_to("/dev/zero"), "is a device, not a file"),
+    ],
+)
 def test_job_json_that_is_not_a_regular_file_is_refused(job_dir: Path, make, expected: str) -> None:
     write_job(job_dir)
     make(job_dir / "job.json")
@@ -162,7 +193,10 @@ def _refusal(job_dir: Path, job: object, raw: str | None = None) -> str:
         ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A-B", "value": "v"}]}}, "'A-B'"),
         ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A B", "value": "v"}]}}, "'A B'"),
         ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A", "value": "a\u0000b"}]}}, "NUL byte"),
-        ({"jobId": "j", "runtimeConfig": {"macros": [{"key": "A", "value": "v", "secrets": 1}]}}, "unknown key 'secrets'"),
+        (
+            {"jobId": "j", "runtimeConfig": {"macros": [{"key": "A", "value": "v", "secrets": 1}]}},
+            "unknown key 'secrets'",
+        ),
         ({"jobId": "j", "pythonEnv": {"pylok": "pylock.toml"}}, "unknown key 'pylok'"),
     ],
 )

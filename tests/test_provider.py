@@ -17,17 +17,33 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def airflow(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [AIRFLOW, *args], capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
 
 
 @pytest.mark.smoke
 def test_provider_info_declares_every_setting() -> None:
     section = get_provider_info()["config"]["python_exec"]["options"]
-    assert set(section) == set(OPTIONS) == {
-        "enabled", "install_path", "cache_dir", "fernet_key", "python_downloads", "lock_timeout", "inherit_env",
-        "sandbox", "sandbox_writable_paths", "sandbox_network", "max_result_bytes", "max_source_bytes",
-        "upload_folder"}
+    assert (
+        set(section)
+        == set(OPTIONS)
+        == {
+            "enabled",
+            "install_path",
+            "cache_dir",
+            "fernet_key",
+            "python_downloads",
+            "lock_timeout",
+            "inherit_env",
+            "sandbox",
+            "sandbox_writable_paths",
+            "sandbox_network",
+            "max_result_bytes",
+            "max_source_bytes",
+            "upload_folder",
+        }
+    )
     assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"
     assert section["fernet_key"]["sensitive"] is True
     assert section["python_downloads"]["default"] == "never"

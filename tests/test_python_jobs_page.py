@@ -10,10 +10,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
-from airflow_python_exec.crypto import decrypt, encrypt, multi_fernet
 from conftest import ENV_SECRET, SECRET, bearer, bundle, hello_files, post_bundle, tree_digest, write_job
 from test_airflow import dags, load_dag, run_dag  # noqa: F401 - dags is a fixture
+
+from airflow_python_exec.crypto import decrypt, encrypt, multi_fernet
 
 
 def assert_no_secret(text: str, *tokens: str) -> None:
@@ -24,9 +24,19 @@ def assert_no_secret(text: str, *tokens: str) -> None:
 # -- authentication and authorization ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method,path", [("GET", "/api/jobs"), ("GET", "/api/jobs/hello"), ("GET", "/"),
-                                         ("GET", "/jobs/hello"), ("POST", "/api/encrypt"), ("POST", "/api/jobs"),
-                                         ("POST", "/encrypt"), ("POST", "/upload")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/jobs"),
+        ("GET", "/api/jobs/hello"),
+        ("GET", "/"),
+        ("GET", "/jobs/hello"),
+        ("POST", "/api/encrypt"),
+        ("POST", "/api/jobs"),
+        ("POST", "/encrypt"),
+        ("POST", "/upload"),
+    ],
+)
 def test_every_endpoint_needs_a_token(client, method, path) -> None:
     assert client.request(method, path).status_code == 401
     assert client.request(method, path, headers={"Authorization": "Bearer not-a-jwt"}).status_code in (401, 403)
@@ -132,10 +142,22 @@ def test_unsafe_archives_are_refused_and_upload_folder_is_unchanged(client, auth
     assert tree_digest(uploads) == before
 
 
-@pytest.mark.parametrize("case", ["bad job.json", "unknown pythonEnv key", "script outside", "unsafe jobId",
-                                  "too many entries", "too many bytes", "not a zip", "empty"])
-def test_bundles_breaking_a_rule_are_refused_and_upload_folder_is_unchanged(client, auth, key, uploads, monkeypatch,
-                                                                           case) -> None:
+@pytest.mark.parametrize(
+    "case",
+    [
+        "bad job.json",
+        "unknown pythonEnv key",
+        "script outside",
+        "unsafe jobId",
+        "too many entries",
+        "too many bytes",
+        "not a zip",
+        "empty",
+    ],
+)
+def test_bundles_breaking_a_rule_are_refused_and_upload_folder_is_unchanged(
+    client, auth, key, uploads, monkeypatch, case
+) -> None:
     import airflow_python_exec.plugins.upload as upload
 
     files = hello_files(key)
@@ -173,10 +195,14 @@ def test_an_uploaded_job_runs_from_a_dag(client, auth, key, dags, monkeypatch, c
     uploads = dags / "uploads"
     monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(uploads))
     assert post_bundle(client, auth, bundle(hello_files(key, "from upload"))).status_code == 201
-    dag = load_dag(dags, """
+    dag = load_dag(
+        dags,
+        """
         with DAG("uploaded_job", schedule=None, start_date=START) as dag:
             PythonJobOperator(task_id="hello", job="uploads/hello")
-    """, "uploaded_job")
+    """,
+        "uploaded_job",
+    )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"hello": "success"}
     assert f"hello from upload {len(SECRET)}" in log
@@ -195,8 +221,13 @@ def test_dag_tasks_are_mapped_to_their_job_folders(tmp_path, key) -> None:
     from airflow_python_exec import PythonJobOperator
     from airflow_python_exec.plugins import catalog
 
-    write_job(tmp_path / "jobs" / "hello", job={"jobId": "hello", "runtimeConfig": {"macros": [
-        {"key": "API_TOKEN", "value": encrypt(SECRET, [key]), "secure": True}]}})
+    write_job(
+        tmp_path / "jobs" / "hello",
+        job={
+            "jobId": "hello",
+            "runtimeConfig": {"macros": [{"key": "API_TOKEN", "value": encrypt(SECRET, [key]), "secure": True}]},
+        },
+    )
     with DAG("mapped", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
         PythonJobOperator(task_id="a", job="jobs/hello")
         PythonJobOperator(task_id="b", handler="mod:fn", code="def fn(): pass")
@@ -218,9 +249,11 @@ def test_the_plugin_is_registered_and_cheap_to_import() -> None:
     builds neither the app nor the api-server's auth dependencies."""
     import subprocess
 
-    code = ("import sys; from airflow_python_exec.plugins.python_jobs import PythonJobsPlugin as P; "
-            "print(P.fastapi_apps[0]['url_prefix'], P.external_views[0]['name'], "
-            "'airflow_python_exec.plugins.app' in sys.modules, 'airflow.api_fastapi.core_api.security' in sys.modules)")
+    code = (
+        "import sys; from airflow_python_exec.plugins.python_jobs import PythonJobsPlugin as P; "
+        "print(P.fastapi_apps[0]['url_prefix'], P.external_views[0]['name'], "
+        "'airflow_python_exec.plugins.app' in sys.modules, 'airflow.api_fastapi.core_api.security' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["/python-exec", "Python", "jobs", "False", "False"]
     from importlib.metadata import entry_points

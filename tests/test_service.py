@@ -12,10 +12,10 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from conftest import process_gone, write_job
 
 from airflow_python_exec import PythonExecutionService
 from airflow_python_exec.process import MAX_LINE_CHARS
-from conftest import process_gone, write_job
 
 
 def _wait_for(path: Path, timeout: float = 10.0) -> str:
@@ -50,7 +50,9 @@ def test_stdout_and_stderr_are_merged_in_order(settings, job_dir: Path) -> None:
 
 def test_lines_arrive_while_the_script_runs(settings, job_dir: Path) -> None:
     """The script waits until the caller has seen its first line: buffering till exit would fail it."""
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import os, sys, time
         print("first")
         for _ in range(500):
@@ -58,7 +60,8 @@ def test_lines_arrive_while_the_script_runs(settings, job_dir: Path) -> None:
                 print("second"); sys.exit(0)
             time.sleep(0.02)
         sys.exit(1)
-    """)
+    """,
+    )
 
     def on_line(line: str) -> None:
         if line == "first":
@@ -90,14 +93,17 @@ def test_long_output_without_newline_comes_through_in_pieces_with_bounded_memory
 
 
 def test_stop_ends_the_script_and_the_child_it_started(settings, job_dir: Path) -> None:
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import os, subprocess, sys, time
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         with open("pids.tmp", "w") as f:
             f.write(f"{os.getpid()} {child.pid}")
         os.rename("pids.tmp", "pids")
         time.sleep(600)
-    """)
+    """,
+    )
     service = PythonExecutionService(settings)
     threading.Thread(target=lambda: (_wait_for(job_dir / "pids"), service.stop()), daemon=True).start()
     started = time.monotonic()
@@ -109,12 +115,15 @@ def test_stop_ends_the_script_and_the_child_it_started(settings, job_dir: Path) 
 
 
 def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(settings, job_dir: Path) -> None:
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import signal, time
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         open("ready", "w").write("1")
         time.sleep(600)
-    """)
+    """,
+    )
     service = PythonExecutionService(settings, stop_grace_s=0.5)
     threading.Thread(target=lambda: (_wait_for(job_dir / "ready"), service.stop()), daemon=True).start()
     result = service.run(job_dir)
@@ -124,12 +133,15 @@ def test_stop_escalates_to_sigkill_when_sigterm_is_ignored(settings, job_dir: Pa
 
 def test_background_child_left_behind_is_ended_with_the_script(settings, job_dir: Path) -> None:
     """A child still holding the output pipe must not keep the task running after the script exits."""
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import subprocess, sys
         child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
         open("child", "w").write(str(child.pid))
         print("script done")
-    """)
+    """,
+    )
     started = time.monotonic()
     result = PythonExecutionService(settings).run(job_dir)
     assert result.exit_code == 0 and result.last_line == "script done"
@@ -150,11 +162,14 @@ def test_stop_before_run_starts_nothing(settings, job_dir: Path) -> None:
 
 def test_interrupted_reader_kills_the_group(settings, job_dir: Path) -> None:
     """An exception in the caller (Airflow's execution_timeout) must not leave the script running."""
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import os, time
         print(os.getpid(), flush=True)
         time.sleep(600)
-    """)
+    """,
+    )
     pids: list[int] = []
 
     def on_line(line: str) -> None:
@@ -181,28 +196,35 @@ def test_secret_straddling_a_long_line_cut_is_still_masked(settings, job_dir: Pa
     from airflow_python_exec.crypto import encrypt
 
     secret = "SUPERSECRETVALUE-0123456789"
-    write_job(job_dir, f"""
+    write_job(
+        job_dir,
+        f"""
         import os, sys
         for offset in range(1, len(os.environ["S"])):
             sys.stdout.write("a" * ({MAX_LINE_CHARS} - offset) + os.environ["S"] + "b" * 10)
         sys.stdout.write("\\n")
-    """)
+    """,
+    )
     lines: list[str] = []
     token = encrypt(secret, [fernet_key])
-    PythonExecutionService(settings).run(job_dir, on_line=lines.append,
-                                         macros=[{"key": "S", "value": token, "secure": True}])
+    PythonExecutionService(settings).run(
+        job_dir, on_line=lines.append, macros=[{"key": "S", "value": token, "secure": True}]
+    )
     text = "".join(lines)
     assert text.count("***") == len(secret) - 1
     assert "SUPERSEC" not in text and "0123456789" not in text
 
 
 def test_last_line_without_newline_survives_a_pipe_held_outside_the_group(settings, job_dir: Path) -> None:
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import subprocess, sys
         subprocess.Popen(["sleep", "4"], start_new_session=True)  # escapes the group, keeps our stdout
         print("first")
         sys.stdout.write("tail without newline")
-    """)
+    """,
+    )
     lines: list[str] = []
     result = PythonExecutionService(settings).run(job_dir, on_line=lines.append)
     assert lines == ["first", "tail without newline"]
@@ -220,24 +242,28 @@ def test_a_script_that_cannot_start_is_a_one_line_refusal(settings, job_dir: Pat
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("secret", ["Pa55\\w0rd-2026", "tab\there", "it's \"quoted\"", "zero\u200bwidth", "ünïcode"])
+@pytest.mark.parametrize("secret", ["Pa55\\w0rd-2026", "tab\there", 'it\'s "quoted"', "zero\u200bwidth", "ünïcode"])
 def test_secrets_are_masked_in_their_repr_and_json_forms(settings, job_dir: Path, fernet_key, secret) -> None:
     """A script rarely prints a secret bare: in a dict, an exception or a JSON document it comes out
     escaped, and the escaped text is what must not reach the log."""
     from airflow_python_exec.crypto import encrypt
 
-    write_job(job_dir, """
+    write_job(
+        job_dir,
+        """
         import json, os
         secret = os.environ["S"]
         print({"password": secret})
         print(json.dumps({"password": secret}))
         print(json.dumps({"password": secret}, ensure_ascii=False))
         raise KeyError(secret)
-    """)
+    """,
+    )
     lines: list[str] = []
     token = encrypt(secret, [fernet_key])
-    result = PythonExecutionService(settings).run(job_dir, on_line=lines.append,
-                                                  macros=[{"key": "S", "value": token, "secure": True}])
+    result = PythonExecutionService(settings).run(
+        job_dir, on_line=lines.append, macros=[{"key": "S", "value": token, "secure": True}]
+    )
     text = "\n".join(lines)
     assert result.exit_code == 1 and "KeyError" in text
     escaped = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}

@@ -7,8 +7,8 @@ repositories are made with ``git init`` in a temporary folder.
 from __future__ import annotations
 
 import hashlib
-import os
 import http.server
+import os
 import shutil
 import stat
 import struct
@@ -89,43 +89,63 @@ def repo(tmp_path: Path) -> dict[str, str]:
     git("tag", "-a", "v1", "-m", "release 1", cwd=path)
     (path / "sub" / "mod.py").write_text("WHO = 'two'\n")
     git("commit", "-q", "-am", "two", cwd=path)
-    return {"path": str(path), "url": f"file://{path}", "v1": git("rev-parse", "v1^{commit}", cwd=path),
-            "main": git("rev-parse", "main", cwd=path)}
+    return {
+        "path": str(path),
+        "url": f"file://{path}",
+        "v1": git("rev-parse", "v1^{commit}", cwd=path),
+        "main": git("rev-parse", "main", cwd=path),
+    }
 
 
 # -- parsing -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("source", "kind", "location", "ref", "subdirectory"), [
-    ("src/", "folder", "src/", None, None),
-    ("code.zip", "zip", "code.zip", None, None),
-    ("zip+https://example.com/a/code.zip#subdirectory=code-main", "zip_url", "https://example.com/a/code.zip",
-     None, "code-main"),
-    ("git+https://example.com/org/repo.git", "git", "https://example.com/org/repo.git", None, None),
-    ("git+https://example.com/org/repo.git@v1.2#subdirectory=pkg/src", "git", "https://example.com/org/repo.git",
-     "v1.2", "pkg/src"),
-    ("git+ssh://git@example.com/org/repo.git@main", "git", "ssh://git@example.com/org/repo.git", "main", None),
-    ("git+git@example.com:org/repo.git@feature/x", "git", "git@example.com:org/repo.git", "feature/x", None),
-    ("git+file:///srv/repo@refs/pull/1/head#egg=x", "git", "file:///srv/repo", "refs/pull/1/head", None),
-])
+@pytest.mark.parametrize(
+    ("source", "kind", "location", "ref", "subdirectory"),
+    [
+        ("src/", "folder", "src/", None, None),
+        ("code.zip", "zip", "code.zip", None, None),
+        (
+            "zip+https://example.com/a/code.zip#subdirectory=code-main",
+            "zip_url",
+            "https://example.com/a/code.zip",
+            None,
+            "code-main",
+        ),
+        ("git+https://example.com/org/repo.git", "git", "https://example.com/org/repo.git", None, None),
+        (
+            "git+https://example.com/org/repo.git@v1.2#subdirectory=pkg/src",
+            "git",
+            "https://example.com/org/repo.git",
+            "v1.2",
+            "pkg/src",
+        ),
+        ("git+ssh://git@example.com/org/repo.git@main", "git", "ssh://git@example.com/org/repo.git", "main", None),
+        ("git+git@example.com:org/repo.git@feature/x", "git", "git@example.com:org/repo.git", "feature/x", None),
+        ("git+file:///srv/repo@refs/pull/1/head#egg=x", "git", "file:///srv/repo", "refs/pull/1/head", None),
+    ],
+)
 def test_accepted_forms_follow_pips_vcs_url_form(source, kind, location, ref, subdirectory) -> None:
     spec = parse_source(source)
     assert (spec.kind, spec.location, spec.ref, spec.subdirectory) == (kind, location, ref, subdirectory)
 
 
-@pytest.mark.parametrize(("source", "expected"), [
-    ("", "empty"),
-    ("hg+https://example.com/repo", "not a supported form"),
-    ("https://example.com/code.zip", r"zip\+ prefix"),
-    ("git+https://example.com/repo.git@-upload-pack=x", "not a git branch, tag or commit"),
-    ("git+https://example.com/repo.git@a..b", "not a git branch, tag or commit"),
-    ("git+https://example.com/repo.git#subdirectory=../up", "'..'"),
-    ("git+https://example.com/repo.git#branch=x", "unknown #branch"),
-    ("code.zip#sha256=abc", "64 hex digits"),
-    ("/abs/src", "absolute path"),
-    ("../elsewhere", "'..'"),
-    ("src#subdirectory=x", "no #fragment"),
-])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("", "empty"),
+        ("hg+https://example.com/repo", "not a supported form"),
+        ("https://example.com/code.zip", r"zip\+ prefix"),
+        ("git+https://example.com/repo.git@-upload-pack=x", "not a git branch, tag or commit"),
+        ("git+https://example.com/repo.git@a..b", "not a git branch, tag or commit"),
+        ("git+https://example.com/repo.git#subdirectory=../up", "'..'"),
+        ("git+https://example.com/repo.git#branch=x", "unknown #branch"),
+        ("code.zip#sha256=abc", "64 hex digits"),
+        ("/abs/src", "absolute path"),
+        ("../elsewhere", "'..'"),
+        ("src#subdirectory=x", "no #fragment"),
+    ],
+)
 def test_bad_forms_are_refused_with_one_line(source, expected) -> None:
     with pytest.raises(JobConfigError, match=expected) as info:
         parse_source(source)
@@ -149,8 +169,10 @@ def test_a_folder_is_used_in_place(resolver, job, cache) -> None:
     assert not cache.exists()  # nothing copied
 
 
-@pytest.mark.parametrize(("source", "expected"), [("missing", "does not exist"), ("src/pkg/handlers.py", "not a folder"),
-                                                  ("link", "outside")])
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [("missing", "does not exist"), ("src/pkg/handlers.py", "not a folder"), ("link", "outside")],
+)
 def test_a_folder_must_exist_inside_the_job_folder(resolver, job, tmp_path, source, expected) -> None:
     (job / "link").symlink_to(tmp_path)
     with pytest.raises(JobConfigError, match=expected):
@@ -161,8 +183,11 @@ def test_a_folder_must_exist_inside_the_job_folder(resolver, job, tmp_path, sour
 
 
 def test_zip_is_unpacked_once_and_found_again_without_the_archive(resolver, job, cache, lines) -> None:
-    archive = make_zip(job / "code.zip", {"pkg/__init__.py": "", "pkg/handlers.py": "def f():\n    return 1\n",
-                                          "run.sh": "#!/bin/sh\n"}, {"run.sh": stat.S_IFREG | 0o755})
+    archive = make_zip(
+        job / "code.zip",
+        {"pkg/__init__.py": "", "pkg/handlers.py": "def f():\n    return 1\n", "run.sh": "#!/bin/sh\n"},
+        {"run.sh": stat.S_IFREG | 0o755},
+    )
     digest = sha256(archive)
     first = resolver.resolve("code.zip", job)
     assert first.fetched and first.digest == digest
@@ -402,11 +427,14 @@ def test_git_full_sha_of_an_untagged_commit(resolver, job, repo) -> None:
     assert resolved.digest == repo["v1"] and (resolved.root / "top.py").is_file()
 
 
-@pytest.mark.parametrize(("source", "error", "expected"), [
-    ("@v9", JobConfigError, "'v9' is not a branch or tag"),
-    ("@abc1234", JobConfigError, "short sha"),
-    ("@v1#subdirectory=nope", JobConfigError, "no folder 'nope'"),
-])
+@pytest.mark.parametrize(
+    ("source", "error", "expected"),
+    [
+        ("@v9", JobConfigError, "'v9' is not a branch or tag"),
+        ("@abc1234", JobConfigError, "short sha"),
+        ("@v1#subdirectory=nope", JobConfigError, "no folder 'nope'"),
+    ],
+)
 def test_git_bad_refs_and_subdirectories(resolver, job, repo, source, error, expected) -> None:
     with pytest.raises(error, match=expected) as info:
         resolver.resolve(f"git+{repo['url']}{source}", job)
@@ -425,4 +453,3 @@ def test_git_tree_over_the_limits_is_refused_before_checkout(cache, job, repo) -
     with pytest.raises(JobConfigError, match="files, more than 1;"):
         SourceResolver(cache, max_entries=1).resolve(f"git+{repo['url']}@v1", job)
     assert cache_leftovers(cache) == []
-

@@ -46,7 +46,7 @@ def test_configured_prefix_reports_interpreter_and_version() -> None:
 
 
 def test_falls_back_to_bin_python(tmp_path: Path) -> None:
-    prefix = _fake_prefix(tmp_path, f"#!/bin/sh\nexec {sys.executable} \"$@\"\n", name="python")
+    prefix = _fake_prefix(tmp_path, f'#!/bin/sh\nexec {sys.executable} "$@"\n', name="python")
     assert _validate(install_path=str(prefix)).path == prefix / "bin" / "python"
 
 
@@ -92,7 +92,7 @@ def test_interpreter_that_does_not_run(tmp_path: Path) -> None:
 def test_interpreter_probe_runs_once_per_path(tmp_path: Path) -> None:
     counter = tmp_path / "count"
     (tmp_path / "py").mkdir()
-    prefix = _fake_prefix(tmp_path / "py", f"#!/bin/sh\necho x >> {counter}\nexec {sys.executable} \"$@\"\n")
+    prefix = _fake_prefix(tmp_path / "py", f'#!/bin/sh\necho x >> {counter}\nexec {sys.executable} "$@"\n')
     for _ in range(3):
         _validate(install_path=str(prefix))
     assert counter.read_text().count("x") == 1

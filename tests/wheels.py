@@ -16,9 +16,16 @@ def _record(path: str, data: bytes) -> str:
     return f"{path},sha256={digest},{len(data)}"
 
 
-def write_wheel(outdir: Path, name: str, version: str = "1.0", *, deps: tuple[str, ...] = (),
-                script: tuple[str, str] | None = None, module: str = "VALUE = 42\n",
-                tag: str = "py3-none-any") -> Path:
+def write_wheel(
+    outdir: Path,
+    name: str,
+    version: str = "1.0",
+    *,
+    deps: tuple[str, ...] = (),
+    script: tuple[str, str] | None = None,
+    module: str = "VALUE = 42\n",
+    tag: str = "py3-none-any",
+) -> Path:
     """Write ``<name>-<version>-<tag>.whl`` holding module ``<name>`` (byte-identical on rewrite).
 
     :param script: ``(console script name, "module:function")`` to declare as an entry point.
@@ -28,14 +35,16 @@ def write_wheel(outdir: Path, name: str, version: str = "1.0", *, deps: tuple[st
     norm = name.replace("-", "_").lower()
     info = f"{norm}-{version}.dist-info"
     files = {f"{norm}.py": module.encode()}
-    files[f"{info}/METADATA"] = (f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-                                 + "".join(f"Requires-Dist: {d}\n" for d in deps)).encode()
+    files[f"{info}/METADATA"] = (
+        f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {d}\n" for d in deps)
+    ).encode()
     purelib = "true" if tag.endswith("-none-any") else "false"
     files[f"{info}/WHEEL"] = f"Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: {purelib}\nTag: {tag}\n".encode()
     if script:
         files[f"{info}/entry_points.txt"] = f"[console_scripts]\n{script[0]} = {script[1]}\n".encode()
-    files[f"{info}/RECORD"] = ("\n".join([_record(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"])
-                               + "\n").encode()
+    files[f"{info}/RECORD"] = (
+        "\n".join([_record(p, d) for p, d in files.items()] + [f"{info}/RECORD,,"]) + "\n"
+    ).encode()
     outdir.mkdir(parents=True, exist_ok=True)
     path = outdir / f"{norm}-{version}-{tag}.whl"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -47,8 +56,15 @@ def write_wheel(outdir: Path, name: str, version: str = "1.0", *, deps: tuple[st
     return path
 
 
-def write_lock(job_dir: Path, wheels: Path, requirements: list[str], name: str = "pylock.toml", *,
-               universal: bool = False, python_version: str = "3.10") -> Path:
+def write_lock(
+    job_dir: Path,
+    wheels: Path,
+    requirements: list[str],
+    name: str = "pylock.toml",
+    *,
+    universal: bool = False,
+    python_version: str = "3.10",
+) -> Path:
     """Resolve ``requirements`` against the local ``wheels`` folder into ``job_dir/<name>`` (offline).
 
     :param universal: ``--universal``: one lock for every Python from ``python_version`` and every
@@ -60,9 +76,26 @@ def write_lock(job_dir: Path, wheels: Path, requirements: list[str], name: str =
     req.write_text("\n".join(requirements) + "\n")
     lock = job_dir / name
     subprocess.run(
-        [uv_binary(), "pip", "compile", "--quiet", "--format", "pylock.toml", "--offline", "--no-index",
-         "--find-links", str(wheels), "--python-version", python_version, *(["--universal"] if universal else []),
-         str(req), "-o", str(lock)],
-        check=True, capture_output=True, text=True,
+        [
+            uv_binary(),
+            "pip",
+            "compile",
+            "--quiet",
+            "--format",
+            "pylock.toml",
+            "--offline",
+            "--no-index",
+            "--find-links",
+            str(wheels),
+            "--python-version",
+            python_version,
+            *(["--universal"] if universal else []),
+            str(req),
+            "-o",
+            str(lock),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return lock

@@ -75,8 +75,10 @@ class Api:
 
     def log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1, map_index: int = -1) -> list[dict]:
         """The task log as structured records (``event``, ``logger``, ``level``, ...)."""
-        path = (f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
-                f"?full_content=true&map_index={map_index}")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{_q(run_id)}/taskInstances/{task_id}/logs/{try_number}"
+            f"?full_content=true&map_index={map_index}"
+        )
         return [item for item in self.call("GET", path)["content"] if isinstance(item, dict)]
 
 
@@ -91,10 +93,15 @@ def events(records: list[dict], logger: str | None = None) -> list[str]:
 
 @pytest.fixture(scope="session")
 def deployment() -> Api:
-    env = {**os.environ, "AIRFLOW_HOME": str(HOME), "AIRFLOW_PORT": PORT,
-           "EXTRA_DAGS_FOLDER": str(REPO / "tests_e2e" / "dags"), "BIN": str(REPO / ".venv" / "bin"),
-           # The "Python jobs" page's uploads, inside the e2e DAG bundle (DAGs name them as uploads/<jobId>).
-           "AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER": str(UPLOADS)}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(HOME),
+        "AIRFLOW_PORT": PORT,
+        "EXTRA_DAGS_FOLDER": str(REPO / "tests_e2e" / "dags"),
+        "BIN": str(REPO / ".venv" / "bin"),
+        # The "Python jobs" page's uploads, inside the e2e DAG bundle (DAGs name them as uploads/<jobId>).
+        "AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER": str(UPLOADS),
+    }
     script = str(REPO / "scripts" / "airflow_local.sh")
     started = subprocess.run(["bash", script, "start"], env=env, capture_output=True, text=True)
     if started.returncode != 0:
@@ -111,8 +118,16 @@ def deployment() -> Api:
 CHROMIUM = os.environ.get("E2E_CHROMIUM", "/usr/bin/chromium")
 # Without the background-networking flags chromium dials out to Google's services at start; on a closed
 # network those connections are refused and slow every page down.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 # Airflow 3's UI is a React app that keeps fetching after "load": the machine is shared and slow.
 UI_TIMEOUT_MS = 90_000
 SCREENSHOTS = HOME / "e2e"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-from playwright.sync_api import expect
-
 from conftest import UI_TIMEOUT_MS, screenshot
+from playwright.sync_api import expect
 
 GREETING = "changed in the browser"
 
@@ -36,4 +35,3 @@ def test_trigger_form_param_reaches_the_task_log(browser_page, base_url: str, de
     expect(log_line).to_be_visible(timeout=UI_TIMEOUT_MS)
     expect(page.get_by_text("API token: ***", exact=True)).to_be_visible()
     screenshot(page, "hello_task_log")
-

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import psutil
+from conftest import REPO, events
 
 from airflow_python_exec.crypto import decrypt, multi_fernet
-from conftest import REPO, events
 
 
 def test_hello_with_a_changed_param_reaches_the_task_log_and_hides_the_secret(deployment) -> None:

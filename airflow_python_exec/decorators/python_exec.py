@@ -50,11 +50,19 @@ class _PythonExecDecoratedOperator(DecoratedOperator, PythonJobOperator):
         python_env: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        env = {**(python_env or {}), **{k: v for k, v in (("pylock", pylock), ("python_version", python_version))
-                                         if v is not None}}
-        super().__init__(python_callable=python_callable, op_args=op_args, op_kwargs=op_kwargs,
-                         handler=python_callable.__name__, requirements=requirements, python_env=env or None,
-                         **kwargs)
+        env = {
+            **(python_env or {}),
+            **{k: v for k, v in (("pylock", pylock), ("python_version", python_version)) if v is not None},
+        }
+        super().__init__(
+            python_callable=python_callable,
+            op_args=op_args,
+            op_kwargs=op_kwargs,
+            handler=python_callable.__name__,
+            requirements=requirements,
+            python_env=env or None,
+            **kwargs,
+        )
 
     def execute(self, context: Any) -> Any:
         # The source is taken here, as @task.virtualenv does: parsing it (libcst) at DAG-parse time
@@ -79,8 +87,9 @@ def call_parameters(function: Callable, args: Collection[Any], kwargs: Mapping[s
     parameters: dict[str, Any] = {}
     for name, value in bound.arguments.items():
         if signature.parameters[name].kind is inspect.Parameter.VAR_POSITIONAL:
-            raise JobConfigError(f"{function.__name__}{signature}: *{name} cannot be passed to a handler; "
-                                 "name each parameter")
+            raise JobConfigError(
+                f"{function.__name__}{signature}: *{name} cannot be passed to a handler; name each parameter"
+            )
         if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
             parameters.update(value)
         else:
@@ -89,16 +98,21 @@ def call_parameters(function: Callable, args: Collection[Any], kwargs: Mapping[s
         try:
             json.dumps(value, allow_nan=False)
         except (TypeError, ValueError):
-            raise JobConfigError(f"argument {name!r} of {function.__name__} is a {type(value).__name__}, which JSON "
-                                 "cannot encode; pass JSON values (str, int, float, bool, None, list, dict)") from None
+            raise JobConfigError(
+                f"argument {name!r} of {function.__name__} is a {type(value).__name__}, which JSON "
+                "cannot encode; pass JSON values (str, int, float, bool, None, list, dict)"
+            ) from None
     return parameters
 
 
-def python_exec_task(python_callable: Callable | None = None, multiple_outputs: bool | None = None,
-                     **kwargs: Any) -> TaskDecorator:
+def python_exec_task(
+    python_callable: Callable | None = None, multiple_outputs: bool | None = None, **kwargs: Any
+) -> TaskDecorator:
     """Wrap a function into a handler job task (``requirements=``, ``pylock=``, ``python_version=``,
     ``macros=``, ``refresh=`` and the other :class:`PythonJobOperator` arguments)."""
     return task_decorator_factory(
-        python_callable=python_callable, multiple_outputs=multiple_outputs,
-        decorated_operator_class=_PythonExecDecoratedOperator, **kwargs,
+        python_callable=python_callable,
+        multiple_outputs=multiple_outputs,
+        decorated_operator_class=_PythonExecDecoratedOperator,
+        **kwargs,
     )

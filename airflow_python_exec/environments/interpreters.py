@@ -22,6 +22,7 @@ from pathlib import Path
 
 from airflow_python_exec import interpreter_index
 from airflow_python_exec.errors import ProvisioningError
+
 from .uv import uv_binary
 
 
@@ -52,8 +53,11 @@ def installed_pythons(python_downloads: str = "never", cache_dir: Path | None = 
     uv = uv_binary()
 
     def change(data: dict) -> None:
-        data["discovery"] = {"fingerprint": fingerprint, "uv": [uv, interpreter_index.file_identity(uv)],
-                             "pythons": entries}
+        data["discovery"] = {
+            "fingerprint": fingerprint,
+            "uv": [uv, interpreter_index.file_identity(uv)],
+            "pythons": entries,
+        }
 
     interpreter_index.update(cache_dir, change)
     return pythons
@@ -74,8 +78,12 @@ def _unchanged(entries: object) -> tuple[tuple[str, Path], ...] | None:
 def _same_uv(entry: object) -> bool:
     """The uv binary that made the listing is still that same file (reinstalling or upgrading the
     ``uv`` package replaces it). Checked by its recorded path: finding uv costs more than a stat."""
-    return (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
-            and interpreter_index.file_identity(entry[0]) == entry[1])
+    return (
+        isinstance(entry, list)
+        and len(entry) == 2
+        and isinstance(entry[0], str)
+        and interpreter_index.file_identity(entry[0]) == entry[1]
+    )
 
 
 def _fingerprint(python_downloads: str) -> str:
@@ -103,7 +111,7 @@ def _uv_python_dir() -> Path:
     return base / "uv" / "python"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _listed(python_downloads: str) -> tuple[tuple[str, Path], ...]:
     return _list_pythons(python_downloads)
 
@@ -114,7 +122,11 @@ def _list_pythons(python_downloads: str) -> tuple[tuple[str, Path], ...]:
     env = {**os.environ, "UV_PYTHON_DOWNLOADS": python_downloads, "NO_COLOR": "1"}
     listing = subprocess.run(
         [uv_binary(), "python", "list", "--only-installed", "--output-format", "json"],
-        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
     )
     if listing.returncode == 0:
         for entry in json.loads(listing.stdout or "[]"):
@@ -141,8 +153,12 @@ def find_python(wanted: str, python_downloads: str = "never", cache_dir: Path | 
         if _matches(version, wanted):
             return exe, version
     if python_downloads == "automatic":
-        subprocess.run([uv_binary(), "python", "install", wanted], check=False, stdin=subprocess.DEVNULL,
-                       env={**os.environ, "UV_PYTHON_DOWNLOADS": python_downloads})
+        subprocess.run(
+            [uv_binary(), "python", "install", wanted],
+            check=False,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "UV_PYTHON_DOWNLOADS": python_downloads},
+        )
         _listed.cache_clear()  # uv's folder changed: the index's fingerprint no longer matches
         for version, exe in installed_pythons(python_downloads, cache_dir):
             if _matches(version, wanted):

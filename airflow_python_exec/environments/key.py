@@ -52,8 +52,14 @@ def file_digest(path: Path) -> str:
 
 def kind(mode: int) -> str:
     """What a file is, for messages: ``a folder``, ``a FIFO``, ``a socket``, ``a device``..."""
-    for test, name in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
-                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+    ):
         if test(mode):
             return name
     return "a special file"
@@ -107,7 +113,10 @@ def _walk_error(exc: OSError) -> None:
 
 
 def environment_key(
-    interpreter_path: Path, interpreter_version: str, lock: Path | None, extras: Iterable[Path],
+    interpreter_path: Path,
+    interpreter_version: str,
+    lock: Path | None,
+    extras: Iterable[Path],
     requirements: str | None = None,
 ) -> str:
     """Return the environment's key, ``KEY_CHARS`` hex digits.

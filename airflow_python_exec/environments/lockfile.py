@@ -13,7 +13,6 @@ from pathlib import Path
 
 from airflow_python_exec.errors import ProvisioningError
 
-
 #: PEP 751: ``pylock.toml`` or ``pylock.<name>.toml`` (name non-empty, no dots).
 LOCK_NAME = re.compile(r"pylock(\.[^.]+)?\.toml\Z")
 

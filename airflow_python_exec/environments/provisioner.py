@@ -29,8 +29,8 @@ from pathlib import Path
 
 from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
-from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_metadata
 from airflow_python_exec.logs import PREFIX, log, provider_line
+from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_metadata
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, probe_version
 
@@ -38,7 +38,6 @@ from .interpreters import find_python
 from .key import environment_key
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
-
 
 MARKER = ".provisioned"
 LAST_USED = ".last_used"
@@ -112,8 +111,9 @@ class EnvironmentProvisioner:
         PEP 723 inline metadata (found by a cheap byte search; parsed only then)."""
         return job.needs_environment or (script is not None and declares_script_metadata(script))
 
-    def _requirements(self, job: PythonJob, env: PythonEnv,
-                      script: Path | None) -> tuple[tuple[str, ...] | None, str | None]:
+    def _requirements(
+        self, job: PythonJob, env: PythonEnv, script: Path | None
+    ) -> tuple[tuple[str, ...] | None, str | None]:
         """``(normalized requirements or None, requires-python or None)`` from ``pythonEnv`` or PEP 723."""
         meta = None
         if script is not None and declares_script_metadata(script):
@@ -122,8 +122,9 @@ class EnvironmentProvisioner:
             meta = read_script_metadata(script)
         if meta is not None and (env.pylock or env.requirements is not None):
             which = "pylock" if env.pylock else "requirements"
-            log.warning("%s: pythonEnv's %s wins over the script's PEP 723 inline metadata, which is ignored",
-                        script, which)
+            log.warning(
+                "%s: pythonEnv's %s wins over the script's PEP 723 inline metadata, which is ignored", script, which
+            )
             meta = None
         if env.requirements is None and meta is None:
             return None, None
@@ -154,8 +155,9 @@ class EnvironmentProvisioner:
         return python_for(requires_python, interpreter.path, interpreter.version, self.settings.python_downloads)
 
     @contextlib.contextmanager
-    def environment(self, job: PythonJob, interpreter: Interpreter, refresh: bool | None = None,
-                    script: Path | None = None) -> Iterator[Path]:
+    def environment(
+        self, job: PythonJob, interpreter: Interpreter, refresh: bool | None = None, script: Path | None = None
+    ) -> Iterator[Path]:
         """Context manager yielding the job's environment folder for the duration of one run.
 
         :param refresh: ``True`` for an ephemeral environment (default: the job's ``refresh``).
@@ -230,8 +232,13 @@ class EnvironmentProvisioner:
         import filelock  # ~20 ms to import: only on the cold path, never on a cache hit
 
         lock = filelock.FileLock(str(self.envs_dir / f"{spec.key}.lock"))
-        if not acquire_or_see_marker(lock, path / MARKER, timeout_s=self.settings.lock_timeout,
-                                     what=f"environment {spec.key}", stopped=lambda: self._uv.stopped):
+        if not acquire_or_see_marker(
+            lock,
+            path / MARKER,
+            timeout_s=self.settings.lock_timeout,
+            what=f"environment {spec.key}",
+            stopped=lambda: self._uv.stopped,
+        ):
             self._say(f"cache hit after waiting: environment {spec.key} ({ms(started)})")
             return path
         try:
@@ -278,8 +285,10 @@ class EnvironmentProvisioner:
             # packages once per Python version, and .provisioned must record what was really installed.
             packages = locked_packages(spec.lock, spec.version) if spec.lock is not None else ()
             step = time.monotonic()
-            self._uv.run("creating the virtual environment",
-                         ["venv", str(path), "--python", str(spec.python), "--allow-existing"])
+            self._uv.run(
+                "creating the virtual environment",
+                ["venv", str(path), "--python", str(spec.python), "--allow-existing"],
+            )
             self._say(f"venv with Python {spec.version} ({ms(step)})")
             python = str(path / "bin" / "python")
             lock = spec.lock
@@ -291,14 +300,20 @@ class EnvironmentProvisioner:
             if lock is not None:
                 step = time.monotonic()
                 installing = lock
-                self._uv.run(f"installing {lock.name}",
-                             ["pip", "install", "--python", python, "--no-build", "-r", str(lock)], offline_first=True,
-                             explain=lambda lines: explain_install_failure(lines, installing, spec.version))
+                self._uv.run(
+                    f"installing {lock.name}",
+                    ["pip", "install", "--python", python, "--no-build", "-r", str(lock)],
+                    offline_first=True,
+                    explain=lambda lines: explain_install_failure(lines, installing, spec.version),
+                )
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
             if spec.extras:
                 step = time.monotonic()
-                self._uv.run("installing local extras",
-                             ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)], offline_first=True)
+                self._uv.run(
+                    "installing local extras",
+                    ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)],
+                    offline_first=True,
+                )
                 self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({ms(step)})")
             _write_marker(path, job, spec, packages, time.monotonic() - started)
         except BaseException:
@@ -348,4 +363,3 @@ def _touch(path: Path) -> None:
         path.touch()
     except OSError:  # a read-only cache still runs jobs; only "last used" goes stale
         pass
-

@@ -55,8 +55,13 @@ def _describe(path: Path, with_size: bool) -> CachedEnvironment:
         info = {}  # unfinished, or a damaged marker: shown as unfinished
     created = marker.stat().st_mtime if info else path.stat().st_mtime
     return CachedEnvironment(
-        key=path.name, path=path, size_bytes=_size(path) if with_size else 0, created=created,
-        last_used=_last_used(path, created), job_id=info.get("job_id", "?"), provisioned=bool(info),
+        key=path.name,
+        path=path,
+        size_bytes=_size(path) if with_size else 0,
+        created=created,
+        last_used=_last_used(path, created),
+        job_id=info.get("job_id", "?"),
+        provisioned=bool(info),
     )
 
 

@@ -42,8 +42,18 @@ PEP723_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#
 #: uv's environment variables that change what a resolution finds (indexes, and how versions are
 #: chosen among them), hence part of the key. ``PIP_*`` variables are not: uv never reads them.
 INDEX_SETTINGS = (
-    "UV_INDEX", "UV_DEFAULT_INDEX", "UV_INDEX_URL", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_NO_INDEX",
-    "UV_INDEX_STRATEGY", "UV_PRERELEASE", "UV_RESOLUTION", "UV_EXCLUDE_NEWER", "UV_CONFIG_FILE", "UV_NO_CONFIG",
+    "UV_INDEX",
+    "UV_DEFAULT_INDEX",
+    "UV_INDEX_URL",
+    "UV_EXTRA_INDEX_URL",
+    "UV_FIND_LINKS",
+    "UV_NO_INDEX",
+    "UV_INDEX_STRATEGY",
+    "UV_PRERELEASE",
+    "UV_RESOLUTION",
+    "UV_EXCLUDE_NEWER",
+    "UV_CONFIG_FILE",
+    "UV_NO_CONFIG",
 )
 #: How :func:`compile_lock` calls uv; part of the key, so changing it re-resolves every environment.
 COMPILE_OPTIONS = ("--format", "pylock.toml", "--no-header", "--only-binary", ":all:")
@@ -77,8 +87,9 @@ def read_script_metadata(script: str | Path) -> ScriptMetadata | None:
         return None
     if len(blocks) > 1:
         raise JobConfigError(f"{name} has {len(blocks)} '# /// script' blocks; PEP 723 allows one, merge them")
-    content = "".join(line[2:] if line.startswith("# ") else line[1:]
-                      for line in blocks[0].group("content").splitlines(keepends=True))
+    content = "".join(
+        line[2:] if line.startswith("# ") else line[1:] for line in blocks[0].group("content").splitlines(keepends=True)
+    )
     data = _toml(content, name)
     deps = data.get("dependencies", [])
     if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
@@ -125,14 +136,17 @@ def requirements_key(requirements: Sequence[str], environ: Mapping[str, str] | N
     :returns: a SHA-256 hex digest.
     """
     environ = os.environ if environ is None else environ
-    parts = [f"compile={' '.join(COMPILE_OPTIONS)}",
-             *(f"req={r}" for r in requirements),
-             *(f"{name}={environ[name]}" for name in INDEX_SETTINGS if environ.get(name))]
+    parts = [
+        f"compile={' '.join(COMPILE_OPTIONS)}",
+        *(f"req={r}" for r in requirements),
+        *(f"{name}={environ[name]}" for name in INDEX_SETTINGS if environ.get(name)),
+    ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
-def python_for(requires_python: str | None, python: Path, version: str,
-               python_downloads: str = "never") -> tuple[Path, str]:
+def python_for(
+    requires_python: str | None, python: Path, version: str, python_downloads: str = "never"
+) -> tuple[Path, str]:
     """The interpreter for a script whose PEP 723 metadata says ``requires-python``.
 
     :param python: the base interpreter (the validated install path, or ``python_version``'s).
@@ -191,8 +205,10 @@ def compile_lock(requirements: Sequence[str], python: Path, lock: Path, uv: Uv) 
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write("".join(f"{r}\n" for r in requirements))
         # --quiet: uv would print the whole lock besides writing it.
-        uv.run("resolving requirements",
-               ["pip", "compile", "--quiet", *COMPILE_OPTIONS, "--python", str(python), name, "-o", str(lock)])
+        uv.run(
+            "resolving requirements",
+            ["pip", "compile", "--quiet", *COMPILE_OPTIONS, "--python", str(python), name, "-o", str(lock)],
+        )
     finally:
         os.unlink(name)
     resolved = tuple(tuple(p.split("==", 1)) for p in locked_packages(lock))
@@ -207,8 +223,9 @@ def _normalized(text: str, where: str) -> str:
         req = Requirement(text)
     except InvalidRequirement as exc:
         reason = str(exc).splitlines()[0]
-        raise JobConfigError(f"requirement {text!r}{where} is not a PEP 508 requirement ({reason}); "
-                             "write it like 'pandas==2.2.3'") from None
+        raise JobConfigError(
+            f"requirement {text!r}{where} is not a PEP 508 requirement ({reason}); write it like 'pandas==2.2.3'"
+        ) from None
     extras = f"[{','.join(sorted(canonicalize_name(e) for e in req.extras))}]" if req.extras else ""
     spec = f" @ {req.url} " if req.url else str(req.specifier)
     marker = f"; {req.marker}" if req.marker else ""
@@ -220,7 +237,9 @@ def _requirement_lines(path: Path) -> list[tuple[str, str]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ProvisioningError(f"requirements file {path} does not exist; add it or fix pythonEnv.requirements") from None
+        raise ProvisioningError(
+            f"requirements file {path} does not exist; add it or fix pythonEnv.requirements"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ProvisioningError(f"requirements file {path} cannot be read ({exc}); fix it") from None
     lines, pending, start = [], "", 0
@@ -236,8 +255,10 @@ def _requirement_lines(path: Path) -> list[tuple[str, str]]:
             continue
         if line.startswith("-") or " --" in line:
             option = next(word for word in line.split() if word.startswith("-"))
-            raise JobConfigError(f"option {option}{where} is not supported; list requirements only, and set "
-                                 "indexes with uv's variables (UV_INDEX_URL...) or use a pylock")
+            raise JobConfigError(
+                f"option {option}{where} is not supported; list requirements only, and set "
+                "indexes with uv's variables (UV_INDEX_URL...) or use a pylock"
+            )
         lines.append((line, where))
     return lines
 
@@ -248,8 +269,9 @@ def _specifier(value: object, name: str = "the script") -> SpecifierSet:
     try:
         return SpecifierSet(value)
     except InvalidSpecifier:
-        raise JobConfigError(f"{name}: requires-python {value!r} is not a version specifier; "
-                             "write it like \">=3.11\"") from None
+        raise JobConfigError(
+            f'{name}: requires-python {value!r} is not a version specifier; write it like ">=3.11"'
+        ) from None
 
 
 def _toml(content: str, name: str) -> dict:

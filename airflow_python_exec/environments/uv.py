@@ -18,8 +18,8 @@ from airflow_python_exec.process import JobProcess
 from airflow_python_exec.settings import EngineSettings
 
 #: uv's messages that say an offline attempt lacked something in the cache (retry online then).
-_CACHE_MISS = re.compile(r"network (connectivity )?(is|was) disabled|not found in the cache|--offline", re.I)
-_ERROR = re.compile(r"^\s*(error|caused by|cause)\b", re.I)
+_CACHE_MISS = re.compile(r"network (connectivity )?(is|was) disabled|not found in the cache|--offline", re.IGNORECASE)
+_ERROR = re.compile(r"^\s*(error|caused by|cause)\b", re.IGNORECASE)
 
 
 def uv_binary() -> str:
@@ -50,8 +50,14 @@ class Uv:
         )
         self.env = env
 
-    def run(self, what: str, args: Sequence[str], *, offline_first: bool = False,
-            explain: Callable[[list[str]], str | None] | None = None) -> list[str]:
+    def run(
+        self,
+        what: str,
+        args: Sequence[str],
+        *,
+        offline_first: bool = False,
+        explain: Callable[[list[str]], str | None] | None = None,
+    ) -> list[str]:
         """Run ``uv <args>``; return its output lines.
 
         :param what: the step, for the error message (e.g. ``"install pylock.toml"``).
@@ -103,8 +109,14 @@ class Uv:
             process.close()
         return code, lines
 
-    def _fail(self, what: str, code: int, lines: list[str], echoed: bool,
-              explain: Callable[[list[str]], str | None] | None = None) -> None:
+    def _fail(
+        self,
+        what: str,
+        code: int,
+        lines: list[str],
+        echoed: bool,
+        explain: Callable[[list[str]], str | None] | None = None,
+    ) -> None:
         if not echoed:
             for line in lines:
                 self.on_line(f"[uv] {line}")

@@ -70,8 +70,14 @@ def main() -> int:
     try:
         text = json.dumps(value, allow_nan=False, default=_not_json)
     except (TypeError, ValueError) as exc:
-        return fail(EXIT_FAILED, "TypeError", f"the handler's return value cannot be encoded as JSON: {exc}; "
-                    "return a dict, list, str, int, float, bool or None", "result", error_file)
+        return fail(
+            EXIT_FAILED,
+            "TypeError",
+            f"the handler's return value cannot be encoded as JSON: {exc}; "
+            "return a dict, list, str, int, float, bool or None",
+            "result",
+            error_file,
+        )
     write_atomically(result_file, text)
     return EXIT_OK
 
@@ -135,8 +141,9 @@ def import_module(name: str, root: str):
     except ModuleNotFoundError as exc:
         parts = name.split(".")
         if exc.name in {".".join(parts[:i]) for i in range(1, len(parts) + 1)}:
-            raise Refused(f"handler module {name!r} is not found under the source root {root}; "
-                          "check the handler and the source") from None
+            raise Refused(
+                f"handler module {name!r} is not found under the source root {root}; check the handler and the source"
+            ) from None
         raise
 
 
@@ -166,21 +173,27 @@ def bind(function, handler: str, params: dict, context: dict) -> tuple[tuple, di
     wanted = signature.parameters.get("context")
     if wanted is not None and wanted.kind in (wanted.POSITIONAL_OR_KEYWORD, wanted.KEYWORD_ONLY):
         if "context" in kwargs:
-            raise Refused(f"handler {handler}{signature} receives the run's context as 'context'; "
-                          "rename the parameter called 'context'")
+            raise Refused(
+                f"handler {handler}{signature} receives the run's context as 'context'; "
+                "rename the parameter called 'context'"
+            )
         kwargs["context"] = context
     named = {n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     unknown = sorted(set(kwargs) - named)
     if unknown and not takes_any:  # named first: bind() would complain of a missing one instead
-        raise Refused(f"handler {handler}{signature} has no parameter {', '.join(map(repr, unknown))}; "
-                      "fix the parameters or the signature")
+        raise Refused(
+            f"handler {handler}{signature} has no parameter {', '.join(map(repr, unknown))}; "
+            "fix the parameters or the signature"
+        )
     try:
         bound = signature.bind(**kwargs)
     except TypeError as exc:
         names = ", ".join(sorted(params)) or "none"
-        raise Refused(f"handler {handler}{signature} cannot take the parameters given ({names}): {exc}; "
-                      "fix the parameters or the signature") from None
+        raise Refused(
+            f"handler {handler}{signature} cannot take the parameters given ({names}): {exc}; "
+            "fix the parameters or the signature"
+        ) from None
     return bound.args, bound.kwargs
 
 

@@ -56,8 +56,13 @@ class HandlerError:
         return f"{self.type}: {self.message}" if self.message else self.type
 
 
-def read_result(result_file: Path | None, last_line: str | None = None, *,
-                max_result_bytes: int = MAX_RESULT_BYTES, secrets: Iterable[str] = ()) -> Any:
+def read_result(
+    result_file: Path | None,
+    last_line: str | None = None,
+    *,
+    max_result_bytes: int = MAX_RESULT_BYTES,
+    secrets: Iterable[str] = (),
+) -> Any:
     """Return a run's result.
 
     :param result_file: the run's ``PYTHON_EXEC_RESULT_FILE`` (it may not exist).
@@ -139,21 +144,24 @@ def parse_exit_codes(mapping: Mapping[Any, Any] | None) -> dict[int, Outcome]:
     if mapping is None:
         return {}
     if not isinstance(mapping, Mapping):
-        raise JobConfigError(f"runtimeConfig.exitCodes must be an object like {{\"3\": \"skipped\"}}, "
-                             f"not {type(mapping).__name__}")
+        raise JobConfigError(
+            f'runtimeConfig.exitCodes must be an object like {{"3": "skipped"}}, not {type(mapping).__name__}'
+        )
     parsed: dict[int, Outcome] = {}
     for key, value in mapping.items():
         code = _exit_code(key, f"runtimeConfig.exitCodes key {key!r}")
         try:
             parsed[code] = Outcome(value.strip().lower()) if isinstance(value, str) else Outcome(value)
         except ValueError:
-            raise JobConfigError(f"runtimeConfig.exitCodes[{key!r}] = {value!r} is not an outcome; "
-                                 "use success, skipped or failed") from None
+            raise JobConfigError(
+                f"runtimeConfig.exitCodes[{key!r}] = {value!r} is not an outcome; use success, skipped or failed"
+            ) from None
     return parsed
 
 
-def exit_outcome(exit_code: int, exit_codes: Mapping[Any, Any] | None = None,
-                 skip_codes: int | Collection[int] | None = None) -> Outcome:
+def exit_outcome(
+    exit_code: int, exit_codes: Mapping[Any, Any] | None = None, skip_codes: int | Collection[int] | None = None
+) -> Outcome:
     """What an exit status means: the platform's exit code mapping, plus the operator's skip codes.
 
     :param exit_code: the run's exit status (``128 + N`` for a signal, as the service reports it).
@@ -186,7 +194,7 @@ def _exit_code(value: Any, what: str) -> int:
     else:
         code = None
     if code is None or not 0 <= code <= 255:
-        raise JobConfigError(f"{what} is not an exit code; use an integer from 0 to 255, written like \"3\"")
+        raise JobConfigError(f'{what} is not an exit code; use an integer from 0 to 255, written like "3"')
     return code
 
 
@@ -208,5 +216,4 @@ def _read_limited(path: Path, limit: int) -> str | None:
 
 
 def _too_big(what: str, limit: int) -> str:
-    return (f"{what} is larger than {limit} bytes ([python_exec] max_result_bytes); "
-            "return less, or raise the limit")
+    return f"{what} is larger than {limit} bytes ([python_exec] max_result_bytes); return less, or raise the limit"

@@ -66,10 +66,17 @@ def resolve_job_source(job: PythonJob, settings: EngineSettings, on_line: Callab
     else:
         from airflow_python_exec.sources import SourceResolver
 
-        resolver = SourceResolver(settings.cache_dir, max_source_bytes=settings.max_source_bytes,
-                                  lock_timeout=settings.lock_timeout, on_line=on_line)
-        resolved = (resolver.resolve_code(code, job.main_file_name) if code is not None
-                    else resolver.resolve(function.source, job.folder))
+        resolver = SourceResolver(
+            settings.cache_dir,
+            max_source_bytes=settings.max_source_bytes,
+            lock_timeout=settings.lock_timeout,
+            on_line=on_line,
+        )
+        resolved = (
+            resolver.resolve_code(code, job.main_file_name)
+            if code is not None
+            else resolver.resolve(function.source, job.folder)
+        )
         root = resolved.root
     try:
         main_file: Path | None = allowed_script(root, job.main_file_name, "packageName")
@@ -95,8 +102,9 @@ class RunFiles:
     def __exit__(self, *exc: object) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
 
-    def environment(self, job: PythonJob, source: JobSource | None,
-                    context: Mapping[str, Any] | None = None) -> dict[str, str]:
+    def environment(
+        self, job: PythonJob, source: JobSource | None, context: Mapping[str, Any] | None = None
+    ) -> dict[str, str]:
         """The ``PYTHON_EXEC_*`` variables of this run; for a handler job, its files are written.
 
         :param context: the handler's ``context`` (JSON values); default ``{"job_id": <jobId>}``.
@@ -108,8 +116,15 @@ class RunFiles:
         params.write_text(json.dumps(job.function.parameters), encoding="utf-8")
         ctx.write_text(json.dumps(dict(context or {"job_id": job.job_id}), default=str), encoding="utf-8")
         shutil.copyfile(BOOTSTRAP, self.bootstrap)
-        env.update({SOURCE_ROOT_ENV: str(source.root), HANDLER_ENV: job.function.handler,
-                    PARAMS_FILE_ENV: str(params), CONTEXT_FILE_ENV: str(ctx), ERROR_FILE_ENV: str(self.error_file)})
+        env.update(
+            {
+                SOURCE_ROOT_ENV: str(source.root),
+                HANDLER_ENV: job.function.handler,
+                PARAMS_FILE_ENV: str(params),
+                CONTEXT_FILE_ENV: str(ctx),
+                ERROR_FILE_ENV: str(self.error_file),
+            }
+        )
         if source.main_file is not None:
             env[MAIN_FILE_ENV] = str(source.main_file)
         return env

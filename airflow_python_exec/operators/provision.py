@@ -8,8 +8,8 @@ from typing import Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
-from airflow_python_exec.models import PythonEnv
 from airflow_python_exec.logs import provider_line
+from airflow_python_exec.models import PythonEnv
 from airflow_python_exec.operators.python_job import load_job, task_failures
 
 

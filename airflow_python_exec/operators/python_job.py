@@ -19,8 +19,8 @@ from airflow_python_exec.builder import to_macros
 from airflow_python_exec.errors import JobConfigError, PythonExecError, ResultError
 from airflow_python_exec.functions.results import Outcome, exit_outcome
 from airflow_python_exec.hooks.python_exec import PythonExecutionHook
-from airflow_python_exec.service import RunResult
 from airflow_python_exec.models import Macro, PythonEnv, PythonJob
+from airflow_python_exec.service import RunResult
 
 
 class PythonJobOperator(BaseOperator):
@@ -64,8 +64,7 @@ class PythonJobOperator(BaseOperator):
     return value), else the last output line, as with ``BashOperator``; secrets replaced.
     """
 
-    template_fields: Sequence[str] = ("job", "macros", "cwd", "handler", "parameters", "source", "code",
-                                      "requirements")
+    template_fields: Sequence[str] = ("job", "macros", "cwd", "handler", "parameters", "source", "code", "requirements")
     template_fields_renderers: ClassVar[dict[str, str]] = {"parameters": "json", "code": "py"}
     ui_color = "#ffd43b"
     ui_fgcolor = "#306998"
@@ -123,8 +122,9 @@ class PythonJobOperator(BaseOperator):
             job = self.make_job(context)
             macros = to_macros(self.macros, f"{type(self).__name__} macros")
             exit_outcome(0, job.exit_codes, self.skip_on_exit_code)  # a bad skip code is refused before the run
-            self._hook = PythonExecutionHook(install_path=self.install_path, inherit_env=self.inherit_env,
-                                             sandbox=self.sandbox)
+            self._hook = PythonExecutionHook(
+                install_path=self.install_path, inherit_env=self.inherit_env, sandbox=self.sandbox
+            )
             result = self._hook.run_job(
                 job,
                 context=context,
@@ -144,13 +144,17 @@ class PythonJobOperator(BaseOperator):
             job = load_job(self.job, context, self, self.python_env)
         elif self.handler:
             function = {"handler": self.handler, "source": self.source, "code": self.code}
-            config = {"jobId": self.task_id, "function": {k: v for k, v in function.items() if v is not None},
-                      **({"pythonEnv": _as_dict(self.python_env)} if self.python_env is not None else {})}
+            config = {
+                "jobId": self.task_id,
+                "function": {k: v for k, v in function.items() if v is not None},
+                **({"pythonEnv": _as_dict(self.python_env)} if self.python_env is not None else {}),
+            }
             job = PythonJob.from_config(config, task_folder(context, self), source=f"task {self.task_id!r}")
         else:
             raise JobConfigError(f"task {self.task_id!r} has neither job nor handler; give a job path, or a handler")
-        job = job.with_function(handler=self.handler, parameters=_parameters(self.parameters),
-                                source=self.source, code=self.code)
+        job = job.with_function(
+            handler=self.handler, parameters=_parameters(self.parameters), source=self.source, code=self.code
+        )
         if self.requirements is not None:
             env = job.python_env.model_dump(exclude_none=True) if job.python_env is not None else {}
             job = job.with_python_env({**env, "requirements": _requirements(self.requirements)})

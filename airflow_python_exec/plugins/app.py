@@ -25,14 +25,13 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
+from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from airflow.api_fastapi.core_api.security import get_user
 
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
@@ -81,8 +80,10 @@ def _body_refusal(request: Request) -> tuple[int, str] | None:
         return 401, "Not authenticated"
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_body_bytes():
-        return 413, (f"the request has {length} bytes, more than [python_exec] max_source_bytes allows "
-                     f"({max_body_bytes()}); upload a smaller bundle")
+        return 413, (
+            f"the request has {length} bytes, more than [python_exec] max_source_bytes allows "
+            f"({max_body_bytes()}); upload a smaller bundle"
+        )
     return None
 
 
@@ -145,8 +146,13 @@ def _readable_dags(user: Any) -> set[str]:
 def create_app() -> FastAPI:
     """Build the plugin's FastAPI app (routes in the module docstring)."""
     # No schema or docs: FastAPI serves them without any auth dependency.
-    app = FastAPI(title="Python jobs", description="airflow-python-exec: jobs, Encrypt and Upload",
-                  docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="Python jobs",
+        description="airflow-python-exec: jobs, Encrypt and Upload",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     edit = [Depends(editor)]
     app.add_api_route("/api/jobs", api_jobs, methods=["GET"])
     app.add_api_route("/api/jobs/{job_id}", api_job, methods=["GET"])
@@ -169,8 +175,10 @@ def api_jobs(user: Any = Depends(reader)) -> dict[str, Any]:
     """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
     settings = EngineSettings.from_airflow_config()
     jobs = _catalog(settings, user)
-    return {"jobs": [job.as_dict() for job in jobs],
-            "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None}
+    return {
+        "jobs": [job.as_dict() for job in jobs],
+        "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
+    }
 
 
 def api_job(job_id: str, user: Any = Depends(reader)) -> dict[str, Any]:
@@ -186,8 +194,12 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
 def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
     """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
     done = _upload(file)
-    return {"jobId": done.job_id, "folder": str(done.folder),
-            "previousVersion": str(done.previous) if done.previous else None, "files": done.files}
+    return {
+        "jobId": done.job_id,
+        "folder": str(done.folder),
+        "previousVersion": str(done.previous) if done.previous else None,
+        "files": done.files,
+    }
 
 
 # -- HTML ----------------------------------------------------------------------------------------
@@ -197,8 +209,7 @@ def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /``: the jobs table, the Encrypt form and the Upload form."""
     settings = EngineSettings.from_airflow_config()
     jobs = _catalog(settings, user)
-    return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs],
-                   upload_folder=settings.upload_folder)
+    return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs], upload_folder=settings.upload_folder)
 
 
 def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
@@ -264,18 +275,26 @@ def _spool(file: UploadFile, spool: Any, limit: int) -> None:
     for chunk in iter(lambda: file.file.read(_CHUNK), b""):
         total += len(chunk)
         if total > limit:
-            raise HTTPException(413, f"the upload has more than {limit} bytes, more than [python_exec] "
-                                     "max_source_bytes allows; upload a smaller bundle")
+            raise HTTPException(
+                413,
+                f"the upload has more than {limit} bytes, more than [python_exec] "
+                "max_source_bytes allows; upload a smaller bundle",
+            )
         spool.write(chunk)
 
 
-def _render(request: Request, template: str, *, status_code: int = 200, headers: Any = None,
-            **context: Any) -> HTMLResponse:
+def _render(
+    request: Request, template: str, *, status_code: int = 200, headers: Any = None, **context: Any
+) -> HTMLResponse:
     """An HTML page; framed only by the same origin (the Airflow UI's iframe), against clickjacking."""
     root = request.scope.get("root_path", "").rstrip("/")
-    return TEMPLATES.TemplateResponse(request, template, {
-        "base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context},
-        status_code=status_code, headers={**(headers or {}), "X-Frame-Options": "SAMEORIGIN"})
+    return TEMPLATES.TemplateResponse(
+        request,
+        template,
+        {"base": root, "airflow_base": root.removesuffix(URL_PREFIX), **context},
+        status_code=status_code,
+        headers={**(headers or {}), "X-Frame-Options": "SAMEORIGIN"},
+    )
 
 
 async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
@@ -286,8 +305,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException) -> Any:
 async def _validation_error(request: Request, exc: RequestValidationError) -> Any:
     """422 naming what is wrong, without ``input``: FastAPI's default echoes the submitted value,
     which for ``/encrypt`` is the secret itself."""
-    errors = [{key: value for key, value in error.items() if key not in ("input", "ctx", "url")}
-              for error in exc.errors()]
+    errors = [
+        {key: value for key, value in error.items() if key not in ("input", "ctx", "url")} for error in exc.errors()
+    ]
     if not _is_api(request):
         errors = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
     return _error(request, 422, errors)

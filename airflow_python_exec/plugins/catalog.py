@@ -92,8 +92,7 @@ def describe_job(job: PythonJob) -> dict[str, Any]:
         "handler": function.handler if function is not None else None,
         "source": redact_urls(function.source) if function is not None and function.source else None,
         "macros": [
-            {"key": m.key, "value": SECURE if m.secure else m.value, "secure": m.secure,
-             "description": m.description}
+            {"key": m.key, "value": SECURE if m.secure else m.value, "secure": m.secure, "description": m.description}
             for m in job.macros
         ],
         "envKeys": dotenv_keys(job.dotenv_path),
@@ -156,8 +155,7 @@ def uploaded_folders(upload_folder: Path | None) -> list[Path]:
     """The job folders under ``upload_folder`` (``upload_folder/<jobId>/``; ``.versions`` excluded)."""
     if upload_folder is None or not upload_folder.is_dir():
         return []
-    return sorted(p for p in upload_folder.iterdir()
-                  if p.is_dir() and p.name != VERSIONS and SAFE_JOB_ID.match(p.name))
+    return sorted(p for p in upload_folder.iterdir() if p.is_dir() and p.name != VERSIONS and SAFE_JOB_ID.match(p.name))
 
 
 def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
@@ -181,8 +179,9 @@ def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
             path = Path(job).expanduser()
             folder = path if path.is_absolute() or base is None else base / path
             folder = folder.parent if folder.suffix in (".json", ".py") else folder
-        found.append(TaskJob(dag.dag_id, task.task_id, folder, job if isinstance(job, str) else None,
-                             _argument(task, "handler")))
+        found.append(
+            TaskJob(dag.dag_id, task.task_id, folder, job if isinstance(job, str) else None, _argument(task, "handler"))
+        )
     return found
 
 
@@ -205,8 +204,9 @@ def dag_task_jobs() -> list[TaskJob]:
 
     found: list[TaskJob] = []
     with create_session() as session:
-        filelocs = dict(session.execute(select(DagModel.dag_id, DagModel.fileloc)
-                                        .where(DagModel.is_stale.is_(False))).all())
+        filelocs = dict(
+            session.execute(select(DagModel.dag_id, DagModel.fileloc).where(DagModel.is_stale.is_(False))).all()
+        )
         for row in SerializedDagModel.get_latest_serialized_dags(dag_ids=list(filelocs), session=session):
             try:
                 found.extend(task_jobs_of(row.dag, filelocs.get(row.dag_id)))
@@ -224,20 +224,36 @@ def last_runs(uses: list[TaskUse]) -> None:
 
     with create_session() as session:
         for dag_id in sorted({use.dag_id for use in uses}):
-            run = session.scalars(select(DagRun).where(DagRun.dag_id == dag_id)
-                                  .order_by(DagRun.run_after.desc(), DagRun.id.desc()).limit(1)).first()
+            run = session.scalars(
+                select(DagRun)
+                .where(DagRun.dag_id == dag_id)
+                .order_by(DagRun.run_after.desc(), DagRun.id.desc())
+                .limit(1)
+            ).first()
             if run is None:
                 continue
-            states = dict(session.execute(select(TaskInstance.task_id, TaskInstance.state).where(
-                TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)).all())
+            states = dict(
+                session.execute(
+                    select(TaskInstance.task_id, TaskInstance.state).where(
+                        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id
+                    )
+                ).all()
+            )
             for use in (u for u in uses if u.dag_id == dag_id):
-                use.last_run = {"run_id": run.run_id, "state": _text(run.state),
-                                "run_after": run.run_after.isoformat() if run.run_after else None}
+                use.last_run = {
+                    "run_id": run.run_id,
+                    "state": _text(run.state),
+                    "run_after": run.run_after.isoformat() if run.run_after else None,
+                }
                 use.task_state = _text(states.get(use.task_id))
 
 
-def build_catalog(upload_folder: Path | None, task_jobs: list[TaskJob] | None = None,
-                  with_runs: bool = True, readable_dags: set[str] | None = None) -> list[JobEntry]:
+def build_catalog(
+    upload_folder: Path | None,
+    task_jobs: list[TaskJob] | None = None,
+    with_runs: bool = True,
+    readable_dags: set[str] | None = None,
+) -> list[JobEntry]:
     """Every job: those under ``upload_folder`` first, then those the DAGs name (one entry per job folder,
     each with the tasks that run it), then handler jobs made from task arguments.
 
@@ -282,9 +298,11 @@ def _entry_for(tj: TaskJob, entries: dict[str, JobEntry]) -> JobEntry:
             error = f"job path {tj.job!r} is a template, resolved only when the task runs"
             entries[key] = JobEntry(job_id=tj.task_id, folder=None, error=error)
         else:
-            entries[key] = JobEntry(job_id=tj.task_id, folder=None,
-                                    details={"script": None, "handler": tj.handler, "macros": [], "envKeys": [],
-                                             "pythonEnv": None})
+            entries[key] = JobEntry(
+                job_id=tj.task_id,
+                folder=None,
+                details={"script": None, "handler": tj.handler, "macros": [], "envKeys": [], "pythonEnv": None},
+            )
     return entries[key]
 
 

@@ -38,10 +38,12 @@ class PythonJobsPlugin(AirflowPlugin):
 
     name = "python_exec"
     fastapi_apps = [{"app": LazyApp(), "url_prefix": URL_PREFIX, "name": NAME}]
-    external_views = [{
-        "name": NAME,
-        "href": f"{URL_PREFIX}/",
-        "destination": "nav",
-        "url_route": "python-jobs",
-        "nav_top_level": True,
-    }]
+    external_views = [
+        {
+            "name": NAME,
+            "href": f"{URL_PREFIX}/",
+            "destination": "nav",
+            "url_route": "python-jobs",
+            "nav_top_level": True,
+        }
+    ]

@@ -112,7 +112,8 @@ def require_dedicated(upload_folder: Path) -> None:
         why = f"holds DAG files ({', '.join(py_files[:3])})" if py_files else "is a DAG bundle root"
         raise JobConfigError(
             f"[python_exec] upload_folder {upload_folder} {why}: its .airflowignore would hide every DAG; "
-            f"set upload_folder to a dedicated empty sub-folder, e.g. {upload_folder / 'uploads'}")
+            f"set upload_folder to a dedicated empty sub-folder, e.g. {upload_folder / 'uploads'}"
+        )
 
 
 def _bundle_roots() -> set[Path]:
@@ -132,8 +133,14 @@ def _bundle_roots() -> set[Path]:
     return roots
 
 
-def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
-                  max_bytes: int = MAX_SOURCE_BYTES, max_entries: int | None = None) -> Uploaded:
+def upload_bundle(
+    archive: Path,
+    filename: str,
+    upload_folder: Path,
+    *,
+    max_bytes: int = MAX_SOURCE_BYTES,
+    max_entries: int | None = None,
+) -> Uploaded:
     """Check the job bundle ``archive`` and, when every rule holds, install it under ``upload_folder``.
 
     :param archive: the uploaded ``.zip`` file (anywhere but inside ``upload_folder``).
@@ -157,8 +164,9 @@ def upload_bundle(archive: Path, filename: str, upload_folder: Path, *,
 
 
 @contextlib.contextmanager
-def unpacked(archive: Path, filename: str, display: str, upload_folder: Path, max_bytes: int,
-             max_entries: int) -> Iterator[Path]:
+def unpacked(
+    archive: Path, filename: str, display: str, upload_folder: Path, max_bytes: int, max_entries: int
+) -> Iterator[Path]:
     """Unpack a checked bundle into a temporary folder outside ``upload_folder``; yield its job folder.
 
     :raises JobConfigError: the archive breaks an archive rule, or its layout has no job folder.
@@ -166,8 +174,9 @@ def unpacked(archive: Path, filename: str, display: str, upload_folder: Path, ma
     members = check_archive(archive, display, max_bytes, max_entries)
     with tempfile.TemporaryDirectory(prefix="python-exec-upload-") as tmp:
         if Path(tmp).resolve().is_relative_to(upload_folder.resolve()):
-            raise JobConfigError(f"the temporary folder {tmp} is inside upload_folder {upload_folder}; "
-                                 "point TMPDIR elsewhere")
+            raise JobConfigError(
+                f"the temporary folder {tmp} is inside upload_folder {upload_folder}; point TMPDIR elsewhere"
+            )
         root = Path(tmp) / "bundle"
         root.mkdir()
         extract_archive(archive, members, root, display, max_bytes)
@@ -237,8 +246,10 @@ def require_replaceable(target: Path) -> None:
     except FileNotFoundError:
         return
     if not stat.S_ISDIR(mode):
-        raise JobConfigError(f"jobId {target.name!r}: upload_folder/{target.name} exists and is not a job folder; "
-                             "use another jobId or remove that entry")
+        raise JobConfigError(
+            f"jobId {target.name!r}: upload_folder/{target.name} exists and is not a job folder; "
+            "use another jobId or remove that entry"
+        )
 
 
 def write_ignore_file(upload_folder: Path) -> None:

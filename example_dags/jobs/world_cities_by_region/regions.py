@@ -17,8 +17,11 @@ def group_summary(group: str, countries: list, min_population: int = 15000, cont
     names = {code: c["name"] for code, c in geonames.get_countries().items()}
     wanted = [code for code in countries if code in names]
     cities = pd.DataFrame.from_records(
-        [{"country": names[c["countrycode"]], "city": c["name"], "population": c["population"]}
-         for c in geonames.get_cities().values() if c["countrycode"] in wanted]
+        [
+            {"country": names[c["countrycode"]], "city": c["name"], "population": c["population"]}
+            for c in geonames.get_cities().values()
+            if c["countrycode"] in wanted
+        ]
     )
     cities = cities[cities.population >= int(min_population)]
     top = cities.loc[cities.population.idxmax()]

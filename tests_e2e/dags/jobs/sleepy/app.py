@@ -1,5 +1,6 @@
 """A job that misbehaves the way a cancel must survive: it sleeps, with a detached writer and a
 double-forked setsid daemon (empty environment) left behind; their pids go to PIDS_FILE."""
+
 import os
 import subprocess
 import sys
