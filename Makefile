@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery
+.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
 
 demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
@@ -72,7 +72,28 @@ locks: install
 	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_function/pylock.toml
 	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_by_region/pylock.toml
 
+# ruff check, ruff format --check and mypy, with the rules (and why each) in pyproject.toml; the same
+# tools run from .pre-commit-config.yaml. The versions are pinned in the `lint` extra.
+lint: $(BIN)/.installed-lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+# The user guide (docs/, mkdocs.yml) into site/; --strict fails on a broken link or anchor.
+docs: $(BIN)/.installed-docs
+	$(BIN)/mkdocs build --strict --site-dir site
+
+# The built wheel, not this tree: sdist + wheel, twine check, a fresh venv with the wheel and its
+# dependencies, then `airflow dags test hello_python_exec` from it (scripts/check_wheel.sh).
+wheel-check: $(BIN)/.installed-release
+	BIN=$(BIN) bash scripts/check_wheel.sh
+
 install: $(BIN)/.installed
+
+# One stamp per extra, each re-made when pyproject.toml changes.
+$(BIN)/.installed-%: pyproject.toml $(BIN)/.installed
+	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[$*]'
+	touch $@
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)

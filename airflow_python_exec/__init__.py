@@ -29,7 +29,24 @@ _LAZY = {
     "ProvisionEnvironmentOperator": "airflow_python_exec.operators.provision",
 }
 
-__all__ = ["__version__", *_LAZY]
+# Spelled out (not built from _LAZY) so that type checkers, linters and the API docs can read it.
+__all__ = [
+    "EngineSettings",
+    "EnvironmentProvisioner",
+    "Interpreter",
+    "Macro",
+    "ProvisionEnvironmentOperator",
+    "PythonCommandBuilder",
+    "PythonEngineValidator",
+    "PythonEnv",
+    "PythonExecError",
+    "PythonExecutionHook",
+    "PythonExecutionService",
+    "PythonJob",
+    "PythonJobOperator",
+    "RunResult",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover
     from airflow_python_exec.builder import PythonCommandBuilder

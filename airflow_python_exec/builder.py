@@ -18,7 +18,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from cryptography.fernet import InvalidToken, MultiFernet
 from dotenv import dotenv_values
@@ -38,7 +38,7 @@ HIDDEN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW", "__
 #: Inherited variables that would point a script at another Python than the one we run.
 INTERPRETER_VARS = ("VIRTUAL_ENV", "PYTHONHOME")
 
-MacrosArg = Union[Mapping[str, Any], Iterable[Union[Macro, Mapping[str, Any]]], None]
+MacrosArg = Mapping[str, Any] | Iterable[Macro | Mapping[str, Any]] | None
 
 
 @dataclass(frozen=True)
@@ -244,7 +244,8 @@ def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
     check_installed(command, job.folder, venv)
     if first == "-m":
         return [str(python), "-m", *rest]
-    return [str(venv / "bin" / first), *rest]  # check_installed: venv is set and declares it
+    assert venv is not None  # check_installed refused a console script without an environment
+    return [str(venv / "bin" / first), *rest]
 
 
 def base_environment(worker_env: Mapping[str, str], inherit: bool) -> dict[str, str]:

@@ -62,7 +62,8 @@ def become_subreaper() -> bool:
 class RunContainment:
     """The processes of one run, found through ``/proc`` and ended together.
 
-    Call :meth:`release` once the script has been reaped. Create it before the script is started (a run counts from then on, so no other run in this
+    Call :meth:`release` once the script has been reaped. Create it before the script is started (a run
+    counts from then on, so no other run in this
     process takes the new child, still without its token, for an orphan of its own), use :meth:`tag`
     on the script's environment, :meth:`begin` once it has started (with its pid), :meth:`signal` to
     ask the escaped processes to stop, and :meth:`end` once the script has exited (or could not be

@@ -15,7 +15,7 @@ import os
 import re
 import shlex
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -414,7 +414,7 @@ class PythonJob(BaseModel):
         except ValueError:  # a NUL byte (the pythonEnv fields refuse it; cwd comes from the caller)
             raise JobConfigError(f"path {path!r} contains a NUL byte; remove it") from None
 
-    def with_python_env(self, python_env: PythonEnv | dict[str, Any]) -> PythonJob:
+    def with_python_env(self, python_env: PythonEnv | Mapping[str, Any]) -> PythonJob:
         """Return a copy whose ``pythonEnv`` is ``python_env`` (an operator's ``python_env=``).
 
         :raises JobConfigError: ``python_env`` breaks the ``pythonEnv`` rules.

@@ -108,7 +108,7 @@ def _setpriv() -> str | None:
 #: setpriv keeps the pid: the script's pid is the child's. The one difference from the ``preexec_fn``:
 #: a parent killed in the instant between the start and setpriv's own prctl call is not noticed.
 #: Looked up once, on the first start (``None``: fall back to the ``preexec_fn``).
-SETPRIV: str | None | bool = False
+SETPRIV: str | bool | None = False
 
 _PREEXEC_FOR = _die_with_parent()
 
@@ -117,20 +117,21 @@ def _pdeathsig_prefix() -> list[str]:
     global SETPRIV
     if SETPRIV is False:
         SETPRIV = _setpriv()
-    return [SETPRIV, "--pdeathsig", "KILL", "--"] if SETPRIV else []
+    return [SETPRIV, "--pdeathsig", "KILL", "--"] if isinstance(SETPRIV, str) else []
 
 
 def _check_executable(argv0: str, env: dict[str, str], cwd: Path) -> None:
     """Raise the ``OSError`` that starting ``argv0`` directly would raise: with setpriv in front,
     a missing or non-executable command would otherwise surface as setpriv's exit status 127."""
     if os.sep in argv0:
-        path: str | None = os.path.join(cwd, argv0)  # as exec sees it, from the child's cwd
+        path = os.path.join(cwd, argv0)  # as exec sees it, from the child's cwd
     else:
         import shutil
 
-        path = shutil.which(argv0, path=env.get("PATH", os.defpath))
-        if path is None:
+        found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+        if found is None:
             raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
+        path = found
     if not os.path.exists(path):
         raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), argv0)
     if os.path.isdir(path) or not os.access(path, os.X_OK):

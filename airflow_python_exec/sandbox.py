@@ -137,8 +137,8 @@ class Sandbox:
         :param writable: paths the run writes besides ``sandbox_writable_paths`` (its run folder).
         """
         mounts: dict[tuple[str, int], str] = {}
-        for path in hidden_paths(self.cache_dir, job_folder):
-            real = os.path.realpath(path)
+        for hide in hidden_paths(self.cache_dir, job_folder):
+            real = os.path.realpath(hide)
             if _depth(real) > 0 and os.path.lexists(real):
                 mounts[(real, _HIDE)] = real
         hidden = [dest for dest, _ in mounts]

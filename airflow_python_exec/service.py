@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
 from airflow_python_exec.errors import PythonExecError, ResultError
@@ -30,6 +30,9 @@ from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, PythonEngineValidator
+
+if TYPE_CHECKING:  # imported when a job needs an environment, to keep the CLI fast
+    from airflow_python_exec.environments import EnvironmentProvisioner
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ class PythonExecutionService:
         self.stop_grace_s = stop_grace_s
         self._interpreter: Interpreter | None = None
         self._process: JobProcess | None = None
-        self._provisioner = None
+        self._provisioner: EnvironmentProvisioner | None = None
         self._stop_requested = False
 
     @property

@@ -405,9 +405,9 @@ class SourceResolver:
             sha, _, name = line.partition("\t")
             refs[name] = sha
         for name in [ref] if ref == "HEAD" or ref.startswith("refs/") else [f"refs/heads/{ref}", f"refs/tags/{ref}"]:
-            sha = refs.get(f"{name}^{{}}") or refs.get(name)  # a peeled tag names its commit
-            if sha:
-                return sha
+            found = refs.get(f"{name}^{{}}") or refs.get(name)  # a peeled tag names its commit
+            if found:
+                return found
         hint = " (a short sha cannot be looked up: give all 40 characters)" if _HEX.match(ref) else ""
         raise JobConfigError(
             f"{spec.display}: {ref!r} is not a branch or tag of the repository{hint}; "

@@ -33,6 +33,7 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import ClassVar
 
 REPO = Path(__file__).resolve().parent.parent
 HELLO = REPO / "example_dags" / "jobs" / "hello"
@@ -49,7 +50,7 @@ def _callable() -> None:
 class _Timer:
     """Wraps an operator's ``execute`` to record the time spent inside it, per task id."""
 
-    inside: dict[str, list[float]] = {}
+    inside: ClassVar[dict[str, list[float]]] = {}
 
     @classmethod
     def wrap(cls, op):
@@ -262,7 +263,8 @@ def _report(durations: dict[str, list[float]], inside: dict[str, list[float]], r
         if ours in med and base in med:
             ratio = med[ours] / med[base]
             print(
-                f"{name:<46}{med[ours]:>7.0f}  {base_name:<44}{med[base]:>7.0f}  {ratio:>5.2f}x  {_verdict(ratio, target)}"
+                f"{name:<46}{med[ours]:>7.0f}  {base_name:<44}{med[base]:>7.0f}  "
+                f"{ratio:>5.2f}x  {_verdict(ratio, target)}"
             )
     print("time inside execute() only (the rest of a task's duration is Airflow's own, alike for all):")
     for name, ours, base_name, base, _target in rows:

@@ -58,7 +58,7 @@ with DAG(
         print(f"task {context['task_id']}: kept {len(largest):,} cities")
         return {
             "countries": int(largest.country.nunique()),
-            "cities": int(len(largest)),
+            "cities": len(largest),
             "largest_city": {"name": top.city, "country": top.country, "population": int(top.population)},
         }
 

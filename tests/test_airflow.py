@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import process_gone, write_job
+from conftest import write_job
 
 from airflow_python_exec.crypto import encrypt, generate_key
 

@@ -330,7 +330,7 @@ def test_path_order_and_virtual_env(settings, locked_job: Path) -> None:
             "pythonEnv": {"pylock": "pylock.toml", "prepend_paths": ["tools"], "env": {"PATH": "/usr/bin:/bin"}},
         },
     )
-    result, lines, _ = run(settings, locked_job)
+    _result, lines, _ = run(settings, locked_job)
     env = env_of(lines)
     venv = env["VIRTUAL_ENV"]
     assert Path(venv).parent == settings.cache_dir / "envs"
@@ -418,7 +418,7 @@ def test_missing_local_extra_is_a_provisioning_error(settings, locked_job: Path)
         APP,
         job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "local_extra_deps": ["dist/missing.whl"]}},
     )
-    with pytest.raises(ProvisioningError, match="local extra .*missing.whl does not exist"):
+    with pytest.raises(ProvisioningError, match=r"local extra .*missing.whl does not exist"):
         run(settings, locked_job)
     assert env_folders(settings) == []
 

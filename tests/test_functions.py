@@ -354,7 +354,7 @@ def test_decorated_function_source_has_no_decorator(dags, capfd, caplog) -> None
     source = operator.get_python_source()
     assert source.startswith("def shout(word: str):") and "@task" not in source
     assert operator.handler == "shout"
-    states, log = run_dag(dag, capfd, caplog)
+    states, _log = run_dag(dag, capfd, caplog)
     assert states == {"shout": "success"}
     assert _xcoms(dag) == {"shout": "QUIET"}
 

@@ -223,7 +223,7 @@ def test_folder_named_py_is_not_a_regular_file(job_dir: Path) -> None:
     write_job(job_dir)
     (job_dir / "pkg.py").mkdir()
     (job_dir / "job.json").write_text(json.dumps({"jobId": "j", "packageName": "pkg.py"}))
-    with pytest.raises(ScriptNotAllowedError, match="not a regular .py file"):
+    with pytest.raises(ScriptNotAllowedError, match=r"not a regular .py file"):
         PythonJob.load(job_dir)
 
 

@@ -89,7 +89,7 @@ def test_requires_python_picks_or_checks_the_interpreter() -> None:
         python_for(">=3.99", Path(sys.executable), here)
     assert "\n" not in str(info.value)
     check_requires_python(f"=={here}", here)
-    with pytest.raises(ProvisioningError, match="not 3.10.1; set pythonEnv.python_version"):
+    with pytest.raises(ProvisioningError, match=r"not 3.10.1; set pythonEnv.python_version"):
         check_requires_python(">=3.11", "3.10.1")
 
 
@@ -231,7 +231,7 @@ def test_a_lock_resolved_from_requirements_matches_one_made_by_hand(settings, lo
 def test_unresolvable_requirements_fail_provisioning_with_uvs_reason(settings, local_index, tmp_path) -> None:
     interpreter = PythonEngineValidator(settings).validate()
     lock = tmp_path / "out" / "pylock.toml"
-    with pytest.raises(ProvisioningError, match="resolving requirements failed: .*tinydep") as info:
+    with pytest.raises(ProvisioningError, match=r"resolving requirements failed: .*tinydep") as info:
         compile_lock(("tinydep>=5",), interpreter.path, lock, Uv(settings, lambda line: None))
     assert "\n" not in str(info.value)
     assert list(lock.parent.iterdir()) == []

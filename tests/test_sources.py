@@ -257,7 +257,7 @@ def test_unsafe_archive_is_refused_leaving_nothing(cache, job, case) -> None:
 
 def test_lying_sizes_are_caught_while_unpacking_and_leave_nothing(cache, job) -> None:
     _lying_header(job / "code.zip")
-    with pytest.raises(JobConfigError, match="bomb.bin") as info:
+    with pytest.raises(JobConfigError, match=r"bomb.bin") as info:
         SourceResolver(cache, max_source_bytes=1_000_000).resolve("code.zip", job)
     assert "\n" not in str(info.value)
     assert cache_leftovers(cache) == []  # the half-written entry was removed
@@ -282,7 +282,7 @@ def test_not_a_zip_is_refused(resolver, job, cache) -> None:
 
 def test_entries_that_cannot_coexist_are_refused(resolver, job, cache) -> None:
     make_zip(job / "code.zip", {"a": "file", "a/b.py": "X = 1\n"})
-    with pytest.raises(JobConfigError, match="'a/b.py' clashes"):
+    with pytest.raises(JobConfigError, match=r"'a/b.py' clashes"):
         resolver.resolve("code.zip", job)
     assert cache_leftovers(cache) == []
 
@@ -417,7 +417,7 @@ def test_git_second_resolve_fetches_nothing(resolver, job, lines, repo) -> None:
     by_sha = resolver.resolve(f"git+{repo['url']}@{repo['v1']}#subdirectory=sub", job)
     assert by_sha.root == first.root / "sub" and not by_sha.fetched
     assert f"[python_exec] source git+{repo['url']}@{repo['v1']}: commit {repo['v1']}" in lines
-    with pytest.raises(ProvisioningError, match="git ls-remote .* failed") as info:
+    with pytest.raises(ProvisioningError, match=r"git ls-remote .* failed") as info:
         resolver.resolve(f"git+{repo['url']}@v1", job)  # a tag needs the remote
     assert "\n" not in str(info.value)
 

@@ -1,7 +1,8 @@
 """The cache key of a job environment: a digest of everything that decides what gets installed.
 
 Inputs, and only these (DESIGN.md "The environment cache"): the host name, the base interpreter
-(its path as configured or found, and its full version as it reports it), the lock file's content, each local extra's content (a file's
+(its path as configured or found, and its full version as it reports it), the lock file's content, each
+local extra's content (a file's
 digest; for a folder, every file's relative path and digest), and :data:`LAYOUT_VERSION`; for a job
 resolved from requirements instead of a lock, also their normalized form and uv's index settings
 (:func:`.requirements.requirements_key`). Touching a

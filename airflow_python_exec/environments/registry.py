@@ -82,7 +82,8 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
         one line saying how many were removed before it.
     """
     now = time.time()
-    removed, busy = [], []
+    removed: list[CachedEnvironment] = []
+    busy: list[str] = []
     for env in list_environments(cache_dir):
         if now - env.last_used < unused_for_s:
             continue

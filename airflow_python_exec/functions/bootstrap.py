@@ -61,11 +61,11 @@ def main() -> int:
         args, kwargs = bind(function, inputs[HANDLER_ENV], params, context)
     except Refused as exc:
         return fail(EXIT_REFUSED, "Refused", str(exc), "refused", error_file)
-    except Exception as exc:  # the job's own module raised while being imported
+    except Exception as exc:  # noqa: BLE001 - the job's own module raised while being imported
         return raised(exc, error_file)
     try:
         value = call(function, args, kwargs)
-    except Exception as exc:  # SystemExit and KeyboardInterrupt keep their meaning
+    except Exception as exc:  # noqa: BLE001 - the handler's failure is the result; SystemExit keeps its meaning
         return raised(exc, error_file)
     try:
         text = json.dumps(value, allow_nan=False, default=_not_json)

@@ -72,11 +72,11 @@ def resolve_job_source(job: PythonJob, settings: EngineSettings, on_line: Callab
             lock_timeout=settings.lock_timeout,
             on_line=on_line,
         )
-        resolved = (
-            resolver.resolve_code(code, job.main_file_name)
-            if code is not None
-            else resolver.resolve(function.source, job.folder)
-        )
+        if code is not None:
+            resolved = resolver.resolve_code(code, job.main_file_name)
+        else:
+            assert function.source is not None  # neither code nor source: the job folder, above
+            resolved = resolver.resolve(function.source, job.folder)
         root = resolved.root
     try:
         main_file: Path | None = allowed_script(root, job.main_file_name, "packageName")

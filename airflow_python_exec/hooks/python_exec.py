@@ -1,7 +1,8 @@
 """``PythonExecutionHook``: the Airflow adapter of :class:`~airflow_python_exec.service.PythonExecutionService`.
 
 It writes every output line into the task log (the script's lines from the logger
-``airflow_python_exec.job``, the provider's own from ``airflow_python_exec``), registers decrypted ``secure`` macro values with
+``airflow_python_exec.job``, the provider's own from ``airflow_python_exec``), registers decrypted ``secure``
+macro values with
 Airflow's ``mask_secret`` (so Airflow masks them anywhere else they might appear), and passes the
 task's context variables (``AIRFLOW_CTX_*``) to the script.
 """
@@ -92,7 +93,7 @@ def handler_context(job: PythonJob, context: Mapping[str, Any]) -> dict[str, Any
     cannot encode become strings)."""
     ti = context.get("ti") or context.get("task_instance")
     dag = context.get("dag")
-    logical_date = context.get("logical_date")
+    logical_date: Any = context.get("logical_date")
     params = context.get("params") or {}
     return {
         "job_id": job.job_id,

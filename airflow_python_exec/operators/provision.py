@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.providers.common.compat.sdk import BaseOperator
 
 from airflow_python_exec.logs import provider_line
 from airflow_python_exec.models import PythonEnv
 from airflow_python_exec.operators.python_job import load_job, task_failures
+
+if TYPE_CHECKING:
+    from airflow_python_exec.environments import EnvironmentProvisioner
 
 
 class ProvisionEnvironmentOperator(BaseOperator):
@@ -40,7 +43,7 @@ class ProvisionEnvironmentOperator(BaseOperator):
         self.job = str(job)
         self.python_env = python_env
         self.install_path = install_path
-        self._provisioner = None
+        self._provisioner: EnvironmentProvisioner | None = None
 
     def execute(self, context: Any) -> str:
         """Build the environment; return its path.
@@ -56,9 +59,9 @@ class ProvisionEnvironmentOperator(BaseOperator):
             job = load_job(self.job, context, self, self.python_env)
             hook = PythonExecutionHook(install_path=self.install_path)
             interpreter = hook.service.init()
-            self._provisioner = EnvironmentProvisioner(hook.settings, on_line=provider_line)
+            self._provisioner = provisioner = EnvironmentProvisioner(hook.settings, on_line=provider_line)
             script = main_file(job, hook.settings, provider_line)  # PEP 723 metadata, a handler's source
-            return str(self._provisioner.provision(job, interpreter, script))
+            return str(provisioner.provision(job, interpreter, script))
 
     def on_kill(self) -> None:
         """Stop uv's process group when the task is cancelled."""

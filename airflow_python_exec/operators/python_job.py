@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -84,7 +84,7 @@ class PythonJobOperator(BaseOperator):
         inherit_env: bool | None = None,
         sandbox: str | None = None,
         cwd: str | None = None,
-        skip_on_exit_code: int | Container[int] | None = None,
+        skip_on_exit_code: int | Collection[int] | None = None,
         python_env: PythonEnv | Mapping[str, Any] | None = None,
         refresh: bool | None = None,
         **kwargs: Any,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import tempfile
 import urllib.parse
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
@@ -93,7 +93,7 @@ class EncryptBody(BaseModel):
     value: str = Field(max_length=MAX_SECRET_CHARS)
 
 
-def _require(user: Any, method: str) -> Any:
+def _require(user: Any, method: Literal["GET", "PUT"]) -> Any:
     """403 unless ``user`` may ``method`` DAGs *in general*; returns the user.
 
     Not Airflow's ``requires_access_dag``: on a route without a ``dag_id`` path parameter it takes
@@ -162,8 +162,9 @@ def create_app() -> FastAPI:
     app.add_api_route("/jobs/{job_id}", job_page, methods=["GET"], response_class=HTMLResponse)
     app.add_api_route("/encrypt", encrypt_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
     app.add_api_route("/upload", upload_form, methods=["POST"], dependencies=edit, response_class=HTMLResponse)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    # Starlette types a handler as taking any Exception; each of these is registered for its own class.
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_middleware(BodyGuard)
     return app
 
@@ -265,7 +266,9 @@ def _upload(file: UploadFile) -> Any:
         except JobConfigError as exc:
             raise HTTPException(400, str(exc)) from None
         except OSError as exc:
-            raise HTTPException(500, f"upload_folder {folder} cannot be written ({exc}); check its permissions")
+            raise HTTPException(
+                500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"
+            ) from exc
 
 
 def _spool(file: UploadFile, spool: Any, limit: int) -> None:
@@ -309,7 +312,9 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> An
         {key: value for key, value in error.items() if key not in ("input", "ctx", "url")} for error in exc.errors()
     ]
     if not _is_api(request):
-        errors = "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
+        return _error(
+            request, 422, "; ".join(f"{'.'.join(map(str, e.get('loc', ())))}: {e.get('msg', '')}" for e in errors)
+        )
     return _error(request, 422, errors)
 
 

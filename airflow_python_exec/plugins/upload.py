@@ -128,7 +128,7 @@ def _bundle_roots() -> set[Path]:
             path = getattr(bundle, "path", None)
             if path:
                 roots.add(Path(path).resolve())
-    except Exception:  # a bundle that cannot be built here (git, credentials) has no local root to compare
+    except Exception:  # noqa: BLE001 - a bundle that cannot be built here (git, credentials) has no local root to compare
         pass
     return roots
 

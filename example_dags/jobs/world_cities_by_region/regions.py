@@ -29,7 +29,7 @@ def group_summary(group: str, countries: list, min_population: int = 15000, cont
     return {
         "group": group,
         "countries": len(wanted),
-        "cities": int(len(cities)),
+        "cities": len(cities),
         "population": int(cities.population.sum()),
         "largest_city": {"name": top.city, "country": top.country, "population": int(top.population)},
     }

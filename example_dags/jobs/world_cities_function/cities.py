@@ -33,7 +33,7 @@ def download_and_process(per_country: int = 3, min_population: int = 15000, cont
     first = largest.groupby("country").head(1).set_index("country")
     return {
         "countries": int(largest.country.nunique()),
-        "cities": int(len(largest)),
+        "cities": len(largest),
         "largest_city": {"name": top.city, "country": top.country, "population": int(top.population)},
         "largest_by_country": {c: first.loc[c, "city"] for c in ("France", "Italy", "Japan") if c in first.index},
     }
