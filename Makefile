@@ -24,10 +24,12 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 .PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
 
+DEMO_DAGS := hello_python_exec world_cities world_cities_function
+
+# Each DAG's task logs go to the terminal; scripts/demo_summary.py ends with what ran and where to look.
 demo: airflow-home
-	$(BIN)/airflow dags test hello_python_exec
-	$(BIN)/airflow dags test world_cities
-	$(BIN)/airflow dags test world_cities_function
+	for dag in $(DEMO_DAGS); do $(BIN)/airflow dags test $$dag || exit 1; done
+	$(BIN)/python scripts/demo_summary.py $(DEMO_DAGS)
 
 # bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
 test: airflow-home example-envs
