@@ -82,8 +82,9 @@ lint: $(BIN)/.installed-lint
 	$(BIN)/mypy
 
 # The user guide (docs/, mkdocs.yml) into site/; --strict fails on a broken link or anchor.
+# NO_MKDOCS_2_WARNING: Material's banner about its end of life, printed on every build, not about our docs.
 docs: $(BIN)/.installed-docs
-	$(BIN)/mkdocs build --strict --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 # The built wheel, not this tree: sdist + wheel, twine check, a fresh venv with the wheel and its
 # dependencies, then `airflow dags test hello_python_exec` from it (scripts/check_wheel.sh).

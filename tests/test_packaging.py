@@ -1,7 +1,8 @@
-"""The package as others see it: its public names, its version, its license."""
+"""The package as others see it: its public names, its version, its license, its front page."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -35,3 +36,17 @@ def test_the_version_is_written_in_one_place() -> None:
 def test_license_and_changelog_are_at_the_root() -> None:
     assert "Apache License" in (REPO / "LICENSE").read_text() and "Version 2.0" in (REPO / "LICENSE").read_text()
     assert "## [Unreleased]" in (REPO / "CHANGELOG.md").read_text()
+
+
+def test_the_readme_is_a_short_front_page_whose_links_resolve() -> None:
+    """DESIGN.md "Documentation and habits": at most 300 lines, with the first-job path; the rest is in docs/."""
+    readme = (REPO / "README.md").read_text()
+    assert len(readme.splitlines()) <= 300
+    assert "## Your first job" in readme
+    for needed in ("export AIRFLOW_HOME=$PWD/.airflow_home", "example_dags/demo_fernet.key", "airflow dags test"):
+        assert needed in readme, needed
+    links = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme)
+    local = [link for link in links if "://" not in link]
+    assert local and all((REPO / link).exists() for link in local), [
+        link for link in local if not (REPO / link).exists()
+    ]
