@@ -296,3 +296,28 @@ def test_without_the_sandbox_a_local_extra_builds_as_before(settings, outside: P
     hatchling_extra(job)
     result, lines = run_lines(settings, job)
     assert result.exit_code == 0 and lines == ["VALUE 42"], lines
+
+
+@requires_bwrap
+def test_a_local_extra_where_the_sandbox_hides_is_refused(settings, outside: Path, monkeypatch) -> None:
+    """A sibling job's folder, or AIRFLOW_HOME, named as a local extra (or reached by a symlink):
+    installed or copied by the worker, it would carry what the sandbox hides into the job's
+    environment. Refused in one line before anything is built."""
+    airflow_home = outside / "airflow_home"
+    wheel_dir = airflow_home / "wheels"
+    from wheels import write_wheel
+
+    write_wheel(wheel_dir, "hidden_pkg", module=f"SECRET = {SECRET!r}\n")
+    monkeypatch.setenv("AIRFLOW_HOME", str(airflow_home))
+    sibling = hatchling_extra(outside / "jobs" / "sibling", "sibling_extra")
+    job = write_job(outside / "jobs" / "greedy", "print('ran')\n", job={"jobId": "greedy"})
+    (job / "link").symlink_to(wheel_dir / "hidden_pkg-1.0-py3-none-any.whl")
+    for extra, hidden in (
+        (str(sibling), outside / "jobs"),
+        (str(wheel_dir / "hidden_pkg-1.0-py3-none-any.whl"), airflow_home),
+        ("link", airflow_home),
+    ):
+        spec = {"jobId": "greedy", "packageName": "app.py", "pythonEnv": {"local_extra_deps": [extra]}}
+        (job / "job.json").write_text(json.dumps(spec))
+        with pytest.raises(Exception, match=f"lies in {hidden}, which the sandbox hides from the job"):
+            run_lines(settings.override(sandbox="bubblewrap"), job)

@@ -323,8 +323,10 @@ class EnvironmentProvisioner:
         sandbox = sandbox_for(self.settings)
         extras: list[Path] = list(spec.extras)
         args = ["pip", "install", "--python", python, "--no-deps"]
-        from .sandboxed_build import build_in_sandbox, needs_build, private_build_dir
+        from .sandboxed_build import build_in_sandbox, check_visible, needs_build, private_build_dir
 
+        if sandbox is not None:
+            check_visible(extras, sandbox, job.folder)
         build_dir = private_build_dir() if sandbox is not None and any(map(needs_build, extras)) else None
         try:
             if build_dir is not None:

@@ -41,7 +41,7 @@ from pathlib import Path
 
 from airflow_python_exec.builder import base_environment
 from airflow_python_exec.errors import ProvisioningError
-from airflow_python_exec.sandbox import Sandbox
+from airflow_python_exec.sandbox import Sandbox, hidden_paths
 
 from .uv import Uv, uv_binary
 
@@ -77,15 +77,12 @@ def build_in_sandbox(
     :raises ProvisioningError: invalid build requirements, a failed build, or a build that did not
         leave exactly one wheel.
     """
-    cache = build_dir / "cache"
-    out_root = build_dir / "out"
-    for folder in (cache, out_root, build_dir / "src", build_dir / "env"):
-        folder.mkdir()
+    for folder in ("cache", "out", "src", "env"):
+        (build_dir / folder).mkdir()
     uv_exe = uv_binary()
     readable = [Path(os.path.realpath(python)).parent.parent, Path(os.path.realpath(uv_exe))]
     env = base_environment(os.environ, inherit=False)
     env.update(
-        UV_CACHE_DIR=str(cache),
         UV_NO_CONFIG="1",
         UV_PYTHON_DOWNLOADS="never",
         UV_NO_PROGRESS="1",
@@ -108,13 +105,14 @@ def build_in_sandbox(
                 ["pip", "install", "--python", str(build_env / "bin" / "python"), "--no-build", "-r", str(listing)],
                 offline_first=True,
             )
-        out = out_root / str(n)
+        # Each build sees only its own copy, output and cache: one extra's backend cannot leave
+        # anything for the build of another.
+        out, cache = build_dir / "out" / str(n), build_dir / "cache" / str(n)
         out.mkdir()
+        cache.mkdir()
+        workdir = source if source.is_dir() else source.parent
         prefix = sandbox.prefix(
-            job_folder=job_folder,
-            cwd=source if source.is_dir() else source.parent,
-            readable=[*readable, build_env],
-            writable=[source if source.is_dir() else source.parent, out, cache],
+            job_folder=job_folder, cwd=workdir, readable=[*readable, build_env], writable=[workdir, out, cache]
         )
         uv.run(
             f"building local extra {extra.name} in the sandbox",
@@ -123,12 +121,37 @@ def build_in_sandbox(
                 *("--python", str(build_env / "bin" / "python"), "--out-dir", str(out), str(source)),
             ],
             launcher=prefix,
-            env=env,
-            cwd=source if source.is_dir() else source.parent,
+            env={**env, "UV_CACHE_DIR": str(cache)},
+            cwd=workdir,
         )
         installs.append(_the_wheel(out, extra))
     say(f"built {sum(needs_build(e) for e in extras)} local extra(s) in the sandbox")
     return installs
+
+
+def check_visible(extras: Sequence[Path], sandbox: Sandbox, job_folder: Path) -> None:
+    """Refuse a local extra that lies where the sandbox hides (outside the job folder, in
+    ``AIRFLOW_HOME``, the cache, the home folder, a sibling job...): installed, or copied for its
+    build, by the worker, it would carry what the sandbox hides into the job's environment.
+
+    :raises ProvisioningError: naming the extra and the fix.
+    """
+    own = os.path.realpath(job_folder)
+    hidden = [os.path.realpath(p) for p in hidden_paths(sandbox.cache_dir, job_folder)]
+    for extra in extras:
+        real = os.path.realpath(extra)
+        if _within(real, own):
+            continue
+        for folder in hidden:
+            if _within(real, folder):
+                raise ProvisioningError(
+                    f"local extra {extra} lies in {folder}, which the sandbox hides from the job; "
+                    "put the extra inside the job folder"
+                )
+
+
+def _within(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
 
 
 def build_requires(extra: Path) -> tuple[str, ...]:
