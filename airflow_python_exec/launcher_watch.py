@@ -28,7 +28,8 @@ SCRIPT_DEPTH = 2
 #: Seconds the launcher gets to exit by itself once its script has ended (normally milliseconds).
 GRACE_S = 1.0
 #: Seconds between looks for the script while the sandbox starts (doubling from the first value).
-FIRST_LOOK_S, LAST_LOOK_S = 0.005, 0.5
+#: Once found (a zombie script stays findable until its pid 1 reaps it), the script is not polled.
+FIRST_LOOK_S, LAST_LOOK_S = 0.005, 0.1
 
 
 def wait_launched(launcher: int) -> tuple[bool, int | None]:
@@ -54,7 +55,7 @@ def wait_launched(launcher: int) -> tuple[bool, int | None]:
                     with contextlib.suppress(OSError):
                         script_fd = os.pidfd_open(script)
             watched = [launcher_fd] if script_fd < 0 else [launcher_fd, script_fd]
-            ready, _, _ = select.select(watched, [], [], look if script_fd < 0 else None)
+            ready = _ready(watched, look if script_fd < 0 else None)
             if launcher_fd in ready:
                 return False, None
             if script_fd in ready:
@@ -71,13 +72,21 @@ def _after_script(launcher_fd: int, script: int) -> tuple[bool, int | None]:
     reaped the script in the meantime (it is then about to report)."""
     status = None
     for _ in range(2):
-        ready, _, _ = select.select([launcher_fd], [], [], GRACE_S)
-        if ready:
+        if _ready([launcher_fd], GRACE_S):
             return False, None
         status = _zombie_status(script)
         if status is not None:  # still unreaped after the grace: its pid 1 is stopped or hijacked
             return True, status
     return True, status
+
+
+def _ready(fds: list[int], timeout_s: float | None) -> list[int]:
+    """Those of ``fds`` (pidfds) whose process has exited, waiting up to ``timeout_s`` (``None``: no
+    limit). ``poll``, not ``select``: a worker may hold more than 1024 descriptors."""
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    return [fd for fd, _ in poller.poll(None if timeout_s is None else timeout_s * 1000)]
 
 
 def _launched(launcher: int) -> int:

@@ -294,7 +294,10 @@ class JobProcess:
         if self._launcher:
             # A launcher whose script has ended but which does not follow (the job stopped the
             # sandbox's pid 1) is killed; the script's own status is the run's.
-            kill, self._script_status = wait_launched(self.pid)
+            try:
+                kill, self._script_status = wait_launched(self.pid)
+            except Exception:  # noqa: BLE001 - the watch is a safety net: never the reason a run hangs
+                kill = False
             if kill:
                 self._signal_group(signal.SIGKILL)
         if hasattr(os, "waitid"):
