@@ -21,7 +21,9 @@ SIGTERM to the whole group would reach ``bwrap`` too, which dies of it at once, 
 ``--die-with-parent`` then SIGKILLs the sandbox before the script's own SIGTERM handler has run. So
 SIGTERM goes to the launcher's descendants only (the sandbox's pid 1 ignores it: the kernel delivers
 to a namespace's init only the signals it handles), and the script's exit status comes back through
-``bwrap``; SIGKILL still goes to the whole group, ``bwrap`` included, which ends the sandbox.
+``bwrap``; SIGKILL still goes to the whole group, ``bwrap`` included, which ends the sandbox. The
+script's end is watched past the launcher too (:mod:`airflow_python_exec.launcher_watch`): a
+``bwrap`` that does not follow its script out (the job stopped the sandbox's pid 1) is killed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from airflow_python_exec.containment import RunContainment
+from airflow_python_exec.launcher_watch import wait_launched
 
 CHUNK_BYTES = 64 * 1024
 #: Longest line handed out in one piece, in characters.
@@ -164,6 +167,7 @@ class JobProcess:
         self._stop_at: float | None = None
         self._exited = False  # set by the reaper once the script has ended and its leftovers died
         self._killed = False  # SIGKILL sent: no deadline left to wake up for
+        self._script_status: int | None = None  # a launched script's status when its launcher was killed
         self._containment = RunContainment()
         self._closed = False
         self._wake_lock = threading.Lock()
@@ -233,6 +237,8 @@ class JobProcess:
             self._escalate_if_due(time.monotonic())
         code = self._popen.wait()
         self._containment.release()
+        if self._script_status is not None:
+            code = self._script_status
         return 128 - code if code < 0 else code
 
     def stop(self) -> None:
@@ -286,6 +292,15 @@ class JobProcess:
 
     def _reap(self) -> None:
         """Wait for the script to end without reaping it, end its leftovers, then wake the reader."""
+        if self._launcher:
+            # A launcher whose script has ended but which does not follow (the job stopped the
+            # sandbox's pid 1) is killed; the script's own status is the run's.
+            try:
+                kill, self._script_status = wait_launched(self.pid)
+            except Exception:  # noqa: BLE001 - the watch is a safety net: never the reason a run hangs
+                kill = False
+            if kill:
+                self._signal_group(signal.SIGKILL)
         if hasattr(os, "waitid"):
             try:
                 os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOWAIT)

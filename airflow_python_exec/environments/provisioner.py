@@ -31,6 +31,7 @@ from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_a
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.logs import PREFIX, log, provider_line
 from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_metadata
+from airflow_python_exec.sandbox import sandbox_for
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, probe_version
 
@@ -308,17 +309,34 @@ class EnvironmentProvisioner:
                 )
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
             if spec.extras:
-                step = time.monotonic()
-                self._uv.run(
-                    "installing local extras",
-                    ["pip", "install", "--python", python, "--no-deps", *map(str, spec.extras)],
-                    offline_first=True,
-                )
-                self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({ms(step)})")
+                self._install_extras(python, job, spec)
             _write_marker(path, job, spec, packages, time.monotonic() - started)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
             raise
+
+    def _install_extras(self, python: str, job: PythonJob, spec: EnvironmentSpec) -> None:
+        """Install the local extras with ``--no-deps``; with the sandbox on, those built from source
+        are built into wheels inside it first (see :mod:`.sandboxed_build`), then installed without
+        any build."""
+        step = time.monotonic()
+        sandbox = sandbox_for(self.settings)
+        extras: list[Path] = list(spec.extras)
+        args = ["pip", "install", "--python", python, "--no-deps"]
+        from .sandboxed_build import build_in_sandbox, check_visible, needs_build, private_build_dir
+
+        if sandbox is not None:
+            check_visible(extras, sandbox, job.folder)
+        build_dir = private_build_dir() if sandbox is not None and any(map(needs_build, extras)) else None
+        try:
+            if build_dir is not None:
+                extras = build_in_sandbox(extras, spec.python, job.folder, sandbox, self._uv, build_dir, self._say)
+                args.append("--no-build")
+            self._uv.run("installing local extras", [*args, *map(str, extras)], offline_first=True)
+        finally:
+            if build_dir is not None:
+                shutil.rmtree(build_dir, ignore_errors=True)
+        self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from airflow_python_exec.builder import base_environment
@@ -57,6 +57,9 @@ class Uv:
         *,
         offline_first: bool = False,
         explain: Callable[[list[str]], str | None] | None = None,
+        launcher: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> list[str]:
         """Run ``uv <args>``; return its output lines.
 
@@ -65,17 +68,21 @@ class Uv:
             everything; on a cache miss, run again with the network.
         :param explain: given uv's output lines after a failure, a one-line explanation that
             replaces uv's error lines in the message, or ``None`` to keep them.
+        :param launcher: a command that starts uv as its descendant (the sandbox's ``bwrap ... --``).
+        :param env: uv's whole environment instead of the worker's (a sandboxed build's minimal one).
+        :param cwd: uv's working directory (default: this process's).
         :raises ProvisioningError: uv failed (its ``error:`` lines in the message) or was stopped.
         """
+        where = (tuple(launcher), env, cwd)
         if offline_first:
-            code, lines = self._call([*args, "--offline"], echo=False)
+            code, lines = self._call([*args, "--offline"], echo=False, where=where)
             if code == 0:
                 for line in lines:
                     self.on_line(f"[uv] {line}")
                 return lines
             if not any(_CACHE_MISS.search(line) for line in lines) or self.stopped:
                 self._fail(what, code, lines, echoed=False, explain=explain)
-        code, lines = self._call(list(args), echo=True)
+        code, lines = self._call(list(args), echo=True, where=where)
         if code != 0:
             self._fail(what, code, lines, echoed=True, explain=explain)
         return lines
@@ -87,10 +94,19 @@ class Uv:
         if process is not None:
             process.stop()
 
-    def _call(self, args: list[str], echo: bool) -> tuple[int, list[str]]:
+    def _call(
+        self, args: list[str], echo: bool, where: tuple[tuple[str, ...], Mapping[str, str] | None, Path | None]
+    ) -> tuple[int, list[str]]:
         if self.stopped:
             raise ProvisioningError("provisioning was stopped before it finished")
-        process = JobProcess([uv_binary(), *args], self.env, Path.cwd(), grace_s=5.0)
+        launcher, env, cwd = where
+        process = JobProcess(
+            [uv_binary(), *args],
+            dict(self.env if env is None else env),
+            cwd or Path.cwd(),
+            grace_s=5.0,
+            launcher=launcher,
+        )
         self._process = process
         lines: list[str] = []
         try:
