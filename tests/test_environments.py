@@ -114,6 +114,16 @@ def test_second_run_is_a_cache_hit(settings, locked_job: Path) -> None:
     assert marker["job_id"] == "locked" and "tinyapp==1.0" in marker["installed"]
 
 
+def test_installed_packages_have_compiled_bytecode(settings, locked_job: Path) -> None:
+    """A sandboxed environment is read-only and many hosts set PYTHONDONTWRITEBYTECODE=1: without
+    bytecode written at provisioning, every start of the job would recompile its packages."""
+    run(settings, locked_job)
+    (env,) = env_folders(settings)
+    (module,) = env.glob("lib/python*/site-packages/tinyapp*.py")
+    compiled = list((module.parent / "__pycache__").glob(f"{module.stem}.*.pyc"))
+    assert compiled, f"no bytecode for {module.name} in {env}"
+
+
 def test_unmarked_folder_is_removed_and_rebuilt(settings, locked_job: Path) -> None:
     run(settings, locked_job)
     (env,) = env_folders(settings)
