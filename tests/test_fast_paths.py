@@ -208,6 +208,11 @@ def test_interpreter_index_is_shared_and_rebuilt_when_pyenv_versions_change(tmp_
     assert (cache / interpreter_index.INDEX).is_file()
     assert interpreters.installed_pythons("never", cache) == first  # from the index
     assert len(listings) == 1
+    for folder in ("a", "b"):  # a pyenv shim sets PYENV_DIR to the working directory
+        monkeypatch.setenv("PYENV_DIR", str(tmp_path / folder))
+        monkeypatch.setenv("PYENV_HOOK_PATH", str(tmp_path / folder / "hooks"))
+        assert interpreters.installed_pythons("never", cache) == first
+    assert len(listings) == 1
     fake_python(root / "versions" / "3.98.2" / "bin", "3.98.2")  # pyenv install
     again = interpreters.installed_pythons("never", cache)
     assert len(listings) == 2
