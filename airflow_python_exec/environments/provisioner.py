@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from airflow_python_exec import metrics
 from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.logs import PREFIX, log, provider_line
@@ -228,6 +229,7 @@ class EnvironmentProvisioner:
         started = time.monotonic()
         if (path / MARKER).is_file():
             self._say(f"cache hit: environment {spec.key} ({ms(started)})")
+            metrics.cache_hit()
             return path
         import filelock  # ~20 ms to import: only on the cold path, never on a cache hit
 
@@ -240,12 +242,15 @@ class EnvironmentProvisioner:
             stopped=lambda: self._uv.stopped,
         ):
             self._say(f"cache hit after waiting: environment {spec.key} ({ms(started)})")
+            metrics.cache_hit()
             return path
         try:
             if (path / MARKER).is_file():  # finished between our last look and the lock
                 self._say(f"cache hit after waiting: environment {spec.key} ({ms(started)})")
+                metrics.cache_hit()
                 return path
             self._say(f"cache miss: provisioning environment {spec.key} for job {job.job_id}")
+            metrics.cache_miss()
             if path.exists():
                 self._say(f"removing unfinished environment {path}")
                 shutil.rmtree(path)
@@ -318,6 +323,7 @@ class EnvironmentProvisioner:
                 )
                 self._say(f"installed {len(spec.extras)} local extra(s) without dependencies ({ms(step)})")
             _write_marker(path, job, spec, packages, time.monotonic() - started)
+            metrics.provisioned(time.monotonic() - started)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
             raise
