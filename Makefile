@@ -98,10 +98,14 @@ $(BIN)/.installed-%: pyproject.toml $(BIN)/.installed
 	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[$*]'
 	touch $@
 
-$(BIN)/.installed: pyproject.toml
+# Bytecode compiled at install (compileall also covers this package, editable, and packages uv
+# found already installed): with PYTHONDONTWRITEBYTECODE=1, as many containers set, every start
+# would otherwise recompile Airflow.
+$(BIN)/.installed: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON_EXE) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade uv
-	$(BIN)/uv pip install -q --python $(BIN)/python -e '.[test]'
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[test]'
+	$(BIN)/python -m compileall -q -j 0 airflow_python_exec "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" > /dev/null || true
 	touch $@
 
 airflow-home: $(AIRFLOW_HOME)/airflow.db

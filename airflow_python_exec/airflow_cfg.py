@@ -11,9 +11,10 @@ The fast path applies only when all of these hold:
 - ``airflow.configuration`` is not imported yet in this process (once it is, asking it is cheap
   and exact, so it is always used);
 - the configuration file (``$AIRFLOW_CONFIG``, else ``$AIRFLOW_HOME/airflow.cfg``, ``AIRFLOW_HOME``
-  defaulting to ``~/airflow``) exists and parses with Python's ``configparser`` configured as
-  Airflow configures it: case-preserving option names, ``%(name)s`` interpolation
-  (``BasicInterpolation``), duplicate options refused;
+  defaulting to ``~/airflow``) is missing (Airflow would write a default one that sets no
+  ``[python_exec]`` option: only the variables and the defaults count, and no file is written), or
+  parses with Python's ``configparser`` configured as Airflow configures it: case-preserving option
+  names, ``%(name)s`` interpolation (``BasicInterpolation``), duplicate options refused;
 - no option of ``[python_exec]`` (or ``[DEFAULT]``) in the file ends in ``_cmd`` or ``_secret``,
   and no ``AIRFLOW__PYTHON_EXEC__*_CMD`` / ``*_SECRET`` variable is set (Airflow runs a command or
   asks a secrets backend for those);
@@ -73,8 +74,12 @@ def read_python_exec(options: Iterable[str]) -> dict[str, str] | None:
     try:
         with open(path, encoding=None) as f:  # Airflow reads with the locale's encoding, too
             parser.read_file(f, source=path)
+    except FileNotFoundError:
+        # No file (a laptop, a CI job): Airflow would write its default one, which sets no
+        # [python_exec] option and no secrets backend, so the variables and defaults are the answer.
+        pass
     except (OSError, UnicodeError, configparser.Error):
-        return None  # missing (Airflow writes a default one), unreadable or invalid: Airflow decides
+        return None  # unreadable or invalid: Airflow decides (and says what is wrong)
     try:
         if parser.has_option("secrets", "backend") and parser.get("secrets", "backend", raw=True).strip():
             return None

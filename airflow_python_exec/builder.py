@@ -18,18 +18,18 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
-from cryptography.fernet import InvalidToken, MultiFernet
-from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.policy import check_installed, check_interpreter_variables
 from airflow_python_exec.settings import EngineSettings
+
+if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
+    from cryptography.fernet import MultiFernet
 
 #: Variables a script keeps with ``inherit_env=False`` (plus every ``LC_*``).
 MINIMAL_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER")
@@ -180,6 +180,10 @@ class PythonCommandBuilder:
         """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
         if macro.value is None or not macro.secure:
             return macro.value
+        from cryptography.fernet import InvalidToken
+
+        from airflow_python_exec import crypto
+
         try:
             fernet = self._fernet or crypto.multi_fernet(self.settings.fernet_keys())
             self._fernet = fernet
@@ -270,6 +274,8 @@ def read_dotenv(path: Path) -> dict[str, str]:
         log.warning("dotenv_as_macros is set but %s does not exist; no .env entries were added", path)
         return {}
     try:
+        from dotenv import dotenv_values
+
         parsed = dotenv_values(path, interpolate=False, encoding="utf-8")
     except (UnicodeDecodeError, OSError) as exc:
         raise JobConfigError(

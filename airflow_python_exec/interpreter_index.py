@@ -8,7 +8,7 @@ the same ``cache_dir``.
 
 - ``discovery``: the installed Pythons, with the *fingerprint* of what the listing was built from
   (each ``PATH`` entry's folder, pyenv's ``versions/`` folder, uv's managed-Python folder, their
-  identity and modification time, the uv binary, the ``UV_PYTHON*``/``PYENV*`` variables and
+  identity and modification time, the uv binary, the ``UV_PYTHON*`` variables, ``PYENV_ROOT``, ``PYENV_VERSION`` and
   ``python_downloads``) and each interpreter's file identity. Installing or removing a Python
   changes one of those folders, so the fingerprint no longer matches and the listing is rebuilt;
   an interpreter replaced in place changes its file identity, which is checked on every use.

@@ -13,11 +13,13 @@ from collections.abc import MutableMapping
 from typing import Any
 
 PREFIX = "[python_exec]"
+#: The name of the logger of the script's output (in a task, written through structlog by the hook).
+JOB_LOGGER = "airflow_python_exec.job"
 
 #: The provider's own lines, already prefixed (use :data:`log` to get the prefix added).
 provider_logger = logging.getLogger("airflow_python_exec")
 #: The script's output, one record per line.
-job_logger = logging.getLogger("airflow_python_exec.job")
+job_logger = logging.getLogger(JOB_LOGGER)
 
 
 class _Prefixed(logging.LoggerAdapter):

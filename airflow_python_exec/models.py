@@ -527,9 +527,13 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
         raise ScriptNotAllowedError(
             f"{what} {name!r} is a symlink to {resolved}, outside the job folder; copy the script into it"
         )
-    if not candidate.exists():
-        raise ScriptNotAllowedError(f"{what} {name!r} does not exist in {folder}; upload it or fix the name")
-    if not resolved.is_file() or resolved.suffix != ".py":
+    try:
+        mode = os.stat(resolved).st_mode  # one stat for "exists" and "regular file" (run on every start)
+    except (FileNotFoundError, NotADirectoryError):
+        raise ScriptNotAllowedError(f"{what} {name!r} does not exist in {folder}; upload it or fix the name") from None
+    except OSError:
+        mode = 0
+    if not stat.S_ISREG(mode) or resolved.suffix != ".py":
         raise ScriptNotAllowedError(f"{what} {name!r} is not a regular .py file; point it at the script")
     return resolved
 

@@ -66,6 +66,16 @@ def cli_env(**settings: str) -> dict[str, str]:
     return {**os.environ, "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix, **extra}
 
 
+def task_log_lines(log: str, logger: str = "airflow_python_exec.job") -> list[str]:
+    """The messages that ``logger`` wrote into a ``dag.test()`` task log (Airflow's console format:
+    ``<time> [info     ] <message, padded> [<logger>] loc=...``). The script's output is written
+    through structlog, as SubprocessHook writes, so it is in the log text, not in stdlib records."""
+    import re
+
+    pattern = re.compile(r"^\S+ \[\w+\s*\] (.*?)\s*\[" + re.escape(logger) + r"\](?: |$)", re.MULTILINE)
+    return pattern.findall(log)
+
+
 def env_of(lines: list[str]) -> dict[str, str]:
     """The environment a DUMP_ENV script printed."""
     for line in lines:

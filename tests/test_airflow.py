@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import write_job
+from conftest import process_gone, task_log_lines, write_job
 
 from airflow_python_exec.crypto import encrypt, generate_key
 
@@ -275,11 +275,11 @@ def test_task_log_separates_provider_lines_from_the_job_output(dags, jobs, capfd
     """,
         "sources_dag",
     )
-    states, _ = run_dag(dag, capfd, caplog)
+    states, log = run_dag(dag, capfd, caplog)
     assert states == {"two_lines": "success"}
     ours = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec"]
-    job = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec.job"]
-    assert job == ["first line", "second line"]
+    assert task_log_lines(log) == ["first line", "second line"]
+    assert not any(line.startswith("[python_exec]") for line in task_log_lines(log))
     assert ours and all(line.startswith("[python_exec] ") for line in ours)
     assert re.fullmatch(
         r"\[python_exec\] running job two_lines: \S+ \S+app\.py \(Python 3\.\d+\.\d+, cwd \S+\)", ours[0]

@@ -114,6 +114,54 @@ def test_second_run_is_a_cache_hit(settings, locked_job: Path) -> None:
     assert marker["job_id"] == "locked" and "tinyapp==1.0" in marker["installed"]
 
 
+def test_installed_packages_have_compiled_bytecode(settings, locked_job: Path) -> None:
+    """A sandboxed environment is read-only and many hosts set PYTHONDONTWRITEBYTECODE=1: without
+    bytecode written at provisioning, every start of the job would recompile its packages."""
+    run(settings, locked_job)
+    (env,) = env_folders(settings)
+    (module,) = env.glob("lib/python*/site-packages/tinyapp*.py")
+    compiled = list((module.parent / "__pycache__").glob(f"{module.stem}.*.pyc"))
+    assert compiled, f"no bytecode for {module.name} in {env}"
+
+
+class RecordingStatsLogger:
+    """A metrics backend for Airflow's ``Stats`` (what ``[metrics] statsd_on`` would plug in),
+    keeping what it is sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, object]] = []
+
+    def incr(self, stat: str, count: int = 1, **_: object) -> None:
+        self.sent.append(("incr", stat, count))
+
+    def timing(self, stat: str, dt: object, **_: object) -> None:
+        self.sent.append(("timing", stat, dt))
+
+
+def test_cache_hits_misses_and_provisioning_time_reach_airflow_metrics(settings, locked_job: Path) -> None:
+    from datetime import timedelta
+
+    from airflow.sdk._shared.observability.metrics import stats as stats_module
+    from airflow.sdk.observability.stats import initialize
+
+    backend = RecordingStatsLogger()
+    saved = (stats_module._factory, stats_module._export_legacy_names)
+    initialize(factory=lambda: backend, export_legacy_names=False)
+    try:
+        run(settings, locked_job)  # cold: a miss, then a provisioning
+        run(settings, locked_job)  # warm: a hit
+    finally:
+        initialize(factory=saved[0] or stats_module.NoStatsLogger, export_legacy_names=saved[1])
+    names = [(kind, stat) for kind, stat, _ in backend.sent]
+    assert names == [
+        ("incr", "python_exec.environment_cache.miss"),
+        ("timing", "python_exec.environment.provision_duration"),
+        ("incr", "python_exec.environment_cache.hit"),
+    ]
+    took = backend.sent[1][2]
+    assert isinstance(took, timedelta) and timedelta(0) < took < timedelta(minutes=5)
+
+
 def test_unmarked_folder_is_removed_and_rebuilt(settings, locked_job: Path) -> None:
     run(settings, locked_job)
     (env,) = env_folders(settings)

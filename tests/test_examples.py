@@ -15,7 +15,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, task_log_lines
 
 pytestmark = pytest.mark.smoke
 
@@ -81,7 +81,7 @@ def test_hello_example_without_logical_date(capfd, caplog) -> None:
         "dotenv_as_macros": "success",
         "macro_from_param": "success",
     }
-    job_lines = [r.getMessage() for r in caplog.records if r.name == "airflow_python_exec.job"]
+    job_lines = task_log_lines(log)
     assert job_lines.count("Hello from HelloWorld Demo") == 2  # .env loaded by the script; .env as macros
     assert "Version: 2.0.0-macro" in log
     assert "Hello from HelloWorld from the UI" in log  # the Param's default

@@ -125,8 +125,40 @@ def test_fast_path_leaves_to_airflow_what_needs_airflow(
     assert airflow_cfg.read_python_exec(["cache_dir", "fernet_key"]) is None
 
 
-def test_fast_path_needs_the_file_airflow_would_read(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("AIRFLOW_CONFIG", str(tmp_path / "missing.cfg"))  # Airflow would write one
+@pytest.mark.parametrize(
+    "env",
+    [
+        {},
+        {
+            "AIRFLOW__PYTHON_EXEC__CACHE_DIR": "$BENCH_BASE/cache",
+            "AIRFLOW__PYTHON_EXEC__LOCK_TIMEOUT": "45",
+            "AIRFLOW__PYTHON_EXEC__SANDBOX_WRITABLE_PATHS": "/data/a, ~/b",
+            "AIRFLOW__PYTHON_EXEC__INHERIT_ENV": "False",
+            "BENCH_BASE": "/srv/base",
+        },
+    ],
+    ids=["defaults", "variables"],
+)
+def test_without_airflow_cfg_both_paths_give_the_same_settings(tmp_path: Path, fernet_key: str, env: dict) -> None:
+    """A laptop or a CI job: no ``airflow.cfg`` yet. The CLI's reading (variables plus the documented
+    defaults, no Airflow import, no file written) equals what Airflow's ``conf`` returns."""
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "airflow").mkdir()
+    env = {**env, "HOME": str(tmp_path), "XDG_CACHE_HOME": "", "AIRFLOW__CORE__FERNET_KEY": fernet_key}
+    fast = settings_in_new_process(tmp_path / "fast", "fast", **env)
+    exact = settings_in_new_process(tmp_path / "airflow", "airflow", **env)
+    assert fast["airflow_imported_for_options"] is False
+    assert fast["settings"] == exact["settings"]
+    assert fast["settings"]["fernet_keys"] == [fernet_key]
+    assert not (tmp_path / "fast" / "airflow.cfg").exists()  # reading the settings wrote nothing
+
+
+def test_fast_path_needs_a_file_airflow_can_read(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("AIRFLOW_CONFIG", str(tmp_path / "missing.cfg"))  # Airflow would write its defaults
+    monkeypatch.delenv("AIRFLOW__PYTHON_EXEC__CACHE_DIR", raising=False)
+    assert airflow_cfg.read_python_exec(["cache_dir"]) == {}
+    (tmp_path / "broken.cfg").write_text("[python_exec\ncache_dir = /x\n")
+    monkeypatch.setenv("AIRFLOW_CONFIG", str(tmp_path / "broken.cfg"))  # Airflow says what is wrong
     assert airflow_cfg.read_python_exec(["cache_dir"]) is None
     home = airflow_home(tmp_path, "cache_dir = /data/cache\n", core_key="x")
     monkeypatch.setenv("AIRFLOW_CONFIG", str(home / "airflow.cfg"))
@@ -175,6 +207,11 @@ def test_interpreter_index_is_shared_and_rebuilt_when_pyenv_versions_change(tmp_
     assert ("3.98.1", root / "versions" / "3.98.1" / "bin" / "python3") in first
     assert (cache / interpreter_index.INDEX).is_file()
     assert interpreters.installed_pythons("never", cache) == first  # from the index
+    assert len(listings) == 1
+    for folder in ("a", "b"):  # a pyenv shim sets PYENV_DIR to the working directory
+        monkeypatch.setenv("PYENV_DIR", str(tmp_path / folder))
+        monkeypatch.setenv("PYENV_HOOK_PATH", str(tmp_path / folder / "hooks"))
+        assert interpreters.installed_pythons("never", cache) == first
     assert len(listings) == 1
     fake_python(root / "versions" / "3.98.2" / "bin", "3.98.2")  # pyenv install
     again = interpreters.installed_pythons("never", cache)

@@ -105,3 +105,29 @@ def test_world_cities_function_example_returns_summaries_through_xcom() -> None:
     assert "job folder: 941 cities in 210 countries; largest: Shanghai, China" in out  # per_country=5 (the param)
     assert "@task.python_exec: 589 cities in 210 countries; largest: Shanghai, China" in out
     assert "state=success" in out
+
+
+PARSE_A_DAG = """
+import sys
+import pendulum
+from airflow.sdk import DAG
+from airflow_python_exec import PythonJobOperator
+with DAG("parse_me", schedule=None, start_date=pendulum.datetime(2026, 1, 1)) as dag:
+    plain = PythonJobOperator(task_id="plain", job="jobs/hello")
+    macros = PythonJobOperator(task_id="with_macros", job="jobs/hello", macros={"A": "{{ ds }}"}, cwd="sub")
+heavy = ["airflow_python_exec.service", "airflow_python_exec.models", "airflow_python_exec.hooks.python_exec",
+          "airflow_python_exec.builder", "dotenv"]  # cryptography: Airflow itself loads it
+print([m for m in heavy if m in sys.modules])
+print(list(plain.template_fields), list(macros.template_fields))
+"""
+
+
+def test_parsing_a_dag_file_loads_only_the_operator() -> None:
+    """The dag-processor parses every DAG file over and over: the operator's module imports what
+    only ``execute()`` needs (the hook, the service, the job models, the builder) when it runs, and
+    only the arguments given are template fields (each is serialized after rendering)."""
+    done = subprocess.run([sys.executable, "-c", PARSE_A_DAG], capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr
+    loaded, fields = done.stdout.strip().splitlines()[-2:]
+    assert loaded == "[]"
+    assert fields == "['job'] ['job', 'macros', 'cwd']"

@@ -26,7 +26,7 @@ from pathlib import Path
 from airflow_python_exec.errors import ProvisioningError
 
 #: Bump when the layout of envs/<key>/ or the provisioning steps change incompatibly.
-LAYOUT_VERSION = "1"
+LAYOUT_VERSION = "2"  # 2: packages installed with compiled bytecode
 #: Hex digits of the key; 128 bits is ample against collisions and keeps paths short.
 KEY_CHARS = 32
 

@@ -10,14 +10,15 @@ task's context variables (``AIRFLOW_CTX_*``) to the script.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import structlog
 from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_vars
 
 from airflow_python_exec.compat import mask_secret
-from airflow_python_exec.logs import job_line, provider_line
+from airflow_python_exec.logs import JOB_LOGGER, provider_line
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.redaction import secret_forms
 from airflow_python_exec.service import PythonExecutionService, RunResult
@@ -69,7 +70,7 @@ class PythonExecutionHook(BaseHook):
         return self.service.run(
             job,
             context_env=context_env,
-            on_line=job_line,
+            on_line=job_line_writer(),
             on_setup_line=provider_line,
             on_secrets=self._mask,
             handler_context=handler_context(job, context) if context else None,
@@ -85,6 +86,19 @@ class PythonExecutionHook(BaseHook):
         for secret in secrets:
             for form in secret_forms(secret):
                 mask_secret(form)
+
+
+def job_line_writer() -> Callable[[str], Any]:
+    """Write one line of the script's output into the task log: one record per line, through
+    structlog directly, as Airflow's ``SubprocessHook`` writes its lines.
+
+    Through the stdlib logger ``airflow_python_exec.job`` each line became two records (Airflow
+    bridges stdlib logging into structlog, with a ``findCaller`` per record): 26-27 us a line
+    against SubprocessHook's 18 us. The logger keeps its name (the task log's "Sources" filter) and
+    Airflow's masking processors still see every line. Bound when the run starts, once Airflow has
+    configured structlog for the task (binding is what a lazy proxy repeats on every call).
+    """
+    return structlog.get_logger(JOB_LOGGER).bind().info
 
 
 def handler_context(job: PythonJob, context: Mapping[str, Any]) -> dict[str, Any]:
