@@ -36,6 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.shown import hide_credentials
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
 from airflow_python_exec.settings import EngineSettings
 
@@ -54,7 +55,7 @@ def max_body_bytes() -> int:
 
 class BodyGuard:
     """ASGI middleware answering before any request body is read: 401 when a request with a body has
-    neither an ``Authorization`` header nor the ``_token`` cookie, 413 when its ``Content-Length``
+    neither an ``Authorization: Bearer`` header nor the ``_token`` cookie (what ``get_user`` reads), 413 when its ``Content-Length``
     passes :func:`max_body_bytes`.
 
     FastAPI parses (and spools to disk) a whole form before it solves the auth dependency, so
@@ -76,7 +77,7 @@ class BodyGuard:
 
 def _body_refusal(request: Request) -> tuple[int, str] | None:
     """``(status, detail)`` for a body that must not be read, else ``None``."""
-    if "authorization" not in request.headers and "_token" not in request.cookies:
+    if not _bearer(request) and "_token" not in request.cookies:
         return 401, "Not authenticated"
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_body_bytes():
@@ -117,11 +118,24 @@ async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
 
     A request authenticated by the browser's ``_token`` cookie must also come from this origin
     (:func:`_same_origin`): ``SameSite=Lax`` stops another *site*, not a sibling subdomain or
-    another port of the same host, whose form post would carry the cookie (CSRF).
+    another port of the same host, whose form post would carry the cookie (CSRF). The cookie
+    authenticates every request without a Bearer token (:func:`_bearer`), one with another
+    ``Authorization`` scheme too: Airflow's ``get_user`` ignores a ``Basic`` header, which a browser
+    adds by itself behind an HTTP Basic proxy.
     """
-    if "authorization" not in request.headers and not _same_origin(request):
+    if not _bearer(request) and not _same_origin(request):
         raise HTTPException(403, "cross-origin request refused: post the form from the Python jobs page itself")
     return _require(user, "PUT")
+
+
+def _bearer(request: Request) -> bool:
+    """The request carries an ``Authorization: Bearer <token>`` header: the credential Airflow's
+    ``get_user`` takes instead of the cookie (same parsing as FastAPI's ``HTTPBearer``). A browser
+    never adds one to a cross-origin form post, so such a request is not CSRF."""
+    from fastapi.security.utils import get_authorization_scheme_param
+
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    return scheme.lower() == "bearer" and bool(credentials)
 
 
 def _same_origin(request: Request) -> bool:
@@ -262,8 +276,8 @@ def _upload(file: UploadFile) -> Any:
         spool.flush()
         try:
             return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
-        except JobConfigError as exc:
-            raise HTTPException(400, str(exc)) from None
+        except JobConfigError as exc:  # quotes the job's values: URL user info hidden, as on the page
+            raise HTTPException(400, hide_credentials(str(exc))) from None
         except OSError as exc:
             raise HTTPException(500, f"upload_folder {folder} cannot be written ({exc}); check its permissions")
 

@@ -21,15 +21,13 @@ from dotenv import dotenv_values
 
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.models import PythonJob
+from airflow_python_exec.plugins.shown import hide_credentials, shown
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
-from airflow_python_exec.sources import redact_url
 
 log = logging.getLogger(__name__)
 OPERATOR_MODULE = "airflow_python_exec.operators.python_job"
 OPERATOR_TYPE = "PythonJobOperator"
 SECURE = "secure"
-#: A URL inside a longer text (a PEP 508 requirement, a pip option line).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -71,15 +69,19 @@ class JobEntry:
     used_by: list[TaskUse] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form of the API (camelCase, as in ``job.json``)."""
-        return {
-            "jobId": self.job_id,
-            "folder": self.folder,
-            "origin": self.origin,
-            **self.details,
-            "error": self.error,
-            "usedBy": [vars(use) for use in self.used_by],
-        }
+        """The JSON form of the API (camelCase, as in ``job.json``), as the page shows it: every string
+        passed through :func:`~airflow_python_exec.plugins.shown.shown` (no URL user info, error
+        lines included)."""
+        return shown(
+            {
+                "jobId": self.job_id,
+                "folder": self.folder,
+                "origin": self.origin,
+                **self.details,
+                "error": self.error,
+                "usedBy": [vars(use) for use in self.used_by],
+            }
+        )
 
 
 def describe_job(job: PythonJob) -> dict[str, Any]:
@@ -105,26 +107,16 @@ def shown_python_env(job: PythonJob) -> dict[str, Any] | None:
     ``.env`` does) and every URL's credentials replaced by ``***`` (requirement, index, extra paths)."""
     if job.python_env is None:
         return None
-    shown = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
-    if "env" in shown:
-        shown["env"] = sorted(shown["env"])
-    return _redact_all(shown)
+    env = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
+    if "env" in env:
+        env["env"] = sorted(env["env"])
+    return shown(env)
 
 
 def redact_urls(text: str) -> str:
-    """``text`` with the credentials of each URL in it replaced (:func:`~airflow_python_exec.sources.redact_url`)."""
-    return _URL.sub(lambda match: redact_url(match.group()), text)
-
-
-def _redact_all(value: Any) -> Any:
-    """:func:`redact_urls` applied to every string in a JSON-like value."""
-    if isinstance(value, str):
-        return redact_urls(value)
-    if isinstance(value, dict):
-        return {key: _redact_all(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redact_all(item) for item in value]
-    return value
+    """``text`` with the user info of each URL in it replaced by ``***``
+    (:func:`~airflow_python_exec.plugins.shown.hide_credentials`)."""
+    return hide_credentials(text)
 
 
 def dotenv_keys(path: Path) -> list[str]:
