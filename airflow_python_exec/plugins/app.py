@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import urllib.parse
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from airflow.api_fastapi.core_api.security import get_user
@@ -36,7 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
-from airflow_python_exec.plugins.shown import hide_credentials
+from airflow_python_exec.plugins.shown import hide_credentials, shown
+from airflow_python_exec.plugins.threads import off_loop
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
 from airflow_python_exec.settings import EngineSettings
 
@@ -109,8 +111,9 @@ def _require(user: Any, method: str) -> Any:
 
 
 async def reader(user: Any = Depends(get_user)) -> Any:
-    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403."""
-    return _require(user, "GET")
+    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403.
+    The auth manager is asked off the event loop (:func:`off_loop`): it may query a database."""
+    return await off_loop(_require, user, "GET")
 
 
 async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
@@ -125,7 +128,7 @@ async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
     """
     if not _bearer(request) and not _same_origin(request):
         raise HTTPException(403, "cross-origin request refused: post the form from the Python jobs page itself")
-    return _require(user, "PUT")
+    return await off_loop(_require, user, "PUT")
 
 
 def _bearer(request: Request) -> bool:
@@ -185,19 +188,26 @@ def create_app() -> FastAPI:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def api_jobs(user: Any = Depends(reader)) -> dict[str, Any]:
+async def api_jobs(user: Any = Depends(reader)) -> JSONResponse:
     """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
+    return await off_loop(_jobs_json, user)
+
+
+def _jobs_json(user: Any) -> JSONResponse:
     settings = EngineSettings.from_airflow_config()
     jobs = _catalog(settings, user)
-    return {
-        "jobs": [job.as_dict() for job in jobs],
-        "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
-    }
+    # A JSONResponse of plain JSON values: FastAPI's jsonable_encoder would walk every value again.
+    return JSONResponse(
+        {
+            "jobs": [job.as_dict() for job in jobs],
+            "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
+        }
+    )
 
 
-def api_job(job_id: str, user: Any = Depends(reader)) -> dict[str, Any]:
+async def api_job(job_id: str, user: Any = Depends(reader)) -> JSONResponse:
     """``GET /api/jobs/{job_id}``: one job; 404 when no job has that ``jobId``."""
-    return _job(job_id, user).as_dict()
+    return await off_loop(lambda: JSONResponse(_job(job_id, user).as_dict()))
 
 
 def api_encrypt(body: EncryptBody) -> dict[str, str]:
@@ -208,27 +218,33 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
 def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
     """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
     done = _upload(file)
-    return {
-        "jobId": done.job_id,
-        "folder": str(done.folder),
-        "previousVersion": str(done.previous) if done.previous else None,
-        "files": done.files,
-    }
+    return shown(
+        {
+            "jobId": done.job_id,
+            "folder": str(done.folder),
+            "previousVersion": str(done.previous) if done.previous else None,
+            "files": done.files,
+        }
+    )
 
 
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
+async def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /``: the jobs table, the Encrypt form and the Upload form."""
-    settings = EngineSettings.from_airflow_config()
-    jobs = _catalog(settings, user)
-    return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs], upload_folder=settings.upload_folder)
+
+    def page() -> HTMLResponse:
+        settings = EngineSettings.from_airflow_config()
+        jobs = [job.as_dict() for job in _catalog(settings, user)]
+        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder)
+
+    return await off_loop(page)
 
 
-def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
+async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /jobs/{job_id}``: one job's details."""
-    return _render(request, "job.html", job=_job(job_id, user).as_dict())
+    return await off_loop(lambda: _render(request, "job.html", job=_job(job_id, user).as_dict()))
 
 
 def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
@@ -239,7 +255,7 @@ def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_
 def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
     """``POST /upload`` (form field ``file``): a page saying what was installed."""
     done = _upload(file)
-    return _render(request, "result.html", title="Uploaded", uploaded=done)
+    return _render(request, "result.html", title="Uploaded", uploaded=SimpleNamespace(**shown(vars(done))))
 
 
 # -- shared --------------------------------------------------------------------------------------
