@@ -41,6 +41,9 @@ from .uv import Uv
 
 MARKER = ".provisioned"
 LAST_USED = ".last_used"
+#: Beside the marker: the environment's disk usage, walked once when it is provisioned
+#: (:func:`airflow_python_exec.environments.registry.record_size`), read by ``envs list``/``prune``.
+SIZE = ".size"
 #: In an ephemeral folder: the host and process that own it, so prune removes only true orphans.
 OWNER = ".owner"
 
@@ -250,6 +253,9 @@ class EnvironmentProvisioner:
                 self._say(f"removing unfinished environment {path}")
                 shutil.rmtree(path)
             self._build(path, job, spec)
+            from .registry import record_size
+
+            record_size(path)  # once, while its files are in the page cache; envs list reads it
         finally:
             lock.release()
         self._say(f"environment {spec.key} ready ({ms(started)})")
