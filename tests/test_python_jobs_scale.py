@@ -99,24 +99,24 @@ def test_a_new_dag_version_and_a_new_run_show_at_once(client, auth, key, dags, j
 def test_a_slow_catalog_holds_up_neither_the_event_loop_nor_more_than_its_own_threads(
     auth, key, uploads, monkeypatch
 ) -> None:
-    """Four viewers at once on a catalog that takes half a second (a slow database): a request that
-    needs only the event loop is answered at once, and at most PAGE_THREADS catalogs are built at a
-    time (the others wait without taking a thread of Starlette's pool, which the API shares)."""
+    """Four viewers at once on a catalog whose database takes a second: a request that needs only
+    the event loop is answered at once, and the viewers share the DAG reads (one call serves those
+    that arrive while another runs), never more than one at a time."""
     import threading
 
     import httpx
 
     from airflow_python_exec.plugins import app as plugin_app
     from airflow_python_exec.plugins import catalog
-    from airflow_python_exec.plugins.threads import PAGE_THREADS
 
-    busy, most, lock = [0], [0], threading.Lock()
+    busy, most, calls, lock = [0], [0], [0], threading.Lock()
 
     def slow_tasks():
         with lock:
             busy[0] += 1
+            calls[0] += 1
             most[0] = max(most[0], busy[0])
-        time.sleep(0.5)
+        time.sleep(1.0)
         with lock:
             busy[0] -= 1
         return []
@@ -128,7 +128,7 @@ def test_a_slow_catalog_holds_up_neither_the_event_loop_nor_more_than_its_own_th
         transport = httpx.ASGITransport(app=plugin_app.create_app())
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
             pages = [asyncio.create_task(http.get("/api/jobs", headers=viewer)) for _ in range(4)]
-            await asyncio.sleep(0.2)  # two are now inside the slow catalog, two wait
+            await asyncio.sleep(0.3)  # the first is now inside the slow catalog, the others wait for the next
             started = time.monotonic()
             quick = await http.get("/python-exec-no-such-route")
             quick_s = time.monotonic() - started
@@ -138,7 +138,7 @@ def test_a_slow_catalog_holds_up_neither_the_event_loop_nor_more_than_its_own_th
     quick_s, statuses = asyncio.run(scenario())
     assert statuses == [200, 200, 200, 200, 404]
     assert quick_s < 0.3, f"a request unrelated to the catalog waited {quick_s:.2f} s"
-    assert most[0] == PAGE_THREADS == 2
+    assert most[0] == 1 and 1 <= calls[0] < 4, (most, calls)
 
 
 def test_a_dag_without_a_run_has_no_last_run() -> None:

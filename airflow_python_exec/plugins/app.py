@@ -38,7 +38,7 @@ from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
 from airflow_python_exec.plugins.shown import hide_credentials, shown
-from airflow_python_exec.plugins.threads import off_loop
+from airflow_python_exec.plugins.threads import Shared, off_loop
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
 from airflow_python_exec.settings import EngineSettings
 
@@ -190,12 +190,13 @@ def create_app() -> FastAPI:
 
 async def api_jobs(user: Any = Depends(reader)) -> JSONResponse:
     """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
-    return await off_loop(_jobs_json, user)
+    view = await DAG_VIEW.get()
+    return await off_loop(_jobs_json, user, view)
 
 
-def _jobs_json(user: Any) -> JSONResponse:
+def _jobs_json(user: Any, view: Any) -> JSONResponse:
     settings = EngineSettings.from_airflow_config()
-    jobs = _catalog(settings, user)
+    jobs = _catalog(settings, user, view)
     # A JSONResponse of plain JSON values: FastAPI's jsonable_encoder would walk every value again.
     return JSONResponse(
         {
@@ -207,7 +208,8 @@ def _jobs_json(user: Any) -> JSONResponse:
 
 async def api_job(job_id: str, user: Any = Depends(reader)) -> JSONResponse:
     """``GET /api/jobs/{job_id}``: one job; 404 when no job has that ``jobId``."""
-    return await off_loop(lambda: JSONResponse(_job(job_id, user).as_dict()))
+    view = await DAG_VIEW.get()
+    return await off_loop(lambda: JSONResponse(_job(job_id, user, view).as_dict()))
 
 
 def api_encrypt(body: EncryptBody) -> dict[str, str]:
@@ -236,15 +238,17 @@ async def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLRespon
 
     def page() -> HTMLResponse:
         settings = EngineSettings.from_airflow_config()
-        jobs = [job.as_dict() for job in _catalog(settings, user)]
+        jobs = [job.as_dict() for job in _catalog(settings, user, view)]
         return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder)
 
+    view = await DAG_VIEW.get()
     return await off_loop(page)
 
 
 async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /jobs/{job_id}``: one job's details."""
-    return await off_loop(lambda: _render(request, "job.html", job=_job(job_id, user).as_dict()))
+    view = await DAG_VIEW.get()
+    return await off_loop(lambda: _render(request, "job.html", job=_job(job_id, user, view).as_dict()))
 
 
 def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
@@ -261,13 +265,23 @@ def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
 # -- shared --------------------------------------------------------------------------------------
 
 
-def _catalog(settings: EngineSettings, user: Any) -> list[catalog.JobEntry]:
-    """The catalog as ``user`` may see it: tasks of the DAGs they may read only."""
-    return catalog.build_catalog(settings.upload_folder, readable_dags=_readable_dags(user))
+#: What the DAGs say, shared by the page requests that arrive together (filtered per viewer after).
+DAG_VIEW = Shared(lambda: catalog.dag_view())
 
 
-def _job(job_id: str, user: Any) -> catalog.JobEntry:
-    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user), job_id)
+def _catalog(settings: EngineSettings, user: Any, view: Any) -> list[catalog.JobEntry]:
+    """The catalog as ``user`` may see it: tasks of the DAGs they may read only.
+
+    :param view: ``(task_jobs, runs)`` of :func:`~airflow_python_exec.plugins.catalog.dag_view`.
+    """
+    task_jobs, runs = view
+    return catalog.build_catalog(
+        settings.upload_folder, task_jobs=task_jobs, runs=runs, readable_dags=_readable_dags(user)
+    )
+
+
+def _job(job_id: str, user: Any, view: Any) -> catalog.JobEntry:
+    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user, view), job_id)
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
     return entry

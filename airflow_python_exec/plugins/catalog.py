@@ -230,7 +230,11 @@ def _argument(task: Any, name: str) -> Any:
 def last_runs(uses: list[TaskUse]) -> None:
     """Fill each use's DAG last run (``run_id``, ``state``, ``run_after``) and its task's state there
     (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`: two queries for every DAG)."""
-    runs = latest_runs([use.dag_id for use in uses], {use.task_id for use in uses})
+    fill_runs(uses, latest_runs([use.dag_id for use in uses], {use.task_id for use in uses}))
+
+
+def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
+    """Fill each use from ``runs`` (what :func:`~airflow_python_exec.plugins.dag_jobs.latest_runs` returns)."""
     for use in uses:
         if use.dag_id in runs:
             run, states = runs[use.dag_id]
@@ -238,11 +242,22 @@ def last_runs(uses: list[TaskUse]) -> None:
             use.task_state = states.get(use.task_id)
 
 
+def dag_view() -> tuple[list[TaskJob], dict[str, Any]]:
+    """What the DAGs say, for every viewer alike: every ``PythonJobOperator`` task
+    (:func:`dag_task_jobs`) and the last run of each of their DAGs
+    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`). Filtered per viewer by
+    :func:`build_catalog`; the page shares one call between the requests that arrive together
+    (:class:`~airflow_python_exec.plugins.threads.Shared`), and keeps nothing afterwards."""
+    task_jobs = dag_task_jobs()
+    return task_jobs, latest_runs([tj.dag_id for tj in task_jobs], {tj.task_id for tj in task_jobs})
+
+
 def build_catalog(
     upload_folder: Path | None,
     task_jobs: list[TaskJob] | None = None,
     with_runs: bool = True,
     readable_dags: set[str] | None = None,
+    runs: dict[str, Any] | None = None,
 ) -> list[JobEntry]:
     """Every job: those under ``upload_folder`` first, then those the DAGs name (one entry per job folder,
     each with the tasks that run it), then handler jobs made from task arguments.
@@ -251,6 +266,7 @@ def build_catalog(
     :param with_runs: look up each DAG's last run.
     :param readable_dags: the DAG ids the viewer may read (``None``: all); tasks of other DAGs are
         left out, so neither their job folders nor their runs are shown.
+    :param runs: the DAGs' last runs already read (:func:`dag_view`); default: looked up here.
     """
     task_jobs = dag_task_jobs() if task_jobs is None else task_jobs
     if readable_dags is not None:
@@ -268,7 +284,10 @@ def build_catalog(
         if "dag" not in entry.origin:
             entry.origin.append("dag")
     if with_runs and uses:
-        last_runs(uses)
+        if runs is None:
+            last_runs(uses)
+        else:
+            fill_runs(uses, runs)
     return list(entries.values())
 
 
