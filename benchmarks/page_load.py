@@ -182,16 +182,16 @@ def run(args: argparse.Namespace, folder: Path) -> None:
     page_ms = [ms for path, ms in results if path.endswith("/")]
     both = json_ms + page_ms
     verdict = "met" if statistics.median(both) <= TARGET_MS and max(both) <= TARGET_MS else "missed"
+
+    def row(name: str, values: list[float]) -> None:
+        print(f"{name:<52}{statistics.median(values):>10.0f}{max(values):>9.0f}")
+
     print(f"{'measurement':<52}{'median ms':>10}{'max ms':>9}")
-    print(f"{'1 viewer, GET /python-exec/api/jobs':<52}{statistics.median(one):>10.0f}{max(one):>9.0f}")
-    print(f"{'1 viewer, GET /python-exec/ (HTML)':<52}{statistics.median(one_page):>10.0f}{max(one_page):>9.0f}")
-    print(
-        f"{f'{args.viewers} viewers at once, GET /python-exec/api/jobs':<52}{statistics.median(json_ms):>10.0f}{max(json_ms):>9.0f}"
-    )
-    print(
-        f"{f'{args.viewers} viewers at once, GET /python-exec/ (HTML)':<52}{statistics.median(page_ms):>10.0f}{max(page_ms):>9.0f}"
-    )
-    print(f"{'health check meanwhile, every 0.1 s':<52}{statistics.median(health):>10.0f}{max(health):>9.0f}")
+    row("1 viewer, GET /python-exec/api/jobs", one)
+    row("1 viewer, GET /python-exec/ (HTML)", one_page)
+    row(f"{args.viewers} viewers at once, GET /python-exec/api/jobs", json_ms)
+    row(f"{args.viewers} viewers at once, GET /python-exec/ (HTML)", page_ms)
+    row("health check meanwhile, every 0.1 s", health)
     print(f"target <= {TARGET_MS:.0f} ms each with {args.viewers} viewers at {args.dags:,} DAGs: {verdict}")
 
 

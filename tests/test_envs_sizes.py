@@ -29,7 +29,7 @@ def walks(monkeypatch) -> list[Path]:
     return walked
 
 
-def test_the_size_is_recorded_when_provisioned_and_read_by_envs_list(settings, locked_job: Path) -> None:  # noqa: F811
+def test_the_size_is_recorded_when_provisioned_and_read_by_envs_list(settings, locked_job: Path) -> None:
     run(settings, locked_job)
     (env,) = env_folders(settings)
     recorded = json.loads((env / ".size").read_text())["bytes"]
@@ -39,7 +39,7 @@ def test_the_size_is_recorded_when_provisioned_and_read_by_envs_list(settings, l
     assert "5.0 MiB" in out, (out, err)
 
 
-def test_an_older_environment_gets_its_size_walked_once(settings, locked_job: Path, walks) -> None:  # noqa: F811
+def test_an_older_environment_gets_its_size_walked_once(settings, locked_job: Path, walks) -> None:
     """Provisioned before sizes were recorded (no .size): the first listing walks and records it, the
     next ones only read the record."""
     run(settings, locked_job)
@@ -52,7 +52,7 @@ def test_an_older_environment_gets_its_size_walked_once(settings, locked_job: Pa
     assert first.size_bytes == again.size_bytes == json.loads((env / ".size").read_text())["bytes"] > 0
 
 
-def test_prune_walks_no_environment_it_keeps(settings, locked_job: Path, walks) -> None:  # noqa: F811
+def test_prune_walks_no_environment_it_keeps(settings, locked_job: Path, walks) -> None:
     """Neither a recently used environment nor one in use is walked; of the removed ones only those
     without a record are, and a dry run records what it walked."""
     run(settings, locked_job)
@@ -71,7 +71,7 @@ def test_prune_walks_no_environment_it_keeps(settings, locked_job: Path, walks) 
     assert gone.size_bytes == would.size_bytes and walks == [] and not env.exists()
 
 
-def test_an_unfinished_environment_is_walked_but_not_recorded(settings, locked_job: Path) -> None:  # noqa: F811
+def test_an_unfinished_environment_is_walked_but_not_recorded(settings, locked_job: Path) -> None:
     """No marker: still being built (or left by a killed build), so its size is not final."""
     run(settings, locked_job)
     (env,) = env_folders(settings)

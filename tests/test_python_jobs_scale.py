@@ -74,7 +74,7 @@ def test_a_job_folder_edited_on_disk_is_shown_as_it_is_now(client, auth, key, up
     assert shown()["error"] is None and shown()["envKeys"] == ["DB_PASSWORD", "REGION"]
 
 
-def test_a_new_dag_version_and_a_new_run_show_at_once(client, auth, key, dags, jobs, monkeypatch, capfd, caplog):  # noqa: F811
+def test_a_new_dag_version_and_a_new_run_show_at_once(client, auth, key, dags, jobs, monkeypatch, capfd, caplog):
     """The DAG's jobs are kept per serialized version: a changed DAG (another job folder) and its new
     run are shown on the next request."""
     monkeypatch.setenv("AIRFLOW__CORE__MIN_SERIALIZED_DAG_UPDATE_INTERVAL", "0")  # as a DAG processor that reparsed

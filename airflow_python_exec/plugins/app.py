@@ -57,8 +57,8 @@ def max_body_bytes() -> int:
 
 class BodyGuard:
     """ASGI middleware answering before any request body is read: 401 when a request with a body has
-    neither an ``Authorization: Bearer`` header nor the ``_token`` cookie (what ``get_user`` reads), 413 when its ``Content-Length``
-    passes :func:`max_body_bytes`.
+    neither an ``Authorization: Bearer`` header nor the ``_token`` cookie (what ``get_user`` reads),
+    413 when its ``Content-Length`` passes :func:`max_body_bytes`.
 
     FastAPI parses (and spools to disk) a whole form before it solves the auth dependency, so
     without this anyone could make the api-server read and store any amount of data.
