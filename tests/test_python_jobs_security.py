@@ -148,6 +148,37 @@ def test_a_cookie_authenticated_form_from_the_page_itself_is_accepted(client, au
     assert answer.headers["x-frame-options"] == "SAMEORIGIN"
 
 
+@pytest.mark.parametrize("path", ["/upload", "/api/jobs", "/encrypt", "/api/encrypt"])
+def test_a_cross_origin_post_with_a_basic_authorization_header_is_refused(client, auth, key, uploads, path) -> None:
+    """Behind an HTTP Basic proxy the browser adds ``Authorization: Basic ...`` to every request,
+    a cross-origin form post too; Airflow ignores that header and authenticates from the ``_token``
+    cookie, so the origin must be checked: no token made, nothing uploaded."""
+    client.cookies.set("_token", auth("admin"))
+    attack = {"Authorization": "Basic YWRtaW46YWRtaW4=", "Origin": "https://evil.example"}
+    try:
+        if path in ("/upload", "/api/jobs"):
+            data = bundle(hello_files(key, "pwned"))
+            answer = client.post(path, files={"file": ("hello.zip", data, "application/zip")}, headers=attack)
+        elif path == "/encrypt":
+            answer = client.post(path, data={"value": "attacker-value"}, headers=attack)
+        else:
+            answer = client.post(path, json={"value": "attacker-value"}, headers=attack)
+    finally:
+        client.cookies.clear()
+    assert answer.status_code == 403, (answer.status_code, answer.text)
+    assert "gAAAAA" not in answer.text
+    assert not (uploads / "hello").exists()
+
+
+def test_a_basic_authorization_header_alone_does_not_let_a_body_in(counted) -> None:
+    """No Bearer token and no cookie: nothing can authenticate the request, 401 before the body is read."""
+    test_client, counter = counted
+    body, headers = multipart("big.zip", b"\0" * (8 * 1024 * 1024))
+    answer = test_client.post("/upload", content=body, headers={**headers, "Authorization": "Basic YTpi"})
+    assert answer.status_code == 401
+    assert counter.received < 1024 * 1024, f"read {counter.received} bytes before answering 401"
+
+
 def test_a_cookie_authenticated_post_without_origin_is_refused(client, auth, key) -> None:
     client.cookies.set("_token", auth("admin"))
     try:
@@ -203,6 +234,63 @@ def test_credentials_in_python_env_urls_are_not_shown(client, auth, key, uploads
     answer = client.get("/api/jobs/withreq", headers=bearer(auth, "viewer"))
     assert answer.status_code == 200
     assert GIT_TOKEN not in answer.text
+
+
+URL_FORMS = {
+    "git+https token as user": f"git+https://{GIT_TOKEN}@github.com/corp/private.git@v1",
+    "zip+https user and password": f"zip+https://ci-bot:{GIT_TOKEN}@files.corp.example/lib.zip",
+    "PEP 508 name @ git+https token": f"private-lib @ git+https://{GIT_TOKEN}@github.com/corp/lib.git",
+    "git+ssh user and password": f"git+ssh://deploy:{GIT_TOKEN}@git.corp.example/lib.git",
+    "at sign inside the password": f"lib @ https://bot:{GIT_TOKEN}@x@pypi.corp.example/lib-1.0-py3-none-any.whl",
+}
+
+
+def _pages(client, auth, job_id: str):
+    viewer = bearer(auth, "viewer")
+    return [
+        client.get("/api/jobs", headers=viewer),
+        client.get(f"/api/jobs/{job_id}", headers=viewer),
+        client.get(f"/jobs/{job_id}", headers=viewer),
+        client.get("/", headers=viewer),
+    ]
+
+
+@pytest.mark.parametrize("form", sorted(URL_FORMS))
+def test_a_viewer_sees_no_url_credentials_in_requirements(client, auth, key, uploads, form) -> None:
+    """A viewer harvesting the page: the user info of every URL form in pythonEnv.requirements is
+    hidden, not only that of plain http(s)."""
+    write_job(
+        uploads / "withreq",
+        "print(1)\n",
+        job={"jobId": "withreq", "pythonEnv": {"requirements": [URL_FORMS[form], "pandas==2.2.3"]}},
+    )
+    for answer in _pages(client, auth, "withreq"):
+        assert answer.status_code == 200, answer.text
+        assert GIT_TOKEN not in answer.text, answer.request.url
+    assert "***@" in _pages(client, auth, "withreq")[1].text
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        f"git+https://{GIT_TOKEN}@github.com/corp/private.git#bogus=1",
+        f"git+https://x-access-token:{GIT_TOKEN}@github.com/corp/private.git#sha256=12",
+        f"zip+https://ci-bot:{GIT_TOKEN}@files.corp.example/lib.zip#sha256=nothex",
+        f"ftp://{GIT_TOKEN}@files.corp.example/lib.zip",
+    ],
+)
+def test_a_viewer_sees_no_url_credentials_in_a_jobs_error_line(client, auth, key, uploads, source) -> None:
+    """A job whose function.source fails its check is listed with its one-line error, which quotes
+    the source: its user info is hidden there too (and in the upload's 400 answer)."""
+    job = {"jobId": "badsource", "function": {"handler": "mod:fn", "source": source}}
+    write_job(uploads / "badsource", "def fn():\n    return 1\n", job=job)
+    pages = _pages(client, auth, "badsource")
+    for answer in pages:
+        assert answer.status_code == 200, answer.text
+        assert GIT_TOKEN not in answer.text, answer.request.url
+    assert pages[1].json()["error"], "the job should be listed with its error line"
+    refused = post_bundle(client, auth, bundle({"app.py": "print(1)\n", "job.json": json.dumps(job)}), name="b.zip")
+    assert refused.status_code == 400 and GIT_TOKEN not in refused.text, refused.text
 
 
 def test_python_env_env_values_are_not_shown(client, auth, key, uploads) -> None:

@@ -14,7 +14,6 @@ when the job ends, however it ends.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -39,13 +38,9 @@ from airflow_python_exec.validator import Interpreter, probe_version
 
 from .interpreters import find_python
 from .key import environment_key
+from .layout import LAST_USED, MARKER, OWNER, SIZE, open_lock_file  # noqa: F401 - SIZE re-exported
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
-
-MARKER = ".provisioned"
-LAST_USED = ".last_used"
-#: In an ephemeral folder: the host and process that own it, so prune removes only true orphans.
-OWNER = ".owner"
 
 
 @dataclass(frozen=True)
@@ -257,6 +252,9 @@ class EnvironmentProvisioner:
                 self._say(f"removing unfinished environment {path}")
                 shutil.rmtree(path)
             self._build(path, job, spec)
+            from .registry import record_size
+
+            record_size(path)  # once, while its files are in the page cache; envs list reads it
         finally:
             lock.release()
         self._say(f"environment {spec.key} ready ({ms(started)})")
@@ -370,24 +368,6 @@ class EnvironmentProvisioner:
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
-
-
-def open_lock_file(path: Path) -> int | None:
-    """Open ``path`` to ``flock`` it: read-write, created if missing; else, where this process may
-    not write, read-only (``flock`` takes shared and exclusive locks on any descriptor).
-
-    :returns: the descriptor, or ``None`` when the file is missing and cannot be created.
-    :raises OSError: any other failure.
-    """
-    try:
-        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as exc:
-        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise
-    try:
-        return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return None
 
 
 def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float) -> None:

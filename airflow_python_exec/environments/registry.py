@@ -1,7 +1,16 @@
-"""The cached environments on disk: list them, prune the unused ones (``airflow-python-exec envs``)."""
+"""The cached environments on disk: list them, prune the unused ones (``airflow-python-exec envs``).
+
+An environment's size is walked once, when it is provisioned, and kept beside its marker
+(``envs/<key>/.size``, :func:`record_size`): listing and pruning read that one small file instead of
+every file of every environment. An environment provisioned before sizes were recorded gets its
+size walked and recorded the first time it is listed (or pruned); ``prune`` never walks an
+environment it keeps.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -13,7 +22,7 @@ from pathlib import Path
 
 from airflow_python_exec.errors import PythonExecError
 
-from .provisioner import LAST_USED, MARKER, OWNER, open_lock_file
+from .layout import LAST_USED, MARKER, OWNER, SIZE, open_lock_file
 
 
 @dataclass(frozen=True)
@@ -36,7 +45,7 @@ class CachedEnvironment:
 
 def list_environments(cache_dir: Path, with_size: bool = True) -> list[CachedEnvironment]:
     """Every folder under ``<cache_dir>/envs``, most recently used first (``size_bytes`` 0 without
-    ``with_size``)."""
+    ``with_size``; with it, the recorded size: :func:`size_of`)."""
     envs_dir = cache_dir / "envs"
     found = []
     for path in sorted(p for p in envs_dir.glob("*") if p.is_dir()) if envs_dir.is_dir() else []:
@@ -57,12 +66,56 @@ def _describe(path: Path, with_size: bool) -> CachedEnvironment:
     return CachedEnvironment(
         key=path.name,
         path=path,
-        size_bytes=_size(path) if with_size else 0,
+        size_bytes=size_of(path, record=bool(info)) if with_size else 0,
         created=created,
         last_used=_last_used(path, created),
         job_id=info.get("job_id", "?"),
         provisioned=bool(info),
     )
+
+
+def size_of(path: Path, record: bool = True) -> int:
+    """The disk usage of environment ``path`` in bytes: the one recorded in ``<path>/.size`` when it
+    was provisioned; else walked now (:func:`walk_size`) and, with ``record`` (a finished
+    environment), recorded for the next time."""
+    try:
+        return int(json.loads((path / SIZE).read_text())["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # provisioned before sizes were recorded, or unfinished
+    if record:
+        return record_size(path)
+    return walk_size(path)
+
+
+def record_size(path: Path) -> int:
+    """Walk environment ``path`` (:func:`walk_size`) and record the result in ``<path>/.size``
+    (``{"bytes": N}``, written atomically); returns it. A cache this process may not write keeps no
+    record: the size is walked again next time."""
+    size = walk_size(path)
+    tmp = path / f"{SIZE}.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps({"bytes": size}))
+        os.replace(tmp, path / SIZE)
+    except OSError:  # read-only cache, another user's, or removed meanwhile
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return size
+
+
+def walk_size(path: Path) -> int:
+    """Disk usage of every file under ``path``, bytes (``st_blocks``; a file hard-linked several times
+    inside it, as uv links from its cache, counted once)."""
+    seen, total = set(), 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
 
 
 def _last_used(path: Path, created: float) -> float:
@@ -84,7 +137,7 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
     now = time.time()
     removed: list[CachedEnvironment] = []
     busy: list[str] = []
-    for env in list_environments(cache_dir):
+    for env in list_environments(cache_dir, with_size=False):  # sizes only of those removed, below
         if now - env.last_used < unused_for_s:
             continue
         fd = _open_lock(cache_dir / "envs" / f"{env.key}.inuse")
@@ -97,6 +150,7 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
                     continue
             if now - _last_used(env.path, env.created) < unused_for_s:
                 continue  # a run used it between our listing and the lock
+            env = dataclasses.replace(env, size_bytes=_size_or_zero(env, keep_record=dry_run))
             if not dry_run:
                 _remove(env, len(removed))
             removed.append(env)
@@ -106,6 +160,15 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
     if not dry_run:
         _remove_orphaned_ephemeral(cache_dir / "ephemeral")
     return removed, busy
+
+
+def _size_or_zero(env: CachedEnvironment, keep_record: bool) -> int:
+    """The size of an environment about to be removed (recorded: no walk); one without a record is
+    walked, and recorded only when it stays (``--dry-run``)."""
+    try:
+        return size_of(env.path, record=keep_record and env.provisioned)
+    except OSError:
+        return 0
 
 
 def _open_lock(path: Path) -> int | None:
@@ -151,17 +214,3 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-def _size(path: Path) -> int:
-    seen, total = set(), 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                st = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_blocks * 512
-    return total

@@ -23,6 +23,7 @@ from __future__ import annotations
 import tempfile
 import urllib.parse
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 from airflow.api_fastapi.core_api.security import get_user
@@ -36,6 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.shown import hide_credentials, shown
+from airflow_python_exec.plugins.threads import Shared, off_loop
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
 from airflow_python_exec.settings import EngineSettings
 
@@ -54,8 +57,8 @@ def max_body_bytes() -> int:
 
 class BodyGuard:
     """ASGI middleware answering before any request body is read: 401 when a request with a body has
-    neither an ``Authorization`` header nor the ``_token`` cookie, 413 when its ``Content-Length``
-    passes :func:`max_body_bytes`.
+    neither an ``Authorization: Bearer`` header nor the ``_token`` cookie (what ``get_user`` reads),
+    413 when its ``Content-Length`` passes :func:`max_body_bytes`.
 
     FastAPI parses (and spools to disk) a whole form before it solves the auth dependency, so
     without this anyone could make the api-server read and store any amount of data.
@@ -76,7 +79,7 @@ class BodyGuard:
 
 def _body_refusal(request: Request) -> tuple[int, str] | None:
     """``(status, detail)`` for a body that must not be read, else ``None``."""
-    if "authorization" not in request.headers and "_token" not in request.cookies:
+    if not _bearer(request) and "_token" not in request.cookies:
         return 401, "Not authenticated"
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_body_bytes():
@@ -108,8 +111,9 @@ def _require(user: Any, method: Literal["GET", "PUT"]) -> Any:
 
 
 async def reader(user: Any = Depends(get_user)) -> Any:
-    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403."""
-    return _require(user, "GET")
+    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403.
+    The auth manager is asked off the event loop (:func:`off_loop`): it may query a database."""
+    return await off_loop(_require, user, "GET")
 
 
 async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
@@ -117,11 +121,24 @@ async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
 
     A request authenticated by the browser's ``_token`` cookie must also come from this origin
     (:func:`_same_origin`): ``SameSite=Lax`` stops another *site*, not a sibling subdomain or
-    another port of the same host, whose form post would carry the cookie (CSRF).
+    another port of the same host, whose form post would carry the cookie (CSRF). The cookie
+    authenticates every request without a Bearer token (:func:`_bearer`), one with another
+    ``Authorization`` scheme too: Airflow's ``get_user`` ignores a ``Basic`` header, which a browser
+    adds by itself behind an HTTP Basic proxy.
     """
-    if "authorization" not in request.headers and not _same_origin(request):
+    if not _bearer(request) and not _same_origin(request):
         raise HTTPException(403, "cross-origin request refused: post the form from the Python jobs page itself")
-    return _require(user, "PUT")
+    return await off_loop(_require, user, "PUT")
+
+
+def _bearer(request: Request) -> bool:
+    """The request carries an ``Authorization: Bearer <token>`` header: the credential Airflow's
+    ``get_user`` takes instead of the cookie (same parsing as FastAPI's ``HTTPBearer``). A browser
+    never adds one to a cross-origin form post, so such a request is not CSRF."""
+    from fastapi.security.utils import get_authorization_scheme_param
+
+    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
+    return scheme.lower() == "bearer" and bool(credentials)
 
 
 def _same_origin(request: Request) -> bool:
@@ -172,19 +189,28 @@ def create_app() -> FastAPI:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def api_jobs(user: Any = Depends(reader)) -> dict[str, Any]:
+async def api_jobs(user: Any = Depends(reader)) -> JSONResponse:
     """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
+    view = await DAG_VIEW.get()
+    return await off_loop(_jobs_json, user, view)
+
+
+def _jobs_json(user: Any, view: Any) -> JSONResponse:
     settings = EngineSettings.from_airflow_config()
-    jobs = _catalog(settings, user)
-    return {
-        "jobs": [job.as_dict() for job in jobs],
-        "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
-    }
+    jobs = _catalog(settings, user, view)
+    # A JSONResponse of plain JSON values: FastAPI's jsonable_encoder would walk every value again.
+    return JSONResponse(
+        {
+            "jobs": [job.as_dict() for job in jobs],
+            "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
+        }
+    )
 
 
-def api_job(job_id: str, user: Any = Depends(reader)) -> dict[str, Any]:
+async def api_job(job_id: str, user: Any = Depends(reader)) -> JSONResponse:
     """``GET /api/jobs/{job_id}``: one job; 404 when no job has that ``jobId``."""
-    return _job(job_id, user).as_dict()
+    view = await DAG_VIEW.get()
+    return await off_loop(lambda: JSONResponse(_job(job_id, user, view).as_dict()))
 
 
 def api_encrypt(body: EncryptBody) -> dict[str, str]:
@@ -195,27 +221,35 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
 def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
     """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
     done = _upload(file)
-    return {
-        "jobId": done.job_id,
-        "folder": str(done.folder),
-        "previousVersion": str(done.previous) if done.previous else None,
-        "files": done.files,
-    }
+    return shown(
+        {
+            "jobId": done.job_id,
+            "folder": str(done.folder),
+            "previousVersion": str(done.previous) if done.previous else None,
+            "files": done.files,
+        }
+    )
 
 
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
+async def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /``: the jobs table, the Encrypt form and the Upload form."""
-    settings = EngineSettings.from_airflow_config()
-    jobs = _catalog(settings, user)
-    return _render(request, "jobs.html", jobs=[job.as_dict() for job in jobs], upload_folder=settings.upload_folder)
+
+    def page() -> HTMLResponse:
+        settings = EngineSettings.from_airflow_config()
+        jobs = [job.as_dict() for job in _catalog(settings, user, view)]
+        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder)
+
+    view = await DAG_VIEW.get()
+    return await off_loop(page)
 
 
-def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
+async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /jobs/{job_id}``: one job's details."""
-    return _render(request, "job.html", job=_job(job_id, user).as_dict())
+    view = await DAG_VIEW.get()
+    return await off_loop(lambda: _render(request, "job.html", job=_job(job_id, user, view).as_dict()))
 
 
 def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
@@ -226,19 +260,29 @@ def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_
 def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
     """``POST /upload`` (form field ``file``): a page saying what was installed."""
     done = _upload(file)
-    return _render(request, "result.html", title="Uploaded", uploaded=done)
+    return _render(request, "result.html", title="Uploaded", uploaded=SimpleNamespace(**shown(vars(done))))
 
 
 # -- shared --------------------------------------------------------------------------------------
 
 
-def _catalog(settings: EngineSettings, user: Any) -> list[catalog.JobEntry]:
-    """The catalog as ``user`` may see it: tasks of the DAGs they may read only."""
-    return catalog.build_catalog(settings.upload_folder, readable_dags=_readable_dags(user))
+#: What the DAGs say, shared by the page requests that arrive together (filtered per viewer after).
+DAG_VIEW = Shared(lambda: catalog.dag_view())
 
 
-def _job(job_id: str, user: Any) -> catalog.JobEntry:
-    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user), job_id)
+def _catalog(settings: EngineSettings, user: Any, view: Any) -> list[catalog.JobEntry]:
+    """The catalog as ``user`` may see it: tasks of the DAGs they may read only.
+
+    :param view: ``(task_jobs, runs)`` of :func:`~airflow_python_exec.plugins.catalog.dag_view`.
+    """
+    task_jobs, runs = view
+    return catalog.build_catalog(
+        settings.upload_folder, task_jobs=task_jobs, runs=runs, readable_dags=_readable_dags(user)
+    )
+
+
+def _job(job_id: str, user: Any, view: Any) -> catalog.JobEntry:
+    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user, view), job_id)
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
     return entry
@@ -263,8 +307,8 @@ def _upload(file: UploadFile) -> Any:
         spool.flush()
         try:
             return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
-        except JobConfigError as exc:
-            raise HTTPException(400, str(exc)) from None
+        except JobConfigError as exc:  # quotes the job's values: URL user info hidden, as on the page
+            raise HTTPException(400, hide_credentials(str(exc))) from None
         except OSError as exc:
             raise HTTPException(
                 500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"

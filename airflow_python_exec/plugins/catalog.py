@@ -12,7 +12,9 @@ task id, as the operator names them.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,15 +23,22 @@ from dotenv import dotenv_values
 
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.models import PythonJob
+from airflow_python_exec.plugins.dag_jobs import (
+    OPERATOR_MODULE,
+    OPERATOR_TYPE,
+    TaskJob,
+    dag_task_jobs,
+    latest_runs,
+    task_job,
+)
+from airflow_python_exec.plugins.shown import hide_credentials, shown
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
-from airflow_python_exec.sources import redact_url
 
 log = logging.getLogger(__name__)
-OPERATOR_MODULE = "airflow_python_exec.operators.python_job"
-OPERATOR_TYPE = "PythonJobOperator"
+__all__ = ["OPERATOR_MODULE", "OPERATOR_TYPE", "TaskJob", "build_catalog", "dag_task_jobs", "find_job", "last_runs"]
 SECURE = "secure"
-#: A URL inside a longer text (a PEP 508 requirement, a pip option line).
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+#: Most job folders whose entries are kept between requests (:func:`load_entry`); past it, all are dropped.
+MAX_CACHED_FOLDERS = 20_000
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -49,17 +58,6 @@ class TaskUse:
 
 
 @dataclass
-class TaskJob:
-    """What a ``PythonJobOperator`` task names: a job folder path, or a job made from a handler."""
-
-    dag_id: str
-    task_id: str
-    folder: Path | None
-    job: str | None
-    handler: str | None
-
-
-@dataclass
 class JobEntry:
     """One job of the catalog, safe to show (see the module docstring)."""
 
@@ -69,17 +67,20 @@ class JobEntry:
     details: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     used_by: list[TaskUse] = field(default_factory=list)
+    #: The resolved folder: one entry per folder however it is named (not shown).
+    key: str = field(default="", repr=False)
+    #: ``job_id``, ``folder``, ``details`` and ``error`` have been through ``shown`` already (an entry
+    #: kept between requests by :func:`load_entry`), so only the tasks are passed through it here.
+    shown_already: bool = field(default=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON form of the API (camelCase, as in ``job.json``)."""
-        return {
-            "jobId": self.job_id,
-            "folder": self.folder,
-            "origin": self.origin,
-            **self.details,
-            "error": self.error,
-            "usedBy": [vars(use) for use in self.used_by],
-        }
+        """The JSON form of the API (camelCase, as in ``job.json``), as the page shows it: every string
+        passed through :func:`~airflow_python_exec.plugins.shown.shown` (no URL user info, error
+        lines included)."""
+        job = {"jobId": self.job_id, "folder": self.folder, **self.details, "error": self.error}
+        job = job if self.shown_already else shown(job)
+        used_by = [shown(vars(use)) for use in self.used_by]
+        return {"jobId": job["jobId"], "folder": job["folder"], "origin": shown(self.origin), **job, "usedBy": used_by}
 
 
 def describe_job(job: PythonJob) -> dict[str, Any]:
@@ -105,26 +106,16 @@ def shown_python_env(job: PythonJob) -> dict[str, Any] | None:
     ``.env`` does) and every URL's credentials replaced by ``***`` (requirement, index, extra paths)."""
     if job.python_env is None:
         return None
-    shown = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
-    if "env" in shown:
-        shown["env"] = sorted(shown["env"])
-    return _redact_all(shown)
+    env = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
+    if "env" in env:
+        env["env"] = sorted(env["env"])
+    return shown(env)
 
 
 def redact_urls(text: str) -> str:
-    """``text`` with the credentials of each URL in it replaced (:func:`~airflow_python_exec.sources.redact_url`)."""
-    return _URL.sub(lambda match: redact_url(match.group()), text)
-
-
-def _redact_all(value: Any) -> Any:
-    """:func:`redact_urls` applied to every string in a JSON-like value."""
-    if isinstance(value, str):
-        return redact_urls(value)
-    if isinstance(value, dict):
-        return {key: _redact_all(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_redact_all(item) for item in value]
-    return value
+    """``text`` with the user info of each URL in it replaced by ``***``
+    (:func:`~airflow_python_exec.plugins.shown.hide_credentials`)."""
+    return hide_credentials(text)
 
 
 def dotenv_keys(path: Path) -> list[str]:
@@ -143,46 +134,90 @@ def dotenv_keys(path: Path) -> list[str]:
 
 
 def load_entry(folder: Path, origin: str) -> JobEntry:
-    """A catalog entry for the job folder ``folder``; a job that breaks a rule gets ``error`` (one line)."""
+    """A catalog entry for the job folder ``folder``; a job that breaks a rule gets ``error`` (one line).
+
+    What a folder shows is kept between requests (:data:`_FOLDERS`) while the folder, its ``job.json``
+    and its ``.env`` keep their inode, size and modification time (an upload swaps the whole folder in;
+    an edit changes the file's mtime), so a request reads only a few ``stat`` results per folder. The
+    kept entry is what any viewer may see of an uploaded or DAG-named folder: no secret (secure
+    macros as ``secure``, ``.env`` keys only); who sees a DAG's folders is decided per request.
+    """
+    key = str(folder)
+    signature = _signature(folder)
+    cached = _FOLDERS.get(key)
+    if cached is None or cached[0] != signature:
+        cached = (signature, _read_entry(folder))
+        with _FOLDERS_LOCK:
+            if len(_FOLDERS) >= MAX_CACHED_FOLDERS:
+                _FOLDERS.clear()
+            _FOLDERS[key] = cached
+    job_id, shown_folder, resolved, details, error = cached[1]
+    return JobEntry(job_id, shown_folder, [origin], details, error, key=resolved, shown_already=True)
+
+
+#: ``str(folder) -> (signature, (job_id, folder shown, resolved folder, details, error))``.
+_FOLDERS: dict[str, tuple[tuple[Any, ...], tuple[str, str, str, dict[str, Any], str | None]]] = {}
+_FOLDERS_LOCK = threading.Lock()
+
+
+def _signature(folder: Path) -> tuple[Any, ...]:
+    """Inode, size and mtime of the folder, its ``job.json`` and its ``.env`` (``None`` for a missing one)."""
+    found = []
+    base = os.fspath(folder)
+    for path in (base, base + "/job.json", base + "/.env"):
+        try:
+            st = os.stat(path)
+        except OSError:
+            found.append(None)
+            continue
+        found.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
+def _read_entry(folder: Path) -> tuple[str, str, str, dict[str, Any], str | None]:
+    """``(job_id, folder, resolved folder, details, error)`` of a job folder, each shown value already
+    through :func:`~airflow_python_exec.plugins.shown.shown`."""
+    resolved = str(folder.resolve())
     try:
         job = PythonJob.load(folder)
     except PythonExecError as exc:
-        return JobEntry(job_id=folder.name, folder=str(folder), origin=[origin], error=str(exc))
-    return JobEntry(job_id=job.job_id, folder=str(job.folder), origin=[origin], details=describe_job(job))
+        return shown(folder.name), shown(str(folder)), resolved, {}, shown(str(exc))
+    return shown(job.job_id), shown(str(job.folder)), resolved, shown(describe_job(job)), None
 
 
 def uploaded_folders(upload_folder: Path | None) -> list[Path]:
     """The job folders under ``upload_folder`` (``upload_folder/<jobId>/``; ``.versions`` excluded)."""
-    if upload_folder is None or not upload_folder.is_dir():
+    try:
+        listing = os.scandir(upload_folder) if upload_folder is not None else None
+    except OSError:
         return []
-    return sorted(p for p in upload_folder.iterdir() if p.is_dir() and p.name != VERSIONS and SAFE_JOB_ID.match(p.name))
+    if listing is None:
+        return []
+    with listing:  # scandir's file types save a stat per entry (a symlink to a folder is followed)
+        names = [e.name for e in listing if e.name != VERSIONS and SAFE_JOB_ID.match(e.name) and _is_dir(e)]
+    return [upload_folder / name for name in sorted(names)]
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
-    """The ``PythonJobOperator`` tasks of a (deserialized) DAG and the job each one names.
+    """The ``PythonJobOperator`` tasks of a (deserialized) DAG and the job each one names
+    (:func:`~airflow_python_exec.plugins.dag_jobs.task_job`).
 
-    :param fileloc: the DAG file (default: the serialized DAG's own ``fileloc``); a relative ``job``
-        resolves against its folder, as the operator resolves it at run time.
-
-    A ``job`` holding a template (``{{ ... }}``) cannot be resolved before a run: it is kept as
-    written, without a folder.
+    :param fileloc: the DAG file (default: the DAG's own ``fileloc``); a relative ``job`` resolves
+        against its folder, as the operator resolves it at run time.
     """
     fileloc = fileloc or getattr(dag, "fileloc", None)
-    base = Path(fileloc).parent if fileloc else None
-    found = []
-    for task in dag.tasks:
-        if task.task_type != OPERATOR_TYPE or getattr(task, "_task_module", OPERATOR_MODULE) != OPERATOR_MODULE:
-            continue
-        job = _argument(task, "job")
-        folder = None
-        if isinstance(job, str) and job and "{{" not in job:
-            path = Path(job).expanduser()
-            folder = path if path.is_absolute() or base is None else base / path
-            folder = folder.parent if folder.suffix in (".json", ".py") else folder
-        found.append(
-            TaskJob(dag.dag_id, task.task_id, folder, job if isinstance(job, str) else None, _argument(task, "handler"))
-        )
-    return found
+    return [
+        task_job(dag.dag_id, task.task_id, _argument(task, "job"), _argument(task, "handler"), fileloc)
+        for task in dag.tasks
+        if task.task_type == OPERATOR_TYPE and getattr(task, "_task_module", OPERATOR_MODULE) == OPERATOR_MODULE
+    ]
 
 
 def _argument(task: Any, name: str) -> Any:
@@ -192,60 +227,29 @@ def _argument(task: Any, name: str) -> Any:
     return value if value is not None else (getattr(task, "partial_kwargs", None) or {}).get(name)
 
 
-def dag_task_jobs() -> list[TaskJob]:
-    """Every ``PythonJobOperator`` task of the DAGs in the metadata database (latest serialized version,
-    stale DAGs left out). The DAG file is the one ``DagModel`` names (where the DAG processor last found
-    the DAG; a serialized version is reused while the DAG is unchanged, even if its file moved). A DAG
-    that cannot be deserialized is logged and skipped."""
-    from airflow.models.dag import DagModel
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    found: list[TaskJob] = []
-    with create_session() as session:
-        filelocs = dict(
-            session.execute(select(DagModel.dag_id, DagModel.fileloc).where(DagModel.is_stale.is_(False))).all()
-        )
-        for row in SerializedDagModel.get_latest_serialized_dags(dag_ids=list(filelocs), session=session):
-            try:
-                found.extend(task_jobs_of(row.dag, filelocs.get(row.dag_id)))
-            except Exception:  # one broken serialization must not hide every other DAG
-                log.exception("python-exec: cannot read the serialized DAG %s", row.dag_id)
-    return found
-
-
 def last_runs(uses: list[TaskUse]) -> None:
-    """Fill each use's DAG last run (``run_id``, ``state``, ``run_after``) and its task's state there."""
-    from airflow.models.dagrun import DagRun
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
+    """Fill each use's DAG last run (``run_id``, ``state``, ``run_after``) and its task's state there
+    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`: two queries for every DAG)."""
+    fill_runs(uses, latest_runs([use.dag_id for use in uses], {use.task_id for use in uses}))
 
-    with create_session() as session:
-        for dag_id in sorted({use.dag_id for use in uses}):
-            run = session.scalars(
-                select(DagRun)
-                .where(DagRun.dag_id == dag_id)
-                .order_by(DagRun.run_after.desc(), DagRun.id.desc())
-                .limit(1)
-            ).first()
-            if run is None:
-                continue
-            states = dict(
-                session.execute(
-                    select(TaskInstance.task_id, TaskInstance.state).where(
-                        TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id
-                    )
-                ).all()
-            )
-            for use in (u for u in uses if u.dag_id == dag_id):
-                use.last_run = {
-                    "run_id": run.run_id,
-                    "state": _text(run.state),
-                    "run_after": run.run_after.isoformat() if run.run_after else None,
-                }
-                use.task_state = _text(states.get(use.task_id))
+
+def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
+    """Fill each use from ``runs`` (what :func:`~airflow_python_exec.plugins.dag_jobs.latest_runs` returns)."""
+    for use in uses:
+        if use.dag_id in runs:
+            run, states = runs[use.dag_id]
+            use.last_run = dict(run)
+            use.task_state = states.get(use.task_id)
+
+
+def dag_view() -> tuple[list[TaskJob], dict[str, Any]]:
+    """What the DAGs say, for every viewer alike: every ``PythonJobOperator`` task
+    (:func:`dag_task_jobs`) and the last run of each of their DAGs
+    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`). Filtered per viewer by
+    :func:`build_catalog`; the page shares one call between the requests that arrive together
+    (:class:`~airflow_python_exec.plugins.threads.Shared`), and keeps nothing afterwards."""
+    task_jobs = dag_task_jobs()
+    return task_jobs, latest_runs([tj.dag_id for tj in task_jobs], {tj.task_id for tj in task_jobs})
 
 
 def build_catalog(
@@ -253,6 +257,7 @@ def build_catalog(
     task_jobs: list[TaskJob] | None = None,
     with_runs: bool = True,
     readable_dags: set[str] | None = None,
+    runs: dict[str, Any] | None = None,
 ) -> list[JobEntry]:
     """Every job: those under ``upload_folder`` first, then those the DAGs name (one entry per job folder,
     each with the tasks that run it), then handler jobs made from task arguments.
@@ -261,13 +266,15 @@ def build_catalog(
     :param with_runs: look up each DAG's last run.
     :param readable_dags: the DAG ids the viewer may read (``None``: all); tasks of other DAGs are
         left out, so neither their job folders nor their runs are shown.
+    :param runs: the DAGs' last runs already read (:func:`dag_view`); default: looked up here.
     """
     task_jobs = dag_task_jobs() if task_jobs is None else task_jobs
     if readable_dags is not None:
         task_jobs = [tj for tj in task_jobs if tj.dag_id in readable_dags]
     entries: dict[str, JobEntry] = {}
     for folder in uploaded_folders(upload_folder):
-        entries[str(folder.resolve())] = load_entry(folder, "upload")
+        entry = load_entry(folder, "upload")
+        entries[entry.key] = entry
     uses: list[TaskUse] = []
     for tj in task_jobs:
         use = TaskUse(tj.dag_id, tj.task_id, tj.job)
@@ -277,7 +284,10 @@ def build_catalog(
         if "dag" not in entry.origin:
             entry.origin.append("dag")
     if with_runs and uses:
-        last_runs(uses)
+        if runs is None:
+            last_runs(uses)
+        else:
+            fill_runs(uses, runs)
     return list(entries.values())
 
 
@@ -288,10 +298,8 @@ def find_job(catalog: list[JobEntry], job_id: str) -> JobEntry | None:
 
 def _entry_for(tj: TaskJob, entries: dict[str, JobEntry]) -> JobEntry:
     if tj.folder is not None:
-        key = str(tj.folder.resolve())
-        if key not in entries:
-            entries[key] = load_entry(tj.folder, "dag")
-        return entries[key]
+        entry = load_entry(tj.folder, "dag")
+        return entries.setdefault(entry.key, entry)
     key = f"task:{tj.dag_id}.{tj.task_id}"
     if key not in entries:
         if tj.job is not None:
@@ -304,9 +312,3 @@ def _entry_for(tj: TaskJob, entries: dict[str, JobEntry]) -> JobEntry:
                 details={"script": None, "handler": tj.handler, "macros": [], "envKeys": [], "pythonEnv": None},
             )
     return entries[key]
-
-
-def _text(state: Any) -> str | None:
-    if state is None:
-        return None
-    return str(getattr(state, "value", state))
