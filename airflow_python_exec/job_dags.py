@@ -65,9 +65,9 @@ def load_job_dags(
 
     :param namespace: the calling DAG file's ``globals()``: the DAG processor finds DAGs there, and each
         DAG's ``fileloc`` is that file (``namespace["__file__"]``).
-    :param folders: more folders whose child folders are jobs (e.g. ``["/srv/jobs"]``), after
-        ``[python_exec] upload_folder`` (unset: uploads only from ``folders``). A missing folder is
-        skipped silently (``upload_folder`` exists only after the first upload).
+    :param folders: more folders whose child folders are jobs (e.g. ``["/srv/jobs"]``; one path alone is
+        taken as ``[path]``), read after ``[python_exec] upload_folder`` (unset: only ``folders``). A
+        missing folder is skipped silently (``upload_folder`` exists only after the first upload).
     :returns: the DAGs made, by DAG id.
 
     A child folder counts as a job when it holds ``job.json`` or ``app.py``; hidden folders (``.versions``,
@@ -77,6 +77,8 @@ def load_job_dags(
     """
     settings = EngineSettings.from_airflow_config()
     roots = [settings.upload_folder] if settings.upload_folder is not None else []
+    if isinstance(folders, (str, os.PathLike)):  # one folder given as such, not a list of its characters
+        folders = [folders]
     roots += [Path(folder).expanduser() for folder in folders or ()]
     fileloc = namespace.get("__file__")
     made: dict[str, DAG] = {}

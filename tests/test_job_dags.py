@@ -285,3 +285,12 @@ def test_upload_folder_and_the_prefix_setting_under_airflow_dags_test(tmp_path) 
     assert done.returncode == 0, output
     assert "APP_NAME is the CLI" in output
     assert marker.read_text() == "ran"  # the run ran the job (and only the run)
+
+
+def test_one_folder_given_alone_is_that_folder(jobs, tmp_path, _engine) -> None:
+    from airflow_python_exec.job_dags import load_job_dags
+
+    hello_job(jobs, "jd_alone", _engine, tmp_path / "marker")
+    namespace: dict = {"__file__": str(tmp_path / "python_jobs.py")}
+    assert list(load_job_dags(namespace, folders=jobs)) == ["job_jd_alone"]
+    assert namespace["job_jd_alone"].fileloc == str(tmp_path / "python_jobs.py")
