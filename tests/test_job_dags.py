@@ -294,3 +294,15 @@ def test_one_folder_given_alone_is_that_folder(jobs, tmp_path, _engine) -> None:
     namespace: dict = {"__file__": str(tmp_path / "python_jobs.py")}
     assert list(load_job_dags(namespace, folders=jobs)) == ["job_jd_alone"]
     assert namespace["job_jd_alone"].fileloc == str(tmp_path / "python_jobs.py")
+
+
+def test_dags_without_a_dag_object_take_airflows_configured_defaults(jobs, tmp_path, monkeypatch, _engine) -> None:
+    from airflow_python_exec.job_dags import load_job_dags
+
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_ACTIVE_RUNS_PER_DAG", "3")
+    monkeypatch.setenv("AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG", "5")
+    hello_job(jobs, "jd_defaults", _engine, tmp_path / "marker")
+    hello_job(jobs, "jd_own", _engine, tmp_path / "marker", dag={"max_active_runs": 1})
+    dags = load_job_dags({}, folders=[jobs])
+    assert (dags["job_jd_defaults"].max_active_runs, dags["job_jd_defaults"].max_active_tasks) == (3, 5)
+    assert dags["job_jd_own"].max_active_runs == 1
