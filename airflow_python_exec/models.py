@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from airflow_python_exec.dag_spec import JobDagSpec
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.logs import log
 from airflow_python_exec.policy import check_command
@@ -312,6 +313,8 @@ class PythonJob(BaseModel):
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
     python_env: PythonEnv | None = Field(default=None, alias="pythonEnv")
     function: FunctionSpec | None = None
+    #: The DAG ``load_job_dags`` makes of the job (DESIGN.md, "Jobs as DAGs").
+    dag: JobDagSpec | None = None
     folder: Path
 
     @model_validator(mode="before")

@@ -87,6 +87,11 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "versions under upload_folder/.versions/<jobId>/<UTC timestamp>/): a folder inside a DAG bundle "
         "that every worker sees. Unset or blank: uploads are disabled.",
     ),
+    "job_dag_prefix": (
+        "job_",
+        "The prefix of the DAG ids that airflow_python_exec.job_dags.load_job_dags makes, one DAG per job "
+        "folder: <job_dag_prefix><jobId>.",
+    ),
 }
 
 
@@ -177,6 +182,7 @@ class EngineSettings(BaseModel):
     max_result_bytes: int = Field(default=1_048_576, gt=0)
     max_source_bytes: int = Field(default=536_870_912, gt=0)
     upload_folder: Path | None = None
+    job_dag_prefix: str = "job_"
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)

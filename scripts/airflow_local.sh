@@ -7,6 +7,11 @@
 #   scripts/airflow_local.sh stop    stops exactly the processes `start` started (pid files)
 #   scripts/airflow_local.sh env     prints the environment every process shares (for `eval`)
 #
+# Jobs as DAGs: uploads are on ([python_exec] upload_folder = example_dags/uploads/, gitignored; the
+# "Python jobs" page writes there and example_dags/python_jobs.py makes each upload a DAG job_<jobId>),
+# and new DAGs start unpaused, so an uploaded job can be triggered (or run on its schedule) at once.
+# Both only in this local deployment, and only as defaults: a caller's AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER
+# (blank: uploads off) and AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION win.
 # EXTRA_DAGS_FOLDER, when set, adds a second local DAG bundle beside example_dags (make e2e's DAGs).
 # EXECUTOR=CeleryExecutor with CELERY_WORKERS="worker1 worker2" (make e2e-celery) also starts one
 # `airflow celery worker -H NAME@%h -q default,NAME` per name, each with its own [python_exec]
@@ -50,6 +55,8 @@ shared_env() {
     export AIRFLOW__CORE__AUTH_MANAGER=airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager
     export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS=$ADMIN_USER:admin
     export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=$RUN/passwords.json
+    export AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER=${AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER-$REPO/example_dags/uploads}
+    export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION-False}
     # A new DAG file shows up within seconds, not the default five minutes.
     export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
     if [ -n "${EXTRA_DAGS_FOLDER:-}" ]; then  # a second DAG bundle (make e2e's own DAGs)
@@ -85,7 +92,10 @@ start() {
             local password
             password=$("$BIN/python" -c "import json; print(json.load(open('$RUN/passwords.json'))['$ADMIN_USER'])")
             wait_for_workers
-            echo "Airflow is up: $url  (login: $ADMIN_USER / $password)"
+            echo "Airflow is up: $url  (login: $ADMIN_USER / $password; the password is in $RUN/passwords.json)"
+            if [ -n "$AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER" ]; then
+                echo "Upload a job on $url/plugin/python-jobs (into $AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER): it becomes the DAG ${AIRFLOW__PYTHON_EXEC__JOB_DAG_PREFIX:-job_}<jobId>"
+            fi
             echo "Logs: $RUN/<service>.log   Stop: make airflow-stop"
             return 0
         fi

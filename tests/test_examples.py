@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -70,6 +71,7 @@ def test_every_example_dag_is_tested_here() -> None:
         "world_cities",
         "world_cities_function",
         "world_cities_by_region",
+        "python_jobs",
     }
     assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
 
@@ -134,3 +136,26 @@ def test_world_cities_by_region_maps_every_group_and_gathers_them(capfd, caplog)
     assert all(f"{g['group']}: " in log and " cities, " in log for g in groups)
     assert "   BRICS: 9,644 cities, 1,465,696,108 people; largest Shanghai (China)" in log
     assert "Baltics:    66 cities,     4,416,498 people; largest Riga (Latvia)" in log
+
+
+def test_python_jobs_example_makes_each_uploaded_job_a_dag(monkeypatch, capfd, caplog, tmp_path: Path) -> None:
+    """``python_jobs.py`` (``load_job_dags(globals())``): nothing without ``upload_folder``; with it,
+    the hello job copied there as an upload is ``job_hello``, whose plain macro is a Param."""
+
+    spec = importlib.util.spec_from_file_location("example_python_jobs", EXAMPLES / "python_jobs.py")
+    monkeypatch.delenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", raising=False)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert not [name for name in vars(module) if name.startswith("job_")]
+
+    uploads = tmp_path / "uploads"
+    shutil.copytree(EXAMPLES / "jobs" / "hello", uploads / "hello")
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(uploads))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.job_hello
+    assert set(dag.params) == {"RUN_MODE"}  # API_TOKEN is secure: never a Param
+    states, log = run_without_logical_date(dag, capfd, caplog, run_conf={"RUN_MODE": "from the Trigger form"})
+    assert states == {"hello": "success"}
+    assert "Run mode: from the Trigger form" in log
+    assert "API token: ***" in log and "demo-api-token" not in log

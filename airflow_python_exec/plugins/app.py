@@ -43,6 +43,7 @@ from airflow_python_exec.plugins.upload import UploadDisabledError, require_uplo
 from airflow_python_exec.settings import EngineSettings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+TEMPLATES.env.globals["job_dag_prefix"] = catalog.job_dag_prefix
 #: Largest value the Encrypt form takes (a secret, not a file).
 MAX_SECRET_CHARS = 65_536
 #: Room a request body gets beyond ``max_source_bytes``: multipart framing and the zip's own headers.

@@ -312,3 +312,11 @@ def _entry_for(tj: TaskJob, entries: dict[str, JobEntry]) -> JobEntry:
                 details={"script": None, "handler": tj.handler, "macros": [], "envKeys": [], "pythonEnv": None},
             )
     return entries[key]
+
+
+def job_dag_prefix() -> str:
+    """``[python_exec] job_dag_prefix``: the DAG that ``load_job_dags`` makes of a job is
+    ``<job_dag_prefix><jobId>`` (the pages link a job to it when one of its tasks is that DAG's)."""
+    from airflow_python_exec.settings import EngineSettings
+
+    return EngineSettings.from_airflow_config().job_dag_prefix

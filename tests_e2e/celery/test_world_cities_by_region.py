@@ -75,6 +75,10 @@ def deployment_env() -> dict[str, str]:
         "CELERY_WORKERS": " ".join(WORKERS),
         "AIRFLOW__CELERY__BROKER_URL": f"{redis}/0",
         "AIRFLOW__CELERY__RESULT_BACKEND": f"{redis}/1",
+        # Not make airflow's defaults: no uploads (so no job DAGs) and new DAGs paused, so that only the
+        # DAG this test triggers runs on the two workers.
+        "AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER": "",
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
     }
 
 
