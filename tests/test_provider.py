@@ -42,6 +42,7 @@ def test_provider_info_declares_every_setting() -> None:
             "max_result_bytes",
             "max_source_bytes",
             "upload_folder",
+            "data_store",
         }
     )
     assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"
