@@ -28,6 +28,8 @@ demo: airflow-home
 	$(BIN)/airflow dags test hello_python_exec
 	$(BIN)/airflow dags test world_cities
 	$(BIN)/airflow dags test world_cities_function
+	$(BIN)/airflow dags test world_cities_report
+	$(BIN)/python scripts/show_data_item.py world-cities
 
 # bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
 test: airflow-home example-envs
@@ -59,6 +61,7 @@ e2e-celery: airflow-home example-envs
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null
 	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
+	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities_function > /dev/null
 
 bench: airflow-home example-envs
 	$(BIN)/python benchmarks/run.py && $(BIN)/python benchmarks/peers.py
@@ -69,7 +72,7 @@ LOCK := $(BIN)/uv pip compile --quiet --universal --only-binary :all: --python-v
 locks: install
 	cd example_dags/jobs/hello && $(LOCK) -o pylock.toml requirements.in
 	cd example_dags/jobs/world_cities && $(LOCK) -o pylock.toml requirements.in
-	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_function/pylock.toml
+	cd example_dags/jobs/world_cities_function && $(LOCK) -o pylock.toml requirements.in
 	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_by_region/pylock.toml
 
 install: $(BIN)/.installed
