@@ -189,3 +189,77 @@ def test_a_job_cannot_make_the_worker_publish_a_file_it_links_to(tmp_path, store
     assert proc.returncode == 1
     assert "error: output 't' cannot be published" in proc.stderr
     assert all("worker-only secret" not in p.read_text(errors="replace") for p in files_in(store))
+
+
+def test_the_dataitem_works_as_the_platforms(tmp_path, store, raw) -> None:
+    code = f"""
+        import json, os
+
+        def use(raw):
+            dest = {str(tmp_path / "copies")!r}
+            os.makedirs(dest)
+            first = raw.download(dest)
+            try:
+                raw.download(dest)
+                again = "overwrote"
+            except FileExistsError:
+                again = "refused"
+            return {{
+                "name": raw.name,
+                "open": open(raw).readline().strip(),
+                "fspath": os.fspath(raw) == str(raw.path),
+                "as_file": raw.as_file() == [str(raw.path)],
+                "download": first == os.path.join(dest, "raw.csv"),
+                "again": again,
+                "overwrite": raw.download(dest, overwrite=True) == first,
+                "rows": len(raw.as_df(file_format="csv")),
+                "extra": raw.extra,
+                "mode": oct(os.stat(raw.path).st_mode & 0o777),
+            }}
+    """
+    job = write_job(tmp_path / "job", code, job={"jobId": "api", "function": {"handler": "use"}})
+    proc = run_cli(str(job), "--input", f"raw={raw}", "--data-store", str(store), "--result", "-")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
+        "name": "raw",
+        "open": "city,pop,capital",
+        "fspath": True,
+        "as_file": True,
+        "download": True,
+        "again": "refused",
+        "overwrite": True,
+        "rows": 3,
+        "extra": {},
+        "mode": "0o444",  # the staged copy is read-only
+    }
+    assert files_in(store) == []  # a JSON result is no data item
+
+
+def test_sandboxed_inputs_are_read_only_and_hidden_files_are_refused(tmp_path, store, raw) -> None:
+    from test_sandbox import _PROBLEM
+
+    if _PROBLEM is not None:
+        pytest.skip(f"bwrap cannot run here: {_PROBLEM}")
+    code = """
+        def touch(raw):
+            try:
+                with open(raw.path, "a") as f:
+                    f.write("changed")
+                return "written"
+            except OSError as exc:
+                return type(exc).__name__
+    """
+    job = write_job(tmp_path / "job", code, job={"jobId": "sandboxed", "function": {"handler": "touch"}})
+    (job / "raw.csv").write_text(raw.read_text())  # a job-folder file (the sandbox hides the rest of /tmp)
+    proc = run_cli(
+        str(job), "--input", "raw=raw.csv", "--sandbox", "bubblewrap", "--data-store", str(store), "--result", "-"
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) in ("PermissionError", "OSError")
+    # The worker's configuration is hidden from a sandboxed job: it cannot have it copied in as an input.
+    cfg = Path(cli_env()["AIRFLOW_HOME"]) / "airflow.cfg"
+    proc = run_cli(str(job), "--input", f"raw=file://{cfg}", "--sandbox", "bubblewrap", "--data-store", str(store))
+    assert proc.returncode == 2
+    assert (
+        f"error: input 'raw': file://{cfg} is inside" in proc.stderr and "a sandboxed job may not read" in proc.stderr
+    )
