@@ -40,7 +40,7 @@ with DAG(
     )
 
     @task.python_exec(pylock=LOCK, inputs={"cities": download_and_process.output["world-cities"]})
-    def summarize(cities=None, context=None) -> dict:
+    def summarize(cities, context=None) -> dict:  # cities: a DataItem, not an argument of the call
         frame = cities.as_df()
         top = frame.sort_values("population", ascending=False).iloc[0]
         print(f"{cities.name}: {len(frame):,} rows from {cities.uri}")
@@ -63,7 +63,7 @@ with DAG(
 ) as report_dag:
 
     @task.python_exec(pylock=LOCK, inputs={"cities": Asset.ref(name="world-cities")})
-    def report(cities=None) -> dict:
+    def report(cities) -> dict:
         frame = cities.as_df()
         print(f"world-cities version {cities.extra.get('version')}: {len(frame):,} rows at {cities.uri}")
         for country in ("France", "Italy", "Japan"):

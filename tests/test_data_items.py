@@ -263,3 +263,40 @@ def test_sandboxed_inputs_are_read_only_and_hidden_files_are_refused(tmp_path, s
     assert (
         f"error: input 'raw': file://{cfg} is inside" in proc.stderr and "a sandboxed job may not read" in proc.stderr
     )
+
+
+def test_secrets_are_masked_in_named_results(tmp_path, store, fernet_key) -> None:
+    from airflow_python_exec.crypto import encrypt
+
+    code = """
+        import os
+        import pandas as pd
+
+        def leak(run=None):
+            token = os.environ["API_TOKEN"]
+            return pd.DataFrame({token: [1]}), token
+    """
+    job = {
+        "jobId": "leak",
+        "runtimeConfig": {
+            "macros": [{"key": "API_TOKEN", "value": encrypt("s3cr3t-value", [fernet_key]), "secure": True}]
+        },
+        "function": {"handler": "leak", "outputs": ["t", {"name": "label", "kind": "result"}]},
+    }
+    folder = write_job(tmp_path / "job", code, job=job)
+    proc = run_cli(str(folder), "--data-store", str(store), "--result", "-", fernet_key=fernet_key)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["results"] == {"label": "***"}
+    assert "s3cr3t-value" not in proc.stdout + proc.stderr
+
+
+def test_asset_uris_never_carry_the_connection_id() -> None:
+    from airflow_python_exec.data_items import parse_outputs
+    from airflow_python_exec.operators.data_items import outlets_for
+
+    outputs = parse_outputs(["cities", {"name": "model", "kind": "artifact"}, {"name": "n", "kind": "result"}])
+    assets = outlets_for(outputs, "s3://aws_default@bucket/dh")
+    assert [(a.name, a.uri, a.group) for a in assets] == [
+        ("cities", "s3://bucket/dh/dataitem/cities", "dataitem"),
+        ("model", "s3://bucket/dh/artifact/model", "artifact"),
+    ]

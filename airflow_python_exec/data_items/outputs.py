@@ -149,7 +149,7 @@ def _checked(entry: Any, specs: Mapping[str, OutputSpec]) -> tuple[OutputSpec, s
     expected = [f"{name}.{entry.get('format')}"] if kind == TABLE else [name, parts[-1]]
     if parts != expected or (kind == TABLE and entry.get("format") not in FORMATS) or parts[-1] in ("", ".", ".."):
         raise PublishError(f"output {name!r}: the job's manifest names the file {file!r}; outputs are not published")
-    spec = specs.get(name) or OutputSpec(name, kind, entry.get("format") if kind == TABLE else "parquet")
+    spec = specs.get(name) or OutputSpec(name, kind, str(entry["format"]) if kind == TABLE else "parquet")
     if spec.kind != kind:
         raise PublishError(f"output {name!r} is declared as {spec.kind} but the job wrote a {kind}")
     return spec, parts[-1]

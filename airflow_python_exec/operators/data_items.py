@@ -62,7 +62,10 @@ def parse_time_outputs(outputs: Any, job: Any, folder: Any) -> tuple[OutputSpec,
     """The declared outputs known when the DAG is parsed: ``outputs=``, else the ``job.json`` of a
     job path that is not a template (a job that cannot be read now is checked again when it runs)."""
     if outputs is not None:
-        return parse_outputs(outputs)
+        try:
+            return parse_outputs(outputs)
+        except ValueError as exc:
+            raise JobConfigError(str(exc)) from None
     if not isinstance(job, str) or "{{" in job:
         return ()
     from pathlib import Path

@@ -44,7 +44,7 @@ def operator_lineage(result: RunResult | None) -> Any:
         if not isinstance(schema, dict):
             return {}
         fields = [
-            SchemaDatasetFacetFields(name=str(f.get("name")), type=_TYPES.get(f.get("type"), str(f.get("type"))))
+            SchemaDatasetFacetFields(name=str(f.get("name")), type=_TYPES.get(str(f.get("type")), str(f.get("type"))))
             for f in schema.get("fields", [])
             if isinstance(f, dict)
         ]
