@@ -300,3 +300,17 @@ def test_asset_uris_never_carry_the_connection_id() -> None:
         ("cities", "s3://bucket/dh/dataitem/cities", "dataitem"),
         ("model", "s3://bucket/dh/artifact/model", "artifact"),
     ]
+
+
+def test_the_job_side_module_needs_only_the_standard_library() -> None:
+    """``functions/data.py`` runs in the job's environment (no Airflow, no this package): its
+    module-level imports are the standard library's; pandas is imported by ``as_df`` only."""
+    import ast
+    import sys
+
+    from airflow_python_exec.functions import DATA_MODULE
+
+    tree = ast.parse(DATA_MODULE.read_text())
+    imported = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported

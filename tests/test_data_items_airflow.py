@@ -71,9 +71,10 @@ def test_outputs_are_assets_with_events_xcoms_and_a_consumer_reads_them(
 ) -> None:
     raw = tmp_path / "raw.csv"
     raw.write_text("city,pop\nRome,2800000\nMilan,1400000\nTurin,850000\n")
-    write_job(jobs / "produce", PRODUCE, job={"jobId": "produce", "function": {"handler": "produce"}})
-    write_job(jobs / "consume", CONSUME, job={"jobId": "consume", "function": {"handler": "consume"}})
     name = f"cities-{uuid.uuid4().hex[:8]}"  # the metadata database outlives the test: a fresh asset
+    write_job(jobs / "produce", PRODUCE, job={"jobId": "produce", "function": {"handler": "produce"}})
+    consume = {"handler": "consume", "inputs": {"cities": {"asset": name}}}  # the latest version, by default
+    write_job(jobs / "consume", CONSUME, job={"jobId": "consume", "function": consume})
     dag = load_dag(
         dags,
         f"""
@@ -88,21 +89,23 @@ def test_outputs_are_assets_with_events_xcoms_and_a_consumer_reads_them(
             from_ref = PythonJobOperator(
                 task_id="from_ref", job="jobs/{jobs.name}/consume", inputs={{"cities": produce.output["{name}"]}},
             )
-            from_asset = PythonJobOperator(
-                task_id="from_asset", job="jobs/{jobs.name}/consume", inputs={{"cities": Asset.ref(name="{name}")}},
+            from_asset = PythonJobOperator(task_id="from_asset", job="jobs/{jobs.name}/consume")
+            by_ref = PythonJobOperator(
+                task_id="by_ref", job="jobs/{jobs.name}/consume", inputs={{"cities": Asset.ref(name="{name}")}},
             )
-            produce >> from_asset
+            produce >> [from_asset, by_ref]
     """,
         "data_items_dag",
     )
     # Parse time: the outlet is the data item's asset; the asset input an inlet; the ref a dependency.
     [outlet] = dag.get_task("produce").outlets
     assert (outlet.name, outlet.uri, outlet.group) == (name, f"file://{store}/dataitem/{name}", "dataitem")
-    assert [type(a).__name__ for a in dag.get_task("from_asset").inlets] == ["AssetNameRef"]
+    for task_id in ("from_asset", "by_ref"):  # from job.json, and from the operator's Asset.ref
+        assert [type(a).__name__ for a in dag.get_task(task_id).inlets] == ["AssetNameRef"]
     assert dag.get_task("from_ref").upstream_task_ids == {"produce"}
 
     states, log = run_dag(dag, capfd, caplog)
-    assert states == {"produce": "success", "from_ref": "success", "from_asset": "success"}, log
+    assert states == {"produce": "success", "from_ref": "success", "from_asset": "success", "by_ref": "success"}, log
 
     xcoms = _xcoms(dag, "produce")
     item = xcoms[name]
@@ -129,7 +132,7 @@ def test_outputs_are_assets_with_events_xcoms_and_a_consumer_reads_them(
     assert extra["inputs"] == {"raw": f"file://{raw}"} and extra["metrics"] == {"rows_in": 3}
 
     # Both consumers read that version: through the upstream reference and the asset's latest event.
-    for task_id in ("from_ref", "from_asset"):
+    for task_id in ("from_ref", "from_asset", "by_ref"):
         assert _xcoms(dag, task_id)["return_value"] == {"rows": 2, "uri": item["uri"]}
     assert f"consumer read {item['uri']} rows 2 version {written.parent.name}" in log
 

@@ -58,16 +58,11 @@ def inlets_for(inputs: Mapping[str, Any] | None) -> list[Any]:
     return inlets
 
 
-def parse_time_outputs(outputs: Any, job: Any, folder: Any) -> tuple[OutputSpec, ...]:
-    """The declared outputs known when the DAG is parsed: ``outputs=``, else the ``job.json`` of a
-    job path that is not a template (a job that cannot be read now is checked again when it runs)."""
-    if outputs is not None:
-        try:
-            return parse_outputs(outputs)
-        except ValueError as exc:
-            raise JobConfigError(str(exc)) from None
+def parse_time_job(job: Any, folder: Any) -> Any:
+    """The job of a job path that is not a template, read when the DAG is parsed, else ``None`` (a job
+    that cannot be read now fails its task with the one-line error when it runs)."""
     if not isinstance(job, str) or "{{" in job:
-        return ()
+        return None
     from pathlib import Path
 
     from airflow_python_exec.models import PythonJob
@@ -76,10 +71,25 @@ def parse_time_outputs(outputs: Any, job: Any, folder: Any) -> tuple[OutputSpec,
     if not path.is_absolute() and folder is not None:
         path = Path(folder) / path
     try:
-        loaded = PythonJob.load(path)
-    except Exception:  # noqa: BLE001 - a broken job fails its task with the one-line error
+        return PythonJob.load(path)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def parse_time_outputs(outputs: Any, loaded: Any) -> tuple[OutputSpec, ...]:
+    """The declared outputs known when the DAG is parsed: ``outputs=``, else those of the job's
+    ``job.json`` (``loaded``, from :func:`parse_time_job`).
+
+    :raises JobConfigError: bad ``outputs=``.
+    """
+    if outputs is not None:
+        try:
+            return parse_outputs(outputs)
+        except ValueError as exc:
+            raise JobConfigError(str(exc)) from None
+    if loaded is None or loaded.function is None:
         return ()
-    return parse_outputs(loaded.function.outputs) if loaded.function is not None else ()
+    return parse_outputs(loaded.function.outputs)
 
 
 def _plain(value: Any) -> Any:

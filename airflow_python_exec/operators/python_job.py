@@ -26,6 +26,7 @@ from airflow_python_exec.operators.data_items import (
     inlets_for,
     input_value,
     outlets_for,
+    parse_time_job,
     parse_time_outputs,
     record,
 )
@@ -273,12 +274,15 @@ def declare_assets(task: PythonJobOperator) -> None:
     :raises JobConfigError: bad ``outputs`` (refused when the DAG is parsed, as a typo should be).
     """
     folder = Path(task.dag.fileloc).parent if task.has_dag() and getattr(task.dag, "fileloc", None) else None
-    outputs = parse_time_outputs(task.outputs, task.job, folder)
+    loaded = parse_time_job(task.job, folder)
+    outputs = parse_time_outputs(task.outputs, loaded)
     if outputs:
         known = {getattr(a, "name", None) for a in task.outlets}
         store = configured_data_store(task.data_store)
         task.outlets = [*task.outlets, *(a for a in outlets_for(outputs, store) if a.name not in known)]
-    inlets = inlets_for(task.inputs if isinstance(task.inputs, Mapping) else None)
+    inputs = dict(loaded.function.inputs) if loaded is not None and loaded.function is not None else {}
+    inputs.update(task.inputs if isinstance(task.inputs, Mapping) else {})
+    inlets = inlets_for(inputs)
     if inlets:
         task.inlets = [*task.inlets, *inlets]
 
