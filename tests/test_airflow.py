@@ -11,7 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import process_gone, task_log_lines, write_job
+from conftest import task_log_lines, write_job
 
 from airflow_python_exec.crypto import encrypt, generate_key
 

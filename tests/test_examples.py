@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -120,10 +121,27 @@ def test_world_cities_writes_under_airflow_home_by_default() -> None:
 
 
 def test_world_cities_function_example_without_logical_date(capfd, caplog) -> None:
-    states, log = run_without_logical_date(example_dag("world_cities_function"), capfd, caplog)
-    assert states == {"handler_in_job_folder": "success", "download_and_process": "success", "report": "success"}
-    assert "job folder: 941 cities in 210 countries; largest: Shanghai, China" in log
-    assert "@task.python_exec: 589 cities in 210 countries; largest: Shanghai, China" in log
+    """The producer publishes a new world-cities version; the asset-scheduled DAG reads that one."""
+    spec = importlib.util.spec_from_file_location(
+        "example_world_cities_function", EXAMPLES / "world_cities_function.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert list(module.report_dag.timetable.asset_condition.objects) == [module.world_cities]  # on the asset
+    assert module.dag.get_task("summarize").upstream_task_ids == {"download_and_process"}  # the reference
+
+    states, log = run_without_logical_date(module.dag, capfd, caplog)
+    assert states == {"download_and_process": "success", "summarize": "success"}, log[-3000:]
+    match = re.search(r"output 'world-cities' \(table, 694 rows, [\d,]+ bytes\) written to (file://\S+)", log)
+    assert match, log[-3000:]  # per_country=5 (the Param, an int)
+    uri = match.group(1)
+    assert f"world-cities: 694 rows from {uri}" in log  # summarize read that exact version
+    assert Path(uri[len("file://") :]).is_file()
+
+    states, log = run_without_logical_date(module.report_dag, capfd, caplog)
+    assert states == {"report": "success"}, log[-3000:]
+    assert re.search(rf"world-cities version \S+: 694 rows at {re.escape(uri)}", log)  # the latest version
+    assert "Italy: Rome, Milan, Naples" in log
 
 
 def test_world_cities_by_region_maps_every_group_and_gathers_them(capfd, caplog) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,7 @@ def test_provider_info_declares_every_setting() -> None:
             "max_source_bytes",
             "upload_folder",
             "job_dag_prefix",
+            "data_store",
         }
     )
     assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"
@@ -98,14 +100,32 @@ def test_world_cities_example_runs_on_real_data_in_a_cached_environment(tmp_path
     assert len(rows) > 1000
 
 
-def test_world_cities_function_example_returns_summaries_through_xcom() -> None:
-    """What `make demo` runs last: the handler from a job folder and from @task.python_exec, one cached env."""
+def test_world_cities_function_example_chains_a_data_item_to_an_asset_scheduled_dag() -> None:
+    """What `make demo` runs last: `airflow dags test` of the producer, then of the DAG scheduled on its
+    world-cities asset, which reads the latest version; then where it was written and its rows."""
     done = airflow("dags", "test", "world_cities_function")
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
-    assert "job folder: 941 cities in 210 countries; largest: Shanghai, China" in out  # per_country=5 (the param)
-    assert "@task.python_exec: 589 cities in 210 countries; largest: Shanghai, China" in out
-    assert "state=success" in out
+    match = re.search(r"output 'world-cities' \(table, 694 rows, [\d,]+ bytes\) written to (file://\S+)", out)
+    assert match, out[-3000:]
+    uri = match.group(1)
+    assert uri.startswith(f"file://{os.environ['AIRFLOW_HOME']}/python_exec/data/dataitem/world-cities/")
+    assert f"world-cities: 694 rows from {uri}" in out and "state=success" in out
+
+    done = airflow("dags", "test", "world_cities_report")
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[-3000:]
+    assert re.search(rf"world-cities version \S+: 694 rows at {re.escape(uri)}", out)
+
+    shown = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "show_data_item.py"), "world-cities"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert "data item 'world-cities': 694 rows" in shown.stdout and f"written to {uri}" in shown.stdout
 
 
 PARSE_A_DAG = """

@@ -10,8 +10,9 @@ resolved by Airflow) become the handler's parameters; its return value is the ta
         return {"rows": len(pd.DataFrame(rows))}
 
 The function runs in the job's interpreter, not Airflow's: it imports what it needs inside its
-body, receives JSON values, and must return one. A parameter named ``context`` (default ``None``)
-receives the run's context as a JSON dict.
+body, receives JSON values, and must return one (or, with ``outputs=[...]``, DataFrames and files stored
+as data items). A parameter named ``context`` (default ``None``) receives the run's context as a JSON
+dict; ``run`` the platform's run (``run.log_metric``); each name of ``inputs={...}`` a ``DataItem``.
 """
 
 from __future__ import annotations
@@ -54,15 +55,20 @@ class _PythonExecDecoratedOperator(DecoratedOperator, PythonJobOperator):
             **(python_env or {}),
             **{k: v for k, v in (("pylock", pylock), ("python_version", python_version)) if v is not None},
         }
+        # Inputs arrive as DataItems when the job runs: @task's check of the call's arguments must
+        # not miss them, and they are no parameters (placeholders, removed right after the check).
+        inputs = kwargs.get("inputs")
+        placeholders = [n for n in inputs if n not in (op_kwargs or {})] if isinstance(inputs, Mapping) else []
         super().__init__(
             python_callable=python_callable,
             op_args=op_args,
-            op_kwargs=op_kwargs,
+            op_kwargs={**(op_kwargs or {}), **dict.fromkeys(placeholders)},
             handler=python_callable.__name__,
             requirements=requirements,
             python_env=env or None,
             **kwargs,
         )
+        self.op_kwargs = {k: v for k, v in self.op_kwargs.items() if k not in placeholders}
 
     def execute(self, context: Any) -> Any:
         # The source is taken here, as @task.virtualenv does: parsing it (libcst) at DAG-parse time

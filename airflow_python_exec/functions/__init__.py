@@ -13,6 +13,9 @@ in the job's environment, with these variables added to it:
 - ``PYTHON_EXEC_CONTEXT_FILE`` (optional): a JSON object passed as ``context`` (default ``{}``).
 - ``PYTHON_EXEC_RESULT_FILE`` (required): where the JSON-encoded return value is written.
 - ``PYTHON_EXEC_ERROR_FILE`` (optional): where a failure is described for the task's message.
+- ``PYTHON_EXEC_DATA_FILE`` (optional): the run's data items (inputs, declared outputs, the folder
+  outputs are written to); read by :mod:`airflow_python_exec.functions.data`, copied beside the
+  bootstrap as ``python_exec_data.py``.
 
 The bootstrap removes the variables only it needs from ``os.environ`` before importing anything of
 the job; ``PYTHON_EXEC_RESULT_FILE`` stays, as for every run. Exit status: :data:`EXIT_OK` after
@@ -33,6 +36,10 @@ from pathlib import Path
 
 #: The stdlib-only script the job's interpreter runs.
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
+#: The stdlib-only data items module the bootstrap loads (``DataItem``, ``run``, outputs).
+DATA_MODULE = Path(__file__).with_name("data.py")
+#: Its name beside the bootstrap in a run's private folder.
+DATA_MODULE_NAME = "python_exec_data.py"
 
 SOURCE_ROOT_ENV = "PYTHON_EXEC_SOURCE_ROOT"
 HANDLER_ENV = "PYTHON_EXEC_HANDLER"
@@ -41,9 +48,18 @@ PARAMS_FILE_ENV = "PYTHON_EXEC_PARAMS_FILE"
 CONTEXT_FILE_ENV = "PYTHON_EXEC_CONTEXT_FILE"
 RESULT_FILE_ENV = "PYTHON_EXEC_RESULT_FILE"
 ERROR_FILE_ENV = "PYTHON_EXEC_ERROR_FILE"
+DATA_FILE_ENV = "PYTHON_EXEC_DATA_FILE"
 
 #: Removed from ``os.environ`` by the bootstrap before the job's code runs.
-BOOTSTRAP_ONLY_ENV = (SOURCE_ROOT_ENV, HANDLER_ENV, MAIN_FILE_ENV, PARAMS_FILE_ENV, CONTEXT_FILE_ENV, ERROR_FILE_ENV)
+BOOTSTRAP_ONLY_ENV = (
+    SOURCE_ROOT_ENV,
+    HANDLER_ENV,
+    MAIN_FILE_ENV,
+    PARAMS_FILE_ENV,
+    CONTEXT_FILE_ENV,
+    ERROR_FILE_ENV,
+    DATA_FILE_ENV,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -53,6 +69,9 @@ __all__ = [
     "BOOTSTRAP",
     "BOOTSTRAP_ONLY_ENV",
     "CONTEXT_FILE_ENV",
+    "DATA_FILE_ENV",
+    "DATA_MODULE",
+    "DATA_MODULE_NAME",
     "ERROR_FILE_ENV",
     "EXIT_FAILED",
     "EXIT_OK",

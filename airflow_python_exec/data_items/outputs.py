@@ -1,0 +1,210 @@
+"""Publishing a successful run's outputs: the job wrote them into its private folder, the worker
+copies each one to its version's URI (DESIGN.md, "Data items").
+
+Every file the job wrote is treated as hostile: the manifest and each output file are opened
+without following symbolic links (the outputs folder itself too), must be regular files, and the
+manifest is read up to ``max_result_bytes``; names must be data item names. A failed run never gets
+here, so it publishes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from airflow_python_exec.data_items import store
+from airflow_python_exec.data_items.specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
+from airflow_python_exec.errors import PythonExecError
+from airflow_python_exec.functions.results import mask_result
+
+MANIFEST = "manifest.json"
+
+
+class PublishError(PythonExecError):
+    """The run succeeded but an output cannot be published (a retry may succeed): exit status 1."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published output version.
+
+    :ivar name: the output's name; :ivar kind: ``table`` or ``artifact``; :ivar format: ``parquet``,
+        ``csv`` or an artifact's extension.
+    :ivar uri: this version's URI (no connection id); :ivar asset_uri: the asset's URI, or ``None`` for
+        an output that was not declared (no asset, no event).
+    :ivar rows: a table's row count; :ivar schema: its Table Schema; :ivar size: bytes written.
+    """
+
+    name: str
+    kind: str
+    format: str | None
+    uri: str
+    asset_uri: str | None
+    version: str
+    size: int
+    rows: int | None = None
+    schema: Mapping[str, Any] | None = None
+
+    @property
+    def group(self) -> str:
+        return "artifact" if self.kind == ARTIFACT else "dataitem"
+
+    def xcom(self) -> dict[str, Any]:
+        """The output's XCom: ``{"name", "uri", "kind", "format", "rows", "schema", "asset"}``."""
+        return {
+            "name": self.name,
+            "uri": self.uri,
+            "kind": self.kind,
+            "format": self.format,
+            "rows": self.rows,
+            "schema": dict(self.schema) if self.schema is not None else None,
+            "asset": self.name if self.asset_uri is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """What a run published: its outputs, named results and metrics (secrets replaced)."""
+
+    items: tuple[Published, ...] = ()
+    results: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    declared: bool = False
+
+
+def publish(
+    folder: Path,
+    declared: Iterable[OutputSpec],
+    data_store: str,
+    *,
+    max_bytes: int,
+    secrets: Iterable[str] = (),
+    on_line: Callable[[str], None] | None = None,
+) -> Outputs:
+    """Publish the outputs the job's process wrote into ``folder``.
+
+    :param declared: the job's declared outputs (their own ``uri``, their asset).
+    :param data_store: the data store base URI.
+    :param max_bytes: largest manifest read.
+    :raises PublishError: a manifest or output the job tampered with, or storage that cannot be written.
+    """
+    manifest = _read_manifest(folder, max_bytes)
+    if manifest is None:
+        return Outputs()
+    specs = {s.name: s for s in declared}
+    version = store.new_version()
+    items = []
+    with _open_folder(folder) as dir_fd:
+        for entry in manifest.get("outputs") or []:
+            spec, file_name = _checked(entry, specs)
+            try:
+                with _open_output(dir_fd, entry["file"]) as source:
+                    target = store.version_uri(spec, data_store, version, file_name)
+                    size = store.write_new(source, target, overwrite=spec.uri is not None)
+            except (OSError, ValueError) as exc:
+                raise PublishError(f"output {spec.name!r} cannot be published ({exc}); check the data store") from None
+            published = Published(
+                name=spec.name,
+                kind=spec.kind,
+                format=entry.get("format") if spec.kind == ARTIFACT else spec.format,
+                uri=public_uri(target),
+                asset_uri=store.asset_uri(spec, data_store) if spec.name in specs else None,
+                version=version,
+                size=size,
+                rows=entry.get("rows") if isinstance(entry.get("rows"), int) else None,
+                schema=mask_result(entry.get("schema"), secrets) if isinstance(entry.get("schema"), dict) else None,
+            )
+            items.append(published)
+            if on_line is not None:
+                rows = f", {published.rows:,} rows" if published.rows is not None else ""
+                on_line(
+                    f"[python_exec] output {spec.name!r} ({spec.kind}{rows}, {size:,} bytes) written to {published.uri}"
+                )
+    metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
+    results = manifest.get("results") if isinstance(manifest.get("results"), dict) else {}
+    return Outputs(
+        tuple(items),
+        mask_result(results, secrets),
+        mask_result(metrics, secrets),
+        bool(manifest.get("declared")),
+    )
+
+
+def _checked(entry: Any, specs: Mapping[str, OutputSpec]) -> tuple[OutputSpec, str]:
+    """The spec of a manifest entry and the file name it is published under; refuses anything odd."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not NAME.match(entry["name"]):
+        raise PublishError("the job's output manifest names an output badly; outputs are not published")
+    name, kind, file = entry["name"], entry.get("kind"), entry.get("file")
+    if kind not in (TABLE, ARTIFACT) or not isinstance(file, str):
+        raise PublishError(f"output {name!r}: the job's manifest is invalid; outputs are not published")
+    parts = file.split("/")
+    expected = [f"{name}.{entry.get('format')}"] if kind == TABLE else [name, parts[-1]]
+    if parts != expected or (kind == TABLE and entry.get("format") not in FORMATS) or parts[-1] in ("", ".", ".."):
+        raise PublishError(f"output {name!r}: the job's manifest names the file {file!r}; outputs are not published")
+    spec = specs.get(name) or OutputSpec(name, kind, str(entry["format"]) if kind == TABLE else "parquet")
+    if spec.kind != kind:
+        raise PublishError(f"output {name!r} is declared as {spec.kind} but the job wrote a {kind}")
+    return spec, parts[-1]
+
+
+def _read_manifest(folder: Path, max_bytes: int) -> dict[str, Any] | None:
+    try:
+        with _open_folder(folder) as dir_fd, _open_output(dir_fd, MANIFEST, missing_ok=True) as f:
+            if f is None:
+                return None
+            data = f.read(max_bytes + 1)
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"the job's output manifest cannot be read ({exc}); outputs are not published") from None
+    if len(data) > max_bytes:
+        raise PublishError(f"the job's output manifest is larger than {max_bytes} bytes; outputs are not published")
+    try:
+        value = json.loads(data)
+    except ValueError:
+        raise PublishError("the job's output manifest is not JSON; outputs are not published") from None
+    return value if isinstance(value, dict) else None
+
+
+@contextmanager
+def _open_folder(folder: Path) -> Iterator[int]:
+    """The outputs folder as a file descriptor, not following a link the job may have put there."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _open_output(dir_fd: int, relative: str, missing_ok: bool = False) -> Iterator[Any]:
+    """Open ``relative`` (``a`` or ``a/b``) under ``dir_fd`` without following any link; a regular file only."""
+    fds = []
+    try:
+        current = dir_fd
+        parts = relative.split("/")
+        for part in parts[:-1]:
+            current = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+            fds.append(current)
+        try:
+            # O_NONBLOCK: a FIFO must not block the worker; fstat refuses it next.
+            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=current)
+        except FileNotFoundError:
+            if missing_ok:
+                yield None
+                return
+            raise
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ValueError(f"{relative} is not a regular file")
+        with open(fd, "rb") as f:
+            yield f
+    finally:
+        for fd in fds:
+            os.close(fd)

@@ -1,0 +1,181 @@
+"""The Airflow side of data items (DESIGN.md, "Data items"): assets, events, XCom, lineage.
+
+- :func:`outlets_for` / :func:`inlets_for`: the assets a task declares at DAG-parse time: every table
+  or artifact output is ``Asset(name, uri={data_store}/{dataitem|artifact}/{name}, group)``, every
+  asset input ``Asset.ref(name=...)``, every URI input ``Asset(uri=...)``.
+- :func:`input_value`: what the operator's ``inputs`` accepts (a URI, an ``Asset``/``Asset.ref``, an
+  ``ObjectStoragePath``, a spec, an upstream output reference) as a ``function.inputs`` value.
+- :func:`asset_resolver`: an asset input's latest event, read through the Task SDK.
+- :func:`record`: after a successful run, an asset event per published output (its ``extra``: the
+  version, rows, schema, size, the input URIs that made it) and the XComs per output and result.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from airflow_python_exec.data_items import OutputSpec, Published, asset_uri, data_store_uri, parse_outputs
+from airflow_python_exec.data_items.specs import public_uri
+from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.functions.results import mask_result
+
+if TYPE_CHECKING:
+    from airflow_python_exec.service import RunResult
+
+
+def configured_data_store(data_store: str | None) -> str:
+    """The data store URI: the operator's ``data_store``, else ``[python_exec] data_store``, else the default."""
+    if data_store is None:
+        from airflow.configuration import conf
+
+        data_store = conf.get("python_exec", "data_store", fallback=None)
+    try:
+        return data_store_uri(data_store)
+    except ValueError as exc:
+        raise JobConfigError(str(exc)) from None
+
+
+def outlets_for(outputs: Iterable[OutputSpec], data_store: str) -> list[Any]:
+    """The assets of the stored outputs (a result is an XCom, not an asset)."""
+    from airflow.sdk import Asset
+
+    return [Asset(name=o.name, uri=asset_uri(o, data_store), group=o.group) for o in outputs if o.stored]
+
+
+def inlets_for(inputs: Mapping[str, Any] | None) -> list[Any]:
+    """The assets a task reads, as far as they are known at parse time (not templates, not upstream outputs)."""
+    from airflow.sdk import Asset
+
+    inlets: list[Any] = []
+    for value in (inputs or {}).values():
+        value = _plain(value)
+        if isinstance(value, Mapping) and isinstance(value.get("asset"), str) and "kind" not in value:
+            inlets.append(Asset.ref(name=value["asset"]))
+            continue
+        uri = value.get("uri") if isinstance(value, Mapping) and "kind" not in value else value
+        if isinstance(uri, str) and "://" in uri and "{{" not in uri:
+            inlets.append(Asset(uri=public_uri(uri)))
+    return inlets
+
+
+def parse_time_job(job: Any, folder: Any) -> Any:
+    """The job of a job path that is not a template, read when the DAG is parsed, else ``None`` (a job
+    that cannot be read now fails its task with the one-line error when it runs)."""
+    if not isinstance(job, str) or "{{" in job:
+        return None
+    from pathlib import Path
+
+    from airflow_python_exec.models import PythonJob
+
+    path = Path(job).expanduser()
+    if not path.is_absolute() and folder is not None:
+        path = Path(folder) / path
+    try:
+        return PythonJob.load(path)
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def parse_time_outputs(outputs: Any, loaded: Any) -> tuple[OutputSpec, ...]:
+    """The declared outputs known when the DAG is parsed: ``outputs=``, else those of the job's
+    ``job.json`` (``loaded``, from :func:`parse_time_job`).
+
+    :raises JobConfigError: bad ``outputs=``.
+    """
+    if outputs is not None:
+        try:
+            return parse_outputs(outputs)
+        except ValueError as exc:
+            raise JobConfigError(str(exc)) from None
+    if loaded is None or loaded.function is None:
+        return ()
+    return parse_outputs(loaded.function.outputs)
+
+
+def _plain(value: Any) -> Any:
+    """An ``Asset``, ``Asset.ref`` or ``ObjectStoragePath`` as ``function.inputs`` JSON; others unchanged."""
+    kind = type(value).__name__
+    if kind == "Asset":
+        return {"asset": value.name}
+    if kind == "AssetNameRef":
+        return {"asset": value.name}
+    if kind == "AssetUriRef":
+        return {"uri": value.uri}
+    if kind == "ObjectStoragePath":
+        return str(value)
+    return value
+
+
+def input_value(name: str, value: Any) -> Any:
+    """One rendered ``inputs`` value as a ``function.inputs`` value.
+
+    :raises JobConfigError: a value of another type.
+    """
+    value = _plain(value)
+    if isinstance(value, (str, Mapping)):
+        return dict(value) if isinstance(value, Mapping) else value
+    raise JobConfigError(
+        f"input {name!r}: a {type(value).__name__} is not an input; give a URI, an Asset, an "
+        'ObjectStoragePath, a spec {"uri": ...} or an upstream output op.output["name"]'
+    )
+
+
+def asset_resolver(context: Mapping[str, Any]):
+    """An :data:`~airflow_python_exec.data_items.AssetResolver` reading the latest event of an asset
+    by name through the Task SDK (``None`` when it has no event)."""
+
+    def resolve(name: str) -> tuple[str, Mapping[str, Any]] | None:
+        from airflow.sdk.execution_time.context import InletEventsAccessor
+
+        try:
+            events = InletEventsAccessor(asset_name=name).ascending(False).limit(1)
+            latest = events[0] if len(events) else None
+        except Exception:  # noqa: BLE001 - an unknown asset has no event either
+            return None
+        if latest is None:
+            return None
+        extra = dict(latest.extra or {})
+        return str(extra.get("uri") or ""), extra
+
+    return resolve
+
+
+def event_extra(item: Published, result: RunResult, job_id: str, secrets: Iterable[str]) -> dict[str, Any]:
+    """The ``extra`` of an output's asset event (secrets replaced)."""
+    extra: dict[str, Any] = {
+        "uri": item.uri,
+        "kind": item.kind,
+        "format": item.format,
+        "rows": item.rows,
+        "schema": dict(item.schema) if item.schema is not None else None,
+        "size": item.size,
+        "version": item.version,
+        "job_id": job_id,
+        "inputs": dict(result.inputs or {}),
+    }
+    if result.outputs is not None and result.outputs.metrics:
+        extra["metrics"] = dict(result.outputs.metrics)
+    return mask_result(json.loads(json.dumps(extra, default=str)), secrets)
+
+
+def record(context: Mapping[str, Any], result: RunResult, job_id: str, outlets: Iterable[Any], secrets=()) -> None:
+    """Push the XCom of every output, named result and the metrics; attach each declared output's
+    ``extra`` to its asset event (Airflow emits the events when the task succeeds)."""
+    outputs = result.outputs
+    if outputs is None:
+        return
+    ti = context.get("ti") or context.get("task_instance")
+    by_name = {getattr(a, "name", None): a for a in outlets}
+    for item in outputs.items:
+        if ti is not None:
+            ti.xcom_push(key=item.name, value=mask_result(item.xcom(), secrets))
+        asset = by_name.get(item.name) if item.asset_uri is not None else None
+        if asset is not None and "outlet_events" in context:
+            context["outlet_events"][asset].extra = event_extra(item, result, job_id, secrets)
+    if ti is not None:
+        for name, value in outputs.results.items():
+            ti.xcom_push(key=name, value=value)
+        if outputs.metrics:
+            ti.xcom_push(key="metrics", value=dict(outputs.metrics))
