@@ -91,6 +91,7 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "job_",
         "The prefix of the DAG ids that airflow_python_exec.job_dags.load_job_dags makes, one DAG per job "
         "folder: <job_dag_prefix><jobId>.",
+    ),
     "data_store": (
         None,
         "Where a handler's outputs without their own uri are stored (data items and artifacts, one "

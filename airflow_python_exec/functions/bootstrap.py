@@ -84,7 +84,7 @@ def main() -> int:
             value = data.store(value)
         except data.NotStorable as exc:
             return fail(EXIT_FAILED, "TypeError", str(exc), "result", error_file)
-        except Exception as exc:  # writing a DataFrame failed (e.g. no parquet engine installed)
+        except Exception as exc:  # noqa: BLE001 - writing a DataFrame failed (e.g. no parquet engine installed)
             return raised(exc, error_file)
     try:
         text = json.dumps(value, allow_nan=False, default=_not_json)
