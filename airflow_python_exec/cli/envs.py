@@ -1,0 +1,73 @@
+"""``envs list`` and ``envs prune``: the cached environments, their sizes and last use."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
+    pass
+from .common import _settings
+
+
+def cmd_envs_list(args: argparse.Namespace) -> int:
+    from airflow_python_exec.environments import list_environments
+
+    envs = list_environments(_settings(args).cache_dir)
+    print(f"{'KEY':<34}{'SIZE':>10}  {'CREATED':<20}{'LAST USED':<20}JOB")
+    for env in envs:
+        state = "" if env.provisioned else "  (unfinished)"
+        print(
+            f"{env.key:<34}{_size(env.size_bytes):>10}  {_when(env.created):<20}{_when(env.last_used):<20}"
+            f"{env.job_id}{state}"
+        )
+    return 0
+
+
+def cmd_envs_prune(args: argparse.Namespace) -> int:
+    from airflow_python_exec.environments import prune
+
+    removed, busy = prune(_settings(args).cache_dir, args.unused_for, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for env in removed:
+        print(f"{verb} {env.key} ({_size(env.size_bytes)}, job {env.job_id}, last used {_when(env.last_used)})")
+    for key in busy:
+        print(f"kept {key}: in use by a running job")
+    print(f"{verb}: {len(removed)}; in use: {len(busy)}")
+    return 0
+
+
+#: ``envs prune`` without ``--unused-for``: environments nobody has used for a week.
+DEFAULT_UNUSED_FOR = "7d"
+
+
+def _duration(text: str) -> float:
+    """``90``, ``45s``, ``30m``, ``12h``, ``7d`` -> seconds: a finite number, zero or more."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    number, unit = (text[:-1], text[-1]) if text[-1:].lower() in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit.lower()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is not like 90, 45s, 30m, 12h or 7d") from None
+    # nan compares false with everything and a negative age matches every environment: either would
+    # prune all of them.
+    if not math.isfinite(seconds) or seconds < 0:
+        raise argparse.ArgumentTypeError(
+            f"duration {text!r} must be a finite time of zero or more, like 90, 45s, 30m, 12h or 7d"
+        )
+    return seconds
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _when(ts: float) -> str:
+    from datetime import datetime
+
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M")
