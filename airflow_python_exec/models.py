@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.logs import log
 from airflow_python_exec.policy import check_command
@@ -246,9 +247,12 @@ class FunctionSpec(BaseModel):
         if isinstance(parameters, dict) and not all(isinstance(k, str) for k in parameters):
             raise ValueError("parameters must have string keys (the handler's argument names)")
         try:
-            json.dumps(parameters, allow_nan=False)
+            text = json.dumps(parameters, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"parameters must be JSON values ({exc}); pass strings, numbers, lists or dicts") from None
+        except RecursionError:
+            text = "[" * (json_limits.MAX_JSON_DEPTH + 1)
+        json_limits.check_depth(text, "parameters")  # deeper values break whoever walks them next
         return parameters
 
     @field_validator("source")
@@ -642,13 +646,13 @@ def _read_json(path: Path) -> Any:
     """Parse a ``job.json`` that must be a regular file; every failure is one ``JobConfigError`` line."""
     text = _read_regular_file(path)
     try:
-        return json.loads(text, parse_int=lambda digits: _json_int(path, digits))
+        return json_limits.loads(text, str(path), parse_int=lambda digits: _json_int(path, digits))
+    except json_limits.JSONDepthError as exc:
+        raise JobConfigError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise JobConfigError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the syntax"
         ) from None
-    except RecursionError:
-        raise JobConfigError(f"{path} is nested too deeply to be a job configuration; flatten it") from None
 
 
 def _json_int(path: Path, digits: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,6 +14,7 @@ from airflow.providers.common.compat.sdk import (
     BaseOperator,
 )
 
+from airflow_python_exec import json_limits
 from airflow_python_exec.builder import to_macros
 from airflow_python_exec.errors import JobConfigError, PythonExecError, ResultError
 from airflow_python_exec.functions.results import Outcome, exit_outcome
@@ -206,7 +206,9 @@ def _parameters(parameters: Any) -> dict[str, Any] | None:
         return dict(parameters) if parameters else None
     if isinstance(parameters, str):
         try:
-            parsed = json.loads(parameters)
+            parsed = json_limits.loads(parameters, "parameters")
+        except json_limits.JSONDepthError as exc:
+            raise JobConfigError(str(exc)) from None
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):
