@@ -153,7 +153,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 on_setup_line=_Lines(sys.stderr),
             )
             exit_code = result.exit_code
-            if result.handler_error is not None and result.handler_error.kind == "exception" and exit_code != 0:
+            error = result.handler_error  # "result" and "refused" were printed by the bootstrap itself
+            if error is not None and error.kind in ("exception", "unreadable") and exit_code != 0:
                 _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
             if exit_code == 0 and not result.stopped:
                 value = result.value()  # an invalid or too large result fails the run (exit 1), as in a task

@@ -169,16 +169,24 @@ class PythonExecutionService:
         """Add the run's result (and a handler's failure) read from its files, secrets replaced."""
         if result.stopped:
             return result
-        error = read_handler_error(files.error_file, command.secrets) if handler else None
+        limit = self.settings.max_result_bytes
+        error = (
+            read_handler_error(files.error_file, command.secrets, max_bytes=limit, dir_fd=files.dir_fd)
+            if handler
+            else None
+        )
         try:
             value = read_result(
                 files.result_file,
                 result.last_line,
-                max_result_bytes=self.settings.max_result_bytes,
+                max_result_bytes=limit,
                 secrets=command.secrets,
+                dir_fd=files.dir_fd,
             )
         except ResultError as exc:
             return replace(result, result_error=str(exc), handler_error=error)
+        if error is not None and error.kind == "unreadable":  # a hostile error file fails even an exit 0
+            return replace(result, result_error=error.message, handler_error=error)
         return replace(result, result=value, handler_error=error)
 
     @staticmethod
