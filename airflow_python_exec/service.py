@@ -147,6 +147,7 @@ class PythonExecutionService:
             if self._stop_requested:
                 return self._stopped_before_start(job)
             source = resolve_job_source(job, self.settings, setup_line) if job.function is not None else None
+            prepared.check_cwd(source.root if source is not None else None)
             script = _main_file(job, source)
             venv = self._environment(stack, job, interpreter, refresh, setup_line, script)
             python = venv / "bin" / "python" if venv is not None else interpreter.path
