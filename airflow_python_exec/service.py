@@ -23,6 +23,7 @@ from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder
 from airflow_python_exec.errors import PythonExecError, ResultError
 from airflow_python_exec.functions.results import HandlerError, read_handler_error, read_result
 from airflow_python_exec.functions.run import JobSource, RunFiles, resolve_job_source
+from airflow_python_exec.job_files import open_folder, read_job_file
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
@@ -337,11 +338,21 @@ def _interruption(exc: BaseException) -> str:
 
 
 def _venv_version(venv: Path) -> str | None:
-    """The Python version of a virtual environment, from its ``pyvenv.cfg`` (``version_info``)."""
+    """The Python version of a virtual environment, from its ``pyvenv.cfg`` (``version_info``).
+
+    Read as a job-writable file (an unsandboxed job can write a cached environment): never a FIFO,
+    a symlink, or more than 64 KiB."""
     try:
-        text = (venv / "pyvenv.cfg").read_text()
+        folder = open_folder(venv)
     except OSError:
         return None
+    try:
+        raw = read_job_file("pyvenv.cfg", dir_fd=folder, limit=65536, what="pyvenv.cfg", fix="rebuild it")
+        text = raw.decode("utf-8", "replace") if raw is not None else ""
+    except ResultError:
+        return None
+    finally:
+        os.close(folder)
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key.strip() in ("version_info", "version"):

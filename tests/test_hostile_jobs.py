@@ -313,11 +313,15 @@ def test_the_operator_refuses_a_templated_cwd_outside_the_job_folder(tmp_path: P
         ("subprocess:getoutput", {"cmd": "echo SHELL-RAN-42"}, "subprocess"),
         ("app:os.system", {"command": "echo SHELL-RAN-42"}, "os"),
         ("system", {"command": "echo SHELL-RAN-42"}, "posix"),  # app.py: from os import system
+        ("app:__builtins__.get", {}, "__builtins__"),
+        ("app:SEP.join", {}, "built-in"),
     ],
 )
 def test_a_standard_library_handler_is_refused(tmp_path, handler: str, params: dict, module: str) -> None:
     job = write_job(
-        tmp_path / "job", "import os\nfrom os import system\n", job={"jobId": "std", "function": {"handler": handler}}
+        tmp_path / "job",
+        "import os\nfrom os import system\nSEP = ','\n",
+        job={"jobId": "std", "function": {"handler": handler}},
     )
     args = [f"--param={k}={json.dumps(v)}" for k, v in params.items()]
     run = cli(["run", str(job), *args], cache_dir=str(tmp_path / "cache"))
@@ -325,7 +329,12 @@ def test_a_standard_library_handler_is_refused(tmp_path, handler: str, params: d
     assert "SHELL-RAN-42" not in run.stdout + run.stderr
     assert "The Zen of Python" not in run.stdout
     line = one_error_line(run)
-    assert f"module {module!r}" in line and "not inside the source root" in line, line
+    if module == "__builtins__":
+        assert "names '__builtins__'; name a function of the job's own code" in line, line
+    elif module == "built-in":
+        assert "is a built-in, not a function of the job's own code" in line, line
+    else:
+        assert f"module {module!r}" in line and "not inside the source root" in line, line
 
 
 def test_a_handler_from_the_source_root_and_its_own_packages_still_runs(tmp_path) -> None:

@@ -148,6 +148,8 @@ def load_handler(handler: str, root: str, main_file: str):
         raise Refused(f"handler {handler!r} has no module: write module.path:function, or give the main file")
     target = module
     for part in attribute.split("."):
+        if part.startswith("__") and part.endswith("__"):  # __builtins__, __loader__: the interpreter's
+            raise Refused(f"handler {handler!r} names {part!r}; name a function of the job's own code")
         if not hasattr(target, part):
             where = module_name or os.path.basename(main_file)
             raise Refused(f"handler {handler!r}: {where} has no {attribute!r}; check the function's name")
@@ -157,6 +159,8 @@ def load_handler(handler: str, root: str, main_file: str):
     if not callable(target):
         raise Refused(f"handler {handler!r} is a {type(target).__name__}, not a function")
     defined_in = getattr(inspect.getmodule(target), "__name__", None) or getattr(target, "__module__", None)
+    if not defined_in:  # a method of a built-in object ("".join): defined by no module of the job
+        raise Refused(f"handler {handler!r} is a built-in, not a function of the job's own code")
     if defined_in != module.__name__:  # a name the module imported from elsewhere (from os import system)
         check_origin(handler, str(defined_in).split(".")[0], root, main_file)
     return target
