@@ -66,6 +66,8 @@ class PreparedCommand:
             return
         roots = [self.job.folder, *([source_root] if source_root is not None else [])]
         check_working_directory(self.cwd_unchecked, self.cwd, roots, _cwd_roots(self.job, source_root))
+        if not self.cwd.is_dir():
+            raise JobConfigError(f"cwd {self.cwd_unchecked!r} is not a folder ({self.cwd}); create it or fix the path")
 
     def command(
         self,

@@ -279,6 +279,21 @@ def test_a_cwd_outside_the_job_folder_is_refused_before_the_start(tmp_path: Path
     assert line.startswith(f"error: cwd {cwd!r} is outside the job folder {job}"), line
 
 
+def test_a_handler_jobs_cwd_is_checked_against_its_source_root_too(tmp_path: Path) -> None:
+    """Inline code lives in the source cache: a cwd outside the job folder is checked once that root is known."""
+    code = tmp_path / "inline.py"
+    code.write_text("def f():\n    print('HANDLER-RAN')\n")
+    run = cli(
+        ["run", "--code", str(code), "--handler", "f", "--cwd", "/tmp"], cwd=tmp_path, cache_dir=str(tmp_path / "c")
+    )
+    assert run.returncode == 2
+    assert "HANDLER-RAN" not in run.stdout
+    line = one_error_line(run)
+    assert line.startswith(f"error: cwd '/tmp' is outside the job folder {tmp_path} and the handler's source root"), (
+        line
+    )
+
+
 def test_a_cwd_inside_the_job_folder_still_works(tmp_path: Path) -> None:
     job = write_job(tmp_path / "job", "import os\nprint(os.getcwd())\n")
     (job / "data").mkdir()
