@@ -43,8 +43,10 @@ class Redactor:
         #: Length of the longest value: a stream must keep this many characters minus one of an
         #: unfinished line back, so no value is cut in two before it is masked.
         self.longest = len(ordered[0]) if ordered else 0
-        self._numbers = {n for n in map(_as_number, values) if n is not None}
-        self._floats = {float(n) for n in self._numbers}
+        numbers = {n for n in map(_as_number, values) if n is not None}
+        # Plain sets of int and float: a lookup per number of a large result costs a hash, no Decimal.
+        self._ints = {int(n) for n in numbers if n == n.to_integral_value()}
+        self._floats = {float(n) for n in numbers}
 
     def __call__(self, line: str) -> str:
         if self._pattern is None:
@@ -68,7 +70,7 @@ class Redactor:
         if isinstance(value, bool) or value is None:
             return value
         if isinstance(value, int):
-            return MASK if Decimal(value) in self._numbers else value
+            return MASK if value in self._ints else value
         if isinstance(value, float):
             return MASK if math.isfinite(value) and value in self._floats else value
         if isinstance(value, dict):

@@ -313,12 +313,12 @@ def write_atomically(path: str, text: str) -> None:
 
 def _depth(text: str) -> int:
     """How deeply ``text`` (JSON) nests, as airflow_python_exec.json_limits.depth counts it."""
-    if "[" not in text and "{" not in text:
-        return 0
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # too few brackets to be too deep: the common case costs two counts
     import re
     from itertools import accumulate
 
-    brackets = re.sub(r"[^\[\]{}]+", "", re.sub(r'"(?:[^"\\]|\\.)*"', "", text, flags=re.DOTALL))
+    brackets = re.sub(r"[^\[\]{}]+", "", re.sub(r'"[^"\\]*(?:\\.[^"\\]*)*"', "", text, flags=re.DOTALL))
     return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
 
 
