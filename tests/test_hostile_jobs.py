@@ -413,3 +413,12 @@ def test_a_handler_returning_a_deeply_nested_value_fails_in_one_line(tmp_path: P
     run = cli(["run", str(job), "--result", "-"], cache_dir=str(tmp_path / "cache"))
     assert run.returncode == 1
     assert "nested too deeply" in one_error_line(run)
+
+
+def test_brackets_inside_strings_are_not_nesting() -> None:
+    from airflow_python_exec import json_limits
+
+    text = json.dumps({"text": "[" * 500 + '\\"{' * 300, "list": [[["ok"]]]})
+    assert json_limits.loads(text, "t")["list"] == [[["ok"]]]
+    with pytest.raises(json_limits.JSONDepthError, match=r"^t is nested too deeply \(deeper than 100 levels\)"):
+        json_limits.loads('{"a": "' + "]" * 200 + '", "b": ' + nested(101) + "}", "t")
