@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
-from airflow_python_exec.policy import check_installed, check_interpreter_variables
+from airflow_python_exec.policy import check_installed, check_interpreter_variables, check_working_directory
 from airflow_python_exec.settings import EngineSettings
 
 if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
@@ -53,6 +53,21 @@ class PreparedCommand:
     cwd: Path
     env: dict[str, str] = field(repr=False)
     secrets: frozenset[str] = field(repr=False, default=frozenset())
+    #: The ``cwd`` as given, when it is outside the job folder and may still be inside a handler's
+    #: source root, not known yet: :meth:`check_cwd` decides once it is.
+    cwd_unchecked: str | None = None
+
+    def check_cwd(self, source_root: Path | None) -> None:
+        """Refuse a ``cwd`` outside the job folder that is not inside ``source_root`` either.
+
+        :raises JobConfigError: one line (see :func:`~airflow_python_exec.policy.check_working_directory`).
+        """
+        if self.cwd_unchecked is None:
+            return
+        roots = [self.job.folder, *([source_root] if source_root is not None else [])]
+        check_working_directory(self.cwd_unchecked, self.cwd, roots, _cwd_roots(self.job, source_root))
+        if not self.cwd.is_dir():
+            raise JobConfigError(f"cwd {self.cwd_unchecked!r} is not a folder ({self.cwd}); create it or fix the path")
 
     def command(
         self,
@@ -158,7 +173,7 @@ class PythonCommandBuilder:
             refuses (see :mod:`airflow_python_exec.policy`).
         """
         inherit = self.settings.inherit_env if inherit_env is None else inherit_env
-        workdir = self._cwd(job, cwd)
+        workdir, unchecked = self._cwd(job, cwd)
         env = base_environment(os.environ, inherit)
         env.update(context_env or {})
         if dotenv_as_macros:
@@ -174,7 +189,7 @@ class PythonCommandBuilder:
                 if macro.secure:
                     secrets.add(value)
         env.update(_checked(set_by_macros, job, workdir, "a macro"))
-        return PreparedCommand(job=job, cwd=workdir, env=env, secrets=frozenset(secrets))
+        return PreparedCommand(job=job, cwd=workdir, env=env, secrets=frozenset(secrets), cwd_unchecked=unchecked)
 
     def _macro_value(self, macro: Macro) -> str | None:
         """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
@@ -204,13 +219,29 @@ class PythonCommandBuilder:
         return value
 
     @staticmethod
-    def _cwd(job: PythonJob, cwd: str | Path | None) -> Path:
+    def _cwd(job: PythonJob, cwd: str | Path | None) -> tuple[Path, str | None]:
+        """The working directory, and the ``cwd`` as given when only a handler's source root (not
+        known yet) could still hold it. Relative paths resolve against the job folder.
+
+        :raises JobConfigError: not a folder, or outside the job folder (and no source root could hold it).
+        """
         if cwd is None or str(cwd) == "":
-            return job.folder
+            return job.folder, None
         path = job.resolve(str(cwd))
+        function = job.function
+        elsewhere = function is not None and (function.source is not None or function.inline_code is not None)
+        if elsewhere and not path.resolve().is_relative_to(job.folder.resolve()):
+            return path, str(cwd)  # checked against the source root once it is resolved
+        check_working_directory(cwd, path, [job.folder], _cwd_roots(job, None))
         if not path.is_dir():
             raise JobConfigError(f"cwd {cwd!r} is not a folder ({path}); create it or fix the path")
-        return path
+        return path, None
+
+
+def _cwd_roots(job: PythonJob, source_root: Path | None) -> str:
+    """The folders a ``cwd`` may be inside, in words."""
+    where = f"the job folder {job.folder}"
+    return f"{where} and the handler's source root {source_root}" if source_root is not None else where
 
 
 def _checked(variables: dict[str, str], job: PythonJob, cwd: Path, origin: str) -> dict[str, str]:

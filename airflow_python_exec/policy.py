@@ -20,10 +20,10 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from airflow_python_exec.errors import ScriptNotAllowedError
+from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 
 #: Executables of a virtual environment that are not a package's console script.
 _INTERPRETERS = re.compile(r"(python|pythonw|pypy)(\d+(\.\d+)*)?\Z|pip\d*(\.\d+)?\Z|activate(\..+)?\Z|deactivate\Z")
@@ -121,6 +121,25 @@ def check_interpreter_variables(variables: Mapping[str, str], folder: Path, cwd:
                     f"{origin} puts an entry outside the job folder {folder} on PYTHONPATH (relative entries "
                     "count from the working directory); only the job's own folders may be added"
                 )
+
+
+def check_working_directory(requested: str | Path, path: Path, roots: Iterable[Path], where: str) -> None:
+    """Refuse a working directory that does not resolve inside one of ``roots`` (DESIGN.md
+    "Containment and sandbox": a sandbox mounts the working directory, so a ``cwd`` naming a hidden
+    path, ``/tmp`` or ``AIRFLOW_HOME`` would show it to the job).
+
+    :param requested: the ``cwd`` as given (named in the error).
+    :param path: where it resolves (symlinks followed: a link inside the job folder that leaves it
+        is outside).
+    :param roots: the job folder, and a handler job's source root once it is known.
+    :param where: ``roots`` in words, for the error (``"the job folder /srv/jobs/a"``).
+    :raises JobConfigError: one line naming ``cwd`` and the folders it must be inside.
+    """
+    real = path.resolve()
+    if not any(real.is_relative_to(root.resolve()) for root in roots):
+        raise JobConfigError(
+            f"cwd {str(requested)!r} is outside {where} ({real}); give a folder inside it, relative to the job folder"
+        )
 
 
 def console_scripts(venv: Path) -> set[str]:

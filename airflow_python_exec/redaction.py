@@ -6,16 +6,27 @@ handled one line at a time. A value is also matched in the escaped forms a scrip
 meaning to: the body of its ``repr()`` (``print({"password": secret})``, ``KeyError(secret)``) and of
 its ``json.dumps()`` with and without ``ensure_ascii``. Encodings a script applies on purpose (base64,
 hex, ...) are out of reach. This runs before a line leaves the service; Airflow's own
-``mask_secret`` is a second net on the task-log side.
+``mask_secret`` is a second net on the task-log side. A value is matched with its surrounding
+whitespace stripped too (a message is often stripped before it is shown).
+
+JSON values (a run's result, every XCom, an asset event's ``extra``, what the Python jobs page shows)
+go through :func:`mask_json` (:meth:`Redactor.mask_value`): every string and every key has each
+occurrence replaced as a line would, and a number equal to a secret whose text is a number
+(``int(pin)``, ``float(amount)``) becomes the string ``***``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any
 
 MASK = "***"
+#: A secret's text that is a number (JSON's form, plus a sign, leading zeros and a bare point).
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 class Redactor:
@@ -32,19 +43,79 @@ class Redactor:
         #: Length of the longest value: a stream must keep this many characters minus one of an
         #: unfinished line back, so no value is cut in two before it is masked.
         self.longest = len(ordered[0]) if ordered else 0
+        numbers = {n for n in map(_as_number, values) if n is not None}
+        # Plain sets of int and float: a lookup per number of a large result costs a hash, no Decimal.
+        self._ints = {int(n) for n in numbers if n == n.to_integral_value()}
+        self._floats = {float(n) for n in numbers}
 
     def __call__(self, line: str) -> str:
         if self._pattern is None:
             return line
         return self._pattern.sub(MASK, line)
 
+    def mask_value(self, value: Any) -> Any:
+        """``value`` (JSON-like: dicts, lists, tuples, strings, numbers) with every secret replaced.
+
+        Strings and keys: every occurrence, as :meth:`__call__` does for a line. Numbers (``int`` or
+        ``float``, not ``bool``) equal to a secret whose text is a number: the string ``***``. Other
+        values are returned as they are. Containers are copied, never changed in place.
+        """
+        if self._pattern is None:
+            return value
+        return self._mask(value)
+
+    def _mask(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._pattern.sub(MASK, value) if self._pattern is not None else value
+        if isinstance(value, bool) or value is None:
+            return value
+        if isinstance(value, int):
+            return MASK if value in self._ints else value
+        if isinstance(value, float):
+            return MASK if math.isfinite(value) and value in self._floats else value
+        if isinstance(value, dict):
+            return {self._mask(k): self._mask(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._mask(v) for v in value]
+        if isinstance(value, tuple):
+            return tuple(self._mask(v) for v in value)
+        return value
+
+
+def mask_json(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of each secret replaced by ``***``: inside strings, in keys, as a
+    number, with and without its surrounding whitespace (see :meth:`Redactor.mask_value`).
+
+    The one function for JSON values that leave the worker: results, XComs, asset event ``extra``,
+    the Python jobs page.
+
+    :param value: a JSON value (dicts, lists, strings, numbers, booleans, ``None``).
+    :param secrets: decrypted values (empty strings ignored).
+    :returns: a masked copy (``value`` itself when there is nothing to mask).
+    """
+    return Redactor(secrets).mask_value(value)
+
 
 def secret_forms(secret: str) -> set[str]:
-    """The texts that give ``secret`` away: itself, each of its non-blank lines, and the bodies of
-    its ``repr()`` and ``json.dumps()`` (with and without ``ensure_ascii``). Empty for ``""``."""
+    """The texts that give ``secret`` away: itself, each of its non-blank lines, the bodies of its
+    ``repr()`` and ``json.dumps()`` (with and without ``ensure_ascii``), and each of these with its
+    surrounding whitespace stripped. Empty for ``""``."""
     if not secret:
         return set()
     forms = {secret, repr(secret)[1:-1], json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1]}
     forms.update(part for part in secret.splitlines() if part.strip())
+    forms.update({form.strip() for form in forms})
     forms.discard("")
     return forms
+
+
+def _as_number(text: str) -> Decimal | None:
+    """``text`` as a number when it is written as one (``"4711"``, ``"2.50"``, ``" 0042 "``), else ``None``."""
+    text = text.strip()
+    if not _NUMBER.fullmatch(text):
+        return None
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None

@@ -24,6 +24,7 @@ from airflow_python_exec.data_items import AssetResolver, DataRun, Outputs
 from airflow_python_exec.errors import PythonExecError, ResultError
 from airflow_python_exec.functions.results import HandlerError, read_handler_error, read_result
 from airflow_python_exec.functions.run import JobSource, RunFiles, resolve_job_source
+from airflow_python_exec.job_files import open_folder, read_job_file
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
@@ -158,6 +159,7 @@ class PythonExecutionService:
             if self._stop_requested:
                 return self._stopped_before_start(job)
             source = resolve_job_source(job, self.settings, setup_line) if job.function is not None else None
+            prepared.check_cwd(source.root if source is not None else None)
             script = _main_file(job, source)
             venv = self._environment(stack, job, interpreter, refresh, setup_line, script)
             python = venv / "bin" / "python" if venv is not None else interpreter.path
@@ -194,16 +196,24 @@ class PythonExecutionService:
         """Add the run's result (and a handler's failure) read from its files, secrets replaced."""
         if result.stopped:
             return result
-        error = read_handler_error(files.error_file, command.secrets) if handler else None
+        limit = self.settings.max_result_bytes
+        error = (
+            read_handler_error(files.error_file, command.secrets, max_bytes=limit, dir_fd=files.dir_fd)
+            if handler
+            else None
+        )
         try:
             value = read_result(
                 files.result_file,
                 result.last_line,
-                max_result_bytes=self.settings.max_result_bytes,
+                max_result_bytes=limit,
                 secrets=command.secrets,
+                dir_fd=files.dir_fd,
             )
         except ResultError as exc:
             return replace(result, result_error=str(exc), handler_error=error)
+        if error is not None and error.kind == "unreadable":  # a hostile error file fails even an exit 0
+            return replace(result, result_error=error.message, handler_error=error)
         return replace(result, result=value, handler_error=error)
 
     @staticmethod
@@ -378,11 +388,21 @@ def _interruption(exc: BaseException) -> str:
 
 
 def _venv_version(venv: Path) -> str | None:
-    """The Python version of a virtual environment, from its ``pyvenv.cfg`` (``version_info``)."""
+    """The Python version of a virtual environment, from its ``pyvenv.cfg`` (``version_info``).
+
+    Read as a job-writable file (an unsandboxed job can write a cached environment): never a FIFO,
+    a symlink, or more than 64 KiB."""
     try:
-        text = (venv / "pyvenv.cfg").read_text()
+        folder = open_folder(venv)
     except OSError:
         return None
+    try:
+        raw = read_job_file("pyvenv.cfg", dir_fd=folder, limit=65536, what="pyvenv.cfg", fix="rebuild it")
+        text = raw.decode("utf-8", "replace") if raw is not None else ""
+    except ResultError:
+        return None
+    finally:
+        os.close(folder)
     for line in text.splitlines():
         key, _, value = line.partition("=")
         if key.strip() in ("version_info", "version"):

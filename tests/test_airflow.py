@@ -304,3 +304,56 @@ def test_task_python_job_decorator(dags, jobs, capfd, caplog) -> None:
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"deco": "success"}
     assert "decorated via TaskFlow" in log
+
+
+def test_secrets_inside_xcom_values_are_masked_and_a_templated_cwd_cannot_leave_the_job(
+    dags, jobs, capfd, caplog, tmp_path, _engine
+) -> None:
+    """Issue 15 as the attacker wrote it: a handler returns the secret inside strings, in a key and as
+    a number; a DAG param points ``cwd`` at AIRFLOW_HOME. The XCom that Airflow stores holds ``***``;
+    the cwd task fails without running its script."""
+    secret, pin = "hunter2-xcom-secret-1234", "73519"
+    write_job(
+        jobs / "leaky",
+        """
+        import os
+        def handler():
+            s, pin = os.environ["TOKEN"], os.environ["PIN"]
+            return {"header": "Bearer " + s, "url": f"postgresql://app:{s}@db/x", f"k-{s}": 1, "pin": int(pin)}
+        """,
+        job={
+            "jobId": "leaky",
+            "function": {"handler": "app:handler"},
+            "runtimeConfig": {
+                "macros": [
+                    {"key": "TOKEN", "value": encrypt(secret, [_engine]), "secure": True},
+                    {"key": "PIN", "value": encrypt(pin, [_engine]), "secure": True},
+                ]
+            },
+        },
+    )
+    write_job(jobs / "plain", "print('SCRIPT-RAN')\n")
+    dag = load_dag(
+        dags,
+        f"""
+        J = "jobs/{jobs.name}"
+        with DAG("hostile_dag", schedule=None, start_date=START, params={{"where": "/tmp"}}) as dag:
+            leaky = PythonJobOperator(task_id="leaky", job=J + "/leaky")
+            PythonJobOperator(task_id="cwd", job=J + "/plain", cwd="{{{{ params.where }}}}", retries=2)
+
+            @task
+            def keep(value):
+                import json
+                open("{tmp_path / "xcom"}", "w").write(json.dumps(value))
+
+            keep(leaky.output)
+    """,
+        "hostile_dag",
+    )
+    states, log = run_dag(dag, capfd, caplog)
+    assert states == {"leaky": "success", "keep": "success", "cwd": "failed"}
+    stored = (tmp_path / "xcom").read_text()
+    assert secret not in stored and pin not in stored
+    assert json.loads(stored) == {"header": "Bearer ***", "url": "postgresql://app:***@db/x", "k-***": 1, "pin": "***"}
+    assert "cwd '/tmp' is outside the job folder" in log
+    assert "SCRIPT-RAN" not in log

@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 on_setup_line=_Lines(sys.stderr),
             )
             exit_code = result.exit_code
-            if result.handler_error is not None and result.handler_error.kind == "exception" and exit_code != 0:
+            error = result.handler_error  # "result" and "refused" were printed by the bootstrap itself
+            if error is not None and error.kind in ("exception", "unreadable") and exit_code != 0:
                 _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
             if exit_code == 0 and not result.stopped:
                 value = result.value()  # an invalid or too large result fails the run (exit 1), as in a task
@@ -145,12 +146,13 @@ def _read_text(path: str, what: str) -> str:
 
 def _params_file(path: str) -> dict:
     """``--params-file F``: a JSON object of parameters."""
-    import json
-
+    from airflow_python_exec import json_limits
     from airflow_python_exec.errors import JobConfigError
 
     try:
-        value = json.loads(_read_text(path, "--params-file"))
+        value = json_limits.loads(_read_text(path, "--params-file"), f"--params-file {path}")
+    except json_limits.JSONDepthError as exc:
+        raise JobConfigError(str(exc)) from None
     except ValueError as exc:
         raise JobConfigError(f"--params-file {path} is not valid JSON ({exc}); fix it") from None
     if not isinstance(value, dict):
@@ -160,13 +162,15 @@ def _params_file(path: str) -> dict:
 
 def _param(text: str) -> tuple[str, object]:
     """``--param KEY=JSON``: the value is JSON (``--param n=3``, ``--param country='"IT"'``)."""
-    import json
+    from airflow_python_exec import json_limits
 
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
         raise argparse.ArgumentTypeError(f"--param {text!r} is not KEY=JSON with KEY a Python name")
     try:
-        return key, json.loads(value)
+        return key, json_limits.loads(value, f"--param {key}")
+    except json_limits.JSONDepthError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--param {key}: {value!r} is not JSON; quote strings, e.g. --param {key}='\"{value}\"'"

@@ -6,15 +6,21 @@ airflow_python_exec, and it never imports either. The service starts it as
 written in ``airflow_python_exec/functions/__init__.py``, whose constants these names must equal):
 
 1. the source root goes first on ``sys.path`` (in place of this file's own folder);
-2. the handler is imported: ``module.path:function``, or a bare ``function`` of the main file;
+2. the handler is imported: ``module.path:function``, or a bare ``function`` of the main file. The
+   module must be the job's own code: before anything is imported, its top-level package is looked
+   up (``importlib.util.find_spec``) and must come from the source root (or the main file's folder),
+   or from the job's own virtual environment's site-packages; never a standard-library or built-in
+   module (``os:system``, ``runpy:run_module``), nor the base interpreter's packages. The function
+   found must be defined there too (``app:os.system`` reaches ``os``'s ``system``: refused). Exit 2;
 3. the parameters (a JSON object) are bound to its signature with ``inspect.signature().bind``;
    ``context`` is added only when the signature names a ``context`` parameter (not for a bare
    ``**kwargs``, so a handler never receives a key it did not ask for); what cannot bind is refused
    before the call, naming the signature: exit 2;
 4. the handler is called (a coroutine is run with ``asyncio.run``); its return value, JSON-encoded,
-   goes to the result file: exit 0. A value JSON cannot encode (NaN and infinities included): one
-   line naming its type, exit 1. An exception: its traceback on stderr, exit 1. Either failure is
-   also described in the error file for the task's failure message.
+   goes to the result file: exit 0. A value JSON cannot encode (NaN and infinities included), or
+   nested deeper than :data:`MAX_JSON_DEPTH` levels: one line naming its type, exit 1. An
+   exception: its traceback on stderr, exit 1. Either failure is also described in the error file
+   for the task's failure message.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import inspect
 import json
 import os
 import sys
+import sysconfig
 import traceback
 
 SOURCE_ROOT_ENV = "PYTHON_EXEC_SOURCE_ROOT"
@@ -51,6 +58,10 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
 PREFIX = "[python_exec]"
+#: airflow_python_exec.json_limits.MAX_JSON_DEPTH: the worker refuses a result nested deeper.
+MAX_JSON_DEPTH = 100
+#: Longest message written to the error file, in characters (the worker shows the first 1000).
+MAX_ERROR_CHARS = 20_000
 
 
 class Refused(Exception):
@@ -88,6 +99,17 @@ def main() -> int:
             return raised(exc, error_file)
     try:
         text = json.dumps(value, allow_nan=False, default=_not_json)
+        if _depth(text) > MAX_JSON_DEPTH:
+            raise ValueError(f"it is nested too deeply (deeper than {MAX_JSON_DEPTH} levels)")
+    except RecursionError:
+        return fail(
+            EXIT_FAILED,
+            "TypeError",
+            "the handler's return value cannot be encoded as JSON: it is nested too deeply "
+            f"(deeper than {MAX_JSON_DEPTH} levels); flatten it",
+            "result",
+            error_file,
+        )
     except (TypeError, ValueError) as exc:
         return fail(
             EXIT_FAILED,
@@ -137,6 +159,7 @@ def load_handler(handler: str, root: str, main_file: str):
     if not _dotted(attribute) or (colon and not _dotted(module_name)):
         raise Refused(f"handler {handler!r} is not module.path:function or a function name")
     if colon:
+        check_origin(handler, module_name.split(".")[0], root, main_file)
         module = import_module(module_name, root)
     elif main_file:
         module = load_main(main_file)
@@ -144,13 +167,59 @@ def load_handler(handler: str, root: str, main_file: str):
         raise Refused(f"handler {handler!r} has no module: write module.path:function, or give the main file")
     target = module
     for part in attribute.split("."):
+        if part.startswith("__") and part.endswith("__"):  # __builtins__, __loader__: the interpreter's
+            raise Refused(f"handler {handler!r} names {part!r}; name a function of the job's own code")
         if not hasattr(target, part):
             where = module_name or os.path.basename(main_file)
             raise Refused(f"handler {handler!r}: {where} has no {attribute!r}; check the function's name")
         target = getattr(target, part)
+        if inspect.ismodule(target):  # app:os.system passes through a module app imported
+            check_origin(handler, target.__name__.split(".")[0], root, main_file)
     if not callable(target):
         raise Refused(f"handler {handler!r} is a {type(target).__name__}, not a function")
+    defined_in = getattr(inspect.getmodule(target), "__name__", None) or getattr(target, "__module__", None)
+    if not defined_in:  # a method of a built-in object ("".join): defined by no module of the job
+        raise Refused(f"handler {handler!r} is a built-in, not a function of the job's own code")
+    if defined_in != module.__name__:  # a name the module imported from elsewhere (from os import system)
+        check_origin(handler, str(defined_in).split(".")[0], root, main_file)
     return target
+
+
+def allowed_roots(root: str, main_file: str) -> list[str]:
+    """Where a handler's code may come from: the source root, the main file's folder and, when the
+    job runs in a virtual environment of its own, that environment's site-packages."""
+    roots = [root] + ([os.path.dirname(os.path.abspath(main_file))] if main_file else [])
+    if sys.prefix != sys.base_prefix:  # the base interpreter's packages may be the worker's own
+        paths = sysconfig.get_paths()
+        roots += [paths["purelib"], paths["platlib"]]
+    return [os.path.realpath(r) for r in roots]
+
+
+def check_origin(handler: str, top: str, root: str, main_file: str) -> None:
+    """Refuse a handler whose top-level module ``top`` is not the job's own code, without importing it.
+
+    ``find_spec`` of a top-level name runs nothing of the module; a name already imported (``os``)
+    answers from ``sys.modules``. Built-in and frozen modules have no location: refused.
+    """
+    try:
+        spec = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        spec = None
+    if spec is None:
+        return  # not found: the import says so
+    locations = [spec.origin] if spec.has_location and spec.origin else []
+    locations += list(spec.submodule_search_locations or [])
+    roots = allowed_roots(root, main_file)
+    where = locations[0] if locations else (spec.origin or "built in")
+    if not locations or not all(_inside(os.path.realpath(loc), roots) for loc in locations):
+        raise Refused(
+            f"handler {handler!r}: module {top!r} ({where}) is not inside the source root {root} or the job's "
+            "environment; a handler must be the job's own code"
+        )
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)
 
 
 def import_module(name: str, root: str):
@@ -272,6 +341,8 @@ def fail(code: int, type_name: str, message: str, kind: str, error_file: str) ->
 
 def write_error(path: str, type_name: str, message: str, kind: str) -> None:
     if path:
+        if len(message) > MAX_ERROR_CHARS:  # the worker reads at most max_result_bytes of this file
+            message = message[:MAX_ERROR_CHARS] + "…"
         write_atomically(path, json.dumps({"type": type_name, "message": message, "kind": kind}))
 
 
@@ -281,6 +352,17 @@ def write_atomically(path: str, text: str) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(text)
     os.replace(tmp, path)
+
+
+def _depth(text: str) -> int:
+    """How deeply ``text`` (JSON) nests, as airflow_python_exec.json_limits.depth counts it."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return 0  # too few brackets to be too deep: the common case costs two counts
+    import re
+    from itertools import accumulate
+
+    brackets = re.sub(r"[^\[\]{}]+", "", re.sub(r'"[^"\\]*(?:\\.[^"\\]*)*"', "", text, flags=re.DOTALL))
+    return max(accumulate(1 if c in "[{" else -1 for c in brackets), default=0)
 
 
 def _dotted(name: str) -> bool:

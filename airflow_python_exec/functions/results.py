@@ -3,8 +3,12 @@ exit codes").
 
 - :func:`read_result`: the JSON a script (or the bootstrap) wrote to ``PYTHON_EXEC_RESULT_FILE``;
   when that file is empty or missing, the run's last output line, as with ``BashOperator``.
-- :func:`mask_result`: string values (and keys) equal to a decrypted secret become ``***``.
+- :func:`mask_result`: every occurrence of a decrypted secret becomes ``***`` (strings, keys, numbers).
 - :func:`read_handler_error`: the bootstrap's error file, as one line for the task's failure message.
+
+Both files are written by the job's process, so they are read as hostile input
+(:func:`~airflow_python_exec.job_files.read_job_file`: no symlink, no FIFO, at most
+``max_result_bytes``) and parsed with a nesting limit (:mod:`airflow_python_exec.json_limits`).
 - :func:`exit_outcome`: ``runtimeConfig.exitCodes`` (the platform's "exit code mapping") plus the
   operator's ``skip_on_exit_code`` applied to an exit status.
 """
@@ -13,18 +17,23 @@ from __future__ import annotations
 
 import enum
 import json
+import os
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, ResultError
-from airflow_python_exec.redaction import MASK, Redactor
+from airflow_python_exec.job_files import open_folder, read_job_file
+from airflow_python_exec.redaction import Redactor, mask_json
 
 #: Default of ``[python_exec] max_result_bytes``.
 MAX_RESULT_BYTES = 1_048_576
 #: Longest failure message taken from an error file, in characters.
 MAX_MESSAGE_CHARS = 1000
+#: Names the result file in messages.
+RESULT_FILE = "the result file PYTHON_EXEC_RESULT_FILE"
 
 
 class Outcome(str, enum.Enum):
@@ -41,8 +50,9 @@ class HandlerError:
 
     :ivar type: the exception's type (``module.Class`` unless built in), e.g. ``"ValueError"``.
     :ivar message: its message on one line, secrets replaced, at most :data:`MAX_MESSAGE_CHARS`.
-    :ivar kind: ``"exception"`` (the handler raised), ``"result"`` (its value is not JSON) or
-        ``"refused"`` (it could not be called as asked).
+    :ivar kind: ``"exception"`` (the handler raised), ``"result"`` (its value is not JSON),
+        ``"refused"`` (it could not be called as asked) or ``"unreadable"`` (the error file itself
+        was hostile: a symlink, a FIFO, too large, not JSON; the message says which).
     """
 
     type: str
@@ -62,24 +72,33 @@ def read_result(
     *,
     max_result_bytes: int = MAX_RESULT_BYTES,
     secrets: Iterable[str] = (),
+    dir_fd: int | None = None,
 ) -> Any:
     """Return a run's result.
 
     :param result_file: the run's ``PYTHON_EXEC_RESULT_FILE`` (it may not exist).
     :param last_line: the run's last output line, or ``None`` when it printed nothing.
     :param max_result_bytes: largest result accepted, in bytes of UTF-8.
-    :param secrets: decrypted values; string values equal to one become ``***``.
+    :param secrets: decrypted values; each occurrence becomes ``***`` (see :func:`mask_result`).
+    :param dir_fd: the run folder, opened when it was made
+        (:attr:`~airflow_python_exec.functions.run.RunFiles.dir_fd`): ``result_file``'s name is
+        read inside it, whatever the job did to the folder's path since. Default: the folder of
+        ``result_file``, opened now (without following a symlink).
     :returns: the file's JSON value when the file holds anything but whitespace, else ``last_line``.
-    :raises ResultError: the file is larger than ``max_result_bytes``, not UTF-8 or not valid JSON,
-        or the last line is larger than ``max_result_bytes``; one line, without the content.
+    :raises ResultError: the file is a symlink, a FIFO or anything but a regular file, larger than
+        ``max_result_bytes``, not UTF-8, not valid JSON or nested deeper than
+        :data:`~airflow_python_exec.json_limits.MAX_JSON_DEPTH`, or the last line is larger than
+        ``max_result_bytes``; one line, without the content.
     """
-    text = _read_limited(result_file, max_result_bytes) if result_file is not None else None
+    text = _read_limited(result_file, max_result_bytes, dir_fd) if result_file is not None else None
     if text is None or not text.strip():
         if last_line is not None and len(last_line.encode("utf-8", "replace")) > max_result_bytes:
             raise ResultError(_too_big("the last output line", max_result_bytes))
         return mask_result(last_line, secrets)
     try:
-        value = json.loads(text)
+        value = json_limits.loads(text, "the result in PYTHON_EXEC_RESULT_FILE")
+    except json_limits.JSONDepthError as exc:
+        raise ResultError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise ResultError(
             f"the result in PYTHON_EXEC_RESULT_FILE is not valid JSON ({exc.msg} at line {exc.lineno} column "
@@ -89,42 +108,42 @@ def read_result(
 
 
 def mask_result(value: Any, secrets: Iterable[str]) -> Any:
-    """Replace, recursively, every string equal to a secret with ``***`` (dict keys included).
-
-    Only whole values are replaced (the design's rule for results); output lines, where a secret
-    may sit inside a longer text, go through :class:`~airflow_python_exec.redaction.Redactor`.
-    """
-    hidden = {s for s in secrets if s}
-    if not hidden:
-        return value
-    return _mask(value, hidden)
+    """Replace every occurrence of a secret in a result with ``***``: inside strings, in keys, as a
+    number, with its surrounding whitespace stripped; :func:`~airflow_python_exec.redaction.mask_json`."""
+    return mask_json(value, secrets)
 
 
-def _mask(value: Any, hidden: set[str]) -> Any:
-    if isinstance(value, str):
-        return MASK if value in hidden else value
-    if isinstance(value, list):
-        return [_mask(v, hidden) for v in value]
-    if isinstance(value, dict):
-        return {_mask(k, hidden): _mask(v, hidden) for k, v in value.items()}
-    return value
-
-
-def read_handler_error(error_file: Path | None, secrets: Iterable[str] = ()) -> HandlerError | None:
+def read_handler_error(
+    error_file: Path | None,
+    secrets: Iterable[str] = (),
+    *,
+    max_bytes: int = MAX_RESULT_BYTES,
+    dir_fd: int | None = None,
+) -> HandlerError | None:
     """Read the bootstrap's ``PYTHON_EXEC_ERROR_FILE``.
 
-    :param secrets: decrypted values, replaced by ``***`` wherever they occur in the message.
-    :returns: the failure on one line, or ``None`` when the file is missing, empty or unreadable
-        (the handler succeeded, or its process died before it could say why).
+    :param secrets: decrypted values, replaced by ``***`` wherever they occur in the message (with
+        their surrounding whitespace stripped too).
+    :param max_bytes: the most bytes read (``[python_exec] max_result_bytes``).
+    :param dir_fd: the run folder, as for :func:`read_result`.
+    :returns: the failure on one line, or ``None`` when the file is missing or empty (the handler
+        succeeded, or its process died before it could say why). A file the job's code made hostile
+        (a symlink, a FIFO, a device, larger than ``max_bytes``, not JSON) gives a failure of kind
+        ``"unreadable"`` that says so: it is never followed, waited for or read whole.
     """
     if error_file is None:
         return None
     try:
-        data = json.loads(error_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
+        raw = _read_job_file(error_file, max_bytes, dir_fd, "the error file", "leave it to the bootstrap")
+        if raw is None or not raw.strip():
+            return None
+        data = json_limits.loads(raw, "the error file")
+    except ResultError as exc:
+        return HandlerError("ResultError", str(exc), "unreadable")
+    except ValueError:  # not UTF-8, not JSON, too deep
+        return HandlerError("ResultError", "the error file is not the bootstrap's JSON", "unreadable")
     if not isinstance(data, dict):
-        return None
+        return HandlerError("ResultError", "the error file is not the bootstrap's JSON", "unreadable")
     redact = Redactor(secrets)
     message = " ".join(line.strip() for line in str(data.get("message", "")).splitlines() if line.strip())
     message = redact(message)
@@ -198,17 +217,28 @@ def _exit_code(value: Any, what: str) -> int:
     return code
 
 
-def _read_limited(path: Path, limit: int) -> str | None:
-    """The file's text, ``None`` when it does not exist; refused beyond ``limit`` bytes."""
+def _read_job_file(path: Path, limit: int, dir_fd: int | None, what: str, fix: str) -> bytes | None:
+    """``path``'s bytes through :func:`read_job_file`: inside ``dir_fd``, else inside its folder opened now."""
+    if dir_fd is not None:
+        return read_job_file(path.name, dir_fd=dir_fd, limit=limit, what=what, fix=fix)
     try:
-        with open(path, "rb") as f:
-            data = f.read(limit + 1)  # never more: a runaway writer cannot exhaust memory
+        folder = open_folder(path.parent)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ResultError(f"the result file {path} cannot be read ({exc.strerror or exc})") from None
-    if len(data) > limit:
-        raise ResultError(_too_big("the result in PYTHON_EXEC_RESULT_FILE", limit))
+        raise ResultError(f"{what}'s folder {path.parent} cannot be opened ({exc.strerror or exc}); {fix}") from None
+    try:
+        return read_job_file(path.name, dir_fd=folder, limit=limit, what=what, fix=fix)
+    finally:
+        os.close(folder)
+
+
+def _read_limited(path: Path, limit: int, dir_fd: int | None = None) -> str | None:
+    """The file's text, ``None`` when it does not exist; refused beyond ``limit`` bytes or when it
+    is not a regular file."""
+    data = _read_job_file(path, limit, dir_fd, RESULT_FILE, "write the result into it")
+    if data is None:
+        return None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

@@ -6,7 +6,10 @@
 - :class:`RunFiles`: a private folder (``mkdtemp``, mode 0700) per run, removed when the run ends.
   Every run gets ``PYTHON_EXEC_RESULT_FILE`` in it; a handler run also gets its parameters, its
   context, an error file and a copy of the bootstrap there (so the bootstrap runs from a folder the
-  job can always read, and never from this package's own folder).
+  job can always read, and never from this package's own folder). The job can write this folder,
+  so the worker holds it open from its creation (:attr:`RunFiles.dir_fd`) and reads and writes
+  inside it through that descriptor only: a job that renames the folder, or puts a symlink in its
+  place, changes nothing the worker reads (see :mod:`airflow_python_exec.job_files`).
 
 Nothing here imports Airflow; :mod:`airflow_python_exec.sources` is imported only for a job whose
 source is not its own folder.
@@ -15,7 +18,9 @@ source is not its own folder.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from airflow_python_exec.functions import (
     RESULT_FILE_ENV,
     SOURCE_ROOT_ENV,
 )
+from airflow_python_exec.job_files import open_folder
 from airflow_python_exec.models import PythonJob, allowed_script
 from airflow_python_exec.settings import EngineSettings
 
@@ -88,10 +94,16 @@ def resolve_job_source(job: PythonJob, settings: EngineSettings, on_line: Callab
 
 
 class RunFiles:
-    """The private files of one run; use as a context manager (the folder is removed on leaving)."""
+    """The private files of one run; use as a context manager (the folder is removed on leaving).
+
+    :ivar folder: the run folder's path (what the job is told).
+    :ivar dir_fd: a descriptor of that folder, opened when it was made: read the job's files with
+        it (``dir_fd=`` of :func:`~airflow_python_exec.functions.results.read_result`).
+    """
 
     def __init__(self) -> None:
         self.folder = Path(tempfile.mkdtemp(prefix="python_exec_run_"))
+        self.dir_fd = open_folder(self.folder)
         self.result_file = self.folder / "result.json"
         self.error_file = self.folder / "error.json"
         self.bootstrap = self.folder / BOOTSTRAP.name
@@ -100,7 +112,29 @@ class RunFiles:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        """Remove the folder, wherever the job moved it, and a symlink the job left at its path."""
+        try:
+            where = os.readlink(f"/proc/self/fd/{self.dir_fd}")  # its path now (Linux)
+        except OSError:
+            where = str(self.folder)
+        os.close(self.dir_fd)
+        try:
+            if stat.S_ISLNK(os.lstat(self.folder).st_mode):
+                os.unlink(self.folder)  # the link only, never its target
+        except OSError:
+            pass
+        for path in {where, str(self.folder)}:
+            if os.path.isabs(path):  # "/proc/.../fd" of a removed folder reads "... (deleted)"
+                shutil.rmtree(path, ignore_errors=True)  # refuses a symlink: never follows one
+
+    def write(self, name: str, text: str) -> Path:
+        """Write a worker file (``name`` inside the folder, created: never an existing one) as UTF-8."""
+        fd = os.open(
+            name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self.dir_fd
+        )
+        with open(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        return self.folder / name
 
     def environment(
         self, job: PythonJob, source: JobSource | None, context: Mapping[str, Any] | None = None
@@ -112,10 +146,9 @@ class RunFiles:
         env = {RESULT_FILE_ENV: str(self.result_file)}
         if source is None or job.function is None:
             return env
-        params, ctx = self.folder / "parameters.json", self.folder / "context.json"
-        params.write_text(json.dumps(job.function.parameters), encoding="utf-8")
-        ctx.write_text(json.dumps(dict(context or {"job_id": job.job_id}), default=str), encoding="utf-8")
-        shutil.copyfile(BOOTSTRAP, self.bootstrap)
+        params = self.write("parameters.json", json.dumps(job.function.parameters))
+        ctx = self.write("context.json", json.dumps(dict(context or {"job_id": job.job_id}), default=str))
+        self.write(self.bootstrap.name, BOOTSTRAP.read_text(encoding="utf-8"))
         env.update(
             {
                 SOURCE_ROOT_ENV: str(source.root),

@@ -19,6 +19,7 @@ from pydantic import (
     model_validator,
 )
 
+from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.policy import check_command
 
@@ -242,9 +243,12 @@ class FunctionSpec(BaseModel):
         if isinstance(parameters, dict) and not all(isinstance(k, str) for k in parameters):
             raise ValueError("parameters must have string keys (the handler's argument names)")
         try:
-            json.dumps(parameters, allow_nan=False)
+            text = json.dumps(parameters, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"parameters must be JSON values ({exc}); pass strings, numbers, lists or dicts") from None
+        except RecursionError:
+            text = "[" * (json_limits.MAX_JSON_DEPTH + 1)
+        json_limits.check_depth(text, "parameters")  # deeper values break whoever walks them next
         return parameters
 
     @field_validator("source")

@@ -16,6 +16,7 @@ from pydantic import (
     ValidationError,
 )
 
+from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 
 JOB_FILE = "job.json"
@@ -155,13 +156,13 @@ def _read_json(path: Path) -> Any:
     """Parse a ``job.json`` that must be a regular file; every failure is one ``JobConfigError`` line."""
     text = _read_regular_file(path)
     try:
-        return json.loads(text, parse_int=lambda digits: _json_int(path, digits))
+        return json_limits.loads(text, str(path), parse_int=lambda digits: _json_int(path, digits))
+    except json_limits.JSONDepthError as exc:
+        raise JobConfigError(str(exc)) from None
     except json.JSONDecodeError as exc:
         raise JobConfigError(
             f"{path} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); fix the syntax"
         ) from None
-    except RecursionError:
-        raise JobConfigError(f"{path} is nested too deeply to be a job configuration; flatten it") from None
 
 
 def _json_int(path: Path, digits: str) -> int:

@@ -15,6 +15,7 @@ from airflow.providers.common.compat.sdk import (
     BaseOperator,
 )
 
+from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, PythonExecError, ResultError
 
 # What only execute() needs (the hook, the service, the job models and pydantic, the command
@@ -344,7 +345,9 @@ def _parameters(parameters: Any) -> dict[str, Any] | None:
         return dict(parameters) if parameters else None
     if isinstance(parameters, str):
         try:
-            parsed = json.loads(parameters)
+            parsed = json_limits.loads(parameters, "parameters")
+        except json_limits.JSONDepthError as exc:
+            raise JobConfigError(str(exc)) from None
         except ValueError:
             parsed = None
         if isinstance(parsed, dict):

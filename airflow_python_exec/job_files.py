@@ -1,0 +1,90 @@
+"""Reading files a job could write, as hostile input (DESIGN.md "Containment and sandbox").
+
+A job (sandboxed or not) can write its run folder: it can leave a symlink to a file the sandbox
+hides where the worker expects its result, a FIFO that blocks whoever opens it, a sparse file of
+terabytes, or rename the folder and leave a symlink in its place. The worker, outside the sandbox,
+reads these files with more rights than the job, so every read of a job-writable file goes through
+:func:`read_job_file`:
+
+- relative to a directory file descriptor (:func:`open_folder`) taken when the worker made the
+  folder, so a folder renamed or replaced by a symlink afterwards is not followed;
+- ``O_NOFOLLOW``: a symlink is refused, never followed; ``O_NONBLOCK``: opening a FIFO does not
+  wait for a writer (``fstat`` then refuses it);
+- only a regular file is read, and at most ``limit + 1`` bytes of it: memory stays bounded whatever
+  size the file claims.
+
+Every refusal is a :class:`~airflow_python_exec.errors.ResultError` of one line.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from airflow_python_exec.errors import ResultError
+
+#: What a path that should be a regular file turned out to be.
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+    (stat.S_ISLNK, "a symlink"),
+)
+_FOLLOW_NOTHING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def open_folder(path: str | os.PathLike[str]) -> int:
+    """A file descriptor of the folder ``path`` (not following a symlink), for :func:`read_job_file`.
+
+    :raises OSError: ``path`` is not a folder (``ELOOP``/``ENOTDIR`` for a symlink or a file).
+    """
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def read_job_file(
+    name: str, *, dir_fd: int, limit: int, what: str, fix: str, too_big_fix: str = "return less, or raise the limit"
+) -> bytes | None:
+    """The bytes of the regular file ``name`` inside the folder ``dir_fd``; ``None`` when it does not exist.
+
+    :param name: a file name (no ``/``) inside the folder.
+    :param dir_fd: from :func:`open_folder`.
+    :param limit: the most bytes accepted; the file is never read further than ``limit + 1`` bytes.
+    :param what: names the file in messages (``"the result file PYTHON_EXEC_RESULT_FILE"``).
+    :param fix: what the job should do instead, ending each message.
+    :param too_big_fix: ends the message for a file over ``limit``.
+    :raises ResultError: ``<what> is a symlink, not a regular file; <fix>`` (also a FIFO, a folder,
+        a device, a socket), ``<what> is larger than <limit> bytes ...``, or unreadable.
+    """
+    if "/" in name:
+        raise ValueError(f"{name!r} is not a file name")
+    try:
+        fd = os.open(name, _FOLLOW_NOTHING, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
+            raise ResultError(f"{what} is a symlink, not a regular file; {fix}") from None
+        raise ResultError(f"{what} cannot be read ({exc.strerror or exc}); {fix}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((kind for test, kind in _KINDS if test(mode)), "not a file")
+            raise ResultError(f"{what} is {kind}, not a regular file; {fix}")
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ResultError(f"{what} cannot be read ({exc.strerror or exc}); {fix}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise ResultError(f"{what} is larger than {limit} bytes ([python_exec] max_result_bytes); {too_big_fix}")
+    return data
