@@ -124,6 +124,29 @@ def test_installed_packages_have_compiled_bytecode(settings, locked_job: Path) -
     assert compiled, f"no bytecode for {module.name} in {env}"
 
 
+def test_provisioning_runs_no_pth_file_of_an_installed_package(settings, job_dir: Path, tmp_path: Path) -> None:
+    """A package's ``.pth`` file is code that ``site`` runs at every start of the environment's Python.
+    Compiling bytecode must not start that Python with ``site`` (``uv pip install --compile-bytecode``
+    does): provisioning runs as the worker, outside the sandbox, so a locked wheel or a local extra
+    would run its code there. The job's own run does start ``site``, which proves the file is live."""
+    marker = tmp_path / "pth-ran"
+    wheel = write_wheel(
+        tmp_path / "wheels",
+        "pthbomb",
+        extra_files={"zz_pthbomb.pth": f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n".encode()},
+    )
+    job = write_job(job_dir, "print('job ran')\n", job={"jobId": "pth", "pythonEnv": {"local_extra_deps": [str(wheel)]}})
+    provision = cli("provision", str(job), settings=settings)
+    out, err = provision.communicate(timeout=300)
+    assert provision.returncode == 0, err
+    (env,) = env_folders(settings)
+    assert list(env.glob("lib/python*/site-packages/__pycache__/pthbomb.*.pyc")), "no bytecode compiled"
+    assert not marker.exists(), "provisioning ran the .pth file of an installed package"
+    result, lines, _ = run(settings, job)
+    assert result.exit_code == 0 and "job ran" in lines
+    assert marker.read_text() == "ran"
+
+
 class RecordingStatsLogger:
     """A metrics backend for Airflow's ``Stats`` (what ``[metrics] statsd_on`` would plug in),
     keeping what it is sent."""

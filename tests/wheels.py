@@ -25,16 +25,18 @@ def write_wheel(
     script: tuple[str, str] | None = None,
     module: str = "VALUE = 42\n",
     tag: str = "py3-none-any",
+    extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write ``<name>-<version>-<tag>.whl`` holding module ``<name>`` (byte-identical on rewrite).
 
     :param script: ``(console script name, "module:function")`` to declare as an entry point.
     :param tag: the wheel's tag, e.g. ``cp39-cp39-manylinux_2_17_x86_64`` for a wheel that only that
         Python and platform can install (the module stays pure Python; only installers read the tag).
+    :param extra_files: more files for the wheel's root (``name.pth``...), path -> content.
     """
     norm = name.replace("-", "_").lower()
     info = f"{norm}-{version}.dist-info"
-    files = {f"{norm}.py": module.encode()}
+    files = {f"{norm}.py": module.encode(), **(extra_files or {})}
     files[f"{info}/METADATA"] = (
         f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n" + "".join(f"Requires-Dist: {d}\n" for d in deps)
     ).encode()
