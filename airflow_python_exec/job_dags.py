@@ -177,13 +177,14 @@ def job_dag(
     )
     if fileloc:
         dag.fileloc = fileloc
+    retries: dict[str, Any] = {"retries": spec.retries} if spec.retries is not None else {}
     PythonJobOperator(
         task_id=job.job_id,
         job=str(job.folder),
         macros={key: _param_ref(key) for key in macro_params} or None,
         parameters=_parameters_template(list(handler_params)),
         dag=dag,
-        **({"retries": spec.retries} if spec.retries is not None else {}),
+        **retries,
     )
     return dag
 
@@ -203,8 +204,7 @@ def handler_param_map(job: PythonJob) -> dict[str, Param]:
         return {}
     described = f"argument of {job.function.handler}"
     return {
-        name: Param(value, description=described, **({"type": _json_type(value)} if value is not None else {}))
-        for name, value in job.function.parameters.items()
+        name: Param(value, description=described, **_typed(value)) for name, value in job.function.parameters.items()
     }
 
 
@@ -238,3 +238,8 @@ def _parameters_template(names: list[str]) -> str | None:
 def _description(job: PythonJob) -> str:
     what = f"handler {job.function.handler}" if job.function is not None else (job.package_name or "pythonEnv.command")
     return f"Python job {job.job_id}: {what} in {job.folder}"
+
+
+def _typed(value: Any) -> dict[str, Any]:
+    """``Param``'s ``type`` for a JSON default; none for ``null`` (any type)."""
+    return {"type": _json_type(value)} if value is not None else {}

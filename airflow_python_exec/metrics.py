@@ -35,7 +35,7 @@ def _stats() -> Any | None:
         from airflow.sdk.observability.stats import Stats
     except ImportError:  # Airflow before the SDK's observability module
         try:
-            from airflow.stats import Stats  # type: ignore[no-redef]
+            from airflow.stats import Stats
         except ImportError:
             return None
     return Stats

@@ -55,7 +55,8 @@ from airflow_python_exec import PythonJobOperator
 JOBS = {jobs!r}
 for spec in JOBS:
     with DAG(spec["dag_id"], schedule=spec["schedule"], start_date=pendulum.datetime(2025, 1, 1, tz="UTC"),
-             catchup=False, tags=["python-job"], params={{k: Param(v, type=t) for k, (v, t) in spec["params"].items()}}) as dag:
+             catchup=False, tags=["python-job"],
+             params={{k: Param(v, type=t) for k, (v, t) in spec["params"].items()}}) as dag:
         PythonJobOperator(task_id=spec["task_id"], job=spec["folder"], macros=spec["macros"] or None,
                           parameters=spec["parameters"])
     globals()[spec["dag_id"]] = dag
@@ -157,7 +158,8 @@ def main() -> None:
         raise SystemExit(f"expected {args.jobs} DAGs, got {mine['dags']} (load_job_dags) and {base['dags']} (baseline)")
     verdict = "met" if mine["parse"] <= TARGET_S else "MISSED"
     print(
-        f"\nJobs as DAGs: one DAG file exposing {args.jobs} job folders (medians of {args.repeat} fresh processes each, interleaved)"
+        f"\nJobs as DAGs: one DAG file exposing {args.jobs} job folders"
+        f" (medians of {args.repeat} fresh processes each, interleaved)"
     )
     print(f"{'DAG file':<48}{'parse s':>9}{'serialize s':>13}{'parse vs base':>15}")
     print(f"{'hand-written, same DAGs (baseline)':<48}{base['parse']:>9.3f}{base['serialize']:>13.3f}{1:>14.2f}x")

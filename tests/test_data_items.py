@@ -159,7 +159,10 @@ def test_a_value_that_cannot_be_stored_fails_and_publishes_nothing(tmp_path, sto
 
 
 def test_a_failing_handler_publishes_nothing(tmp_path, store) -> None:
-    code = "import pandas as pd\ndef make():\n    pd.DataFrame({'a': [1]}).to_parquet('local.parquet')\n    raise RuntimeError('boom')\n"
+    code = (
+        "import pandas as pd\ndef make():\n"
+        "    pd.DataFrame({'a': [1]}).to_parquet('local.parquet')\n    raise RuntimeError('boom')\n"
+    )
     job = write_job(tmp_path / "job", code, job={"jobId": "fails", "function": {"handler": "make", "outputs": ["t"]}})
     proc = run_cli(str(job), "--data-store", str(store))
     assert proc.returncode == 1 and "RuntimeError: boom" in proc.stderr

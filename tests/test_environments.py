@@ -135,9 +135,10 @@ def test_provisioning_runs_no_pth_file_of_an_installed_package(settings, job_dir
         "pthbomb",
         extra_files={"zz_pthbomb.pth": f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n".encode()},
     )
-    job = write_job(job_dir, "print('job ran')\n", job={"jobId": "pth", "pythonEnv": {"local_extra_deps": [str(wheel)]}})
+    config = {"jobId": "pth", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
+    job = write_job(job_dir, "print('job ran')\n", job=config)
     provision = cli("provision", str(job), settings=settings)
-    out, err = provision.communicate(timeout=300)
+    _, err = provision.communicate(timeout=300)
     assert provision.returncode == 0, err
     (env,) = env_folders(settings)
     assert list(env.glob("lib/python*/site-packages/__pycache__/pthbomb.*.pyc")), "no bytecode compiled"

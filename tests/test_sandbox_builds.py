@@ -88,7 +88,8 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         info + "/METADATA": b"Metadata-Version: 2.1\\nName: evil-extra\\nVersion: 1.0\\n",
         info + "/WHEEL": b"Wheel-Version: 1.0\\nGenerator: evil\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n",
     }}
-    files[info + "/RECORD"] = ("\\n".join([_record(p, d) for p, d in files.items()] + [info + "/RECORD,,"]) + "\\n").encode()
+    record = [_record(p, d) for p, d in files.items()] + [info + "/RECORD,,"]
+    files[info + "/RECORD"] = ("\\n".join(record) + "\\n").encode()
     name = "evil_extra-1.0-py3-none-any.whl"
     with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
         for path, data in files.items():

@@ -337,7 +337,7 @@ class EnvironmentProvisioner:
             check_visible(extras, sandbox, job.folder)
         build_dir = private_build_dir() if sandbox is not None and any(map(needs_build, extras)) else None
         try:
-            if build_dir is not None:
+            if build_dir is not None and sandbox is not None:
                 extras = build_in_sandbox(extras, spec.python, job.folder, sandbox, self._uv, build_dir, self._say)
                 args.append("--no-build")
             self._uv.run("installing local extras", [*args, *map(str, extras)], offline_first=True)

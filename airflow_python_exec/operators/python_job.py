@@ -97,7 +97,7 @@ class PythonJobOperator(BaseOperator):
         *,
         job: str | Path | None = None,
         handler: str | None = None,
-        parameters: Mapping[str, Any] | None = None,
+        parameters: Mapping[str, Any] | str | None = None,
         source: str | None = None,
         code: str | None = None,
         requirements: Sequence[str] | str | None = None,

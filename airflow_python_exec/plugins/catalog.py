@@ -162,7 +162,7 @@ _FOLDERS_LOCK = threading.Lock()
 
 def _signature(folder: Path) -> tuple[Any, ...]:
     """Inode, size and mtime of the folder, its ``job.json`` and its ``.env`` (``None`` for a missing one)."""
-    found = []
+    found: list[tuple[int, int, int, int] | None] = []
     base = os.fspath(folder)
     for path in (base, base + "/job.json", base + "/.env"):
         try:
@@ -187,11 +187,11 @@ def _read_entry(folder: Path) -> tuple[str, str, str, dict[str, Any], str | None
 
 def uploaded_folders(upload_folder: Path | None) -> list[Path]:
     """The job folders under ``upload_folder`` (``upload_folder/<jobId>/``; ``.versions`` excluded)."""
-    try:
-        listing = os.scandir(upload_folder) if upload_folder is not None else None
-    except OSError:
+    if upload_folder is None:
         return []
-    if listing is None:
+    try:
+        listing = os.scandir(upload_folder)
+    except OSError:
         return []
     with listing:  # scandir's file types save a stat per entry (a symlink to a folder is followed)
         names = [e.name for e in listing if e.name != VERSIONS and SAFE_JOB_ID.match(e.name) and _is_dir(e)]

@@ -56,10 +56,11 @@ class Shared:
         calls = self._calls.setdefault(asyncio.get_running_loop(), [None, None])
         if calls[1] is None:  # else: a call waits to start, so its result is fresh for us: join it
             if calls[0] is None:
-                calls[0] = asyncio.ensure_future(self._call(calls, None))
-                return await asyncio.shield(calls[0])  # one request going away cancels no one's call
+                running = calls[0] = asyncio.ensure_future(self._call(calls, None))
+                return await asyncio.shield(running)  # one request going away cancels no one's call
             calls[1] = asyncio.ensure_future(self._call(calls, calls[0]))
-        return await asyncio.shield(calls[1])
+        following: asyncio.Future[Any] = calls[1]
+        return await asyncio.shield(following)
 
     async def _call(self, calls: list[Any], after: Any) -> Any:
         if after is not None:
