@@ -15,62 +15,27 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
-from airflow_python_exec.data_items import AssetResolver, DataRun, Outputs
+from airflow_python_exec.data_items import AssetResolver, DataRun
 from airflow_python_exec.errors import PythonExecError, ResultError
-from airflow_python_exec.functions.results import HandlerError, read_handler_error, read_result
+from airflow_python_exec.functions.results import read_handler_error, read_result
 from airflow_python_exec.functions.run import JobSource, RunFiles, resolve_job_source
 from airflow_python_exec.job_files import open_folder, read_job_file
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
 from airflow_python_exec.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.redaction import Redactor
+from airflow_python_exec.run_result import RunResult
 from airflow_python_exec.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import Interpreter, PythonEngineValidator
 
 if TYPE_CHECKING:  # imported when a job needs an environment, to keep the CLI fast
     from airflow_python_exec.environments import EnvironmentProvisioner
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """The outcome of one run.
-
-    :ivar exit_code: the script's exit status; a script ended by signal N reports 128 + N.
-    :ivar duration_s: wall time from start of the script to its end, in seconds.
-    :ivar last_line: the last output line (secrets replaced), ``""`` if none.
-    :ivar stopped: ``True`` when :meth:`PythonExecutionService.stop` ended the run.
-    :ivar result: the JSON the run wrote to ``PYTHON_EXEC_RESULT_FILE`` (a handler's return value),
-        else ``last_line``; secrets replaced. Read it with :meth:`value`.
-    :ivar result_error: why the result cannot be used (invalid JSON, over ``max_result_bytes``), or ``None``.
-    :ivar handler_error: a handler job's failure (exception type and message), or ``None``.
-    """
-
-    exit_code: int
-    duration_s: float
-    last_line: str
-    stopped: bool = False
-    result: Any = None
-    result_error: str | None = None
-    handler_error: HandlerError | None = None
-    #: A function job's published outputs, named results and metrics (``None`` for a script job).
-    outputs: Outputs | None = None
-    #: A function job's inputs: argument -> the URI read (the lineage).
-    inputs: Mapping[str, str] | None = None
-
-    def value(self) -> Any:
-        """The run's result.
-
-        :raises ResultError: the result file holds invalid JSON or more than ``max_result_bytes``.
-        """
-        if self.result_error is not None:
-            raise ResultError(self.result_error)
-        return self.result
 
 
 class PythonExecutionService:
