@@ -50,3 +50,15 @@ def test_the_readme_is_a_short_front_page_whose_links_resolve() -> None:
     assert local and all((REPO / link).exists() for link in local), [
         link for link in local if not (REPO / link).exists()
     ]
+
+
+def test_no_module_of_the_package_is_over_400_lines() -> None:
+    """DESIGN.md "Layers": a module that grows past 400 lines is split by concept (as environments/,
+    sources/, models/ and cli/ are), so a reader finds one concept per file."""
+    package = REPO / "airflow_python_exec"
+    long = {
+        str(path.relative_to(package)): lines
+        for path in package.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > 400
+    }
+    assert long == {}
