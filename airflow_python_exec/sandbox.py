@@ -79,6 +79,10 @@ _warned = False
 _HIDE, _READ, _WRITE = 0, 1, 2
 
 
+#: The filesystem every sandbox starts from: the root read-only, a fresh /proc, a minimal /dev.
+ROOT_VIEW = ("--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev")
+
+
 def namespace_flags(network: bool) -> list[str]:
     """The namespace and privilege options of every sandbox (and of the probe)."""
     flags = ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--die-with-parent", "--cap-drop", "ALL"]
@@ -156,13 +160,7 @@ class Sandbox:
         return [
             self.bwrap,
             *namespace_flags(self.network),
-            "--ro-bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
+            *ROOT_VIEW,
             *args,
             "--chdir",
             str(cwd),
@@ -273,13 +271,7 @@ def _probe(bwrap: str, network: bool) -> str | None:
             bwrap,
             *namespace_flags(network),
             "--as-pid-1",
-            "--ro-bind",
-            "/",
-            "/",
-            "--proc",
-            "/proc",
-            "--dev",
-            "/dev",
+            *ROOT_VIEW,
             "--",
             shutil.which("true") or "/bin/true",
         ]
