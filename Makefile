@@ -29,8 +29,8 @@ DEMO_DAGS := hello_python_exec world_cities world_cities_function world_cities_r
 # Each DAG's task logs go to the terminal; scripts/demo_summary.py ends with what ran and where to look.
 demo: airflow-home
 	for dag in $(DEMO_DAGS); do $(BIN)/airflow dags test $$dag || exit 1; done
-	$(BIN)/python scripts/demo_summary.py $(DEMO_DAGS)
 	$(BIN)/python scripts/show_data_item.py world-cities
+	$(BIN)/python scripts/demo_summary.py $(DEMO_DAGS)
 
 # bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
 test: airflow-home example-envs
