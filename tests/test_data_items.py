@@ -268,6 +268,30 @@ def test_sandboxed_inputs_are_read_only_and_hidden_files_are_refused(tmp_path, s
     )
 
 
+def test_a_link_inside_an_input_folder_is_refused_not_followed(tmp_path, store) -> None:
+    """The attack: a folder input holding a link to the worker's airflow.cfg. Only the folder's own
+    path is checked against what the sandbox hides, so the worker (which can read airflow.cfg)
+    would copy the file in for the job. Every entry must be a plain file or folder."""
+    code = """
+        import os
+        def peek(raw):
+            return sorted(os.listdir(raw.path))
+    """
+    job = write_job(tmp_path / "job", code, job={"jobId": "linked", "function": {"handler": "peek"}})
+    data = job / "data"
+    data.mkdir()
+    (data / "plain.csv").write_text("a\n1\n")
+    cfg = Path(cli_env()["AIRFLOW_HOME"]) / "airflow.cfg"
+    (data / "cfg").symlink_to(cfg)
+    proc = run_cli(str(job), "--input", "raw=data", "--data-store", str(store), "--result", "-")
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "is a symbolic link or a special file" in proc.stderr and "fernet" not in proc.stdout + proc.stderr
+    (data / "cfg").unlink()  # the same folder without the link is staged as it is
+    proc = run_cli(str(job), "--input", "raw=data", "--data-store", str(store), "--result", "-")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == ["plain.csv"]
+
+
 def test_secrets_are_masked_in_named_results(tmp_path, store, fernet_key) -> None:
     from airflow_python_exec.crypto import encrypt
 
@@ -291,6 +315,35 @@ def test_secrets_are_masked_in_named_results(tmp_path, store, fernet_key) -> Non
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["results"] == {"label": "***"}
     assert "s3cr3t-value" not in proc.stdout + proc.stderr
+
+
+def test_an_artifact_named_after_a_secret_is_not_published(tmp_path, store, fernet_key) -> None:
+    """The attack: the handler names its artifact file after a secure macro's value, so the secret
+    would be in the data store's path, the URI in XCom, the asset event and the log line."""
+    from airflow_python_exec.crypto import encrypt
+
+    code = """
+        import os
+        import pathlib
+
+        def leak():
+            path = pathlib.Path(os.environ["API_TOKEN"] + ".txt")
+            path.write_text("model")
+            return path.resolve()
+    """
+    job = {
+        "jobId": "leakname",
+        "runtimeConfig": {
+            "macros": [{"key": "API_TOKEN", "value": encrypt("s3cr3t-name", [fernet_key]), "secure": True}]
+        },
+        "function": {"handler": "leak", "outputs": [{"name": "model", "kind": "artifact"}]},
+    }
+    folder = write_job(tmp_path / "job", code, job=job)
+    proc = run_cli(str(folder), "--data-store", str(store), "--result", "-", fernet_key=fernet_key)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "output 'model': its file name holds a secret value" in proc.stderr
+    assert "s3cr3t-name" not in proc.stdout + proc.stderr
+    assert files_in(store) == []
 
 
 def test_asset_uris_never_carry_the_connection_id() -> None:

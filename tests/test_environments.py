@@ -148,6 +148,35 @@ def test_provisioning_runs_no_pth_file_of_an_installed_package(settings, job_dir
     assert marker.read_text() == "ran"
 
 
+def test_a_wheel_that_rewrites_pyvenv_cfg_is_refused_before_its_stdlib_runs(
+    settings, job_dir: Path, tmp_path: Path
+) -> None:
+    """The attack: a wheel ships ``<name>.data/data/pyvenv.cfg`` whose ``home`` points at a standard
+    library of the job's, so whatever starts the environment's interpreter next on the worker (the
+    bytecode compile, uv inspecting it) imports the job's ``encodings`` as the worker."""
+    marker = tmp_path / "stdlib-ran"
+    fake = tmp_path / "fake"
+    for minor in range(10, 15):
+        stdlib = fake / "lib" / f"python3.{minor}"
+        (stdlib / "encodings").mkdir(parents=True)
+        (stdlib / "os.py").write_text("#\n")
+        (stdlib / "encodings" / "__init__.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    wheel = write_wheel(
+        tmp_path / "wheels",
+        "evilcfg",
+        extra_files={"evilcfg-1.0.data/data/pyvenv.cfg": f"home = {fake}/bin\n".encode()},
+    )
+    config = {"jobId": "cfg", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
+    job = write_job(job_dir, "print('job ran')\n", job=config)
+    provision = cli("provision", str(job), settings=settings)
+    _, err = provision.communicate(timeout=300)
+    assert provision.returncode == 3, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "replaced its environment's pyvenv.cfg" in errors[0]
+    assert not marker.exists(), "the job's standard library ran on the worker"
+    assert env_folders(settings) == []  # nothing half-built left behind
+
+
 class RecordingStatsLogger:
     """A metrics backend for Airflow's ``Stats`` (what ``[metrics] statsd_on`` would plug in),
     keeping what it is sent."""

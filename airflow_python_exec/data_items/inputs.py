@@ -150,7 +150,7 @@ def stage(inputs: Iterable[ResolvedInput], folder: Path) -> dict[str, dict[str, 
         try:
             if item.local is not None:
                 if item.local.is_dir():
-                    shutil.copytree(item.local, target, symlinks=False)
+                    _copy_folder(item.local, target, item.argument)
                 else:
                     shutil.copyfile(item.local, target)
             else:
@@ -175,3 +175,29 @@ def _read_only(path: Path) -> None:
     for root, _dirs, files in os.walk(path) if path.is_dir() else [(str(path.parent), [], [path.name])]:
         for name in files:
             os.chmod(os.path.join(root, name), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+def _copy_folder(source: Path, target: Path, argument: str) -> None:
+    """Copy a folder input holding only folders and regular files, following no link.
+
+    A link inside the folder could name what the sandbox hides (``airflow.cfg``): the worker, which
+    can read it, would copy it in for the job. Only the folder's own path is checked against the
+    hidden places, so every entry below it must be a plain file or folder.
+
+    :raises JobConfigError: a symbolic link, FIFO, socket or device inside ``source``.
+    """
+    target.mkdir()
+    with os.scandir(source) as entries:
+        for entry in entries:
+            destination = target / entry.name
+            if entry.is_dir(follow_symlinks=False):
+                _copy_folder(Path(entry.path), destination, argument)
+            elif entry.is_file(follow_symlinks=False):
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+                with os.fdopen(fd, "rb") as src, open(destination, "xb") as dst:
+                    shutil.copyfileobj(src, dst)
+            else:
+                raise JobConfigError(
+                    f"input {argument!r}: {entry.path} is a symbolic link or a special file; "
+                    "an input folder may hold only files and folders"
+                )

@@ -22,6 +22,7 @@ from airflow_python_exec.data_items import store
 from airflow_python_exec.data_items.specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.functions.results import mask_result
+from airflow_python_exec.redaction import Redactor
 
 MANIFEST = "manifest.json"
 
@@ -102,9 +103,14 @@ def publish(
     specs = {s.name: s for s in declared}
     version = store.new_version()
     items = []
+    redact = Redactor(secrets)
     with _open_folder(folder) as dir_fd:
         for entry in manifest.get("outputs") or []:
             spec, file_name = _checked(entry, specs)
+            if redact(file_name) != file_name:  # it would be in the store's path, the URI, XCom, events
+                raise PublishError(
+                    f"output {spec.name!r}: its file name holds a secret value; name the file without it"
+                )
             try:
                 with _open_output(dir_fd, entry["file"]) as source:
                     target = store.version_uri(spec, data_store, version, file_name)

@@ -7,7 +7,7 @@ import errno
 import os
 from pathlib import Path
 
-__all__ = ["LAST_USED", "MARKER", "OWNER", "SIZE", "open_lock_file"]
+__all__ = ["LAST_USED", "MARKER", "OWNER", "SIZE", "check_venv_cfg", "open_lock_file"]
 
 MARKER = ".provisioned"
 LAST_USED = ".last_used"
@@ -34,3 +34,26 @@ def open_lock_file(path: Path) -> int | None:
         return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+
+
+def check_venv_cfg(path: Path, original: bytes, job_id: str) -> None:
+    """Refuse an environment whose ``pyvenv.cfg`` a package rewrote (a wheel may ship
+    ``<name>.data/data/pyvenv.cfg``): its ``home`` decides which standard library the environment's
+    interpreter loads, so the next program to start that interpreter on the worker (uv itself, to
+    inspect it) would run the job's code outside the sandbox.
+
+    :param path: the environment's folder.
+    :param original: the file as ``uv venv`` wrote it.
+    :raises ProvisioningError: the file changed.
+    """
+    from airflow_python_exec.errors import ProvisioningError
+
+    try:
+        current = (path / "pyvenv.cfg").read_bytes()
+    except OSError:
+        current = b""
+    if current != original:
+        raise ProvisioningError(
+            f"a package of job {job_id!r} replaced its environment's pyvenv.cfg (a wheel's "
+            ".data/data/pyvenv.cfg); remove that file from the package"
+        )

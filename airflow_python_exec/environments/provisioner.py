@@ -38,7 +38,7 @@ from airflow_python_exec.validator import Interpreter, probe_version
 
 from .interpreters import find_python
 from .key import environment_key
-from .layout import LAST_USED, MARKER, OWNER, SIZE, open_lock_file  # noqa: F401 - SIZE re-exported
+from .layout import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
 
@@ -298,6 +298,7 @@ class EnvironmentProvisioner:
             )
             self._say(f"venv with Python {spec.version} ({ms(step)})")
             python = str(path / "bin" / "python")
+            venv_cfg = (path / "pyvenv.cfg").read_bytes()
             lock = spec.lock
             if spec.requirements:
                 from .requirements import compile_lock
@@ -314,9 +315,11 @@ class EnvironmentProvisioner:
                     explain=lambda lines: explain_install_failure(lines, installing, spec.version),
                 )
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
+                check_venv_cfg(path, venv_cfg, job.job_id)
             if spec.extras:
                 self._install_extras(python, job, spec)
-            self._compile(python, path)
+                check_venv_cfg(path, venv_cfg, job.job_id)
+            self._compile(spec.python, path)
             _write_marker(path, job, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
         except BaseException:
@@ -346,19 +349,22 @@ class EnvironmentProvisioner:
                 shutil.rmtree(build_dir, ignore_errors=True)
         self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
-    def _compile(self, python: str, path: Path) -> None:
+    def _compile(self, python: Path, path: Path) -> None:
         """Compile the bytecode of every installed package, once, as the last step before the marker.
 
-        Not ``uv pip install --compile-bytecode``: uv compiles with the environment's Python, whose
-        ``site`` runs every ``.pth`` file just installed, so a locked wheel or a local extra could run
-        code as the worker, outside the sandbox. ``-I -S`` starts it without ``site`` (no ``.pth``, no
-        user site, no ``PYTHON*`` variables); compiling only parses files. A file that does not
-        compile (a Python 2 test file in a package) is left without bytecode, as pip leaves it.
+        The environment's own interpreter never runs here: provisioning runs as the worker, outside
+        the sandbox, and what that interpreter does at start-up is partly the job's (``site`` runs
+        every ``.pth`` file installed, which ``uv pip install --compile-bytecode`` triggers; a wheel's
+        ``.data/data/pyvenv.cfg`` could name another standard library). So ``python`` is the base
+        interpreter the environment was made from (same version, so the same bytecode tag), started
+        with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables); compiling only parses
+        files. A file that does not compile (a Python 2 test file in a package) is left without
+        bytecode, as pip leaves it.
         """
         step = time.monotonic()
         for site_packages in sorted(path.glob("lib/python*/site-packages")):
             subprocess.run(
-                [python, "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)],
+                [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
