@@ -96,6 +96,25 @@ def mask_json(value: Any, secrets: Iterable[str]) -> Any:
     return Redactor(secrets).mask_value(value)
 
 
+#: ``scheme://`` then the user info (greedy up to the authority's last ``@``: RFC 3986 ends the
+#: authority at the first ``/``, ``?`` or ``#``, so an ``@`` in a password is covered and a git ref in
+#: the path, ``repo.git@v1``, is not), then ``@``. Space, quotes and angle brackets end a URL in a text.
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s'\"<>`]*)@")
+
+
+def hide_url_credentials(text: str) -> str:
+    """``text`` with the user info of every URL in it replaced by ``***``, whatever the scheme
+    (``https``, ``git+https``, ``zip+https``, ``git+ssh``...) and wherever the URL sits (a PEP 508
+    ``name @ url``, a pip option line, a quoted value in an error message). A token is as often the
+    *user* part (``https://TOKEN@host``) as the password, so neither is kept.
+
+    :returns: the same string, ``scheme://***@host...`` for each URL that had user info.
+    """
+    if "@" not in text or "://" not in text:  # the common case: nothing to look at
+        return text
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+
+
 def secret_forms(secret: str) -> set[str]:
     """The texts that give ``secret`` away: itself, each of its non-blank lines, the bodies of its
     ``repr()`` and ``json.dumps()`` (with and without ``ensure_ascii``), and each of these with its

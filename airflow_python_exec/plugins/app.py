@@ -37,9 +37,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
-from airflow_python_exec.plugins.shown import hide_credentials, shown
+from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.threads import Shared, off_loop
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
+from airflow_python_exec.redaction import hide_url_credentials
 from airflow_python_exec.settings import EngineSettings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -309,7 +310,7 @@ def _upload(file: UploadFile) -> Any:
         try:
             return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
         except JobConfigError as exc:  # quotes the job's values: URL user info hidden, as on the page
-            raise HTTPException(400, hide_credentials(str(exc))) from None
+            raise HTTPException(400, hide_url_credentials(str(exc))) from None
         except OSError as exc:
             raise HTTPException(
                 500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"

@@ -31,8 +31,9 @@ from airflow_python_exec.plugins.dag_jobs import (
     latest_runs,
     task_job,
 )
-from airflow_python_exec.plugins.shown import hide_credentials, shown
+from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
+from airflow_python_exec.redaction import hide_url_credentials
 
 log = logging.getLogger(__name__)
 __all__ = ["OPERATOR_MODULE", "OPERATOR_TYPE", "TaskJob", "build_catalog", "dag_task_jobs", "find_job", "last_runs"]
@@ -91,7 +92,7 @@ def describe_job(job: PythonJob) -> dict[str, Any]:
     return {
         "script": job.package_name if function is None else None,
         "handler": function.handler if function is not None else None,
-        "source": redact_urls(function.source) if function is not None and function.source else None,
+        "source": hide_url_credentials(function.source) if function is not None and function.source else None,
         "macros": [
             {"key": m.key, "value": SECURE if m.secure else m.value, "secure": m.secure, "description": m.description}
             for m in job.macros
@@ -110,12 +111,6 @@ def shown_python_env(job: PythonJob) -> dict[str, Any] | None:
     if "env" in env:
         env["env"] = sorted(env["env"])
     return shown(env)
-
-
-def redact_urls(text: str) -> str:
-    """``text`` with the user info of each URL in it replaced by ``***``
-    (:func:`~airflow_python_exec.plugins.shown.hide_credentials`)."""
-    return hide_credentials(text)
 
 
 def dotenv_keys(path: Path) -> list[str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.redaction import hide_url_credentials
 
 _HEX = re.compile(r"[0-9a-f]+\Z")
 #: A full git object name: SHA-1 (40 hex digits) or SHA-256 (64).
@@ -89,19 +90,9 @@ def parse_source(source: str) -> SourceSpec:
 
 
 def redact_url(url: str) -> str:
-    """``url`` with its password, or any http(s) user part (often a token), replaced by ``***``."""
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    user, _, host = parts.netloc.rpartition("@")
-    if parts.scheme in ("http", "https"):
-        user = "***"
-    elif ":" in user:
-        user = user.split(":", 1)[0] + ":***"
-    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}@{host}"))
+    """``url`` with its user info replaced by ``***`` (:func:`~airflow_python_exec.redaction.hide_url_credentials`,
+    the rule the Python jobs page uses too)."""
+    return hide_url_credentials(url)
 
 
 def _inside(base: Path, rel: str, what: str, *, want_dir: bool) -> Path:
