@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from airflow_python_exec.data_items import OutputSpec, Published, asset_uri, data_store_uri, parse_outputs
 from airflow_python_exec.data_items.specs import public_uri
 from airflow_python_exec.errors import JobConfigError
-from airflow_python_exec.functions.results import mask_result
 
 if TYPE_CHECKING:
     from airflow_python_exec.service import RunResult
@@ -142,8 +141,9 @@ def asset_resolver(context: Mapping[str, Any]):
     return resolve
 
 
-def event_extra(item: Published, result: RunResult, job_id: str, secrets: Iterable[str]) -> dict[str, Any]:
-    """The ``extra`` of an output's asset event (secrets replaced)."""
+def event_extra(item: Published, result: RunResult, job_id: str) -> dict[str, Any]:
+    """The ``extra`` of an output's asset event, as JSON (its schema, results and metrics were masked
+    when the outputs were published, and a file name holding a secret is never published)."""
     extra: dict[str, Any] = {
         "uri": item.uri,
         "kind": item.kind,
@@ -157,10 +157,10 @@ def event_extra(item: Published, result: RunResult, job_id: str, secrets: Iterab
     }
     if result.outputs is not None and result.outputs.metrics:
         extra["metrics"] = dict(result.outputs.metrics)
-    return mask_result(json.loads(json.dumps(extra, default=str)), secrets)
+    return json.loads(json.dumps(extra, default=str))
 
 
-def record(context: Mapping[str, Any], result: RunResult, job_id: str, outlets: Iterable[Any], secrets=()) -> None:
+def record(context: Mapping[str, Any], result: RunResult, job_id: str, outlets: Iterable[Any]) -> None:
     """Push the XCom of every output, named result and the metrics; attach each declared output's
     ``extra`` to its asset event (Airflow emits the events when the task succeeds)."""
     outputs = result.outputs
@@ -170,10 +170,10 @@ def record(context: Mapping[str, Any], result: RunResult, job_id: str, outlets: 
     by_name = {getattr(a, "name", None): a for a in outlets}
     for item in outputs.items:
         if ti is not None:
-            ti.xcom_push(key=item.name, value=mask_result(item.xcom(), secrets))
+            ti.xcom_push(key=item.name, value=item.xcom())
         asset = by_name.get(item.name) if item.asset_uri is not None else None
         if asset is not None and "outlet_events" in context:
-            context["outlet_events"][asset].extra = event_extra(item, result, job_id, secrets)
+            context["outlet_events"][asset].extra = event_extra(item, result, job_id)
     if ti is not None:
         for name, value in outputs.results.items():
             ti.xcom_push(key=name, value=value)
