@@ -124,6 +124,17 @@ def test_installed_packages_have_compiled_bytecode(settings, locked_job: Path) -
     assert compiled, f"no bytecode for {module.name} in {env}"
 
 
+def provision_with_extra(settings: EngineSettings, job_dir: Path, wheel: Path) -> tuple[Path, int, str]:
+    """``airflow-python-exec provision`` of a job whose one local extra is ``wheel``: the job folder,
+    the exit status and stderr."""
+    job = write_job(
+        job_dir, "print('job ran')\n", job={"jobId": "extra", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
+    )
+    provision = cli("provision", str(job), settings=settings)
+    _, err = provision.communicate(timeout=300)
+    return job, provision.returncode, err
+
+
 def test_provisioning_runs_no_pth_file_of_an_installed_package(settings, job_dir: Path, tmp_path: Path) -> None:
     """A package's ``.pth`` file is code that ``site`` runs at every start of the environment's Python.
     Compiling bytecode must not start that Python with ``site`` (``uv pip install --compile-bytecode``
@@ -135,11 +146,8 @@ def test_provisioning_runs_no_pth_file_of_an_installed_package(settings, job_dir
         "pthbomb",
         extra_files={"zz_pthbomb.pth": f"import pathlib; pathlib.Path({str(marker)!r}).write_text('ran')\n".encode()},
     )
-    config = {"jobId": "pth", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
-    job = write_job(job_dir, "print('job ran')\n", job=config)
-    provision = cli("provision", str(job), settings=settings)
-    _, err = provision.communicate(timeout=300)
-    assert provision.returncode == 0, err
+    job, status, err = provision_with_extra(settings, job_dir, wheel)
+    assert status == 0, err
     (env,) = env_folders(settings)
     assert list(env.glob("lib/python*/site-packages/__pycache__/pthbomb.*.pyc")), "no bytecode compiled"
     assert not marker.exists(), "provisioning ran the .pth file of an installed package"
@@ -166,11 +174,8 @@ def test_a_wheel_that_rewrites_pyvenv_cfg_is_refused_before_its_stdlib_runs(
         "evilcfg",
         extra_files={"evilcfg-1.0.data/data/pyvenv.cfg": f"home = {fake}/bin\n".encode()},
     )
-    config = {"jobId": "cfg", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
-    job = write_job(job_dir, "print('job ran')\n", job=config)
-    provision = cli("provision", str(job), settings=settings)
-    _, err = provision.communicate(timeout=300)
-    assert provision.returncode == 3, err
+    _, status, err = provision_with_extra(settings, job_dir, wheel)
+    assert status == 3, err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "replaced its environment's pyvenv.cfg" in errors[0]
     assert not marker.exists(), "the job's standard library ran on the worker"

@@ -205,3 +205,13 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+
+
+def python_jobs_frame(page, base_url: str):
+    """Open "Python jobs" from the navigation; return the page's frame (the plugin's iframe)."""
+    page.goto(base_url + "/")
+    page.get_by_role("link", name="Python jobs").first.click()
+    page.wait_for_url("**/plugin/python-jobs", timeout=30_000)
+    frame = page.frame_locator("iframe").first
+    frame.locator("h1", has_text="Python jobs").wait_for(timeout=30_000)
+    return frame

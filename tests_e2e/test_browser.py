@@ -14,7 +14,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from conftest import REPO, UI_TIMEOUT_MS, UPLOADS, events, screenshot
+from conftest import REPO, UI_TIMEOUT_MS, UPLOADS, events, python_jobs_frame, screenshot
 from playwright.sync_api import expect
 
 from airflow_python_exec.crypto import encrypt
@@ -61,16 +61,6 @@ def job_bundle(path: Path, job_id: str, script: str, config: dict) -> Path:
         zf.writestr(f"{job_id}/app.py", script)
         zf.writestr(f"{job_id}/job.json", json.dumps({"jobId": job_id, "packageName": "app.py", **config}))
     return path
-
-
-def python_jobs_frame(page, base_url: str):
-    """Open "Python jobs" from the navigation; return the page's frame (the plugin's iframe)."""
-    page.goto(base_url + "/")
-    page.get_by_role("link", name="Python jobs").first.click()
-    page.wait_for_url("**/plugin/python-jobs", timeout=30_000)
-    frame = page.frame_locator("iframe").first
-    frame.locator("h1", has_text="Python jobs").wait_for(timeout=30_000)
-    return frame
 
 
 def upload_on_the_page(page, base_url: str, bundle: Path) -> None:

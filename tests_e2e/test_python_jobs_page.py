@@ -13,7 +13,7 @@ import json
 import uuid
 import zipfile
 
-from conftest import UPLOADS, events, screenshot
+from conftest import UPLOADS, events, python_jobs_frame, screenshot
 
 
 def job_zip(job_id: str, message: str) -> bytes:
@@ -25,19 +25,9 @@ def job_zip(job_id: str, message: str) -> bytes:
     return buf.getvalue()
 
 
-def open_python_jobs(page, base_url: str):
-    """Click "Python jobs" in the navigation; return the page's frame (the plugin is shown in an iframe)."""
-    page.goto(base_url + "/")
-    page.get_by_role("link", name="Python jobs").first.click()
-    page.wait_for_url("**/plugin/python-jobs", timeout=30_000)
-    frame = page.frame_locator("iframe").first
-    frame.locator("h1", has_text="Python jobs").wait_for(timeout=30_000)
-    return frame
-
-
 def test_python_jobs_page_in_a_browser(browser_page, base_url, deployment, tmp_path) -> None:
     page = browser_page
-    frame = open_python_jobs(page, base_url)
+    frame = python_jobs_frame(page, base_url)
     hello = frame.locator("tr", has=page.locator("a", has_text="hello")).first
     assert "secure" in hello.inner_text() and "gAAAA" not in hello.inner_text()
     screenshot(page, "python_jobs_page")
@@ -52,7 +42,7 @@ def test_python_jobs_page_in_a_browser(browser_page, base_url, deployment, tmp_p
     for version in ("v1", f"v2 {marker}"):
         bundle = tmp_path / "e2e_greet.zip"
         bundle.write_bytes(job_zip("e2e_greet", f"greetings {version}"))
-        frame = open_python_jobs(page, base_url)
+        frame = python_jobs_frame(page, base_url)
         frame.locator("#file").set_input_files(str(bundle))
         frame.locator("button", has_text="Upload").click()
         frame.locator("h1", has_text="Uploaded").wait_for(timeout=30_000)
