@@ -44,6 +44,40 @@ def open_folder(path: str | os.PathLike[str]) -> int:
     return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
+class NotRegularFile(ValueError):
+    """What :func:`open_regular` found is no regular file; ``kind`` says what it is (``"a FIFO"``)."""
+
+    def __init__(self, name: str, kind: str) -> None:
+        super().__init__(f"{name} is {kind}, not a regular file")
+        self.kind = kind
+
+
+def open_regular(relative: str, *, dir_fd: int) -> int:
+    """A descriptor of the regular file ``relative`` (``name`` or ``sub/name``) inside the folder
+    ``dir_fd``, reached without following a link at any level and without blocking on a FIFO.
+
+    :raises FileNotFoundError: it does not exist.
+    :raises OSError: ``ELOOP`` for a symlink on the way; any other failure to open it.
+    :raises NotRegularFile: it is a FIFO, a folder, a device or a socket.
+    """
+    parts = relative.split("/")
+    opened: list[int] = []
+    try:
+        current = dir_fd
+        for part in parts[:-1]:
+            current = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+            opened.append(current)
+        fd = os.open(parts[-1], _FOLLOW_NOTHING, dir_fd=current)
+    finally:
+        for folder in opened:
+            os.close(folder)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotRegularFile(relative, next((kind for test, kind in _KINDS if test(mode)), "not a file"))
+    return fd
+
+
 def read_job_file(
     name: str, *, dir_fd: int, limit: int, what: str, fix: str, too_big_fix: str = "return less, or raise the limit"
 ) -> bytes | None:
@@ -61,18 +95,16 @@ def read_job_file(
     if "/" in name:
         raise ValueError(f"{name!r} is not a file name")
     try:
-        fd = os.open(name, _FOLLOW_NOTHING, dir_fd=dir_fd)
+        fd = open_regular(name, dir_fd=dir_fd)
     except FileNotFoundError:
         return None
+    except NotRegularFile as exc:
+        raise ResultError(f"{what} is {exc.kind}, not a regular file; {fix}") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
             raise ResultError(f"{what} is a symlink, not a regular file; {fix}") from None
         raise ResultError(f"{what} cannot be read ({exc.strerror or exc}); {fix}") from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((kind for test, kind in _KINDS if test(mode)), "not a file")
-            raise ResultError(f"{what} is {kind}, not a regular file; {fix}")
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, limit + 1 - size)

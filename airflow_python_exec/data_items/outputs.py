@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from airflow_python_exec.data_items import store
 from airflow_python_exec.data_items.specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.functions.results import mask_result
+from airflow_python_exec.job_files import open_folder, open_regular
 from airflow_python_exec.redaction import Redactor
 
 MANIFEST = "manifest.json"
@@ -181,7 +181,7 @@ def _read_manifest(folder: Path, max_bytes: int) -> dict[str, Any] | None:
 @contextmanager
 def _open_folder(folder: Path) -> Iterator[int]:
     """The outputs folder as a file descriptor, not following a link the job may have put there."""
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = open_folder(folder)
     try:
         yield fd
     finally:
@@ -190,27 +190,14 @@ def _open_folder(folder: Path) -> Iterator[int]:
 
 @contextmanager
 def _open_output(dir_fd: int, relative: str, missing_ok: bool = False) -> Iterator[Any]:
-    """Open ``relative`` (``a`` or ``a/b``) under ``dir_fd`` without following any link; a regular file only."""
-    fds = []
+    """Open ``relative`` (``a`` or ``a/b``) under ``dir_fd`` as hostile input: a regular file reached
+    without following any link (:func:`~airflow_python_exec.job_files.open_regular`)."""
     try:
-        current = dir_fd
-        parts = relative.split("/")
-        for part in parts[:-1]:
-            current = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
-            fds.append(current)
-        try:
-            # O_NONBLOCK: a FIFO must not block the worker; fstat refuses it next.
-            fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=current)
-        except FileNotFoundError:
-            if missing_ok:
-                yield None
-                return
+        fd = open_regular(relative, dir_fd=dir_fd)
+    except FileNotFoundError:
+        if not missing_ok:
             raise
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise ValueError(f"{relative} is not a regular file")
-        with open(fd, "rb") as f:
-            yield f
-    finally:
-        for fd in fds:
-            os.close(fd)
+        yield None
+        return
+    with open(fd, "rb") as f:
+        yield f
