@@ -1,6 +1,6 @@
 """The FastAPI app of the "Python jobs" page, mounted by the api-server under ``/python-exec``.
 
-HTML pages (server-rendered Jinja2, no JavaScript) and the same as JSON:
+HTML pages (server-rendered Jinja2; one small script only follows links out of the UI's iframe) and the same as JSON:
 
 ==========================================  ====================  ===============================
 route                                       access                what
