@@ -19,10 +19,10 @@ _LAZY = {
     "PythonEnv": "airflow_python_exec.models",
     "PythonJob": "airflow_python_exec.models",
     "PythonEngineValidator": "airflow_python_exec.validator",
-    "Interpreter": "airflow_python_exec.validator",
+    "Interpreter": "airflow_python_exec.environments.interpreters",
     "PythonCommandBuilder": "airflow_python_exec.builder",
     "PythonExecutionService": "airflow_python_exec.service",
-    "RunResult": "airflow_python_exec.service",
+    "RunResult": "airflow_python_exec.run_result",
     "EnvironmentProvisioner": "airflow_python_exec.environments",
     "PythonExecutionHook": "airflow_python_exec.hooks.python_exec",
     "PythonJobOperator": "airflow_python_exec.operators.python_job",
@@ -51,14 +51,16 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover
     from airflow_python_exec.builder import PythonCommandBuilder
     from airflow_python_exec.environments import EnvironmentProvisioner
+    from airflow_python_exec.environments.interpreters import Interpreter
     from airflow_python_exec.errors import PythonExecError
     from airflow_python_exec.hooks.python_exec import PythonExecutionHook
     from airflow_python_exec.models import Macro, PythonEnv, PythonJob
     from airflow_python_exec.operators.provision import ProvisionEnvironmentOperator
     from airflow_python_exec.operators.python_job import PythonJobOperator
-    from airflow_python_exec.service import PythonExecutionService, RunResult
+    from airflow_python_exec.run_result import RunResult
+    from airflow_python_exec.service import PythonExecutionService
     from airflow_python_exec.settings import EngineSettings
-    from airflow_python_exec.validator import Interpreter, PythonEngineValidator
+    from airflow_python_exec.validator import PythonEngineValidator
 
 
 def __getattr__(name: str) -> Any:

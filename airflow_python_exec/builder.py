@@ -23,20 +23,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.isolation.base_env import base_environment
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
-from airflow_python_exec.policy import check_installed, check_interpreter_variables, check_working_directory
+from airflow_python_exec.models.policy import check_installed, check_interpreter_variables, check_working_directory
 from airflow_python_exec.settings import EngineSettings
 
 if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
     from cryptography.fernet import MultiFernet
 
-#: Variables a script keeps with ``inherit_env=False`` (plus every ``LC_*``).
-MINIMAL_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "USER")
-#: Airflow's own secrets and the task supervisor's private variables never reach a script.
-HIDDEN_PREFIXES = ("AIRFLOW__", "AIRFLOW_CONN_", "AIRFLOW_VAR_", "_AIRFLOW", "__AIRFLOW")
-#: Inherited variables that would point a script at another Python than the one we run.
-INTERPRETER_VARS = ("VIRTUAL_ENV", "PYTHONHOME")
 
 MacrosArg = Mapping[str, Any] | Iterable[Macro | Mapping[str, Any]] | None
 
@@ -60,7 +55,7 @@ class PreparedCommand:
     def check_cwd(self, source_root: Path | None) -> None:
         """Refuse a ``cwd`` outside the job folder that is not inside ``source_root`` either.
 
-        :raises JobConfigError: one line (see :func:`~airflow_python_exec.policy.check_working_directory`).
+        :raises JobConfigError: one line (see :func:`~airflow_python_exec.models.policy.check_working_directory`).
         """
         if self.cwd_unchecked is None:
             return
@@ -98,7 +93,7 @@ class Command:
     ``env`` and ``secrets`` hold decrypted values, so they are left out of ``repr``. ``secrets`` is
     every decrypted ``secure`` macro value: whoever streams the output must replace them.
     ``launcher`` is a command that starts ``argv`` (the bubblewrap sandbox, see
-    :mod:`airflow_python_exec.sandbox`), empty when the script is started directly.
+    :mod:`airflow_python_exec.isolation.sandbox`), empty when the script is started directly.
     """
 
     argv: list[str]
@@ -170,7 +165,7 @@ class PythonCommandBuilder:
 
         :raises JobConfigError: a bad macro, ``.env`` entry or ``cwd``.
         :raises ScriptNotAllowedError: the job sets an interpreter variable the execution policy
-            refuses (see :mod:`airflow_python_exec.policy`).
+            refuses (see :mod:`airflow_python_exec.models.policy`).
         """
         inherit = self.settings.inherit_env if inherit_env is None else inherit_env
         workdir, unchecked = self._cwd(job, cwd)
@@ -281,16 +276,6 @@ def _argv(job: PythonJob, python: Path, venv: Path | None) -> list[str]:
         return [str(python), "-m", *rest]
     assert venv is not None  # check_installed refused a console script without an environment
     return [str(venv / "bin" / first), *rest]
-
-
-def base_environment(worker_env: Mapping[str, str], inherit: bool) -> dict[str, str]:
-    """Layer 1: the worker's environment without Airflow's secrets, or the minimal set."""
-    if inherit:
-        env = {k: v for k, v in worker_env.items() if not k.startswith(HIDDEN_PREFIXES) and k not in INTERPRETER_VARS}
-    else:
-        env = {k: v for k, v in worker_env.items() if k in MINIMAL_ENV or k.startswith("LC_")}
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

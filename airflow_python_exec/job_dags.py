@@ -15,7 +15,7 @@ Every child folder of ``[python_exec] upload_folder`` (and of each folder in ``f
   ``Param`` (its token stays in ``job.json`` and is decrypted only when the job runs);
 - a handler job's ``function.parameters`` as ``Param`` objects typed from their JSON defaults,
   passed to the handler with those types;
-- ``job.json``'s ``dag`` object (:class:`~airflow_python_exec.dag_spec.JobDagSpec`): ``schedule``,
+- ``job.json``'s ``dag`` object (:class:`~airflow_python_exec.models.dag_spec.JobDagSpec`): ``schedule``,
   ``description``, ``tags``, ``retries``, ``max_active_runs``; ``catchup`` is always off.
 
 Parsing reads ``job.json`` only (through :meth:`PythonJob.load`, which checks every job rule): no
@@ -36,10 +36,10 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Param
 
-from airflow_python_exec.dag_spec import JobDagSpec
 from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import DEFAULT_SCRIPT, JOB_FILE, PythonJob
+from airflow_python_exec.models.dag_spec import JobDagSpec
 from airflow_python_exec.operators.python_job import PythonJobOperator
 from airflow_python_exec.settings import EngineSettings
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_python_exec.data_items import Outputs
 from airflow_python_exec.errors import ResultError
-from airflow_python_exec.functions.results import HandlerError
+from airflow_python_exec.handlers.outputs import Outputs
+from airflow_python_exec.handlers.results import HandlerError
 
 
 @dataclass(frozen=True)

@@ -20,19 +20,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
-from airflow_python_exec.data_items import AssetResolver, DataRun
+from airflow_python_exec.environments.interpreters import Interpreter
 from airflow_python_exec.errors import PythonExecError, ResultError
-from airflow_python_exec.functions.results import read_handler_error, read_result
-from airflow_python_exec.functions.run import JobSource, RunFiles, resolve_job_source
-from airflow_python_exec.job_files import open_folder, read_job_file
+from airflow_python_exec.handlers.data_items import AssetResolver, DataRun
+from airflow_python_exec.handlers.results import read_handler_error, read_result
+from airflow_python_exec.handlers.run_files import JobSource, RunFiles, resolve_job_source
+from airflow_python_exec.isolation.job_files import open_folder, read_job_file
+from airflow_python_exec.isolation.process import STOP_GRACE_S, JobProcess
+from airflow_python_exec.isolation.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
-from airflow_python_exec.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.run_result import RunResult
-from airflow_python_exec.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.settings import EngineSettings
-from airflow_python_exec.validator import Interpreter, PythonEngineValidator
+from airflow_python_exec.validator import PythonEngineValidator
 
 if TYPE_CHECKING:  # imported when a job needs an environment, to keep the CLI fast
     from airflow_python_exec.environments import EnvironmentProvisioner
@@ -304,7 +305,7 @@ def _data_run(
         return None
     hidden: list[str] = []
     if sandboxed:
-        from airflow_python_exec.sandbox import hidden_paths
+        from airflow_python_exec.isolation.sandbox import hidden_paths
 
         hidden = hidden_paths(settings.cache_dir, job.folder)
     run_id = (handler_context or {}).get("run_id")

@@ -190,7 +190,7 @@ class EngineSettings(BaseModel):
     max_source_bytes: int = Field(default=536_870_912, gt=0)
     upload_folder: Path | None = None
     job_dag_prefix: str = "job_"
-    #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.data_items.store`).
+    #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.handlers.store`).
     data_store: str | None = None
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
@@ -210,7 +210,7 @@ class EngineSettings(BaseModel):
 
         In a process that has not imported Airflow's configuration yet (the CLI, the Python API),
         the options are read from ``airflow.cfg`` and ``AIRFLOW__PYTHON_EXEC__*`` directly when that
-        gives what Airflow would (see :mod:`airflow_python_exec.airflow_cfg` for exactly when), and
+        gives what Airflow would (see :mod:`airflow_python_exec.settings_file` for exactly when), and
         ``[core] fernet_key`` is then asked of Airflow only once a key is needed.
 
         :raises PythonExecError: an option has a value of the wrong type.
@@ -275,8 +275,8 @@ def read_airflow() -> dict[str, Any]:
 
 def read_fast() -> dict[str, Any] | None:
     """The set ``[python_exec]`` options read without Airflow, or ``None`` when only Airflow can
-    say (:func:`airflow_python_exec.airflow_cfg.read_python_exec`)."""
-    from airflow_python_exec.airflow_cfg import read_python_exec
+    say (:func:`airflow_python_exec.settings_file.read_python_exec`)."""
+    from airflow_python_exec.settings_file import read_python_exec
 
     return read_python_exec(OPTIONS)
 

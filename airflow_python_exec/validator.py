@@ -8,49 +8,20 @@ must be enabled, and the install path must be a folder holding an executable ``b
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
-import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_python_exec import interpreter_index
+from airflow_python_exec.environments.interpreters import Interpreter, probe_version
 from airflow_python_exec.errors import (
     EngineDisabledError,
     InstallPathError,
     InterpreterNotFoundError,
-    InterpreterNotRunnableError,
 )
 from airflow_python_exec.logs import log
 from airflow_python_exec.settings import EngineSettings
 
 #: Tried in this order, as the platform does (``python3``, fallback ``python``).
 CANDIDATES = ("bin/python3", "bin/python")
-PROBE_TIMEOUT_S = 30.0
-_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
-
-
-@dataclass(frozen=True)
-class Interpreter:
-    """A validated base interpreter.
-
-    :ivar path: the executable, e.g. ``/usr/local/bin/python3`` (not resolved through symlinks).
-    :ivar version: its full version, ``"3.12.4"``.
-    :ivar install_path: the installation prefix it was found under.
-    """
-
-    path: Path
-    version: str
-    install_path: Path
-
-    @property
-    def version_tuple(self) -> tuple[int, ...]:
-        """``version`` as integers, e.g. ``(3, 12, 4)``."""
-        return tuple(int(p) for p in self.version.split("."))
-
-
-_probe_cache: dict[tuple[str, int, int], str] = {}
-_probe_lock = threading.Lock()
 
 
 class PythonEngineValidator:
@@ -136,49 +107,3 @@ def _prefix(raw: str) -> Path:
             f"install_path {raw!r} starts with the home of a user that does not exist; set "
             "[python_exec] install_path (or --install-path) to an installed Python prefix such as /usr/local"
         ) from None
-
-
-def probe_version(exe: Path, cache_dir: Path | None = None) -> str:
-    """Run ``exe`` once to read its full version (``"3.12.4"``); cached per (path, inode, mtime) in
-    this process, so a worker probes each interpreter once, not once per task.
-
-    :param cache_dir: also keep the version in ``<cache_dir>/interpreters.json`` for every process
-        (each task runs in a new one), valid while ``exe`` is the same file (device, inode, size,
-        modification and change times); see :mod:`airflow_python_exec.interpreter_index`.
-    :raises InterpreterNotRunnableError: it does not run or report a version.
-    """
-    st = exe.stat()
-    key = (str(exe), st.st_ino, st.st_mtime_ns)
-    with _probe_lock:
-        if key in _probe_cache:
-            return _probe_cache[key]
-    if cache_dir is not None:
-        known = interpreter_index.cached_probe(cache_dir, exe)
-        if known is not None:
-            with _probe_lock:
-                _probe_cache[key] = known
-            return known
-    try:
-        out = subprocess.run(
-            [str(exe), "-I", "-c", _PROBE],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            stdin=subprocess.DEVNULL,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        raise InterpreterNotRunnableError(
-            f"{exe} does not run ({reason}); repair or reinstall that Python, or change install_path"
-        ) from None
-    lines = out.stdout.split()
-    if out.returncode != 0 or not lines:
-        detail = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
-        raise InterpreterNotRunnableError(
-            f"{exe} does not run ({detail}); repair or reinstall that Python, or change install_path"
-        )
-    with _probe_lock:
-        _probe_cache[key] = lines[0]
-    if cache_dir is not None:
-        interpreter_index.store_probe(cache_dir, exe, lines[0])
-    return lines[0]

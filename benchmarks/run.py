@@ -322,7 +322,7 @@ def _warm_start(service_settings, job) -> float:
 def sandbox(workdir: Path) -> None:
     """The bubblewrap sandbox's cost on a warm start: the same job, interleaved, with and without it."""
     from airflow_python_exec import EngineSettings, PythonJob
-    from airflow_python_exec.sandbox import unusable
+    from airflow_python_exec.isolation.sandbox import unusable
 
     problem = unusable()
     if problem is not None:
@@ -370,7 +370,7 @@ def sandbox_pandas(workdir: Path) -> None:
     (an environment installed without bytecode recompiles pandas at every start: ~4x)."""
     from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
     from airflow_python_exec.environments.uv import uv_binary
-    from airflow_python_exec.sandbox import unusable
+    from airflow_python_exec.isolation.sandbox import unusable
 
     if unusable() is not None:
         return
@@ -407,7 +407,7 @@ def sandbox_pandas(workdir: Path) -> None:
 
 def _probe_uncached() -> None:
     """Run the bwrap probe again, its per-process cache emptied first."""
-    from airflow_python_exec import sandbox as module
+    from airflow_python_exec.isolation import sandbox as module
 
     module._probed.clear()
     assert module.unusable() is None

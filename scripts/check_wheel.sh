@@ -36,7 +36,7 @@ metadata = zipfile.ZipFile(sys.argv[1]).read(f"{dist_info}/METADATA").decode()
 wanted = {
     "provider info": "airflow_python_exec/get_provider_info.py",
     "plugin": "airflow_python_exec/plugins/python_jobs.py",
-    "handler bootstrap": "airflow_python_exec/functions/bootstrap.py",
+    "handler bootstrap": "airflow_python_exec/handlers/bootstrap.py",
     "type marker": "airflow_python_exec/py.typed",
     "license": f"{dist_info}/licenses/LICENSE",
 }

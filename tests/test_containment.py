@@ -20,7 +20,7 @@ import pytest
 from conftest import CLI, cli_env, write_job
 
 from airflow_python_exec import PythonExecutionService
-from airflow_python_exec.process import DRAIN_S
+from airflow_python_exec.isolation.process import DRAIN_S
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="child subreaper is Linux-only")
 

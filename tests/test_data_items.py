@@ -347,7 +347,7 @@ def test_an_artifact_named_after_a_secret_is_not_published(tmp_path, store, fern
 
 
 def test_asset_uris_never_carry_the_connection_id() -> None:
-    from airflow_python_exec.data_items import parse_outputs
+    from airflow_python_exec.models.data_item_specs import parse_outputs
     from airflow_python_exec.operators.data_items import outlets_for
 
     outputs = parse_outputs(["cities", {"name": "model", "kind": "artifact"}, {"name": "n", "kind": "result"}])
@@ -364,7 +364,7 @@ def test_the_job_side_module_needs_only_the_standard_library() -> None:
     import ast
     import sys
 
-    from airflow_python_exec.functions import DATA_MODULE
+    from airflow_python_exec.handlers import DATA_MODULE
 
     tree = ast.parse(DATA_MODULE.read_text())
     imported = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}

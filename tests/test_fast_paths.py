@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_python_exec import airflow_cfg, interpreter_index, validator
-from airflow_python_exec.environments import interpreters
-from airflow_python_exec.process import JobProcess
+from airflow_python_exec import settings_file
+from airflow_python_exec.environments import interpreter_index, interpreters
+from airflow_python_exec.isolation.process import JobProcess
 
 #: Prints the settings a fresh process gets, and whether Airflow's configuration was imported to
 #: get them (``fernet_keys()`` last: it may need Airflow for ``[core] fernet_key``).
@@ -122,7 +122,7 @@ def test_fast_path_leaves_to_airflow_what_needs_airflow(
         monkeypatch.delenv(key)
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    assert airflow_cfg.read_python_exec(["cache_dir", "fernet_key"]) is None
+    assert settings_file.read_python_exec(["cache_dir", "fernet_key"]) is None
 
 
 @pytest.mark.parametrize(
@@ -156,14 +156,14 @@ def test_without_airflow_cfg_both_paths_give_the_same_settings(tmp_path: Path, f
 def test_fast_path_needs_a_file_airflow_can_read(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_CONFIG", str(tmp_path / "missing.cfg"))  # Airflow would write its defaults
     monkeypatch.delenv("AIRFLOW__PYTHON_EXEC__CACHE_DIR", raising=False)
-    assert airflow_cfg.read_python_exec(["cache_dir"]) == {}
+    assert settings_file.read_python_exec(["cache_dir"]) == {}
     (tmp_path / "broken.cfg").write_text("[python_exec\ncache_dir = /x\n")
     monkeypatch.setenv("AIRFLOW_CONFIG", str(tmp_path / "broken.cfg"))  # Airflow says what is wrong
-    assert airflow_cfg.read_python_exec(["cache_dir"]) is None
+    assert settings_file.read_python_exec(["cache_dir"]) is None
     home = airflow_home(tmp_path, "cache_dir = /data/cache\n", core_key="x")
     monkeypatch.setenv("AIRFLOW_CONFIG", str(home / "airflow.cfg"))
     monkeypatch.delenv("AIRFLOW__PYTHON_EXEC__CACHE_DIR", raising=False)
-    assert airflow_cfg.read_python_exec(["cache_dir"]) == {"cache_dir": "/data/cache"}
+    assert settings_file.read_python_exec(["cache_dir"]) == {"cache_dir": "/data/cache"}
 
 
 def fake_python(folder: Path, version: str, calls: Path | None = None) -> Path:
@@ -180,13 +180,13 @@ def test_a_probe_is_shared_until_the_interpreter_file_changes(tmp_path: Path) ->
     calls = tmp_path / "calls"
     exe = fake_python(tmp_path / "bin", "3.99.1", calls)
     cache = tmp_path / "cache"
-    assert validator.probe_version(exe, cache) == "3.99.1"
-    validator._probe_cache.clear()  # as in a new process
-    assert validator.probe_version(exe, cache) == "3.99.1"
+    assert interpreters.probe_version(exe, cache) == "3.99.1"
+    interpreters._probe_cache.clear()  # as in a new process
+    assert interpreters.probe_version(exe, cache) == "3.99.1"
     assert calls.read_text().count("x") == 1
     fake_python(tmp_path / "bin", "3.99.22", calls)  # upgraded in place: another size
-    validator._probe_cache.clear()
-    assert validator.probe_version(exe, cache) == "3.99.22"
+    interpreters._probe_cache.clear()
+    assert interpreters.probe_version(exe, cache) == "3.99.22"
     assert calls.read_text().count("x") == 2
 
 

@@ -13,18 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from airflow_python_exec import functions
+from airflow_python_exec import handlers as functions
 from airflow_python_exec.environments.interpreters import installed_pythons
 from airflow_python_exec.errors import JobConfigError, ResultError
-from airflow_python_exec.functions import BOOTSTRAP, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
-from airflow_python_exec.functions.results import (
-    HandlerError,
-    Outcome,
-    exit_outcome,
-    parse_exit_codes,
-    read_handler_error,
-    read_result,
-)
+from airflow_python_exec.handlers import BOOTSTRAP, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
+from airflow_python_exec.handlers.results import HandlerError, read_handler_error, read_result
+from airflow_python_exec.models.exit_codes import Outcome, exit_outcome, parse_exit_codes
 
 
 class Run:
@@ -128,7 +122,7 @@ def test_bootstrap_imports_the_standard_library_only() -> None:
 
 def test_the_contract_module_is_light() -> None:
     code = (
-        "import sys, airflow_python_exec.functions as f; "
+        "import sys, airflow_python_exec.handlers as f; "
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('airflow', 'pydantic', 'filelock')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

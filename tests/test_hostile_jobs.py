@@ -27,8 +27,8 @@ from conftest import CLI, cli_env, write_job
 
 from airflow_python_exec import PythonExecutionService
 from airflow_python_exec.crypto import encrypt
+from airflow_python_exec.isolation.sandbox import unusable
 from airflow_python_exec.redaction import MASK, Redactor, mask_json
-from airflow_python_exec.sandbox import unusable
 
 _PROBLEM = unusable(network=True) if sys.platform.startswith("linux") else "not Linux"
 requires_bwrap = pytest.mark.skipif(_PROBLEM is not None, reason=f"bwrap cannot run here: {_PROBLEM}")
@@ -416,7 +416,7 @@ def test_a_handler_returning_a_deeply_nested_value_fails_in_one_line(tmp_path: P
 
 
 def test_brackets_inside_strings_are_not_nesting() -> None:
-    from airflow_python_exec import json_limits
+    from airflow_python_exec.isolation import json_limits
 
     text = json.dumps({"text": "[" * 500 + '\\"{' * 300, "list": [[["ok"]]]})
     assert json_limits.loads(text, "t")["list"] == [[["ok"]]]

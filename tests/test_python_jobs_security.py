@@ -416,7 +416,7 @@ def test_a_deeply_nested_bundle_is_refused_with_400_and_leaves_nothing(auth, key
 def test_the_archive_rules_limit_depth_and_name_lengths(tmp_path, name, rule) -> None:
     """The rule is Sources' own, so a runtime zip source gets it too."""
     from airflow_python_exec.errors import JobConfigError
-    from airflow_python_exec.sources import check_archive
+    from airflow_python_exec.isolation.archive import check_archive
 
     archive = tmp_path / "deep.zip"
     with zipfile.ZipFile(archive, "w") as zf:

@@ -32,7 +32,7 @@ from conftest import CLI, REPO, cli_env, process_gone, write_job
 from test_containment import escaping_job
 
 from airflow_python_exec import PythonExecutionService
-from airflow_python_exec.sandbox import unusable
+from airflow_python_exec.isolation.sandbox import unusable
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="bubblewrap is Linux-only")
 

@@ -15,7 +15,7 @@ import pytest
 from conftest import process_gone, write_job
 
 from airflow_python_exec import PythonExecutionService
-from airflow_python_exec.process import MAX_LINE_CHARS
+from airflow_python_exec.isolation.process import MAX_LINE_CHARS
 
 
 def _wait_for(path: Path, timeout: float = 10.0) -> str:

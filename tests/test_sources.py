@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
-from airflow_python_exec.sources import MAX_ENTRIES, SourceResolver, parse_source
+from airflow_python_exec.handlers.sources import SourceResolver
+from airflow_python_exec.isolation.archive import MAX_ENTRIES
+from airflow_python_exec.models.source_spec import parse_source
 
 
 def make_zip(path: Path, files: dict[str, bytes | str], modes: dict[str, int] | None = None) -> Path:

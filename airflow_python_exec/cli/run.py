@@ -146,8 +146,8 @@ def _read_text(path: str, what: str) -> str:
 
 def _params_file(path: str) -> dict:
     """``--params-file F``: a JSON object of parameters."""
-    from airflow_python_exec import json_limits
     from airflow_python_exec.errors import JobConfigError
+    from airflow_python_exec.isolation import json_limits
 
     try:
         value = json_limits.loads(_read_text(path, "--params-file"), f"--params-file {path}")
@@ -162,7 +162,7 @@ def _params_file(path: str) -> dict:
 
 def _param(text: str) -> tuple[str, object]:
     """``--param KEY=JSON``: the value is JSON (``--param n=3``, ``--param country='"IT"'``)."""
-    from airflow_python_exec import json_limits
+    from airflow_python_exec.isolation import json_limits
 
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():

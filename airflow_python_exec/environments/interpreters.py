@@ -7,7 +7,7 @@ Nothing is downloaded unless ``[python_exec] python_downloads`` allows it.
 Listing takes seconds (uv runs every interpreter it finds), so with a ``cache_dir`` the result is
 kept in ``<cache_dir>/interpreters.json`` for every process, and rebuilt when what it was built
 from changes: a ``PATH`` folder, pyenv's ``versions/``, uv's managed-Python folder, the uv binary,
-an interpreter file itself (see :mod:`airflow_python_exec.interpreter_index`).
+an interpreter file itself (see :mod:`airflow_python_exec.environments.interpreter_index`).
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ import json
 import os
 import re
 import subprocess
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 
-from airflow_python_exec import interpreter_index
-from airflow_python_exec.errors import ProvisioningError
+from airflow_python_exec.environments import interpreter_index
+from airflow_python_exec.errors import InterpreterNotRunnableError, ProvisioningError
 
 from .uv import uv_binary
 
@@ -174,3 +176,76 @@ def find_python(wanted: str, python_downloads: str = "never", cache_dir: Path | 
         f"python_version {wanted} is not installed on this worker (found: {', '.join(versions) or 'none'}); "
         "install it, pick one of those, or allow [python_exec] python_downloads"
     )
+
+
+PROBE_TIMEOUT_S = 30.0
+_PROBE = "import sys; print('%d.%d.%d' % sys.version_info[:3])"
+
+
+@dataclass(frozen=True)
+class Interpreter:
+    """A validated base interpreter.
+
+    :ivar path: the executable, e.g. ``/usr/local/bin/python3`` (not resolved through symlinks).
+    :ivar version: its full version, ``"3.12.4"``.
+    :ivar install_path: the installation prefix it was found under.
+    """
+
+    path: Path
+    version: str
+    install_path: Path
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        """``version`` as integers, e.g. ``(3, 12, 4)``."""
+        return tuple(int(p) for p in self.version.split("."))
+
+
+_probe_cache: dict[tuple[str, int, int], str] = {}
+_probe_lock = threading.Lock()
+
+
+def probe_version(exe: Path, cache_dir: Path | None = None) -> str:
+    """Run ``exe`` once to read its full version (``"3.12.4"``); cached per (path, inode, mtime) in
+    this process, so a worker probes each interpreter once, not once per task.
+
+    :param cache_dir: also keep the version in ``<cache_dir>/interpreters.json`` for every process
+        (each task runs in a new one), valid while ``exe`` is the same file (device, inode, size,
+        modification and change times); see :mod:`airflow_python_exec.environments.interpreter_index`.
+    :raises InterpreterNotRunnableError: it does not run or report a version.
+    """
+    st = exe.stat()
+    key = (str(exe), st.st_ino, st.st_mtime_ns)
+    with _probe_lock:
+        if key in _probe_cache:
+            return _probe_cache[key]
+    if cache_dir is not None:
+        known = interpreter_index.cached_probe(cache_dir, exe)
+        if known is not None:
+            with _probe_lock:
+                _probe_cache[key] = known
+            return known
+    try:
+        out = subprocess.run(
+            [str(exe), "-I", "-c", _PROBE],
+            capture_output=True,
+            text=True,
+            timeout=PROBE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise InterpreterNotRunnableError(
+            f"{exe} does not run ({reason}); repair or reinstall that Python, or change install_path"
+        ) from None
+    lines = out.stdout.split()
+    if out.returncode != 0 or not lines:
+        detail = (out.stderr.strip().splitlines() or [f"exit status {out.returncode}"])[-1]
+        raise InterpreterNotRunnableError(
+            f"{exe} does not run ({detail}); repair or reinstall that Python, or change install_path"
+        )
+    with _probe_lock:
+        _probe_cache[key] = lines[0]
+    if cache_dir is not None:
+        interpreter_index.store_probe(cache_dir, exe, lines[0])
+    return lines[0]

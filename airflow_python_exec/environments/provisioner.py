@@ -27,16 +27,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from airflow_python_exec import metrics
-from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
+from airflow_python_exec.isolation.sandbox import sandbox_for
 from airflow_python_exec.logs import PREFIX, log, provider_line
 from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_metadata
-from airflow_python_exec.sandbox import sandbox_for
 from airflow_python_exec.settings import EngineSettings
-from airflow_python_exec.validator import Interpreter, probe_version
 
-from .interpreters import find_python
+from . import metrics
+from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
+from .interpreters import Interpreter, find_python, probe_version
 from .key import environment_key
 from .layout import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .lockfile import check_lock_file, explain_install_failure, locked_packages

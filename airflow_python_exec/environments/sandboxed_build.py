@@ -12,7 +12,7 @@ which only the middle one runs anything of the job's:
    cache first): installing a wheel runs none of its code.
 2. inside a sandbox with the hidden paths of a run (``AIRFLOW_HOME``, ``airflow.cfg``, ``cache_dir``,
    the home folder, the job's sibling folders, uv's shared cache with the home), network as
-   ``sandbox_network``, started by :class:`~airflow_python_exec.process.JobProcess` so every
+   ``sandbox_network``, started by :class:`~airflow_python_exec.isolation.process.JobProcess` so every
    process it starts is contained like a run's (a new PID namespace, ``--die-with-parent``):
    ``uv build --wheel --no-build-isolation --offline`` with the build environment's Python, a
    private ``UV_CACHE_DIR`` (a build can never poison the cache other jobs install from), and a
@@ -39,9 +39,9 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from airflow_python_exec.builder import base_environment
 from airflow_python_exec.errors import ProvisioningError
-from airflow_python_exec.sandbox import Sandbox, hidden_paths
+from airflow_python_exec.isolation.base_env import base_environment
+from airflow_python_exec.isolation.sandbox import Sandbox, hidden_paths
 
 from .uv import Uv, uv_binary
 

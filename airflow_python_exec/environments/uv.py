@@ -12,9 +12,9 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from airflow_python_exec.builder import base_environment
 from airflow_python_exec.errors import ProvisioningError
-from airflow_python_exec.process import JobProcess
+from airflow_python_exec.isolation.base_env import base_environment
+from airflow_python_exec.isolation.process import JobProcess
 from airflow_python_exec.settings import EngineSettings
 
 #: uv's messages that say an offline attempt lacked something in the cache (retry online then).

@@ -19,9 +19,9 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
-from airflow_python_exec.policy import check_command
+from airflow_python_exec.isolation import json_limits
+from airflow_python_exec.models.policy import check_command
 
 from .rules import (
     MAX_INT_DIGITS,
@@ -184,7 +184,7 @@ class RuntimeConfig(BaseModel):
     @field_validator("exit_codes", mode="before")
     @classmethod
     def _exit_codes(cls, mapping: Any) -> Any:
-        from airflow_python_exec.functions.results import parse_exit_codes
+        from airflow_python_exec.models.exit_codes import parse_exit_codes
 
         try:
             parsed = parse_exit_codes(mapping)
@@ -220,7 +220,7 @@ class FunctionSpec(BaseModel):
     @field_validator("inputs", "outputs", mode="before")
     @classmethod
     def _data_items(cls, value: Any, info: Any) -> Any:
-        from airflow_python_exec.data_items.specs import parse_inputs, parse_outputs
+        from airflow_python_exec.models.data_item_specs import parse_inputs, parse_outputs
 
         (parse_inputs if info.field_name == "inputs" else parse_outputs)(value)
         return ({} if info.field_name == "inputs" else []) if value is None else value
@@ -256,7 +256,7 @@ class FunctionSpec(BaseModel):
     def _source(cls, source: str | None) -> str | None:
         if source is None:
             return None
-        from airflow_python_exec.sources import parse_source
+        from airflow_python_exec.models.source_spec import parse_source
 
         try:
             parse_source(source)

@@ -16,9 +16,9 @@ from pydantic import (
     model_validator,
 )
 
-from airflow_python_exec.dag_spec import JobDagSpec
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.logs import log
+from airflow_python_exec.models.dag_spec import JobDagSpec
 
 from .fields import (
     FunctionSpec,
@@ -103,7 +103,7 @@ class PythonJob(BaseModel):
 
     def _function_allowed(self) -> PythonJob:
         """A bare handler of a job folder's own ``packageName`` needs that file; inline code or another
-        source is checked once resolved (:mod:`airflow_python_exec.functions.run`)."""
+        source is checked once resolved (:mod:`airflow_python_exec.handlers.run_files`)."""
         assert self.function is not None
         name = self.main_file_name
         if self.function.inline_code is not None or self.function.source is not None:

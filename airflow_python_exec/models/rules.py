@@ -16,8 +16,8 @@ from pydantic import (
     ValidationError,
 )
 
-from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
+from airflow_python_exec.isolation import json_limits
 
 JOB_FILE = "job.json"
 DEFAULT_SCRIPT = "app.py"

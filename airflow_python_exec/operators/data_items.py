@@ -16,9 +16,10 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from airflow_python_exec.data_items import OutputSpec, Published, asset_uri, data_store_uri, parse_outputs
-from airflow_python_exec.data_items.specs import public_uri
 from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.handlers.outputs import Published
+from airflow_python_exec.handlers.store import asset_uri, data_store_uri
+from airflow_python_exec.models.data_item_specs import OutputSpec, parse_outputs, public_uri
 
 if TYPE_CHECKING:
     from airflow_python_exec.service import RunResult
@@ -122,7 +123,7 @@ def input_value(name: str, value: Any) -> Any:
 
 
 def asset_resolver(context: Mapping[str, Any]):
-    """An :data:`~airflow_python_exec.data_items.AssetResolver` reading the latest event of an asset
+    """An :data:`~airflow_python_exec.handlers.data_items.AssetResolver` reading the latest event of an asset
     by name through the Task SDK (``None`` when it has no event)."""
 
     def resolve(name: str) -> tuple[str, Mapping[str, Any]] | None:

@@ -15,8 +15,8 @@ from airflow.providers.common.compat.sdk import (
     BaseOperator,
 )
 
-from airflow_python_exec import json_limits
 from airflow_python_exec.errors import JobConfigError, PythonExecError, ResultError
+from airflow_python_exec.isolation import json_limits
 
 # What only execute() needs (the hook, the service, the job models and pydantic, the command
 # builder) is imported there: every DAG file using the operator is parsed again and again by the
@@ -156,8 +156,8 @@ class PythonJobOperator(BaseOperator):
         :raises AirflowSkipException: the outcome is ``skipped`` (``exitCodes`` or ``skip_on_exit_code``).
         """
         from airflow_python_exec.builder import to_macros
-        from airflow_python_exec.functions.results import exit_outcome
         from airflow_python_exec.hooks.python_exec import PythonExecutionHook
+        from airflow_python_exec.models.exit_codes import exit_outcome
         from airflow_python_exec.operators.data_items import asset_resolver, record
 
         with task_failures():
@@ -261,7 +261,7 @@ def run_outcome(job: PythonJob, result: RunResult, skip_codes: Container[int] | 
     :raises AirflowFailException: a handler refused its parameters (no retry).
     :raises AirflowException: the outcome is ``failed``, or the result cannot be used.
     """
-    from airflow_python_exec.functions.results import Outcome, exit_outcome
+    from airflow_python_exec.models.exit_codes import Outcome, exit_outcome
 
     outcome = exit_outcome(result.exit_code, job.exit_codes, tuple(skip_codes))  # type: ignore[arg-type]
     if outcome is Outcome.SKIPPED:

@@ -12,9 +12,9 @@ folder name (:data:`SAFE_JOB_ID`).
 
 Order of work, so that a refused bundle leaves ``upload_folder`` untouched:
 
-1. the archive rules of Sources (:func:`airflow_python_exec.sources.check_archive`: absolute
+1. the archive rules of Sources (:func:`airflow_python_exec.isolation.archive.check_archive`: absolute
    paths, ``..``, symlinks, devices, FIFOs, more than ``MAX_ENTRIES`` entries or
-   ``max_source_bytes`` bytes), then unpacked (:func:`~airflow_python_exec.sources.extract_archive`)
+   ``max_source_bytes`` bytes), then unpacked (:func:`~airflow_python_exec.isolation.archive.extract_archive`)
    into a temporary folder outside ``upload_folder``;
 2. every job rule, by loading it exactly as a run would (``PythonJob.load``);
 3. only then: copied into ``upload_folder/.incoming-*`` (same file system), and, under a per-job
@@ -39,8 +39,8 @@ from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.isolation.archive import MAX_ENTRIES, MAX_SOURCE_BYTES, check_archive, extract_archive
 from airflow_python_exec.models import PythonJob
-from airflow_python_exec.sources import MAX_ENTRIES, MAX_SOURCE_BYTES, check_archive, extract_archive
 
 #: A ``jobId`` usable as one folder name: letters, digits, ``.``, ``_``, ``-``; not starting with
 #: ``.`` (no hidden folder, no ``..``), at most 100 characters.
@@ -146,7 +146,7 @@ def upload_bundle(
     :param archive: the uploaded ``.zip`` file (anywhere but inside ``upload_folder``).
     :param filename: its name as uploaded (messages; the folder name of a root-layout bundle).
     :param max_bytes: ``[python_exec] max_source_bytes``.
-    :param max_entries: most entries; default :data:`airflow_python_exec.sources.MAX_ENTRIES`.
+    :param max_entries: most entries; default :data:`airflow_python_exec.isolation.archive.MAX_ENTRIES`.
     :returns: what was installed and where the previous version went.
     :raises JobConfigError: the archive or the job breaks a rule, or its ``jobId`` is not a safe
         folder name; ``upload_folder`` is then untouched.

@@ -3,7 +3,7 @@
 Standard library only: this file runs in the job's environment, which has neither Airflow nor
 airflow_python_exec, and it never imports either. The service starts it as
 ``<python> bootstrap.py`` with its inputs in environment variables and files (the contract is
-written in ``airflow_python_exec/functions/__init__.py``, whose constants these names must equal):
+written in ``airflow_python_exec/handlers/__init__.py``, whose constants these names must equal):
 
 1. the source root goes first on ``sys.path`` (in place of this file's own folder);
 2. the handler is imported: ``module.path:function``, or a bare ``function`` of the main file. The
@@ -51,14 +51,14 @@ BOOTSTRAP_ONLY_ENV = (
     ERROR_FILE_ENV,
     DATA_FILE_ENV,
 )
-#: The data items module (``functions/data.py``), copied beside this file by the service.
+#: The data items module (``handlers/job_data.py``), copied beside this file by the service.
 DATA_MODULE = "python_exec_data.py"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_REFUSED = 2
 PREFIX = "[python_exec]"
-#: airflow_python_exec.json_limits.MAX_JSON_DEPTH: the worker refuses a result nested deeper.
+#: airflow_python_exec.isolation.json_limits.MAX_JSON_DEPTH: the worker refuses a result nested deeper.
 MAX_JSON_DEPTH = 100
 #: Longest message written to the error file, in characters (the worker shows the first 1000).
 MAX_ERROR_CHARS = 20_000
@@ -355,7 +355,7 @@ def write_atomically(path: str, text: str) -> None:
 
 
 def _depth(text: str) -> int:
-    """How deeply ``text`` (JSON) nests, as airflow_python_exec.json_limits.depth counts it."""
+    """How deeply ``text`` (JSON) nests, as airflow_python_exec.isolation.json_limits.depth counts it."""
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return 0  # too few brackets to be too deep: the common case costs two counts
     import re

@@ -1,5 +1,5 @@
 """The source cache: resolve a job's source into a local folder under ``<cache_dir>/sources/``, each
-entry built once under its lock and marked when complete (see :mod:`airflow_python_exec.sources`)."""
+entry built once under its lock and marked when complete (see :mod:`airflow_python_exec.handlers.sources`)."""
 
 from __future__ import annotations
 
@@ -13,15 +13,26 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from airflow_python_exec.cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, write_marker
+from airflow_python_exec.environments.cache_entry import (
+    acquire_or_see_marker,
+    disk_errors_as_provisioning,
+    write_marker,
+)
 from airflow_python_exec.environments.key import file_digest
 from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.isolation.archive import MAX_ENTRIES, MAX_SOURCE_BYTES, check_archive, extract_archive
 from airflow_python_exec.logs import PREFIX, provider_line
+from airflow_python_exec.models.source_spec import (
+    HEX_DIGITS,
+    ResolvedSource,
+    SourceSpec,
+    inside_job_folder,
+    parse_source,
+    redact_url,
+)
 
-from .archive import MAX_ENTRIES, MAX_SOURCE_BYTES, check_archive, extract_archive
 from .download import Downloader
 from .git import GitFetcher
-from .spec import _HEX, ResolvedSource, SourceSpec, _inside, parse_source, redact_url
 
 MARKER_SUFFIX = ".provisioned"
 
@@ -66,7 +77,9 @@ class SourceResolver:
         spec = source if isinstance(source, SourceSpec) else parse_source(source)
         job_folder = Path(job_folder).resolve()
         if spec.kind == "folder":
-            return ResolvedSource(_inside(job_folder, spec.location, "function.source", want_dir=True), "folder")
+            return ResolvedSource(
+                inside_job_folder(job_folder, spec.location, "function.source", want_dir=True), "folder"
+            )
         if spec.kind == "git":
             return self._git(spec)
         return self._zip(spec, job_folder)
@@ -109,7 +122,7 @@ class SourceResolver:
         if spec.sha256 and self._complete(spec.sha256):  # digest known: read nothing at all
             return self._hit(spec, spec.sha256)
         if spec.kind == "zip":
-            archive = _inside(job_folder, spec.location, "function.source", want_dir=False)
+            archive = inside_job_folder(job_folder, spec.location, "function.source", want_dir=False)
             digest = file_digest(archive)
             if spec.sha256 and digest != spec.sha256:
                 raise JobConfigError(
@@ -138,7 +151,7 @@ class SourceResolver:
             record = json.loads(self._url_record(spec).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        if not isinstance(record, dict) or not _HEX.match(str(record.get("sha256", ""))):
+        if not isinstance(record, dict) or not HEX_DIGITS.match(str(record.get("sha256", ""))):
             return None
         return record if self._complete(record["sha256"]) else None
 

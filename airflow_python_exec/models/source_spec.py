@@ -1,5 +1,5 @@
 """Parse ``function.source`` into a :class:`SourceSpec` (pure: no file or network access besides
-checking a relative path); see :mod:`airflow_python_exec.sources` for the accepted forms."""
+checking a relative path); see :mod:`airflow_python_exec.handlers.sources` for the accepted forms."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path, PurePosixPath
 from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.redaction import hide_url_credentials
 
-_HEX = re.compile(r"[0-9a-f]+\Z")
+HEX_DIGITS = re.compile(r"[0-9a-f]+\Z")
 #: A full git object name: SHA-1 (40 hex digits) or SHA-256 (64).
-_FULL_SHA = re.compile(r"([0-9a-f]{40}|[0-9a-f]{64})\Z")
+FULL_SHA = re.compile(r"([0-9a-f]{40}|[0-9a-f]{64})\Z")
 #: Refs we pass to git: no option look-alikes, no revision syntax (``..``, ``^``, ``~``, ``:``).
 _REF = re.compile(r"(?!-)(?!.*\.\.)[A-Za-z0-9._/+-]+\Z")
 _FORMS = "a folder or .zip file in the job folder, zip+https://..., or git+<url>[@<ref>][#subdirectory=<dir>]"
@@ -95,7 +95,7 @@ def redact_url(url: str) -> str:
     return hide_url_credentials(url)
 
 
-def _inside(base: Path, rel: str, what: str, *, want_dir: bool) -> Path:
+def inside_job_folder(base: Path, rel: str, what: str, *, want_dir: bool) -> Path:
     """Resolve ``rel`` under ``base``; it must exist, stay inside (symlinks too) and be a folder or a file."""
     _check_relative(rel, what)
     path = (base / rel).resolve()
@@ -174,6 +174,6 @@ def _sha256(source: str, options: dict[str, str]) -> str | None:
     if value is None:
         return None
     value = value.lower()
-    if len(value) != 64 or not _HEX.match(value):
+    if len(value) != 64 or not HEX_DIGITS.match(value):
         raise JobConfigError(f"function.source {redact_url(source)!r}: #sha256 must be 64 hex digits")
     return value

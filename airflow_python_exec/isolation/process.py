@@ -8,7 +8,7 @@ failing.
 
 When the script ends, whatever it left running is killed: its process group (while the script's
 zombie still holds the group id, so no unrelated group can be hit) and, on Linux, every process that
-left the group (see :mod:`airflow_python_exec.containment`), so a background child can neither outlive
+left the group (see :mod:`airflow_python_exec.isolation.containment`), so a background child can neither outlive
 the job nor hold the log pipe open. Output is drained for at most ``DRAIN_S`` seconds after the
 script ended, whatever still writes. On Linux the script is also killed if the process that started
 it dies without cleaning up (parent-death signal). :meth:`JobProcess.stop` may
@@ -22,7 +22,7 @@ SIGTERM to the whole group would reach ``bwrap`` too, which dies of it at once, 
 SIGTERM goes to the launcher's descendants only (the sandbox's pid 1 ignores it: the kernel delivers
 to a namespace's init only the signals it handles), and the script's exit status comes back through
 ``bwrap``; SIGKILL still goes to the whole group, ``bwrap`` included, which ends the sandbox. The
-script's end is watched past the launcher too (:mod:`airflow_python_exec.launcher_watch`): a
+script's end is watched past the launcher too (:mod:`airflow_python_exec.isolation.launcher_watch`): a
 ``bwrap`` that does not follow its script out (the job stopped the sandbox's pid 1) is killed.
 """
 
@@ -41,8 +41,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from airflow_python_exec.containment import RunContainment
-from airflow_python_exec.launcher_watch import wait_launched
+from airflow_python_exec.isolation.containment import RunContainment
+from airflow_python_exec.isolation.launcher_watch import wait_launched
 
 CHUNK_BYTES = 64 * 1024
 #: Longest line handed out in one piece, in characters.

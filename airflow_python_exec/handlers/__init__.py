@@ -4,7 +4,7 @@ The service runs ``<job's python> <BOOTSTRAP>`` (no other argument: parameters n
 in the job's environment, with these variables added to it:
 
 - ``PYTHON_EXEC_SOURCE_ROOT`` (required): the folder put first on ``sys.path`` (a resolved
-  source, see :mod:`airflow_python_exec.sources`).
+  source, see :mod:`airflow_python_exec.handlers.sources`).
 - ``PYTHON_EXEC_HANDLER`` (required): ``module.path:function`` (the function may be dotted, e.g.
   ``Class.method``), or a bare ``function`` of the main file.
 - ``PYTHON_EXEC_MAIN_FILE`` (for a bare handler): the ``.py`` file (``packageName``) it lives in;
@@ -14,7 +14,7 @@ in the job's environment, with these variables added to it:
 - ``PYTHON_EXEC_RESULT_FILE`` (required): where the JSON-encoded return value is written.
 - ``PYTHON_EXEC_ERROR_FILE`` (optional): where a failure is described for the task's message.
 - ``PYTHON_EXEC_DATA_FILE`` (optional): the run's data items (inputs, declared outputs, the folder
-  outputs are written to); read by :mod:`airflow_python_exec.functions.data`, copied beside the
+  outputs are written to); read by :mod:`airflow_python_exec.handlers.job_data`, copied beside the
   bootstrap as ``python_exec_data.py``.
 
 The bootstrap removes the variables only it needs from ``os.environ`` before importing anything of
@@ -25,7 +25,7 @@ handler name, module or function not found, parameters the signature cannot bind
 the call. A handler that calls ``sys.exit(n)`` exits with ``n`` (so ``runtimeConfig.exitCodes`` can
 map it) and writes no result. The error file holds ``{"type", "message", "kind"}`` with ``kind``
 ``"exception"``, ``"result"`` or ``"refused"``; read it with
-:func:`airflow_python_exec.functions.results.read_handler_error`.
+:func:`airflow_python_exec.handlers.results.read_handler_error`.
 
 This module imports nothing heavy: the service and the CLI may import it on every run.
 """
@@ -37,7 +37,7 @@ from pathlib import Path
 #: The stdlib-only script the job's interpreter runs.
 BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 #: The stdlib-only data items module the bootstrap loads (``DataItem``, ``run``, outputs).
-DATA_MODULE = Path(__file__).with_name("data.py")
+DATA_MODULE = Path(__file__).with_name("job_data.py")
 #: Its name beside the bootstrap in a run's private folder.
 DATA_MODULE_NAME = "python_exec_data.py"
 

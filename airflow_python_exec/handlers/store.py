@@ -14,7 +14,7 @@ import os
 import secrets
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from airflow_python_exec.data_items.specs import OutputSpec, public_uri
+from airflow_python_exec.models.data_item_specs import OutputSpec, public_uri
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath

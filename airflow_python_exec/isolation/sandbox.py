@@ -35,7 +35,7 @@ read-only over hidden.
 ``--new-session`` is not used: the script already runs in a session of its own with no controlling
 terminal (the TIOCSTI injection that option prevents needs one), and a new session would take the
 script out of the process group that a stop's SIGKILL reaches in one ``killpg``. See
-:class:`~airflow_python_exec.process.JobProcess` for how a stop's SIGTERM reaches the script past
+:class:`~airflow_python_exec.isolation.process.JobProcess` for how a stop's SIGTERM reaches the script past
 ``bwrap`` (which would die of it and take the sandbox with it at once).
 """
 
@@ -170,7 +170,7 @@ class Sandbox:
 
 def hidden_paths(cache_dir: Path, job_folder: Path) -> list[str]:
     """Paths a sandboxed job must not see (those that exist get hidden; see the module's docstring)."""
-    from airflow_python_exec.airflow_cfg import config_file, expand_env_var
+    from airflow_python_exec.settings_file import config_file, expand_env_var
 
     paths = [
         "/tmp",

@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec.data_items import store
-from airflow_python_exec.data_items.specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
 from airflow_python_exec.errors import PythonExecError
-from airflow_python_exec.functions.results import mask_result
-from airflow_python_exec.job_files import open_folder, open_regular
+from airflow_python_exec.handlers import store
+from airflow_python_exec.handlers.results import mask_result
+from airflow_python_exec.isolation.job_files import open_folder, open_regular
+from airflow_python_exec.models.data_item_specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
 from airflow_python_exec.redaction import Redactor
 
 MANIFEST = "manifest.json"
@@ -191,7 +191,7 @@ def _open_folder(folder: Path) -> Iterator[int]:
 @contextmanager
 def _open_output(dir_fd: int, relative: str, missing_ok: bool = False) -> Iterator[Any]:
     """Open ``relative`` (``a`` or ``a/b``) under ``dir_fd`` as hostile input: a regular file reached
-    without following any link (:func:`~airflow_python_exec.job_files.open_regular`)."""
+    without following any link (:func:`~airflow_python_exec.isolation.job_files.open_regular`)."""
     try:
         fd = open_regular(relative, dir_fd=dir_fd)
     except FileNotFoundError:

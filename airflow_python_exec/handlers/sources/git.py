@@ -10,11 +10,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from airflow_python_exec.cache_entry import ms
+from airflow_python_exec.environments.cache_entry import ms
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
-
-from .archive import too_big
-from .spec import _FULL_SHA, _HEX, SourceSpec, redact_url
+from airflow_python_exec.isolation.archive import too_big
+from airflow_python_exec.models.source_spec import FULL_SHA, HEX_DIGITS, SourceSpec, redact_url
 
 
 class GitFetcher:
@@ -34,7 +33,7 @@ class GitFetcher:
 
     def commit_of(self, spec: SourceSpec) -> str:
         """The commit sha of ``spec.ref``: a full sha as is, else asked with ``git ls-remote``."""
-        if spec.ref and _FULL_SHA.match(spec.ref):
+        if spec.ref and FULL_SHA.match(spec.ref):
             return spec.ref
         ref = spec.ref or "HEAD"
         out = self._run_git(["ls-remote", "--", spec.location, ref, f"{ref}^{{}}"], spec, "ls-remote")
@@ -46,7 +45,7 @@ class GitFetcher:
             found = refs.get(f"{name}^{{}}") or refs.get(name)  # a peeled tag names its commit
             if found:
                 return found
-        hint = " (a short sha cannot be looked up: give all 40 characters)" if _HEX.match(ref) else ""
+        hint = " (a short sha cannot be looked up: give all 40 characters)" if HEX_DIGITS.match(ref) else ""
         raise JobConfigError(
             f"{spec.display}: {ref!r} is not a branch or tag of the repository{hint}; "
             "give an existing branch, tag or a full commit sha"

@@ -1,5 +1,4 @@
-"""A run's result, a handler's failure, and the outcome of an exit code (DESIGN.md, "Results and
-exit codes").
+"""A run's result and a handler's failure (DESIGN.md, "Results and exit codes").
 
 - :func:`read_result`: the JSON a script (or the bootstrap) wrote to ``PYTHON_EXEC_RESULT_FILE``;
   when that file is empty or missing, the run's last output line, as with ``BashOperator``.
@@ -7,25 +6,22 @@ exit codes").
 - :func:`read_handler_error`: the bootstrap's error file, as one line for the task's failure message.
 
 Both files are written by the job's process, so they are read as hostile input
-(:func:`~airflow_python_exec.job_files.read_job_file`: no symlink, no FIFO, at most
-``max_result_bytes``) and parsed with a nesting limit (:mod:`airflow_python_exec.json_limits`).
-- :func:`exit_outcome`: ``runtimeConfig.exitCodes`` (the platform's "exit code mapping") plus the
-  operator's ``skip_on_exit_code`` applied to an exit status.
+(:func:`~airflow_python_exec.isolation.job_files.read_job_file`: no symlink, no FIFO, at most
+``max_result_bytes``) and parsed with a nesting limit (:mod:`airflow_python_exec.isolation.json_limits`).
 """
 
 from __future__ import annotations
 
-import enum
 import json
 import os
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec import json_limits
-from airflow_python_exec.errors import JobConfigError, ResultError
-from airflow_python_exec.job_files import open_folder, read_job_file
+from airflow_python_exec.errors import ResultError
+from airflow_python_exec.isolation import json_limits
+from airflow_python_exec.isolation.job_files import open_folder, read_job_file
 from airflow_python_exec.redaction import Redactor, mask_json
 
 #: Default of ``[python_exec] max_result_bytes``.
@@ -34,14 +30,6 @@ MAX_RESULT_BYTES = 1_048_576
 MAX_MESSAGE_CHARS = 1000
 #: Names the result file in messages.
 RESULT_FILE = "the result file PYTHON_EXEC_RESULT_FILE"
-
-
-class Outcome(str, enum.Enum):
-    """What an exit status means for the task."""
-
-    SUCCESS = "success"
-    SKIPPED = "skipped"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -81,13 +69,13 @@ def read_result(
     :param max_result_bytes: largest result accepted, in bytes of UTF-8.
     :param secrets: decrypted values; each occurrence becomes ``***`` (see :func:`mask_result`).
     :param dir_fd: the run folder, opened when it was made
-        (:attr:`~airflow_python_exec.functions.run.RunFiles.dir_fd`): ``result_file``'s name is
+        (:attr:`~airflow_python_exec.handlers.run_files.RunFiles.dir_fd`): ``result_file``'s name is
         read inside it, whatever the job did to the folder's path since. Default: the folder of
         ``result_file``, opened now (without following a symlink).
     :returns: the file's JSON value when the file holds anything but whitespace, else ``last_line``.
     :raises ResultError: the file is a symlink, a FIFO or anything but a regular file, larger than
         ``max_result_bytes``, not UTF-8, not valid JSON or nested deeper than
-        :data:`~airflow_python_exec.json_limits.MAX_JSON_DEPTH`, or the last line is larger than
+        :data:`~airflow_python_exec.isolation.json_limits.MAX_JSON_DEPTH`, or the last line is larger than
         ``max_result_bytes``; one line, without the content.
     """
     text = _read_limited(result_file, max_result_bytes, dir_fd) if result_file is not None else None
@@ -150,71 +138,6 @@ def read_handler_error(
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 1] + "…"
     return HandlerError(redact(str(data.get("type", "Exception"))), message, str(data.get("kind", "exception")))
-
-
-def parse_exit_codes(mapping: Mapping[Any, Any] | None) -> dict[int, Outcome]:
-    """Validate ``runtimeConfig.exitCodes``, e.g. ``{"0": "success", "3": "skipped", "5": "failed"}``.
-
-    :param mapping: keys are exit codes 0-255 written as integer strings (``"3"``; ``int`` keys too,
-        from Python); values are ``success``, ``skipped`` or ``failed`` (any case).
-    :returns: exit code -> :class:`Outcome`.
-    :raises JobConfigError: one line naming the bad key or value and what is allowed.
-    """
-    if mapping is None:
-        return {}
-    if not isinstance(mapping, Mapping):
-        raise JobConfigError(
-            f'runtimeConfig.exitCodes must be an object like {{"3": "skipped"}}, not {type(mapping).__name__}'
-        )
-    parsed: dict[int, Outcome] = {}
-    for key, value in mapping.items():
-        code = _exit_code(key, f"runtimeConfig.exitCodes key {key!r}")
-        try:
-            parsed[code] = Outcome(value.strip().lower()) if isinstance(value, str) else Outcome(value)
-        except ValueError:
-            raise JobConfigError(
-                f"runtimeConfig.exitCodes[{key!r}] = {value!r} is not an outcome; use success, skipped or failed"
-            ) from None
-    return parsed
-
-
-def exit_outcome(
-    exit_code: int, exit_codes: Mapping[Any, Any] | None = None, skip_codes: int | Collection[int] | None = None
-) -> Outcome:
-    """What an exit status means: the platform's exit code mapping, plus the operator's skip codes.
-
-    :param exit_code: the run's exit status (``128 + N`` for a signal, as the service reports it).
-    :param exit_codes: ``runtimeConfig.exitCodes`` (validated here with :func:`parse_exit_codes`).
-    :param skip_codes: the operator's ``skip_on_exit_code`` (one code or several); they add to the
-        mapping and, being set on the task itself, win over it for the same code.
-    :returns: a code in ``skip_codes`` is skipped; else a mapped code is what the mapping says;
-        else ``0`` succeeds and any other code fails.
-    :raises JobConfigError: an invalid mapping or skip code.
-    """
-    mapping = parse_exit_codes(exit_codes)
-    skips = {skip_codes} if isinstance(skip_codes, int) else set(skip_codes or ())
-    for code in skips:
-        _exit_code(code, f"skip_on_exit_code {code!r}")
-    if exit_code in skips:
-        return Outcome.SKIPPED
-    if exit_code in mapping:
-        return mapping[exit_code]
-    return Outcome.SUCCESS if exit_code == 0 else Outcome.FAILED
-
-
-def _exit_code(value: Any, what: str) -> int:
-    """``value`` as an exit code 0-255: an ``int`` or its canonical string (no sign, no leading zero)."""
-    if isinstance(value, bool):
-        code = None
-    elif isinstance(value, int):
-        code = value
-    elif isinstance(value, str) and value.isdigit() and value.isascii() and str(int(value)) == value:
-        code = int(value)
-    else:
-        code = None
-    if code is None or not 0 <= code <= 255:
-        raise JobConfigError(f'{what} is not an exit code; use an integer from 0 to 255, written like "3"')
-    return code
 
 
 def _read_job_file(path: Path, limit: int, dir_fd: int | None, what: str, fix: str) -> bytes | None:

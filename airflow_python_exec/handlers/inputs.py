@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from airflow_python_exec.data_items import store
-from airflow_python_exec.data_items.specs import InputSpec, public_uri
 from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.handlers import store
+from airflow_python_exec.models.data_item_specs import InputSpec, public_uri
 
 #: An asset name -> ``(uri, extra)`` of its latest event, or ``None`` when it has none.
 AssetResolver = Callable[[str], "tuple[str, Mapping[str, Any]] | None"]

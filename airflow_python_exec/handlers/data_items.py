@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec.data_items.inputs import AssetResolver, ResolvedInput, resolve_inputs, stage
-from airflow_python_exec.data_items.outputs import Outputs, Published, PublishError, publish
-from airflow_python_exec.data_items.specs import InputSpec, OutputSpec, parse_inputs, parse_outputs
-from airflow_python_exec.data_items.store import asset_uri, data_store_uri
 from airflow_python_exec.errors import JobConfigError
-from airflow_python_exec.functions import DATA_FILE_ENV, DATA_MODULE, DATA_MODULE_NAME
+from airflow_python_exec.handlers import DATA_FILE_ENV, DATA_MODULE, DATA_MODULE_NAME
+from airflow_python_exec.handlers.inputs import AssetResolver, ResolvedInput, resolve_inputs, stage
+from airflow_python_exec.handlers.outputs import Outputs, publish
+from airflow_python_exec.handlers.store import data_store_uri
 from airflow_python_exec.models import PythonJob
+from airflow_python_exec.models.data_item_specs import InputSpec, OutputSpec, parse_inputs, parse_outputs
 
 
 class DataRun:
@@ -139,17 +139,4 @@ class DataRun:
         return {"outputs": {p.name: p.uri for p in outputs.items}, "results": results}
 
 
-__all__ = [
-    "AssetResolver",
-    "DataRun",
-    "InputSpec",
-    "OutputSpec",
-    "Outputs",
-    "PublishError",
-    "Published",
-    "ResolvedInput",
-    "asset_uri",
-    "data_store_uri",
-    "parse_inputs",
-    "parse_outputs",
-]
+__all__ = ["AssetResolver", "DataRun"]

@@ -19,7 +19,7 @@ cached archive without downloading it.
 Archives are unpacked into ``<cache_dir>/sources/<sha256 of the archive>/``, git commits checked out
 into ``<cache_dir>/sources/<commit sha>/`` (without ``.git``). Each entry is built once under a
 ``filelock`` lock (``sources/<id>.lock``) and used only once its marker ``sources/<id>.provisioned``
-exists, written last by an atomic rename (see :mod:`airflow_python_exec.cache_entry`). The marker
+exists, written last by an atomic rename (see :mod:`airflow_python_exec.environments.cache_entry`). The marker
 sits beside the folder, not in it, so no file of the source can pose as a marker.
 
 Archive rules: an entry with an absolute path, ``..``, a symlink, a device, a FIFO or a socket, an
@@ -32,30 +32,6 @@ tree are kept (git writes them itself and never follows them), submodules are no
 
 from __future__ import annotations
 
-from .archive import (
-    MAX_DEPTH,
-    MAX_ENTRIES,
-    MAX_NAME_BYTES,
-    MAX_PATH_CHARS,
-    MAX_SOURCE_BYTES,
-    check_archive,
-    extract_archive,
-)
-from .resolver import MARKER_SUFFIX, SourceResolver
-from .spec import ResolvedSource, SourceSpec, parse_source, redact_url
+from airflow_python_exec.handlers.sources.resolver import MARKER_SUFFIX, SourceResolver
 
-__all__ = [
-    "MARKER_SUFFIX",
-    "MAX_DEPTH",
-    "MAX_ENTRIES",
-    "MAX_NAME_BYTES",
-    "MAX_PATH_CHARS",
-    "MAX_SOURCE_BYTES",
-    "ResolvedSource",
-    "SourceResolver",
-    "SourceSpec",
-    "check_archive",
-    "extract_archive",
-    "parse_source",
-    "redact_url",
-]
+__all__ = ["MARKER_SUFFIX", "SourceResolver"]

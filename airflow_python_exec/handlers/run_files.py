@@ -9,9 +9,9 @@
   job can always read, and never from this package's own folder). The job can write this folder,
   so the worker holds it open from its creation (:attr:`RunFiles.dir_fd`) and reads and writes
   inside it through that descriptor only: a job that renames the folder, or puts a symlink in its
-  place, changes nothing the worker reads (see :mod:`airflow_python_exec.job_files`).
+  place, changes nothing the worker reads (see :mod:`airflow_python_exec.isolation.job_files`).
 
-Nothing here imports Airflow; :mod:`airflow_python_exec.sources` is imported only for a job whose
+Nothing here imports Airflow; :mod:`airflow_python_exec.handlers.sources` is imported only for a job whose
 source is not its own folder.
 """
 
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_python_exec.errors import ScriptNotAllowedError
-from airflow_python_exec.functions import (
+from airflow_python_exec.handlers import (
     BOOTSTRAP,
     CONTEXT_FILE_ENV,
     ERROR_FILE_ENV,
@@ -38,7 +38,7 @@ from airflow_python_exec.functions import (
     RESULT_FILE_ENV,
     SOURCE_ROOT_ENV,
 )
-from airflow_python_exec.job_files import open_folder
+from airflow_python_exec.isolation.job_files import open_folder
 from airflow_python_exec.models import PythonJob, allowed_script
 from airflow_python_exec.settings import EngineSettings
 
@@ -70,7 +70,7 @@ def resolve_job_source(job: PythonJob, settings: EngineSettings, on_line: Callab
     if code is None and function.source is None:
         root = job.folder
     else:
-        from airflow_python_exec.sources import SourceResolver
+        from airflow_python_exec.handlers.sources import SourceResolver
 
         resolver = SourceResolver(
             settings.cache_dir,
@@ -98,7 +98,7 @@ class RunFiles:
 
     :ivar folder: the run folder's path (what the job is told).
     :ivar dir_fd: a descriptor of that folder, opened when it was made: read the job's files with
-        it (``dir_fd=`` of :func:`~airflow_python_exec.functions.results.read_result`).
+        it (``dir_fd=`` of :func:`~airflow_python_exec.handlers.results.read_result`).
     """
 
     def __init__(self) -> None:
