@@ -27,6 +27,7 @@ from airflow_python_exec.isolation.base_env import base_environment
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.models.policy import check_installed, check_interpreter_variables, check_working_directory
+from airflow_python_exec.models.rules import read_capped, shorten
 from airflow_python_exec.settings import EngineSettings
 
 if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
@@ -284,15 +285,19 @@ def read_dotenv(path: Path) -> dict[str, str]:
     Values are taken literally: ``${VAR}`` is not expanded, so a ``.env`` cannot copy the worker's
     own variables into the script's environment. Keys without ``=`` are skipped.
 
-    :raises JobConfigError: a key that is not a valid environment variable name, or a NUL byte.
+    :raises JobConfigError: a key that is not a valid environment variable name, a NUL byte, or a
+        file that is not a regular file of at most ``MAX_JOB_FILE_BYTES`` (read on the open file).
     """
-    if not path.is_file():
+    if not os.path.lexists(path):
         log.warning("dotenv_as_macros is set but %s does not exist; no .env entries were added", path)
         return {}
     try:
+        import io
+
         from dotenv import dotenv_values
 
-        parsed = dotenv_values(path, interpolate=False, encoding="utf-8")
+        text = read_capped(path, ".env").decode("utf-8")  # bounded, on the open file
+        parsed = dotenv_values(stream=io.StringIO(text), interpolate=False)
     except (UnicodeDecodeError, OSError) as exc:
         raise JobConfigError(
             f"{path} cannot be read as UTF-8 text ({exc.__class__.__name__}); save it as UTF-8"
@@ -302,7 +307,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
         if value is None:
             continue
         if not ENV_NAME.match(key):
-            raise JobConfigError(f"{path}: key {key!r} is not a valid environment variable name; rename it")
+            raise JobConfigError(f"{path}: key {shorten(key)} is not a valid environment variable name; rename it")
         try:
             entries[key] = env_value(value, key)  # type: ignore[assignment]
         except ValueError as exc:

@@ -27,7 +27,6 @@ other jobs' DAGs are made as usual.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
@@ -178,15 +177,44 @@ def job_dag(
     if fileloc:
         dag.fileloc = fileloc
     retries: dict[str, Any] = {"retries": spec.retries} if spec.retries is not None else {}
-    PythonJobOperator(
+    JobDagOperator(
         task_id=job.job_id,
         job=str(job.folder),
-        macros={key: _param_ref(key) for key in macro_params} or None,
-        parameters=_parameters_template(list(handler_params)),
+        param_macros=list(macro_params),
+        param_arguments=list(handler_params),
         dag=dag,
         **retries,
     )
     return dag
+
+
+class JobDagOperator(PythonJobOperator):
+    """The task of a job DAG: a :class:`PythonJobOperator` that takes its macros and handler arguments
+    from the run's Params by name when it runs.
+
+    No template is made from what a job folder holds (DESIGN.md "Reach: what a job may name"): a
+    parameter name or macro key is looked up in ``context["params"]``, never written into Jinja text,
+    so a name such as ``{{ conn.db.password }}`` (refused anyway: names are identifiers) could never
+    be rendered, and Param values reach the job as the values they are.
+
+    :param param_macros: plain macro keys whose Param is passed as that macro (a string; a ``None``
+        value skips it, as a ``null`` macro value does).
+    :param param_arguments: handler parameter names whose Param is passed with its JSON type.
+    """
+
+    def __init__(self, *, param_macros: Iterable[str] = (), param_arguments: Iterable[str] = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.param_macros = tuple(param_macros)
+        self.param_arguments = tuple(param_arguments)
+
+    def execute(self, context: Any) -> Any:
+        """Fill ``macros`` and ``parameters`` from the run's Params, then run the job."""
+        params = context["params"]
+        if self.param_macros:
+            self.macros = {key: str(params[key]) for key in self.param_macros if params.get(key) is not None}
+        if self.param_arguments:
+            self.parameters = {name: params[name] for name in self.param_arguments if name in params}
+        return super().execute(context)
 
 
 def macro_param_map(job: PythonJob) -> dict[str, Param]:
@@ -218,21 +246,6 @@ def _one_line(exc: Exception, folder: Path) -> str:
 
 def _json_type(value: Any) -> str:
     return next(name for kind, name in _JSON_TYPES if isinstance(value, kind))
-
-
-def _param_ref(name: str) -> str:
-    """A template reading Param ``name``; ``params[...]``, not ``params.name``, so that a Param named
-    like a dict method (``items``, ``keys``) is still the Param."""
-    return f"{{{{ params[{json.dumps(name)}] }}}}"
-
-
-def _parameters_template(names: list[str]) -> str | None:
-    """A template rendering the handler's parameters as one JSON object, each value from its Param with
-    its JSON type (``PythonJobOperator`` parses a JSON object string into the handler's parameters)."""
-    if not names:
-        return None
-    items = ", ".join(f"{json.dumps(name)}: {{{{ params[{json.dumps(name)}] | tojson }}}}" for name in names)
-    return f"{{{items}}}"
 
 
 def _description(job: PythonJob) -> str:

@@ -25,6 +25,7 @@ from airflow_python_exec.models.policy import check_command
 
 from .rules import (
     MAX_INT_DIGITS,
+    shorten,
 )
 
 #: POSIX environment variable names, as the platform's macros allow them.
@@ -36,7 +37,8 @@ def check_env_name(key: str, what: str = "macro key") -> str:
     """Return ``key`` if it is a valid environment variable name, else raise ``ValueError``."""
     if not isinstance(key, str) or not ENV_NAME.match(key):
         raise ValueError(
-            f"{what} {key!r} is not a valid environment variable name; use letters, digits and _, "
+            f"{what} {shorten(key) if isinstance(key, str) else repr(key)} is not a valid environment variable "
+            "name; use letters, digits and _, "
             "not starting with a digit"
         )
     return key
@@ -242,6 +244,12 @@ class FunctionSpec(BaseModel):
             return {}
         if isinstance(parameters, dict) and not all(isinstance(k, str) for k in parameters):
             raise ValueError("parameters must have string keys (the handler's argument names)")
+        for name in parameters if isinstance(parameters, dict) else ():
+            if not ENV_NAME.match(name):  # names become Params and keyword arguments: never text to render
+                raise ValueError(
+                    f"parameter name {shorten(name)} is not an identifier (letters, digits and _, not "
+                    "starting with a digit); rename it"
+                )
         try:
             text = json.dumps(parameters, allow_nan=False)
         except (TypeError, ValueError) as exc:

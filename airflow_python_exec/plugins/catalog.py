@@ -11,6 +11,7 @@ task id, as the operator names them.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -21,8 +22,9 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from airflow_python_exec.errors import PythonExecError
+from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.models import PythonJob
+from airflow_python_exec.models.rules import read_capped
 from airflow_python_exec.plugins.dag_jobs import (
     OPERATOR_MODULE,
     OPERATOR_TYPE,
@@ -119,11 +121,11 @@ def dotenv_keys(path: Path) -> list[str]:
     Only valid variable names with a value: python-dotenv turns a bare line (a pasted token,
     ``password: hunter2``) into a key without value, which would show the secret itself.
     """
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     try:
-        values = dotenv_values(path, interpolate=False)
-    except (OSError, UnicodeError):
+        values = dotenv_values(stream=io.StringIO(read_capped(path, ".env").decode("utf-8")), interpolate=False)
+    except (JobConfigError, UnicodeError):
         return []
     return [key for key, value in values.items() if value is not None and _ENV_NAME.match(key)]
 
