@@ -69,9 +69,7 @@ def test_a_jinja_parameter_name_is_never_rendered_the_folder_gets_no_dag_and_one
     assert SECRET_PASSWORD not in log and SECRET_VARIABLE not in log
 
 
-def test_a_huge_sparse_job_json_is_refused_quickly_in_bounded_memory_and_other_dags_stay(
-    dags, jobs, caplog
-) -> None:
+def test_a_huge_sparse_job_json_is_refused_quickly_in_bounded_memory_and_other_dags_stay(dags, jobs, caplog) -> None:
     """Issue 23, point 10: a 256 MiB job.json (sparse: it zips to almost nothing) cost the DAG file
     17 to 21 s and 905 MB, so every job DAG of the file was lost at the parse timeout."""
     huge = jobs / "huge"

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from airflow_python_exec.isolation.containment import RunContainment
+from airflow_python_exec.isolation.env_handoff import Handoff
 from airflow_python_exec.isolation.launcher_watch import wait_launched
 
 CHUNK_BYTES = 64 * 1024
@@ -145,7 +146,8 @@ class JobProcess:
     """One started script.
 
     :param argv: the command; ``argv[0]`` is executed directly, never through a shell.
-    :param env: the complete child environment.
+    :param env: the complete environment of the script (never of the wrappers that start it: see
+        :mod:`airflow_python_exec.isolation.env_handoff`).
     :param cwd: its working directory.
     :param grace_s: seconds between SIGTERM and SIGKILL when stopped.
     :param launcher: a command that starts ``argv`` as its descendant (``bwrap ... --``); stops then
@@ -175,17 +177,20 @@ class JobProcess:
             prefix = _pdeathsig_prefix()
             if prefix:
                 _check_executable(argv[0], env, cwd)
-            self._popen = subprocess.Popen(
-                [*prefix, *self._launcher, *argv],
-                env=self._containment.tag(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR and not prefix else None,
-            )
+            # The wrappers run with the worker's cleaned environment; the job's reaches its script only.
+            with Handoff(prefix, self._launcher, argv, self._containment.tag(env)) as start:
+                self._popen = subprocess.Popen(
+                    start.argv,
+                    env=self._containment.tag(start.env),
+                    cwd=cwd,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=start.pass_fds,
+                    preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR and not prefix else None,
+                )
         except BaseException:
             self._containment.end()  # nothing started: only forget the run
             raise
