@@ -2,12 +2,17 @@
 
 Inputs, and only these (DESIGN.md "The environment cache"): the host name, the base interpreter
 (its path as configured or found, and its full version as it reports it), the lock file's content, each
-local extra's content (a file's
-digest; for a folder, every file's relative path and digest), and :data:`LAYOUT_VERSION`; for a job
+local extra's content (a file's name and digest; for a folder, every entry's relative path and each
+file's digest, nothing skipped), and :data:`LAYOUT_VERSION`; for a job
 resolved from requirements instead of a lock, also their normalized form and uv's index settings
 (:func:`.requirements.requirements_key`). Touching a
 lock file without changing it keeps the key; changing one byte changes it. Paths and modification
 times of the lock and extras are deliberately not inputs (the platform's known flaw).
+
+A build never reads a local extra where the job keeps it: :func:`content_digest` copies it into a
+private folder while hashing it (``copy_to``), the provisioner checks that the copy's digest is the
+one in the key and builds from the copy. An extra changed between the key and the build (a
+re-upload, a job writing into a shared folder) is refused, never built under another extra's key.
 
 Only regular files are read. A FIFO, socket or device (or a symlink to one) in a local extra is
 refused with one line before it is opened: reading a FIFO would wait forever and ``/dev/zero``
@@ -16,11 +21,12 @@ never ends, and uv could not install such a file either.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from airflow_python_exec.errors import ProvisioningError
@@ -31,9 +37,11 @@ LAYOUT_VERSION = "2"  # 2: packages installed with compiled bytecode
 KEY_CHARS = 32
 
 
-def file_digest(path: Path) -> str:
-    """SHA-256 of a regular file's bytes, hex (read in 1 MiB blocks; Python 3.10 has no hashlib.file_digest).
+def file_digest(path: Path, copy_to: Path | None = None) -> str:
+    """SHA-256 of a regular file's bytes, hex (read in 1 MiB blocks), written to ``copy_to`` as they
+    are hashed when given: the copy holds exactly the bytes the digest covers.
 
+    :param copy_to: a new file to write (its folder must exist), or ``None``.
     :raises ProvisioningError: ``path`` is not a regular file, or cannot be read.
     """
     digest = hashlib.sha256()
@@ -44,8 +52,14 @@ def file_digest(path: Path) -> str:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
                 raise ProvisioningError(f"{path} is {kind(mode)}, not a regular file; replace it")
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+            with contextlib.ExitStack() as stack:
+                out = stack.enter_context(open(copy_to, "xb")) if copy_to is not None else None
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+                    if out is not None:
+                        out.write(block)
+                if copy_to is not None:
+                    os.chmod(copy_to, stat.S_IMODE(mode) & 0o755 | 0o600)
     except OSError as exc:
         raise ProvisioningError(f"{path} cannot be read ({exc.strerror or exc}); check the file") from None
     return digest.hexdigest()
@@ -66,27 +80,39 @@ def kind(mode: int) -> str:
     return "a special file"
 
 
-def content_digest(path: Path) -> str:
-    """Digest of a local extra: the file's bytes, or for a folder each file's relative path and bytes.
+def content_digest(path: Path, copy_to: Path | None = None) -> str:
+    """Digest of a local extra: its name and bytes, or for a folder every entry's relative path (and
+    a file's bytes and executable bit), nothing left out (``__pycache__`` and ``*.pyc`` included:
+    a build copies them, so they decide what is installed; DESIGN.md "The environment cache").
 
-    Folders skip ``__pycache__`` and ``*.pyc`` (build by-products that change without the source).
-
-    :raises ProvisioningError: the extra, or a file in its folder, is not a regular file (a FIFO, a
-        socket, a device, a dangling symlink); nothing of the kind is opened.
+    :param copy_to: where to copy the extra while hashing it (a path that does not exist yet); the
+        copy is exactly what the digest covers, so building from it builds what the key names.
+    :raises ProvisioningError: the extra, or an entry of its folder, is not a regular file or a
+        folder (a FIFO, a socket, a device, a dangling symlink, a symlink to a folder); nothing of
+        the kind is opened.
     """
     mode = _mode(path, f"local extra {path}")
     if stat.S_ISREG(mode):
-        return file_digest(path)
+        return hashlib.sha256(f"{path.name}\0{file_digest(path, copy_to)}".encode()).hexdigest()
     if not stat.S_ISDIR(mode):
         raise ProvisioningError(
             f"local extra {path} is {kind(mode)}; local_extra_deps takes wheels, source archives and folders"
         )
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"{path.name}/\0".encode())
+    if copy_to is not None:
+        copy_to.mkdir(mode=0o700)
     for root, dirs, files in os.walk(path, onerror=_walk_error):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        dirs.sort()
+        for name in [*dirs]:
+            rel = Path(root, name).relative_to(path).as_posix()
+            if os.path.islink(Path(root, name)):
+                raise ProvisioningError(
+                    f"local extra folder {path} holds {rel}, a symlink to a folder; copy that folder in instead"
+                )
+            digest.update(f"{rel}/\0".encode())
+            if copy_to is not None:
+                (copy_to / rel).mkdir(mode=0o700)
         for name in sorted(files):
-            if name.endswith(".pyc"):
-                continue
             full = Path(root, name)
             rel = full.relative_to(path).as_posix()
             mode = _mode(full, f"local extra folder {path}: {rel}")
@@ -95,8 +121,29 @@ def content_digest(path: Path) -> str:
                     f"local extra folder {path} holds {rel}, {kind(mode)}; only regular files can be hashed "
                     "and installed, so remove it from the folder"
                 )
-            digest.update(rel.encode() + b"\0" + file_digest(full).encode() + b"\0")
+            content = file_digest(full, copy_to / rel if copy_to is not None else None)
+            digest.update(f"{rel}\0{content}\0{mode & 0o111:o}\0".encode())
     return digest.hexdigest()
+
+
+def stage_extras(extras: Sequence[Path], digests: Sequence[str], into: Path) -> list[Path]:
+    """Copy each local extra into ``into/<n>/<its name>`` while hashing it; return the copies, which
+    are what gets built and installed.
+
+    :param digests: each extra's :func:`content_digest` as the environment's key was made with.
+    :raises ProvisioningError: an extra changed since its key was made (its copy has another digest),
+        or cannot be copied.
+    """
+    staged = []
+    for n, (extra, expected) in enumerate(zip(extras, digests, strict=True)):
+        (into / str(n)).mkdir(mode=0o700)
+        copy = into / str(n) / extra.name
+        if content_digest(extra, copy) != expected:
+            raise ProvisioningError(
+                f"local extra {extra} changed while its environment was being provisioned; run the job again"
+            )
+        staged.append(copy)
+    return staged
 
 
 def _mode(path: Path, what: str) -> int:
@@ -119,6 +166,7 @@ def environment_key(
     lock: Path | None,
     extras: Iterable[Path],
     requirements: str | None = None,
+    extra_digests: Iterable[str] | None = None,
 ) -> str:
     """Return the environment's key, ``KEY_CHARS`` hex digits.
 
@@ -129,6 +177,8 @@ def environment_key(
     :param requirements: for a job resolved from requirements instead of a lock, their
         contribution (:func:`.requirements.requirements_key`); ``None`` adds nothing, so the keys of
         lock-file jobs stay what they were.
+    :param extra_digests: the extras' :func:`content_digest`, when the caller has them already
+        (``extras`` is then not read).
     """
     parts = [
         f"layout={LAYOUT_VERSION}",
@@ -136,7 +186,7 @@ def environment_key(
         f"python={interpreter_path}",
         f"version={interpreter_version}",
         f"lock={file_digest(lock) if lock is not None else '-'}",
-        *(f"extra={content_digest(p)}" for p in extras),
+        *(f"extra={d}" for d in (extra_digests if extra_digests is not None else map(content_digest, extras))),
         *([f"requirements={requirements}"] if requirements is not None else []),
     ]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:KEY_CHARS]

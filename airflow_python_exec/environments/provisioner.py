@@ -36,7 +36,7 @@ from airflow_python_exec.settings import EngineSettings
 from . import metrics
 from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from .interpreters import Interpreter, find_python, probe_version
-from .key import environment_key
+from .key import content_digest, environment_key, stage_extras
 from .layout import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
@@ -59,6 +59,8 @@ class EnvironmentSpec:
     extras: tuple[Path, ...] = ()
     key: str = field(default="", compare=False)
     requirements: tuple[str, ...] | None = None
+    #: Each extra's :func:`.key.content_digest`, as in the key: the build checks its copy against it.
+    extra_digests: tuple[str, ...] = field(default=(), compare=False)
 
 
 class EnvironmentProvisioner:
@@ -95,13 +97,13 @@ class EnvironmentProvisioner:
         for extra in extras:
             if not extra.exists():
                 raise ProvisioningError(f"local extra {extra} does not exist; build it or fix local_extra_deps")
-        if requirements is None:
-            key = environment_key(python, version, lock, extras)
-        else:
+        digests, needs = tuple(map(content_digest, extras)), None
+        if requirements is not None:
             from .requirements import requirements_key
 
-            key = environment_key(python, version, lock, extras, requirements=requirements_key(requirements))
-        return EnvironmentSpec(python, version, lock, extras, key, requirements)
+            needs = requirements_key(requirements)
+        key = environment_key(python, version, lock, extras, requirements=needs, extra_digests=digests)
+        return EnvironmentSpec(python, version, lock, extras, key, requirements, digests)
 
     def needs_environment(self, job: PythonJob, script: Path | None) -> bool:
         """True when the job gets an environment: its ``pythonEnv`` asks for one, or its script has
@@ -331,21 +333,20 @@ class EnvironmentProvisioner:
         any build."""
         step = time.monotonic()
         sandbox = sandbox_for(self.settings)
-        extras: list[Path] = list(spec.extras)
         args = ["pip", "install", "--python", python, "--no-deps"]
         from .sandboxed_build import build_in_sandbox, check_visible, needs_build, private_build_dir
 
         if sandbox is not None:
-            check_visible(extras, sandbox, job.folder)
-        build_dir = private_build_dir() if sandbox is not None and any(map(needs_build, extras)) else None
+            check_visible(spec.extras, sandbox, job.folder)
+        staging = private_build_dir()  # what is built is the copy the key's digests were checked on
         try:
-            if build_dir is not None and sandbox is not None:
-                extras = build_in_sandbox(extras, spec.python, job.folder, sandbox, self._uv, build_dir, self._say)
+            extras = stage_extras(spec.extras, spec.extra_digests or tuple(map(content_digest, spec.extras)), staging)
+            if sandbox is not None and any(map(needs_build, extras)):
+                extras = build_in_sandbox(extras, spec.python, job.folder, sandbox, self._uv, staging, self._say)
                 args.append("--no-build")
             self._uv.run("installing local extras", [*args, *map(str, extras)], offline_first=True)
         finally:
-            if build_dir is not None:
-                shutil.rmtree(build_dir, ignore_errors=True)
+            shutil.rmtree(staging, ignore_errors=True)
         self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
     def _compile(self, python: Path, path: Path) -> None:

@@ -70,8 +70,8 @@ def build_in_sandbox(
     :param extras: the job's local extras, in its order.
     :param python: the base interpreter the environment is made with (the wheels are built for it).
     :param job_folder: the job's folder: the sandbox hides its sibling folders as a run's does.
-    :param build_dir: an empty private folder for the copies, build environments, wheels and cache;
-        the caller removes it.
+    :param build_dir: a private folder for the copies, build environments, wheels and cache (its
+        ``cache``, ``out``, ``src`` and ``env`` are made here); the caller removes it.
     :param say: receives a progress line.
     :returns: ``extras`` with each folder or source archive replaced by the wheel built from it.
     :raises ProvisioningError: invalid build requirements, a failed build, or a build that did not
