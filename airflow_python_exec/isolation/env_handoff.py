@@ -21,6 +21,7 @@ A script started without a wrapper gets its environment directly from its own ``
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shlex
@@ -32,6 +33,8 @@ from airflow_python_exec.isolation.base_env import base_environment
 SHELL = "/bin/sh"
 #: Sources the variables, then becomes the script (same pid: the script is the process we started).
 _SHELL_SCRIPT = '. /dev/fd/{fd} && exec "$@"'
+#: Longest string of an argv or environment that ``execve`` takes on Linux (32 pages), in bytes.
+MAX_ARG_STRLEN = 32 * 4096
 #: What a shell can export (every name a job may set is one: DESIGN.md "The job folder").
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -66,6 +69,7 @@ class Handoff:
         if not wrapper and not launcher:
             self.argv, self.env, self.pass_fds = [*argv], dict(env), ()
             return
+        _check_exec_limits(argv, env)
         self.env = launcher_environment(env)
         if launcher:
             data = b"".join(f"{arg}\0".encode() for arg in _bwrap_args(env))
@@ -88,6 +92,16 @@ class Handoff:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def _check_exec_limits(argv: Sequence[str], env: Mapping[str, str]) -> None:
+    """Raise the ``OSError`` (``E2BIG``) the script's ``execve`` would raise, now: past a wrapper it
+    would only be the wrapper's exit status. Linux limits each string to ``MAX_ARG_STRLEN`` and all
+    of them, with their pointers, to ``ARG_MAX`` (execve(2))."""
+    strings = [*argv, *(f"{name}={value}" for name, value in env.items())]
+    sizes = [len(text.encode(errors="surrogateescape")) + 1 for text in strings]
+    if max(sizes, default=0) > MAX_ARG_STRLEN or sum(sizes) + 8 * len(sizes) > os.sysconf("SC_ARG_MAX"):
+        raise OSError(errno.E2BIG, os.strerror(errno.E2BIG))
 
 
 def _bwrap_args(env: Mapping[str, str]) -> list[str]:
