@@ -27,7 +27,7 @@ from airflow_python_exec.isolation.base_env import base_environment
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.models.policy import check_installed, check_interpreter_variables, check_working_directory
-from airflow_python_exec.models.rules import read_capped, shorten
+from airflow_python_exec.models.rules import check_length, read_capped, shorten
 from airflow_python_exec.settings import EngineSettings
 
 if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
@@ -62,8 +62,11 @@ class PreparedCommand:
             return
         roots = [self.job.folder, *([source_root] if source_root is not None else [])]
         check_working_directory(self.cwd_unchecked, self.cwd, roots, _cwd_roots(self.job, source_root))
-        if not self.cwd.is_dir():
-            raise JobConfigError(f"cwd {self.cwd_unchecked!r} is not a folder ({self.cwd}); create it or fix the path")
+        if not os.path.isdir(self.cwd):
+            raise JobConfigError(
+                f"cwd {shorten(self.cwd_unchecked)} is not a folder ({shorten(str(self.cwd), 300)}); "
+                "create it or fix the path"
+            )
 
     def command(
         self,
@@ -223,14 +226,17 @@ class PythonCommandBuilder:
         """
         if cwd is None or str(cwd) == "":
             return job.folder, None
+        check_length(str(cwd), "cwd")
         path = job.resolve(str(cwd))
         function = job.function
         elsewhere = function is not None and (function.source is not None or function.inline_code is not None)
         if elsewhere and not path.resolve().is_relative_to(job.folder.resolve()):
             return path, str(cwd)  # checked against the source root once it is resolved
         check_working_directory(cwd, path, [job.folder], _cwd_roots(job, None))
-        if not path.is_dir():
-            raise JobConfigError(f"cwd {cwd!r} is not a folder ({path}); create it or fix the path")
+        if not os.path.isdir(path):  # False, not an error, for a name too long
+            raise JobConfigError(
+                f"cwd {shorten(str(cwd))} is not a folder ({shorten(str(path), 300)}); create it or fix the path"
+            )
         return path, None
 
 

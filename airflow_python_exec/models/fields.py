@@ -25,11 +25,15 @@ from airflow_python_exec.models.policy import check_command
 
 from .rules import (
     MAX_INT_DIGITS,
+    MAX_NAME_CHARS,
     shorten,
 )
 
-#: POSIX environment variable names, as the platform's macros allow them.
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: POSIX environment variable names, as the platform's macros allow them (and at most 255
+#: characters: a name is a name, not a place to carry data). Also the rule for handler parameter names.
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
+#: Longest ``function.handler``, in characters (``module.path:function``).
+MAX_HANDLER_CHARS = 1000
 PYTHON_VERSION = re.compile(r"\d+(\.\d+){0,2}\Z")
 
 
@@ -38,8 +42,7 @@ def check_env_name(key: str, what: str = "macro key") -> str:
     if not isinstance(key, str) or not ENV_NAME.match(key):
         raise ValueError(
             f"{what} {shorten(key) if isinstance(key, str) else repr(key)} is not a valid environment variable "
-            "name; use letters, digits and _, "
-            "not starting with a digit"
+            "name; use letters, digits and _, not starting with a digit, at most 255 characters"
         )
     return key
 
@@ -157,6 +160,8 @@ class PythonEnv(BaseModel):
     @classmethod
     def _command(cls, command: str | None) -> str | None:
         if command is not None:
+            if len(command) > MAX_NAME_CHARS:
+                raise ValueError(f"command {shorten(command)} is longer than {MAX_NAME_CHARS} characters; shorten it")
             try:
                 if not shlex.split(command):
                     raise ValueError("command is empty; give a script path, -m module or a console script")
@@ -230,9 +235,9 @@ class FunctionSpec(BaseModel):
     @field_validator("handler")
     @classmethod
     def _handler(cls, handler: str) -> str:
-        if not HANDLER.match(handler.strip()):
+        if len(handler) > MAX_HANDLER_CHARS or not HANDLER.match(handler.strip()):
             raise ValueError(
-                f"handler {handler!r} is not module.path:function or a function name; "
+                f"handler {shorten(handler)} is not module.path:function or a function name; "
                 "write it like cities:download_and_process"
             )
         return handler.strip()
@@ -248,7 +253,7 @@ class FunctionSpec(BaseModel):
             if not ENV_NAME.match(name):  # names become Params and keyword arguments: never text to render
                 raise ValueError(
                     f"parameter name {shorten(name)} is not an identifier (letters, digits and _, not "
-                    "starting with a digit); rename it"
+                    "starting with a digit, at most 255 characters); rename it"
                 )
         try:
             text = json.dumps(parameters, allow_nan=False)

@@ -25,6 +25,8 @@ from pathlib import Path
 
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 
+from .rules import shorten
+
 #: Executables of a virtual environment that are not a package's console script.
 _INTERPRETERS = re.compile(r"(python|pythonw|pypy)(\d+(\.\d+)*)?\Z|pip\d*(\.\d+)?\Z|activate(\..+)?\Z|deactivate\Z")
 #: Interpreter variables a job may not set: each runs or loads code from outside the job (DESIGN.md
@@ -138,7 +140,8 @@ def check_working_directory(requested: str | Path, path: Path, roots: Iterable[P
     real = path.resolve()
     if not any(real.is_relative_to(root.resolve()) for root in roots):
         raise JobConfigError(
-            f"cwd {str(requested)!r} is outside {where} ({real}); give a folder inside it, relative to the job folder"
+            f"cwd {shorten(str(requested))} is outside {where} ({shorten(str(real), 300)}); give a folder inside it, "
+            "relative to the job folder"
         )
 
 

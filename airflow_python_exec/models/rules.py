@@ -30,6 +30,9 @@ SHORT_KEY_CHARS = 5
 #: Largest ``job.json`` or ``.env`` read, in bytes: a job's configuration is a few KiB, and a parse of
 #: every job folder (the DAG file, the Python jobs page) must not be stalled by one huge file.
 MAX_JOB_FILE_BYTES = 4 << 20
+#: Longest path or command a job may name, in characters (Linux's PATH_MAX): a longer one could not
+#: be opened or executed anyway, and is refused in one short line before anything starts.
+MAX_NAME_CHARS = 4096
 
 
 def allowed_script(folder: Path, name: str, what: str) -> Path:
@@ -39,33 +42,36 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
     :returns: the resolved absolute path.
     :raises ScriptNotAllowedError: when ``name`` breaks the rule; the message says which way.
     """
+    check_length(name, what)
     posix = PurePosixPath(name.replace("\\", "/"))
     if not name.strip():
         raise ScriptNotAllowedError(f"{what} is empty; name the job's .py script, e.g. app.py")
     if "\x00" in name:
-        raise ScriptNotAllowedError(f"{what} {name!r} contains a NUL byte; remove it")
+        raise ScriptNotAllowedError(f"{what} {shorten(name)} contains a NUL byte; remove it")
     if posix.is_absolute():
         raise ScriptNotAllowedError(
-            f"{what} {name!r} is an absolute path; give a path relative to the job folder {folder}"
+            f"{what} {shorten(name)} is an absolute path; give a path relative to the job folder {folder}"
         )
     if ".." in posix.parts:
-        raise ScriptNotAllowedError(f"{what} {name!r} contains '..'; it must stay inside the job folder")
+        raise ScriptNotAllowedError(f"{what} {shorten(name)} contains '..'; it must stay inside the job folder")
     if posix.suffix != ".py":
-        raise ScriptNotAllowedError(f"{what} {name!r} is not a .py file; only .py scripts are executed")
+        raise ScriptNotAllowedError(f"{what} {shorten(name)} is not a .py file; only .py scripts are executed")
     candidate = folder / posix
     resolved = candidate.resolve()
     if not resolved.is_relative_to(folder):
         raise ScriptNotAllowedError(
-            f"{what} {name!r} is a symlink to {resolved}, outside the job folder; copy the script into it"
+            f"{what} {shorten(name)} is a symlink to {resolved}, outside the job folder; copy the script into it"
         )
     try:
         mode = os.stat(resolved).st_mode  # one stat for "exists" and "regular file" (run on every start)
     except (FileNotFoundError, NotADirectoryError):
-        raise ScriptNotAllowedError(f"{what} {name!r} does not exist in {folder}; upload it or fix the name") from None
+        raise ScriptNotAllowedError(
+            f"{what} {shorten(name)} does not exist in {folder}; upload it or fix the name"
+        ) from None
     except OSError:
         mode = 0
     if not stat.S_ISREG(mode) or resolved.suffix != ".py":
-        raise ScriptNotAllowedError(f"{what} {name!r} is not a regular .py file; point it at the script")
+        raise ScriptNotAllowedError(f"{what} {shorten(name)} is not a regular .py file; point it at the script")
     return resolved
 
 
@@ -75,11 +81,22 @@ def shorten(value: str, limit: int = 60) -> str:
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
 
 
+def check_length(value: str, what: str, limit: int = MAX_NAME_CHARS) -> None:
+    """Refuse a path or command longer than ``limit`` characters (one line, the value cut short).
+
+    :raises JobConfigError: naming ``what``, the length and the limit.
+    """
+    if len(value) > limit:
+        raise JobConfigError(f"{what} {shorten(value)} is longer than {limit} characters; shorten it")
+
+
 def _check_name(name: str) -> None:
     """The rules of :func:`allowed_script` that need no file: relative, no ``..``, a ``.py`` name."""
     posix = PurePosixPath(name.replace("\\", "/"))
     if not name.strip() or "\x00" in name or posix.is_absolute() or ".." in posix.parts or posix.suffix != ".py":
-        raise ScriptNotAllowedError(f"packageName {name!r} must be a relative .py path without '..', e.g. app.py")
+        raise ScriptNotAllowedError(
+            f"packageName {shorten(name)} must be a relative .py path without '..', e.g. app.py"
+        )
 
 
 def declares_script_metadata(script: Path) -> bool:
