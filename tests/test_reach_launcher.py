@@ -112,7 +112,13 @@ def test_the_wrapper_runs_with_the_workers_cleaned_environment_and_the_script_ge
     monkeypatch.setenv("AIRFLOW_CONN_HIDDEN", "postgres://u:pw@db/x")
     monkeypatch.setenv("WORKER_ONLY", "kept")
     value = 'it\'s a "quoted"\nmulti-line $HOME `id` value'
-    env = {"PATH": "/usr/bin:/bin", "WORKER_ONLY": "kept", "JOB_VALUE": value, "LD_PRELOAD": "/no/such.so"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "WORKER_ONLY": "kept",
+        "JOB_VALUE": value,
+        "LD_PRELOAD": "/no/such.so",
+        "RAW_BYTES": "caf\udce9",  # a Latin-1 byte, as os.environ holds what is not UTF-8
+    }
     outer = tmp_path / "outer.env"
     wrapper = ["/bin/sh", "-c", 'env > "$0"; exec "$@"', str(outer)]
     script = [sys.executable, "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
@@ -124,3 +130,16 @@ def test_the_wrapper_runs_with_the_workers_cleaned_environment_and_the_script_ge
     assert "AIRFLOW_CONN_HIDDEN" not in seen_outside and "WORKER_ONLY=kept" in seen_outside
     seen = json.loads(done.stdout)
     assert seen["JOB_VALUE"] == value and seen["LD_PRELOAD"] == "/no/such.so" and seen["WORKER_ONLY"] == "kept"
+    assert seen["RAW_BYTES"] == "caf\udce9"
+
+
+@pytest.mark.parametrize("sandbox", SANDBOXES)
+def test_odd_values_reach_the_script_exactly(tmp_path, settings, sandbox) -> None:
+    """Quotes, newlines, ``$``, backticks and a leading dash travel through the handoff unchanged."""
+    value = "-x 'single' \"double\"\nsecond line $HOME `id` \\ end"
+    job = write_job(tmp_path / "odd", "import os\nprint(repr(os.environ['ODD']))\n", job={"jobId": "odd"})
+    lines: list[str] = []
+    result = PythonExecutionService(settings.override(sandbox=sandbox)).run(
+        job, macros={"ODD": value}, on_line=lines.append, on_setup_line=lambda _line: None
+    )
+    assert result.exit_code == 0 and repr(value) in lines, lines

@@ -66,13 +66,14 @@ class Handoff:
         self, wrapper: Sequence[str], launcher: Sequence[str], argv: Sequence[str], env: Mapping[str, str]
     ) -> None:
         self._fd = -1
+        self.pass_fds: tuple[int, ...] = ()
         if not wrapper and not launcher:
-            self.argv, self.env, self.pass_fds = [*argv], dict(env), ()
+            self.argv, self.env = [*argv], dict(env)
             return
         _check_exec_limits(argv, env)
         self.env = launcher_environment(env)
         if launcher:
-            data = b"".join(f"{arg}\0".encode() for arg in _bwrap_args(env))
+            data = b"".join(os.fsencode(arg) + b"\0" for arg in _bwrap_args(env))  # undecodable bytes kept
             self._fd = _memory_file(data)
             self.argv = [*wrapper, launcher[0], "--args", str(self._fd), *launcher[1:], *argv]
         else:
@@ -80,7 +81,7 @@ class Handoff:
             for name in changed:
                 if not _NAME.match(name):
                     raise ValueError(f"environment variable name {name!r} cannot be exported; rename it")
-            data = "".join(f"export {n}={shlex.quote(v)}\n" for n, v in changed.items()).encode()
+            data = os.fsencode("".join(f"export {n}={shlex.quote(v)}\n" for n, v in changed.items()))
             self._fd = _memory_file(data)
             self.argv = [*wrapper, SHELL, "-c", _SHELL_SCRIPT.format(fd=self._fd), "sh", *argv]
         self.pass_fds = (self._fd,)
