@@ -9,9 +9,14 @@ import os
 import resource
 from pathlib import Path
 
+import pytest
 from conftest import write_job
 from test_airflow import _engine, dags, run_dag  # noqa: F401 - fixtures
 from test_job_dags import dag_file, jobs  # noqa: F401 - fixture
+
+from airflow_python_exec import PythonExecutionService
+from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.plugins.catalog import dotenv_keys
 
 SECRET_PASSWORD = "pw-of-the-prod-db-7781"
 SECRET_VARIABLE = "variable-secret-5523"
@@ -87,3 +92,16 @@ def test_a_huge_sparse_job_json_is_refused_quickly_in_bounded_memory_and_other_d
     assert "larger than the 4 MiB a job.json may hold" in warning
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before < 64 << 10  # KiB: < 64 MiB more
     assert os.path.getsize(huge / "job.json") == 256 << 20
+
+
+def test_a_huge_sparse_dotenv_is_refused_in_one_line_before_the_start(tmp_path, settings) -> None:
+    """``.env`` is read with the same cap, on the open file, for ``dotenv_as_macros`` and for the
+    Python jobs page's list of its keys."""
+    job = write_job(tmp_path / "job", "open('started', 'w')\n", job={"jobId": "dotenv_huge"})
+    with open(job / ".env", "wb") as f:
+        f.write(b"A=1\n")
+        f.truncate(256 << 20)
+    with pytest.raises(JobConfigError, match=r"\.env is larger than the 4 MiB a \.env may hold") as info:
+        PythonExecutionService(settings).run(job, dotenv_as_macros=True)
+    assert "\n" not in str(info.value) and not (job / "started").exists()
+    assert dotenv_keys(job / ".env") == []
