@@ -313,7 +313,7 @@ def read_dotenv(path: Path) -> dict[str, str]:
         if value is None:
             continue
         if not ENV_NAME.match(key):
-            raise JobConfigError(f"{path}: key {shorten(key)} is not a valid environment variable name; rename it")
+            raise JobConfigError(f"{path}: key {shorten(key, 60)} is not a valid environment variable name; rename it")
         try:
             entries[key] = env_value(value, key)  # type: ignore[assignment]
         except ValueError as exc:

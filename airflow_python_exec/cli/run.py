@@ -21,10 +21,11 @@ from .output import _Lines
 def _macro(text: str) -> tuple[str, str]:
     """``--macro KEY=VALUE``, checked with the job's own macro rules before anything is built."""
     from airflow_python_exec.models import check_env_name
+    from airflow_python_exec.models.rules import shorten
 
     key, sep, value = text.partition("=")
     if not sep:
-        raise argparse.ArgumentTypeError(f"--macro {text!r} has no '='; write KEY=VALUE")
+        raise argparse.ArgumentTypeError(f"--macro {shorten(text, 60)} has no '='; write KEY=VALUE")
     try:
         return check_env_name(key, "--macro key"), value
     except ValueError as exc:
@@ -163,10 +164,11 @@ def _params_file(path: str) -> dict:
 def _param(text: str) -> tuple[str, object]:
     """``--param KEY=JSON``: the value is JSON (``--param n=3``, ``--param country='"IT"'``)."""
     from airflow_python_exec.isolation import json_limits
+    from airflow_python_exec.models.rules import shorten
 
     key, sep, value = text.partition("=")
     if not sep or not key.isidentifier():
-        raise argparse.ArgumentTypeError(f"--param {text!r} is not KEY=JSON with KEY a Python name")
+        raise argparse.ArgumentTypeError(f"--param {shorten(text, 60)} is not KEY=JSON with KEY a Python name")
     try:
         return key, json_limits.loads(value, f"--param {key}")
     except json_limits.JSONDepthError as exc:

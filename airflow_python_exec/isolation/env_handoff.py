@@ -35,6 +35,8 @@ SHELL = "/bin/sh"
 _SHELL_SCRIPT = '. /dev/fd/{fd} && exec "$@"'
 #: Longest string of an argv or environment that ``execve`` takes on Linux (32 pages), in bytes.
 MAX_ARG_STRLEN = 32 * 4096
+#: Variables a POSIX shell sets or exports by itself at start-up.
+_SHELL_SETS = ("PWD", "OLDPWD")
 #: What a shell can export (every name a job may set is one: DESIGN.md "The job folder").
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
@@ -81,7 +83,10 @@ class Handoff:
             for name in changed:
                 if not _NAME.match(name):
                     raise ValueError(f"environment variable name {name!r} cannot be exported; rename it")
-            data = os.fsencode("".join(f"export {n}={shlex.quote(v)}\n" for n, v in changed.items()))
+            lines = [f"export {n}={shlex.quote(v)}\n" for n, v in changed.items()]
+            # What the shell sets itself: the job's own value, or none, as a direct start would give.
+            lines += [f"export {n}={shlex.quote(env[n])}\n" if n in env else f"unset {n}\n" for n in _SHELL_SETS]
+            data = os.fsencode("".join(lines))
             self._fd = _memory_file(data)
             self.argv = [*wrapper, SHELL, "-c", _SHELL_SCRIPT.format(fd=self._fd), "sh", *argv]
         self.pass_fds = (self._fd,)

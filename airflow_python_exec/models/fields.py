@@ -41,7 +41,7 @@ def check_env_name(key: str, what: str = "macro key") -> str:
     """Return ``key`` if it is a valid environment variable name, else raise ``ValueError``."""
     if not isinstance(key, str) or not ENV_NAME.match(key):
         raise ValueError(
-            f"{what} {shorten(key) if isinstance(key, str) else repr(key)} is not a valid environment variable "
+            f"{what} {shorten(key, 60) if isinstance(key, str) else repr(key)} is not a valid environment variable "
             "name; use letters, digits and _, not starting with a digit, at most 255 characters"
         )
     return key
@@ -161,7 +161,9 @@ class PythonEnv(BaseModel):
     def _command(cls, command: str | None) -> str | None:
         if command is not None:
             if len(command) > MAX_NAME_CHARS:
-                raise ValueError(f"command {shorten(command)} is longer than {MAX_NAME_CHARS} characters; shorten it")
+                raise ValueError(
+                    f"command {shorten(command, 60)} is longer than {MAX_NAME_CHARS} characters; shorten it"
+                )
             try:
                 if not shlex.split(command):
                     raise ValueError("command is empty; give a script path, -m module or a console script")
@@ -237,7 +239,7 @@ class FunctionSpec(BaseModel):
     def _handler(cls, handler: str) -> str:
         if len(handler) > MAX_HANDLER_CHARS or not HANDLER.match(handler.strip()):
             raise ValueError(
-                f"handler {shorten(handler)} is not module.path:function or a function name; "
+                f"handler {shorten(handler, 60)} is not module.path:function or a function name; "
                 "write it like cities:download_and_process"
             )
         return handler.strip()
@@ -252,7 +254,7 @@ class FunctionSpec(BaseModel):
         for name in parameters if isinstance(parameters, dict) else ():
             if not ENV_NAME.match(name):  # names become Params and keyword arguments: never text to render
                 raise ValueError(
-                    f"parameter name {shorten(name)} is not an identifier (letters, digits and _, not "
+                    f"parameter name {shorten(name, 60)} is not an identifier (letters, digits and _, not "
                     "starting with a digit, at most 255 characters); rename it"
                 )
         try:

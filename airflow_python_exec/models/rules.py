@@ -75,7 +75,7 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
     return resolved
 
 
-def shorten(value: str, limit: int = 60) -> str:
+def shorten(value: str, limit: int = 200) -> str:
     """``repr(value)`` cut to about ``limit`` characters: a hostile name (huge, multi-line) quoted in a
     one-line message stays one short line."""
     return repr(value) if len(value) <= limit else f"{value[:limit]!r}... ({len(value)} characters)"
