@@ -93,12 +93,12 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
     """
     mode = _mode(path, f"local extra {path}")
     if stat.S_ISREG(mode):
-        return hashlib.sha256(f"{path.name}\0{file_digest(path, copy_to)}".encode()).hexdigest()
+        return hashlib.sha256(os.fsencode(f"{path.name}\0{file_digest(path, copy_to)}")).hexdigest()
     if not stat.S_ISDIR(mode):
         raise ProvisioningError(
             f"local extra {path} is {kind(mode)}; local_extra_deps takes wheels, source archives and folders"
         )
-    digest = hashlib.sha256(f"{path.name}/\0".encode())
+    digest = hashlib.sha256(os.fsencode(f"{path.name}/\0"))  # fsencode: any file name, UTF-8 or not
     if copy_to is not None:
         copy_to.mkdir(mode=0o700)
     for root, dirs, files in os.walk(path, onerror=_walk_error):
@@ -109,7 +109,7 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
                 raise ProvisioningError(
                     f"local extra folder {path} holds {rel}, a symlink to a folder; copy that folder in instead"
                 )
-            digest.update(f"{rel}/\0".encode())
+            digest.update(os.fsencode(f"{rel}/\0"))
             if copy_to is not None:
                 (copy_to / rel).mkdir(mode=0o700)
         for name in sorted(files):
@@ -122,7 +122,7 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
                     "and installed, so remove it from the folder"
                 )
             content = file_digest(full, copy_to / rel if copy_to is not None else None)
-            digest.update(f"{rel}\0{content}\0{mode & 0o111:o}\0".encode())
+            digest.update(os.fsencode(f"{rel}\0{content}\0{mode & 0o111:o}\0"))
     return digest.hexdigest()
 
 
