@@ -112,7 +112,7 @@ def _job(args: argparse.Namespace):
         job = PythonJob.load(args.path)
     parameters = _params_file(args.params_file) if args.params_file else {}
     parameters.update(dict(args.param or []))
-    outputs = [{"name": n, **({"uri": u} if u else {})} for n, u in args.output] if args.output else None
+    outputs = [_output_spec(n, u) for n, u in args.output] if args.output else None
     return job.with_function(
         handler=args.handler,
         parameters=parameters or None,
@@ -120,6 +120,12 @@ def _job(args: argparse.Namespace):
         inputs=dict(args.input) if args.input else None,
         outputs=outputs,
     )
+
+
+def _output_spec(name: str, uri: str) -> dict[str, str]:
+    """``--output NAME[:KIND][=URI]`` as a ``function.outputs`` spec (checked with the job)."""
+    name, _, kind = name.partition(":")
+    return {"name": name, **({"kind": kind} if kind else {}), **({"uri": uri} if uri else {})}
 
 
 def _named(option: str, optional: bool = False) -> Callable[[str], tuple[str, str]]:
