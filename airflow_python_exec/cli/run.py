@@ -60,6 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = PythonExecutionService(_settings(args))
     job = _job(args)
     exit_code = 0
+    out = _RefusalToStderr(_Lines(sys.stdout))
     try:
         with _stopped_by_signals(service.stop) as received:
             service.init()
@@ -69,11 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 dotenv_as_macros=args.dotenv_as_macros,
                 refresh=True if args.refresh else None,
                 cwd=args.cwd,
-                on_line=_Lines(sys.stdout),
+                on_line=out,
                 on_setup_line=_Lines(sys.stderr),
             )
             exit_code = result.exit_code
             error = result.handler_error  # "result" and "refused" were printed by the bootstrap itself
+            out.end(str(error) if error is not None and error.kind == "refused" else None)
             if error is not None and error.kind in ("exception", "unreadable") and exit_code != 0:
                 _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
             if exit_code == 0 and not result.stopped:
@@ -81,8 +83,39 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if args.result:
                     _write_result(args.result, value)
     finally:
+        out.end(None)  # a line still held (the run raised) is the job's own output
         service.close()
     return 128 + received[0] if received else exit_code
+
+
+class _RefusalToStderr:
+    """The job's output lines for stdout, except the bootstrap's refusal (``[python_exec] error: ...``,
+    printed before the handler is called, so the last line), which goes to stderr as ``error: ...``
+    like every refusal. A candidate line is held until the next line or the end of the run."""
+
+    PREFIX = "[python_exec] error: "
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out, self.held = out, None
+
+    def __call__(self, line: str) -> None:
+        if self.held is not None:
+            self.out(self.held)
+            self.held = None
+        if line.startswith(self.PREFIX):
+            self.held = line
+        else:
+            self.out(line)
+
+    def end(self, refusal: str | None) -> None:
+        """Print the held line: on stderr when it is the run's ``refusal`` message, else on stdout."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        if refusal is not None and held == self.PREFIX + refusal:
+            _Lines(sys.stderr)(f"error: {refusal}")
+        else:
+            self.out(held)
 
 
 def _job(args: argparse.Namespace):
