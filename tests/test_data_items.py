@@ -224,7 +224,7 @@ def test_the_dataitem_works_as_the_platforms(tmp_path, store, raw) -> None:
     proc = run_cli(str(job), "--input", f"raw={raw}", "--data-store", str(store), "--result", "-")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
-        "name": "raw",
+        "name": "raw.csv",  # the data item's own name: the file name of a plain URI
         "open": "city,pop,capital",
         "fspath": True,
         "as_file": True,
