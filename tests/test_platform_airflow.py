@@ -34,7 +34,9 @@ def test_the_etl_tutorial_runs_as_a_dag_with_project_assets(dags, jobs, capfd, c
     for handler in ("downloader", "process"):
         shutil.copytree(ETL, jobs / handler)
         function = {"handler": f"functions:{handler}"}
-        (jobs / handler / "job.json").write_text(json.dumps({"jobId": handler, "project": project, "function": function}))
+        (jobs / handler / "job.json").write_text(
+            json.dumps({"jobId": handler, "project": project, "function": function})
+        )
     dag = load_dag(
         dags,
         f"""
@@ -96,3 +98,32 @@ def test_a_result_announces_no_event_and_a_folder_artifact_one(dags, jobs, capfd
     assert extra["kind"] == "artifact" and extra["format"] == "folder"
     folder = Path(extra["uri"][len("file://") :])
     assert sorted(p.name for p in folder.iterdir()) == ["card.md", "weights.bin"]
+
+
+def test_the_python_jobs_page_shows_a_jobs_outputs_and_their_latest_version(client, auth, uploads, store) -> None:
+    import subprocess
+
+    from conftest import CLI, bearer, cli_env
+
+    code = """
+        import pandas as pd
+        from digitalhub_runtime_python import handler
+
+        @handler(outputs=["dataset", "note"])
+        def make():
+            return pd.DataFrame({"a": [1, 2, 3]}), "done"
+    """
+    job = write_job(uploads / "maker", code, job={"jobId": "maker", "project": "shop", "function": {"handler": "make"}})
+    page = client.get("/jobs/maker", headers=bearer(auth, "viewer"))
+    assert page.status_code == 200 and "dataset" in page.text and "no version yet" in page.text
+    proc = subprocess.run(
+        [CLI, "run", str(job), "--data-store", str(store)], capture_output=True, text=True, env=cli_env(), timeout=240
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [written] = store.rglob("*.parquet")
+    page = client.get("/jobs/maker", headers=bearer(auth, "viewer"))
+    assert page.status_code == 200
+    assert f"latest <code>{written.parent.name}</code>" in page.text and "3 rows" in page.text
+    assert "shop/dataset" in page.text
+    detail = client.get("/api/jobs/maker", headers=bearer(auth, "viewer")).json()
+    assert detail["outputs"] == [{"name": "dataset", "kind": None}, {"name": "note", "kind": None}]

@@ -66,8 +66,16 @@ def test_the_etl_tutorial_runs_unchanged_and_makes_the_same_data_items(tmp_path)
     source = pd.read_csv(ETL / TRAFFIC, sep=";")
     assert (ETL / "functions.py").read_text().splitlines()[1] == "from digitalhub_runtime_python import handler"
 
-    down = cli("run", str(etl_job(tmp_path, "downloader")), "--input", f"url={TRAFFIC}",
-               "--data-store", str(store), "--result", "-")  # fmt: skip
+    down = cli(
+        "run",
+        str(etl_job(tmp_path, "downloader")),
+        "--input",
+        f"url={TRAFFIC}",
+        "--data-store",
+        str(store),
+        "--result",
+        "-",
+    )
     assert down.returncode == 0, down.stdout + down.stderr
     dataset = last_json(down)["outputs"]["dataset"]
     # The project's level in the store, the output's name from the decorator, parquet as on the platform.
@@ -75,16 +83,32 @@ def test_the_etl_tutorial_runs_unchanged_and_makes_the_same_data_items(tmp_path)
     table = pq.read_table(local(dataset))
     assert table.column_names == list(source.columns) and table.num_rows == len(source) == 12
 
-    spire = cli("run", str(etl_job(tmp_path, "process")), "--input", f"di={dataset}",
-                "--data-store", str(store), "--result", "-")  # fmt: skip
+    spire = cli(
+        "run",
+        str(etl_job(tmp_path, "process")),
+        "--input",
+        f"di={dataset}",
+        "--data-store",
+        str(store),
+        "--result",
+        "-",
+    )
     assert spire.returncode == 0, spire.stdout + spire.stderr
     written = local(last_json(spire)["outputs"]["dataset-spire"])
     frame = pd.read_parquet(written)
     assert list(frame.columns) == KEYS and len(frame) == source["codice spira"].nunique() == 4
     assert "__index_level_0__" not in pq.read_schema(written).names  # written without the index
 
-    measures = cli("run", str(etl_job(tmp_path, "process_measures")), "--input", f"di={dataset}",
-                   "--data-store", str(store), "--result", "-")  # fmt: skip
+    measures = cli(
+        "run",
+        str(etl_job(tmp_path, "process_measures")),
+        "--input",
+        f"di={dataset}",
+        "--data-store",
+        str(store),
+        "--result",
+        "-",
+    )
     assert measures.returncode == 0, measures.stdout + measures.stderr
     melted = pd.read_parquet(local(last_json(measures)["outputs"]["dataset-measures"]))
     assert list(melted.columns) == ["data", "codice spira", "valore"] and len(melted) == 12 * 3
@@ -149,8 +173,20 @@ def test_a_name_only_output_of_a_string_is_a_result_and_the_cli_can_say_a_kind(t
     quick = cli("run", str(job), "--data-store", str(store), "--result", "-")
     assert quick.returncode == 0, quick.stdout + quick.stderr
     assert last_json(quick) == {"outputs": {}, "results": {"message": "hello world"}}
-    both = cli("run", str(job), "--handler", "report", "--output", "report:artifact", "--output", "stats:result",
-               "--data-store", str(store), "--result", "-")  # fmt: skip
+    both = cli(
+        "run",
+        str(job),
+        "--handler",
+        "report",
+        "--output",
+        "report:artifact",
+        "--output",
+        "stats:result",
+        "--data-store",
+        str(store),
+        "--result",
+        "-",
+    )
     assert both.returncode == 0, both.stdout + both.stderr
     result = last_json(both)
     assert result["results"] == {"stats": {"score": 1}} and local(result["outputs"]["report"]).read_text() == "ok"
@@ -182,8 +218,11 @@ def test_project_get_dataitem_reads_the_latest_version_and_projects_never_collid
     """
     store = tmp_path / "store"
     for project, n in (("alpha", 2), ("beta", 3), ("alpha", 5)):
-        job = write_job(tmp_path / f"make-{project}", produce,
-                        job={"jobId": "make", "project": project, "function": {"handler": "make", "parameters": {"n": n}}})  # fmt: skip
+        job = write_job(
+            tmp_path / f"make-{project}",
+            produce,
+            job={"jobId": "make", "project": project, "function": {"handler": "make", "parameters": {"n": n}}},
+        )
         assert cli("run", str(job), "--data-store", str(store)).returncode == 0
     assert sorted(p.relative_to(store).parts[:3] for p in store.rglob("*.parquet")) == [
         ("alpha", "dataitem", "dataset"),
@@ -191,14 +230,18 @@ def test_project_get_dataitem_reads_the_latest_version_and_projects_never_collid
         ("beta", "dataitem", "dataset"),
     ]
     for project, rows in (("alpha", 5), ("beta", 3)):  # the latest version of its own project's item
-        job = write_job(tmp_path / f"use-{project}", consume,
-                        job={"jobId": "use", "project": project, "function": {"handler": "use"}})  # fmt: skip
+        job = write_job(
+            tmp_path / f"use-{project}",
+            consume,
+            job={"jobId": "use", "project": project, "function": {"handler": "use"}},
+        )
         proc = cli("run", str(job), "--data-store", str(store), "--result", "-")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert last_json(proc)["results"]["summary"] == {"project": project, "name": "dataset", "rows": rows}
     # An item the project does not have: the handler's KeyError says so, in the job's own line.
-    missing = write_job(tmp_path / "use-gamma", consume,
-                        job={"jobId": "use", "project": "gamma", "function": {"handler": "use"}})  # fmt: skip
+    missing = write_job(
+        tmp_path / "use-gamma", consume, job={"jobId": "use", "project": "gamma", "function": {"handler": "use"}}
+    )
     proc = cli("run", str(missing), "--data-store", str(store))
     assert proc.returncode == 1 and "project 'gamma' has no data item 'dataset'" in proc.stderr
 
@@ -219,8 +262,18 @@ def test_a_uri_inputs_name_is_its_file_name_and_download_keeps_the_extension(tmp
     out.mkdir()
     out2.mkdir()
     job = write_job(tmp_path / "job", code, job={"jobId": "v", "function": {"handler": "validate"}})
-    proc = cli("run", str(job), "--input", f"di={data}", "--param", f'out="{out}"', "--param", f'out2="{out2}"',
-               "--result", "-")  # fmt: skip
+    proc = cli(
+        "run",
+        str(job),
+        "--input",
+        f"di={data}",
+        "--param",
+        f'out="{out}"',
+        "--param",
+        f'out2="{out2}"',
+        "--result",
+        "-",
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert last_json(proc) == {"name": "employees.csv", "path": "employees.csv", "folder": "employees.csv"}
 
@@ -257,7 +310,9 @@ def test_a_folder_artifact_is_stored_whole_as_one_version_and_a_link_inside_is_r
     shutil.rmtree(job / "model")
     attack = cli("run", str(job), "--param", f'link="{secret}"', "--data-store", str(tmp_path / "store2"))
     assert attack.returncode == 1 and "is a link or a special file" in attack.stderr
-    assert not any("worker-only" in p.read_text(errors="replace") for p in (tmp_path / "store2").rglob("*") if p.is_file())
+    assert not any(
+        "worker-only" in p.read_text(errors="replace") for p in (tmp_path / "store2").rglob("*") if p.is_file()
+    )
 
 
 def test_a_table_output_without_a_parquet_engine_is_refused_before_the_handler_runs(tmp_path) -> None:
@@ -272,8 +327,11 @@ def test_a_table_output_without_a_parquet_engine_is_refused_before_the_handler_r
             Path(__file__).with_name("ran").write_text("yes")
             return pd.DataFrame({"a": [1]})
     """
-    job = write_job(tmp_path / "job", code, job={"jobId": "noarrow", "function": {"handler": "make"},
-                                                "pythonEnv": {"pylock": "pylock.toml"}})  # fmt: skip
+    job = write_job(
+        tmp_path / "job",
+        code,
+        job={"jobId": "noarrow", "function": {"handler": "make"}, "pythonEnv": {"pylock": "pylock.toml"}},
+    )
     shutil.copyfile(Path(__file__).parent.parent / "example_dags/jobs/world_cities/pylock.toml", job / "pylock.toml")
     proc = cli("run", str(job), "--data-store", str(tmp_path / "store"))
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -283,8 +341,11 @@ def test_a_table_output_without_a_parquet_engine_is_refused_before_the_handler_r
 
 
 def test_a_handler_signature_refusal_goes_to_stderr(tmp_path) -> None:
-    job = write_job(tmp_path / "job", "def main(a):\n    return a\n",
-                    job={"jobId": "sig", "function": {"handler": "main", "parameters": {"b": 1}}})  # fmt: skip
+    job = write_job(
+        tmp_path / "job",
+        "def main(a):\n    return a\n",
+        job={"jobId": "sig", "function": {"handler": "main", "parameters": {"b": 1}}},
+    )
     proc = cli("run", str(job))
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: handler main(a) has no parameter 'b'; fix the parameters or the signature"
@@ -301,7 +362,9 @@ def test_a_handler_signature_refusal_goes_to_stderr(tmp_path) -> None:
     ],
 )
 def test_hostile_project_names_and_versions_are_refused_in_one_line(tmp_path, config, expected) -> None:
-    job = write_job(tmp_path / "job", "def f():\n    return 1\n", job={"jobId": "h", "function": {"handler": "f"}, **config})
+    job = write_job(
+        tmp_path / "job", "def f():\n    return 1\n", job={"jobId": "h", "function": {"handler": "f"}, **config}
+    )
     proc = cli("run", str(job), "--data-store", str(tmp_path / "store"))
     assert proc.returncode == 2 and expected in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "store").exists()

@@ -96,7 +96,8 @@ class _RefusalToStderr:
     PREFIX = "[python_exec] error: "
 
     def __init__(self, out: Callable[[str], None]) -> None:
-        self.out, self.held = out, None
+        self.out: Callable[[str], None] = out
+        self.held: str | None = None
 
     def __call__(self, line: str) -> None:
         if self.held is not None:
