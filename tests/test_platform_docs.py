@@ -1,6 +1,7 @@
 """docs/functions.md's "Coming from the data platform" table names only what the code has: every
 ``Class.attribute`` of the handler's objects, every ``job.json`` key, every CLI command, and the
-platform's own names the job side provides (``digitalhub_runtime_python.handler``)."""
+platform's own names the job side provides (``digitalhub_runtime_python.handler``). Also the
+platform's ``job.json`` forms the models accept (``PYTHON3_12``, ``main.py``)."""
 
 from __future__ import annotations
 
@@ -71,3 +72,14 @@ def test_every_name_on_our_side_exists_in_the_code(theirs: str, ours: str) -> No
             assert args.func is not None, span
         elif span.startswith(("function.", "pythonEnv.")) or span in ("project", "packageName"):
             assert span in keys, span
+
+
+@pytest.mark.parametrize(("given", "expected"), [("PYTHON3_12", "3.12"), ("python3_11", "3.11"), ("3.12", "3.12")])
+def test_python_version_takes_the_platforms_form(tmp_path, given: str, expected: str) -> None:
+    (tmp_path / "main.py").write_text("def f():\n    return 1\n")
+    config = {"jobId": "v", "function": {"handler": "f"}, "pythonEnv": {"python_version": given}}
+    job = PythonJob.from_config(config, tmp_path)
+    assert job.python_env is not None and job.python_env.python_version == expected
+    assert job.main_file_name == "main.py"  # no packageName, no app.py: the platform's main.py
+    (tmp_path / "app.py").write_text("def f():\n    return 2\n")
+    assert PythonJob.from_config(config, tmp_path).main_file_name == "app.py"
