@@ -55,37 +55,27 @@ def decorator_outputs(path: Path | None, function: str) -> list[Any] | None:
         for decorator in node.decorator_list:
             if not isinstance(decorator, ast.Call) or _called(decorator.func) != "handler":
                 continue
-            for keyword in decorator.keywords:
-                if keyword.arg == "outputs":
-                    try:
-                        value = ast.literal_eval(keyword.value)
-                    except ValueError:
-                        return None
-                    return list(value) if isinstance(value, (list, tuple)) else None
-            if decorator.args:
-                try:
-                    value = ast.literal_eval(decorator.args[0])
-                except ValueError:
-                    return None
-                return list(value) if isinstance(value, (list, tuple)) else None
+            given = [k.value for k in decorator.keywords if k.arg == "outputs"] or decorator.args[:1]
+            try:
+                value = ast.literal_eval(given[0]) if given else None
+            except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+                return None  # not a literal: the job's side still reads it when the handler is loaded
+            return list(value) if isinstance(value, (list, tuple)) else None
     return None
 
 
 def project_dataitems(path: Path | None) -> list[str]:
-    """The literal names passed to ``<anything>.get_dataitem("name")`` in ``path``, in order, once each."""
+    """The literal names passed to ``<anything>.get_dataitem("name")`` (or ``name="name"``) in
+    ``path``, in order, once each."""
     tree = _tree(path)
     names: list[str] = []
     for node in ast.walk(tree) if tree is not None else ():
-        if isinstance(node, ast.Call) and _called(node.func) == "get_dataitem" and node.args:
-            first = node.args[0]
-            if isinstance(first, ast.Constant) and isinstance(first.value, str) and first.value not in names:
-                names.append(first.value)
-        if isinstance(node, ast.Call) and _called(node.func) == "get_dataitem":
-            for keyword in node.keywords:
-                value = keyword.value
-                if keyword.arg in ("name", "entity_name") and isinstance(value, ast.Constant):
-                    if isinstance(value.value, str) and value.value not in names:
-                        names.append(value.value)
+        if not isinstance(node, ast.Call) or _called(node.func) != "get_dataitem":
+            continue
+        given = node.args[:1] + [k.value for k in node.keywords if k.arg in ("name", "entity_name")]
+        for value in given:
+            if isinstance(value, ast.Constant) and isinstance(value.value, str) and value.value not in names:
+                names.append(value.value)
     return names
 
 
