@@ -385,16 +385,26 @@ def test_hostile_decorator_outputs_and_dataitem_names_reach_nothing(tmp_path) ->
     assert proc.returncode == 2 and "name '../../escape' is not a data item name" in proc.stderr
     (tmp_path / "victim").mkdir()
     (tmp_path / "victim" / "x.json").write_text('{"uri": "file:///etc/passwd", "version": "9"}')
+    # Version records planted in the store, pointing a copy out of it.
+    planted = store / "dataitem" / "planted"
+    planted.mkdir(parents=True)
+    (planted / "20990101T000000000000Z-abcdef.json").write_text('{"uri": "file:///etc/passwd", "version": "../../.."}')
+    (planted / "20990101T000000000001Z-abcdef.json").write_text(
+        '{"uri": "file:///etc/passwd", "version": "20990101T000000000001Z-abcdef"}'
+    )
     reach = """
         from digitalhub_runtime_python import handler
 
         def f(project):
-            try:
-                return project.get_dataitem("../../victim").path.read_text()
-            except KeyError:
-                return "not found"
+            found = []
+            for name in ("../../victim", "planted"):
+                try:
+                    found.append(project.get_dataitem(name).path.read_text())
+                except KeyError:
+                    found.append("not found")
+            return found
     """
     job = write_job(tmp_path / "reach", reach, job={"jobId": "reach", "function": {"handler": "f"}})
     proc = cli("run", str(job), "--data-store", str(store), "--result", "-")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert last_json(proc) == "not found"
+    assert last_json(proc) == ["not found", "not found"]

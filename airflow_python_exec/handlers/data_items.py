@@ -29,7 +29,7 @@ from airflow_python_exec.handlers import DATA_FILE_ENV, DATA_MODULE, DATA_MODULE
 from airflow_python_exec.handlers.declared import decorator_outputs, handler_file, project_dataitems
 from airflow_python_exec.handlers.inputs import AssetResolver, ResolvedInput, resolve_inputs, stage
 from airflow_python_exec.handlers.outputs import Outputs, publish
-from airflow_python_exec.handlers.store import data_store_uri, project_store, version_records
+from airflow_python_exec.handlers.store import VERSION, data_store_uri, project_store, version_records
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.models.data_item_specs import (
     NAME,
@@ -100,7 +100,7 @@ class DataRun:
     def _latest(self, name: str) -> ResolvedInput | None:
         """The latest version of the project's data item ``name`` (a table, else an artifact), or ``None``."""
         for group in ("dataitem", "artifact"):
-            records = [r for r in version_records(self.store, group, name) if isinstance(r.get("uri"), str)]
+            records = [r for r in version_records(self.store, group, name) if _well_formed(r)]
             if records:
                 latest = max(records, key=lambda r: str(r.get("version")))
                 version, file_name = str(latest["version"]), PurePosixPath(latest["uri"]).name
@@ -194,6 +194,15 @@ class DataRun:
             return value
         results = value.get("results", {}) if isinstance(value, Mapping) else {}
         return {"outputs": {p.name: p.uri for p in outputs.items}, "results": results}
+
+
+def _well_formed(record: Mapping[str, Any]) -> bool:
+    """A version record the worker may follow: its version and file name are what the worker writes
+    (a record planted in the store cannot point a copy elsewhere with ``..`` or a path)."""
+    uri, version = record.get("uri"), record.get("version")
+    if not isinstance(uri, str) or not isinstance(version, str) or not VERSION.match(version):
+        return False
+    return PurePosixPath(uri).name not in ("", ".", "..") and f"/{version}/" in uri
 
 
 __all__ = ["AssetResolver", "DataRun"]

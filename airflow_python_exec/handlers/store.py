@@ -16,6 +16,7 @@ import datetime
 import io
 import json
 import os
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -52,6 +53,10 @@ def data_store_uri(value: str | None) -> str:
 def project_store(data_store: str, project: str | None) -> str:
     """The data store of a project: ``{data_store}/{project}``, or ``data_store`` without one."""
     return f"{data_store}/{project}" if project else data_store
+
+
+#: A version id as :func:`new_version` makes it.
+VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}\Z")
 
 
 def new_version() -> str:
