@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import uuid
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import write_job
+from conftest import CLI, cli_env, write_job
 from test_airflow import _engine, dags, jobs, load_dag, run_dag  # noqa: F401 - fixtures
 from test_data_items_airflow import _events, _xcoms
 from test_platform_functions import ETL, KEYS, TRAFFIC
@@ -64,6 +65,16 @@ def test_the_etl_tutorial_runs_as_a_dag_with_project_assets(dags, jobs, capfd, c
     assert extra["inputs"] == {"di": _xcoms(dag, "downloader")["dataset"]["uri"]}  # the lineage
     [(extra, _)] = _events(f"{project}/dataset")
     assert extra["rows"] == 12 and [f["name"] for f in extra["schema"]["fields"]][:2] == ["data", "codice spira"]
+    # The same versions are found by name outside Airflow's database (Airflow's own `assets details`
+    # shows no last event: it reads the asset's row only).
+    shown = subprocess.run(
+        [CLI, "data-items", "show", f"{project}/dataset-spire", "--data-store", str(store)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=120,
+    )
+    assert shown.returncode == 0 and "(4 rows, " in shown.stdout and "made by job process from di=" in shown.stdout
 
 
 def test_a_result_announces_no_event_and_a_folder_artifact_one(dags, jobs, capfd, caplog, store) -> None:
@@ -101,9 +112,7 @@ def test_a_result_announces_no_event_and_a_folder_artifact_one(dags, jobs, capfd
 
 
 def test_the_python_jobs_page_shows_a_jobs_outputs_and_their_latest_version(client, auth, uploads, store) -> None:
-    import subprocess
-
-    from conftest import CLI, bearer, cli_env
+    from conftest import bearer
 
     code = """
         import pandas as pd
