@@ -127,6 +127,8 @@ class PythonExecutionService:
             source = resolve_job_source(job, self.settings, setup_line) if job.function is not None else None
             prepared.check_cwd(source.root if source is not None else None)
             script = _main_file(job, source)
+            if data is not None and source is not None:
+                data.read_handler_file(source.root, source.main_file)  # @handler outputs, project data items
             venv = self._environment(stack, job, interpreter, refresh, setup_line, script)
             python = venv / "bin" / "python" if venv is not None else interpreter.path
             files = stack.enter_context(RunFiles())

@@ -8,12 +8,15 @@ XCom, OpenLineage) is in test_data_items_airflow.py.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from conftest import CLI, cli_env, write_job
+
+VERSION_RECORD = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}\.json\Z")
 
 PROCESS = """
     from pathlib import Path
@@ -46,7 +49,10 @@ def run_cli(*args: str, **settings: str) -> subprocess.CompletedProcess:
 
 
 def files_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+    """The data files under ``folder``: not the record kept beside each version (``{version}.json``)."""
+    if not folder.exists():
+        return []
+    return sorted(p for p in folder.rglob("*") if p.is_file() and not VERSION_RECORD.match(p.name))
 
 
 def test_cli_runs_a_function_with_an_input_and_a_data_store(tmp_path, store, raw) -> None:
@@ -62,7 +68,7 @@ def test_cli_runs_a_function_with_an_input_and_a_data_store(tmp_path, store, raw
     frame = pd.read_parquet(written)
     assert list(frame.city) == ["Rome", "Milan"]
     # The handler saw a DataItem of the local copy, with the URI it came from.
-    assert f"input raw file://{raw} {{}} DataItem" in proc.stdout
+    assert f"input raw.csv file://{raw} {{}} DataItem" in proc.stdout  # .name: the item's own (file) name
     assert f"[python_exec] output 'top' (table, 2 rows, {written.stat().st_size:,} bytes) written to" in proc.stderr
 
 
@@ -224,7 +230,7 @@ def test_the_dataitem_works_as_the_platforms(tmp_path, store, raw) -> None:
     proc = run_cli(str(job), "--input", f"raw={raw}", "--data-store", str(store), "--result", "-")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {
-        "name": "raw",
+        "name": "raw.csv",  # the data item's own name: the file name of a plain URI
         "open": "city,pop,capital",
         "fspath": True,
         "as_file": True,

@@ -17,6 +17,7 @@ from typing import NoReturn
 from airflow_python_exec.errors import PythonExecError
 
 from .common import cmd_validate
+from .data_items import add_parser as add_data_items_parser
 from .envs import DEFAULT_UNUSED_FOR, _duration, cmd_envs_list, cmd_envs_prune
 from .output import _discard, _Lines, _tolerant_output
 from .run import _macro, _named, _param, cmd_provision, cmd_run
@@ -84,8 +85,9 @@ def _parser() -> argparse.ArgumentParser:
         "--output",
         action="append",
         type=_named("--output", optional=True),
-        metavar="NAME[=URI]",
-        help="a declared output (replaces function.outputs; repeatable)",
+        metavar="NAME[:KIND][=URI]",
+        help="a declared output, KIND table, artifact or result (default: the value's); replaces "
+        "function.outputs; repeatable",
     )
     run.add_argument("--data-store", metavar="URI", help="override [python_exec] data_store")
     run.set_defaults(func=cmd_run)
@@ -119,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     prune.add_argument("--dry-run", action="store_true", help="only say what would be removed")
     prune.set_defaults(func=cmd_envs_prune)
+    add_data_items_parser(sub)
     return parser
 
 

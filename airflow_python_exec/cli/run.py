@@ -61,6 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     service = PythonExecutionService(_settings(args))
     job = _job(args)
     exit_code = 0
+    out = _RefusalToStderr(_Lines(sys.stdout))
     try:
         with _stopped_by_signals(service.stop) as received:
             service.init()
@@ -70,11 +71,12 @@ def cmd_run(args: argparse.Namespace) -> int:
                 dotenv_as_macros=args.dotenv_as_macros,
                 refresh=True if args.refresh else None,
                 cwd=args.cwd,
-                on_line=_Lines(sys.stdout),
+                on_line=out,
                 on_setup_line=_Lines(sys.stderr),
             )
             exit_code = result.exit_code
             error = result.handler_error  # "result" and "refused" were printed by the bootstrap itself
+            out.end(str(error) if error is not None and error.kind == "refused" else None)
             if error is not None and error.kind in ("exception", "unreadable") and exit_code != 0:
                 _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
             if exit_code == 0 and not result.stopped:
@@ -82,8 +84,40 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if args.result:
                     _write_result(args.result, value)
     finally:
+        out.end(None)  # a line still held (the run raised) is the job's own output
         service.close()
     return 128 + received[0] if received else exit_code
+
+
+class _RefusalToStderr:
+    """The job's output lines for stdout, except the bootstrap's refusal (``[python_exec] error: ...``,
+    printed before the handler is called, so the last line), which goes to stderr as ``error: ...``
+    like every refusal. A candidate line is held until the next line or the end of the run."""
+
+    PREFIX = "[python_exec] error: "
+
+    def __init__(self, out: Callable[[str], None]) -> None:
+        self.out: Callable[[str], None] = out
+        self.held: str | None = None
+
+    def __call__(self, line: str) -> None:
+        if self.held is not None:
+            self.out(self.held)
+            self.held = None
+        if line.startswith(self.PREFIX):
+            self.held = line
+        else:
+            self.out(line)
+
+    def end(self, refusal: str | None) -> None:
+        """Print the held line: on stderr when it is the run's ``refusal`` message, else on stdout."""
+        held, self.held = self.held, None
+        if held is None:
+            return
+        if refusal is not None and held == self.PREFIX + refusal:
+            _Lines(sys.stderr)(f"error: {refusal}")
+        else:
+            self.out(held)
 
 
 def _job(args: argparse.Namespace):
@@ -113,7 +147,7 @@ def _job(args: argparse.Namespace):
         job = PythonJob.load(args.path)
     parameters = _params_file(args.params_file) if args.params_file else {}
     parameters.update(dict(args.param or []))
-    outputs = [{"name": n, **({"uri": u} if u else {})} for n, u in args.output] if args.output else None
+    outputs = [_output_spec(n, u) for n, u in args.output] if args.output else None
     return job.with_function(
         handler=args.handler,
         parameters=parameters or None,
@@ -121,6 +155,12 @@ def _job(args: argparse.Namespace):
         inputs=dict(args.input) if args.input else None,
         outputs=outputs,
     )
+
+
+def _output_spec(name: str, uri: str) -> dict[str, str]:
+    """``--output NAME[:KIND][=URI]`` as a ``function.outputs`` spec (checked with the job)."""
+    name, _, kind = name.partition(":")
+    return {"name": name, **({"kind": kind} if kind else {}), **({"uri": uri} if uri else {})}
 
 
 def _named(option: str, optional: bool = False) -> Callable[[str], tuple[str, str]]:

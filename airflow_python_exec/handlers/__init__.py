@@ -40,6 +40,10 @@ BOOTSTRAP = Path(__file__).with_name("bootstrap.py")
 DATA_MODULE = Path(__file__).with_name("job_data.py")
 #: Its name beside the bootstrap in a run's private folder.
 DATA_MODULE_NAME = "python_exec_data.py"
+#: The stdlib-only ``digitalhub_runtime_python`` module (the data platform's ``handler`` decorator).
+PLATFORM_MODULE = Path(__file__).with_name("platform_runtime.py")
+#: The folder beside the bootstrap holding it; the bootstrap appends it to ``sys.path``.
+PLATFORM_FOLDER = "platform"
 
 SOURCE_ROOT_ENV = "PYTHON_EXEC_SOURCE_ROOT"
 HANDLER_ENV = "PYTHON_EXEC_HANDLER"
@@ -79,6 +83,8 @@ __all__ = [
     "HANDLER_ENV",
     "MAIN_FILE_ENV",
     "PARAMS_FILE_ENV",
+    "PLATFORM_FOLDER",
+    "PLATFORM_MODULE",
     "RESULT_FILE_ENV",
     "SOURCE_ROOT_ENV",
 ]

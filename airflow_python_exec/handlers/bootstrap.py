@@ -6,7 +6,8 @@ airflow_python_exec, and it never imports either. The service starts it as
 written in ``airflow_python_exec/handlers/__init__.py``, whose constants these names must equal):
 
 1. the source root goes first on ``sys.path`` (in place of this file's own folder);
-2. the handler is imported: ``module.path:function``, or a bare ``function`` of the main file. The
+2. the handler is imported (the data platform's ``digitalhub_runtime_python`` is importable, last
+   on ``sys.path``): ``module.path:function``, or a bare ``function`` of the main file. The
    module must be the job's own code: before anything is imported, its top-level package is looked
    up (``importlib.util.find_spec``) and must come from the source root (or the main file's folder),
    or from the job's own virtual environment's site-packages; never a standard-library or built-in
@@ -53,6 +54,10 @@ BOOTSTRAP_ONLY_ENV = (
 )
 #: The data items module (``handlers/job_data.py``), copied beside this file by the service.
 DATA_MODULE = "python_exec_data.py"
+#: The folder beside this file holding ``digitalhub_runtime_python.py`` (``handlers/platform_runtime.py``).
+PLATFORM_FOLDER = "platform"
+#: Where the platform's ``@handler(outputs=[...])`` records the outputs on the function.
+OUTPUTS_ATTRIBUTE = "__python_exec_outputs__"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -81,6 +86,11 @@ def main() -> int:
         context = read_object(inputs[CONTEXT_FILE_ENV], "context")
         data = load_data(inputs[DATA_FILE_ENV])
         function = load_handler(inputs[HANDLER_ENV], inputs[SOURCE_ROOT_ENV], inputs[MAIN_FILE_ENV])
+        if data is not None:
+            data.declare(getattr(function, OUTPUTS_ATTRIBUTE, None))
+            problem = data.check_engines()  # before the call: a long handler never runs for nothing
+            if problem:
+                raise Refused(problem)
         args, kwargs = bind(function, inputs[HANDLER_ENV], params, context, data)
     except Refused as exc:
         return fail(EXIT_REFUSED, "Refused", str(exc), "refused", error_file)
@@ -127,7 +137,8 @@ def set_sys_path(root: str, main_file: str) -> None:
     """Put the source root first on ``sys.path``, where Python put this file's own folder.
 
     The main file's folder follows it, so a bare handler's sibling modules import as they would
-    when the file runs as a script.
+    when the file runs as a script. The data platform's module (``digitalhub_runtime_python``) comes
+    last, from :data:`PLATFORM_FOLDER` beside this file.
     """
     here = os.path.dirname(os.path.realpath(__file__))
     if sys.path and sys.path[0] and os.path.realpath(sys.path[0]) == here:
@@ -137,6 +148,9 @@ def set_sys_path(root: str, main_file: str) -> None:
         folder = os.path.dirname(os.path.abspath(main_file))
         if folder not in sys.path:
             sys.path.insert(1, folder)
+    platform = os.path.join(here, PLATFORM_FOLDER)
+    if os.path.isdir(platform):
+        sys.path.append(platform)
 
 
 def read_object(path: str, what: str) -> dict:
@@ -269,8 +283,8 @@ def load_data(path: str):
 
 
 def bind(function, handler: str, params: dict, context: dict, data=None) -> tuple[tuple, dict]:
-    """Bind the parameters, the inputs (``DataItem``) and ``context`` and ``run`` (if asked for) to the
-    handler's signature."""
+    """Bind the parameters, the inputs (``DataItem``) and ``context``, ``run`` and ``project`` (if asked
+    for) to the handler's signature."""
     inputs = data.inputs if data is not None else {}
     for name in sorted(set(inputs) & set(params)):
         raise Refused(f"{name!r} is both an input and a parameter; rename one")
@@ -279,7 +293,11 @@ def bind(function, handler: str, params: dict, context: dict, data=None) -> tupl
     except (TypeError, ValueError):  # a builtin without a signature: let the call decide
         return (), {**params, **inputs}
     kwargs = {**params, **inputs}
-    reserved = {"context": context, "run": data.run if data is not None else None}
+    reserved = {
+        "context": context,
+        "run": data.run if data is not None else None,
+        "project": data.project if data is not None else None,
+    }
     for name, value in reserved.items():
         wanted = signature.parameters.get(name)
         if value is None or wanted is None or wanted.kind not in (wanted.POSITIONAL_OR_KEYWORD, wanted.KEYWORD_ONLY):

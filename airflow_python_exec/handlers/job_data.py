@@ -9,7 +9,9 @@ when ``PYTHON_EXEC_DATA_FILE`` names the run's data file, a JSON object:
 - ``inputs``: argument name -> ``{"name", "uri", "path", "extra", "format"}`` (``path``: the local
   copy the worker made before the start);
 - ``outputs``: the declared outputs, ``[{"name", "kind", "format"}]`` (``kind``: ``table``,
-  ``artifact`` or ``result``; ``format``: ``parquet`` or ``csv``);
+  ``artifact``, ``result`` or ``None``: taken from the value; ``format``: ``parquet`` or ``csv``);
+- ``project``: ``{"name", "dataitems": {name: <an input's fields>}}``, the reserved ``project``
+  argument and the latest versions it may return (staged by the worker like inputs);
 - ``folder``: where the outputs and :data:`MANIFEST` are written;
 - ``run_id``: the run's id (``run.run_id``).
 
@@ -39,7 +41,8 @@ class NotStorable(Exception):
 class DataItem:
     """An input of the handler, as the platform's ``Dataitem``: a local copy made before the start.
 
-    :ivar name: the argument name (the platform's data item name).
+    :ivar name: the data item's own name: the asset's (or output's) name, or the file name of a plain
+        URI, extension kept (the platform's data item name; never the argument's name).
     :ivar uri: where it was read from (no credentials): this version's URI.
     :ivar path: the local copy, a :class:`pathlib.Path` (``open(item)`` and ``os.fspath(item)`` work).
     :ivar extra: the asset event's ``extra`` (``{}`` for a plain URI).
@@ -70,12 +73,15 @@ class DataItem:
             return pd.read_parquet(self.path, **read_kwargs)
         if fmt == "csv":
             return pd.read_csv(self.path, **read_kwargs)
-        raise ValueError(f"input {self.name!r}: cannot tell its format from {self.path.name}; pass file_format='csv'")
+        raise ValueError(
+            f"data item {self.name!r}: cannot tell its format from {self.path.name}; pass file_format='csv'"
+        )
 
     def download(self, destination: str | None = None, overwrite: bool = False) -> str:
         """Copy the item to ``destination`` (a file or an existing folder); return the path written.
 
-        Without ``destination``, the local copy's own path (it is already on this machine).
+        Without ``destination``, the local copy's own path (it is already on this machine). Into a
+        folder, the copy keeps the item's file name and extension.
 
         :raises FileExistsError: the target exists and ``overwrite`` is false.
         """
@@ -116,6 +122,40 @@ class Run:
             self.metrics[key] = [*previous, value] if isinstance(previous, list) else [value]
 
 
+class Project:
+    """The reserved ``project`` argument, as the platform's project: ``.name``, ``get_dataitem(name)``
+    and ``log_metric`` (the run's metrics).
+
+    :ivar name: ``job.json``'s ``project``, else the job's id.
+    """
+
+    def __init__(self, name: str, dataitems: dict, run: Run) -> None:
+        self.name, self._dataitems, self._run = name, dataitems, run
+
+    def get_dataitem(self, name: str) -> DataItem:
+        """The latest version of the project's data item ``name`` (a :class:`DataItem`).
+
+        The worker copies it in before the run starts: it finds the names the handler's code passes
+        to ``get_dataitem`` as literal strings.
+
+        :raises KeyError: a data item with no version, or one the worker could not see named.
+        """
+        found = self._dataitems.get(name)
+        if found is None:
+            raise KeyError(
+                f"project {self.name!r} has no data item {name!r} for this run: it has no version yet, or the "
+                "handler does not name it as a literal string; declare it in function.inputs instead"
+            )
+        return DataItem(found["name"], found["uri"], found["path"], found.get("extra"), found.get("format"))
+
+    def log_metric(self, key: str, value, single_value: bool = False) -> None:
+        """Record a metric of the run (see :meth:`Run.log_metric`)."""
+        self._run.log_metric(key, value, single_value)
+
+    def __repr__(self) -> str:
+        return f"Project(name={self.name!r})"
+
+
 class Data:
     """One run's data file: the inputs to pass, the outputs to write."""
 
@@ -131,6 +171,37 @@ class Data:
         self.outputs: list[dict] = list(spec.get("outputs", []))
         self.folder = pathlib.Path(spec["folder"])
         self.run = Run(spec.get("run_id"))
+        project = spec.get("project") or {}
+        self.project = Project(str(project.get("name") or ""), dict(project.get("dataitems") or {}), self.run)
+
+    def declare(self, outputs) -> None:
+        """Adopt the outputs a ``@handler(outputs=[...])`` decorator declared, unless the job declared
+        its own (``function.outputs`` wins, as on the platform's run)."""
+        if not self.outputs and outputs:
+            self.outputs = [o if isinstance(o, dict) else {"name": str(o), "kind": None} for o in outputs]
+
+    def check_engines(self) -> str | None:
+        """A one-line reason the outputs cannot be written, found before the handler runs: a table
+        output stored as parquet in an environment without a parquet engine (pyarrow or fastparquet).
+        An output whose kind comes from the value counts when pandas is installed (it may be a table)."""
+        import importlib.util
+
+        def found(module: str) -> bool:
+            try:
+                return importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                return False
+
+        for spec in self.outputs:
+            kind, fmt = spec.get("kind"), spec.get("format") or "parquet"
+            if fmt != "parquet" or kind not in (TABLE, None) or (kind is None and not found("pandas")):
+                continue
+            if not found("pyarrow") and not found("fastparquet"):
+                return (
+                    f"output {spec['name']!r} is stored as parquet, and the job's environment has no parquet "
+                    'engine: add pyarrow to pythonEnv.requirements (or declare the output with "format": "csv")'
+                )
+        return None
 
     def store(self, value):
         """Write the handler's return ``value`` as outputs; return the run's JSON result.
@@ -200,13 +271,19 @@ class Data:
         if fmt == "csv":
             frame.to_csv(target, index=False)
         else:
-            frame.to_parquet(target)
+            frame.to_parquet(target, index=False)  # as the CSV writer and the platform: no __index_level_0__
         return {"name": name, "kind": TABLE, "format": fmt, "file": file, "rows": len(frame), "schema": schema(frame)}
 
     def _artifact(self, name: str, source: pathlib.Path) -> dict:
-        if not source.is_file():
-            raise NotStorable(f"output {name!r}: {source} is not a file; return the Path of a file")
+        """Copy a file, or a folder whole (a model, as the platform logs one), for the worker."""
         folder = self.folder / name
+        if source.is_dir() and not source.is_symlink():
+            folder.mkdir()
+            shutil.copytree(source, folder / source.resolve().name, symlinks=True)
+            file_name = source.resolve().name
+            return {"name": name, "kind": ARTIFACT, "format": "folder", "file": f"{name}/{file_name}"}
+        if not source.is_file():
+            raise NotStorable(f"output {name!r}: {source} is not a file or a folder; return the Path of one")
         folder.mkdir()
         shutil.copyfile(source, folder / source.name)
         return {
@@ -281,4 +358,4 @@ def warn(message: str) -> None:
     print(f"{PREFIX} warning: {message}", file=sys.stderr, flush=True)
 
 
-__all__ = ["DATA_FILE_ENV", "Data", "DataItem", "NotStorable", "Run", "schema"]
+__all__ = ["DATA_FILE_ENV", "Data", "DataItem", "NotStorable", "Project", "Run", "schema"]

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,8 @@ from airflow_python_exec.models.data_item_specs import ARTIFACT, FORMATS, NAME, 
 from airflow_python_exec.redaction import Redactor
 
 MANIFEST = "manifest.json"
+#: An artifact's ``format`` when it is a folder (stored whole, one version).
+FOLDER = "folder"
 
 
 class PublishError(PythonExecError):
@@ -40,7 +42,8 @@ class Published:
     :ivar name: the output's name; :ivar kind: ``table`` or ``artifact``; :ivar format: ``parquet``,
         ``csv`` or an artifact's extension.
     :ivar uri: this version's URI (no connection id); :ivar asset_uri: the asset's URI, or ``None`` for
-        an output that was not declared (no asset, no event).
+        an output that was not declared (no asset, no event); :ivar asset_name: the asset's name
+        (``{project}/{name}`` in a project).
     :ivar rows: a table's row count; :ivar schema: its Table Schema; :ivar size: bytes written.
     """
 
@@ -53,6 +56,7 @@ class Published:
     size: int
     rows: int | None = None
     schema: Mapping[str, Any] | None = None
+    asset_name: str | None = None
 
     @property
     def group(self) -> str:
@@ -67,7 +71,7 @@ class Published:
             "format": self.format,
             "rows": self.rows,
             "schema": dict(self.schema) if self.schema is not None else None,
-            "asset": self.name if self.asset_uri is not None else None,
+            "asset": (self.asset_name or self.name) if self.asset_uri is not None else None,
         }
 
 
@@ -89,12 +93,16 @@ def publish(
     max_bytes: int,
     secrets: Iterable[str] = (),
     on_line: Callable[[str], None] | None = None,
+    project: str | None = None,
+    about: Mapping[str, Any] | None = None,
 ) -> Outputs:
     """Publish the outputs the job's process wrote into ``folder``.
 
     :param declared: the job's declared outputs (their own ``uri``, their asset).
-    :param data_store: the data store base URI.
+    :param data_store: the data store base URI (with the project's level already added).
     :param max_bytes: largest manifest read.
+    :param project: the job's project: asset names are ``{project}/{name}``.
+    :param about: what made the version (``job_id``, ``inputs``), kept beside it for ``data-items show``.
     :raises PublishError: a manifest or output the job tampered with, or storage that cannot be written.
     """
     manifest = _read_manifest(folder, max_bytes)
@@ -111,23 +119,30 @@ def publish(
                 raise PublishError(
                     f"output {spec.name!r}: its file name holds a secret value; name the file without it"
                 )
+            target = store.version_uri(spec, data_store, version, file_name)
             try:
-                with _open_output(dir_fd, entry["file"]) as source:
-                    target = store.version_uri(spec, data_store, version, file_name)
-                    size = store.write_new(source, target, overwrite=spec.uri is not None)
+                if entry.get("format") == FOLDER and spec.kind == ARTIFACT:
+                    size = _publish_folder(dir_fd, entry["file"], target, spec.name)
+                else:
+                    with _open_output(dir_fd, entry["file"]) as source:
+                        size = store.write_new(source, target, overwrite=spec.uri is not None)
             except (OSError, ValueError) as exc:
                 raise PublishError(f"output {spec.name!r} cannot be published ({exc}); check the data store") from None
+            declared_spec = specs.get(spec.name)
             published = Published(
                 name=spec.name,
-                kind=spec.kind,
+                kind=str(spec.kind),
                 format=entry.get("format") if spec.kind == ARTIFACT else spec.format,
                 uri=public_uri(target),
-                asset_uri=store.asset_uri(spec, data_store) if spec.name in specs else None,
+                asset_uri=store.asset_uri(declared_spec, data_store) if declared_spec is not None else None,
                 version=version,
                 size=size,
                 rows=entry.get("rows") if isinstance(entry.get("rows"), int) else None,
                 schema=mask_result(entry.get("schema"), secrets) if isinstance(entry.get("schema"), dict) else None,
+                asset_name=f"{project}/{spec.name}" if project else spec.name,
             )
+            if spec.uri is None:
+                store.write_version_record(data_store, published, {**(about or {}), "project": project})
             items.append(published)
             if on_line is not None:
                 rows = f", {published.rows:,} rows" if published.rows is not None else ""
@@ -156,6 +171,8 @@ def _checked(entry: Any, specs: Mapping[str, OutputSpec]) -> tuple[OutputSpec, s
     if parts != expected or (kind == TABLE and entry.get("format") not in FORMATS) or parts[-1] in ("", ".", ".."):
         raise PublishError(f"output {name!r}: the job's manifest names the file {file!r}; outputs are not published")
     spec = specs.get(name) or OutputSpec(name, kind, str(entry["format"]) if kind == TABLE else "parquet")
+    if spec.kind is None:  # declared by name only: the kind is the value's
+        spec = replace(spec, kind=kind, format=str(entry["format"]) if kind == TABLE else spec.format)
     if spec.kind != kind:
         raise PublishError(f"output {name!r} is declared as {spec.kind} but the job wrote a {kind}")
     return spec, parts[-1]
@@ -176,6 +193,43 @@ def _read_manifest(folder: Path, max_bytes: int) -> dict[str, Any] | None:
     except ValueError:
         raise PublishError("the job's output manifest is not JSON; outputs are not published") from None
     return value if isinstance(value, dict) else None
+
+
+def _publish_folder(dir_fd: int, relative: str, target: str, name: str) -> int:
+    """Copy the folder ``relative`` (under ``dir_fd``) to ``target``, following no link; return the bytes.
+
+    :raises PublishError: a link, FIFO or device inside it (the job may have put one there).
+    """
+    folder_fd = dir_fd
+    opened = []
+    try:
+        for part in relative.split("/"):
+            folder_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+            opened.append(folder_fd)
+        return _copy_tree(folder_fd, target, name, relative)
+    finally:
+        for fd in opened:
+            os.close(fd)
+
+
+def _copy_tree(folder_fd: int, target: str, name: str, where: str) -> int:
+    size = 0
+    for entry in sorted(os.scandir(folder_fd), key=lambda e: e.name):
+        if entry.is_dir(follow_symlinks=False):
+            sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
+            try:
+                size += _copy_tree(sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}")
+            finally:
+                os.close(sub)
+        elif entry.is_file(follow_symlinks=False):
+            with open(open_regular(entry.name, dir_fd=folder_fd), "rb") as source:
+                size += store.write_new(source, f"{target}/{entry.name}")
+        else:
+            raise PublishError(
+                f"output {name!r}: {where}/{entry.name} is a link or a special file; an artifact folder may "
+                "hold only files and folders"
+            )
+    return size
 
 
 @contextmanager

@@ -85,7 +85,7 @@ def resolve_job_source(job: PythonJob, settings: EngineSettings, on_line: Callab
             resolved = resolver.resolve(function.source, job.folder)
         root = resolved.root
     try:
-        main_file: Path | None = allowed_script(root, job.main_file_name, "packageName")
+        main_file: Path | None = allowed_script(root, job.main_file_in(root), "packageName")
     except ScriptNotAllowedError:
         if function.bare:
             raise

@@ -4,13 +4,19 @@
 ``ObjectStoragePath`` base; a connection id may sit in it as user info (``s3://aws_default@bucket/dh``)
 and is left out of every asset URI. A version of an output goes to
 ``{data_store}/{dataitem|artifact}/{name}/{version}/{file}``: a new ``version`` for every run, never
-overwritten. ``ObjectStoragePath`` is Airflow's: it is imported inside the functions that use it.
+overwritten; a job with a ``project`` adds a level, ``{data_store}/{project}/...``. Beside each version
+folder, ``{version}.json`` records what made it (rows, schema, size, job, inputs) for ``data-items``
+and the project's ``get_dataitem``. ``ObjectStoragePath`` is Airflow's: it is imported inside the
+functions that use it.
 """
 
 from __future__ import annotations
 
 import datetime
+import io
+import json
 import os
+import re
 import secrets
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -42,6 +48,15 @@ def data_store_uri(value: str | None) -> str:
     if os.path.isabs(os.path.expanduser(text)):
         return f"file://{os.path.abspath(os.path.expanduser(text))}"
     raise ValueError(f"data_store {text!r} is not a URI; write it like file:///data/store or s3://conn@bucket/path")
+
+
+def project_store(data_store: str, project: str | None) -> str:
+    """The data store of a project: ``{data_store}/{project}``, or ``data_store`` without one."""
+    return f"{data_store}/{project}" if project else data_store
+
+
+#: A version id as :func:`new_version` makes it.
+VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}\Z")
 
 
 def new_version() -> str:
@@ -92,3 +107,51 @@ def describe(uri: str) -> dict[str, Any]:
     path = storage_path(uri)
     exists = path.fs.exists(path.path)
     return {"exists": exists, "is_dir": exists and path.fs.isdir(path.path)}
+
+
+def write_version_record(data_store: str, published: Any, about: dict[str, Any]) -> None:
+    """Write ``{data_store}/{group}/{name}/{version}.json``: the version's URI, kind, format, rows,
+    schema, size, when it was made, and ``about`` (``job_id``, ``inputs``, ``project``)."""
+    record = {
+        "name": published.name,
+        "uri": published.uri,
+        "kind": published.kind,
+        "format": published.format,
+        "rows": published.rows,
+        "schema": dict(published.schema) if published.schema is not None else None,
+        "size": published.size,
+        "version": published.version,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **about,
+    }
+    target = f"{data_store}/{published.group}/{published.name}/{published.version}.json"
+    write_new(io.BytesIO(json.dumps(record, default=str).encode()), target)
+
+
+def version_records(data_store: str, group: str, name: str) -> list[dict[str, Any]]:
+    """The records of every version of a data item, oldest first (``[]`` when it has none)."""
+    folder = storage_path(f"{data_store}/{group}/{name}")
+    fs = folder.fs
+    if not fs.exists(folder.path):
+        return []
+    records = []
+    for entry in sorted(fs.ls(folder.path, detail=False)):
+        if str(entry).endswith(".json"):
+            with fs.open(entry, "rb") as f:
+                try:
+                    value = json.loads(f.read(1 << 20))
+                except ValueError:
+                    continue  # not ours: never fatal for a listing
+            if isinstance(value, dict):
+                records.append(value)
+    return records
+
+
+def item_names(data_store: str) -> list[tuple[str, str]]:
+    """``(group, name)`` of every data item and artifact in a data store (a project's store too)."""
+    found = []
+    for group in ("dataitem", "artifact"):
+        folder = storage_path(f"{data_store}/{group}")
+        if folder.fs.exists(folder.path):
+            found += [(group, str(p).rstrip("/").rsplit("/", 1)[-1]) for p in folder.fs.ls(folder.path, detail=False)]
+    return sorted(found)

@@ -1,8 +1,10 @@
 """``function.inputs`` and ``function.outputs`` of ``job.json``, checked (DESIGN.md, "Data items").
 
-An input is a URI (any scheme ``ObjectStoragePath`` opens; a relative path is a file of the job
-folder), a spec ``{"uri" | "asset", "format"}``, or an upstream output reference (the XCom of an
-output: ``{"name", "uri", "kind", ...}``, which pins that exact version). An output is a name or a
+An output's kind, when not declared, is the returned value's (a DataFrame is a table, a ``Path``
+an artifact, any JSON value a result). An input is a URI (any scheme ``ObjectStoragePath`` opens; a
+relative path is a file of the job folder), a spec ``{"uri" | "asset", "format"}``, or an upstream
+output reference (the XCom of an output: ``{"name", "uri", "kind", ...}``, which pins that exact
+version). An output is a name or a
 spec ``{"name", "kind", "format", "uri"}``. Every refusal is a ``ValueError`` of one line that
 starts with ``inputs.<name>`` or ``outputs[<i>]`` (pydantic turns it into the job's one-line error).
 """
@@ -23,7 +25,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 #: XCom keys the operator pushes itself: an output of that name would overwrite them.
 RESERVED_NAMES = ("return_value", "metrics")
 #: Argument names the bootstrap gives itself.
-RESERVED_ARGUMENTS = ("context", "run")
+RESERVED_ARGUMENTS = ("context", "run", "project")
 OUTPUT_KEYS = ("name", "kind", "format", "uri")
 INPUT_KEYS = ("uri", "asset", "format")
 #: The keys of an output's XCom; a dict with ``kind`` and ``uri`` is an upstream output reference.
@@ -35,19 +37,21 @@ class OutputSpec:
     """One declared output.
 
     :ivar name: the output's (and its asset's) name.
-    :ivar kind: ``table`` (a DataFrame: a data item), ``artifact`` (a file) or ``result`` (a JSON value).
+    :ivar kind: ``table`` (a DataFrame: a data item), ``artifact`` (a file or a folder), ``result`` (a
+        JSON value), or ``None``: taken from the returned value, as the data platform does.
     :ivar format: ``parquet`` or ``csv`` for a table.
     :ivar uri: its own location (any ``ObjectStoragePath`` URI), or ``None``: under ``data_store``.
     """
 
     name: str
-    kind: str = TABLE
+    kind: str | None = None
     format: str = "parquet"
     uri: str | None = None
 
     @property
     def stored(self) -> bool:
-        """True for a table or an artifact (an asset, a file in storage); a result is an XCom only."""
+        """True unless a result (a table or an artifact: an asset, a file in storage; an output whose
+        kind comes from the value may be either, so it is declared as an asset too)."""
         return self.kind != RESULT
 
     @property
@@ -105,8 +109,8 @@ def parse_outputs(value: Any) -> tuple[OutputSpec, ...]:
             raise ValueError(f"{where}: name {name!r} is an XCom key of the task itself; choose another name")
         if any(s.name == name for s in specs):
             raise ValueError(f"{where}: name {name!r} is declared twice; give each output its own name")
-        kind = item.get("kind", TABLE)
-        if kind not in KINDS:
+        kind = item.get("kind")
+        if kind is not None and kind not in KINDS:
             raise ValueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
         fmt = item.get("format", "parquet")
         if fmt not in FORMATS:

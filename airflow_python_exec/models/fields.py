@@ -35,6 +35,8 @@ ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,254}\Z")
 #: Longest ``function.handler``, in characters (``module.path:function``).
 MAX_HANDLER_CHARS = 1000
 PYTHON_VERSION = re.compile(r"\d+(\.\d+){0,2}\Z")
+#: The data platform's ``python_version`` form (``PYTHON3_12``), any case.
+PLATFORM_PYTHON_VERSION = re.compile(r"python(\d+_\d+)\Z", re.IGNORECASE)
 
 
 def check_env_name(key: str, what: str = "macro key") -> str:
@@ -145,8 +147,11 @@ class PythonEnv(BaseModel):
     @field_validator("python_version")
     @classmethod
     def _version(cls, value: str | None) -> str | None:
+        platform = PLATFORM_PYTHON_VERSION.match(value.strip()) if isinstance(value, str) else None
+        if platform:  # the data platform's form: PYTHON3_12 -> 3.12
+            value = ".".join(platform.group(1).split("_"))
         if value is not None and not PYTHON_VERSION.match(value.strip()):
-            raise ValueError(f"python_version {value!r} is not a version; write it like 3.12 or 3.12.4")
+            raise ValueError(f"python_version {value!r} is not a version; write it like 3.12, 3.12.4 or PYTHON3_12")
         return value.strip() if value else value
 
     @field_validator("env", mode="before")

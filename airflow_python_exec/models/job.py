@@ -29,6 +29,7 @@ from .fields import (
 from .rules import (
     DEFAULT_SCRIPT,
     JOB_FILE,
+    PLATFORM_SCRIPT,
     _check_name,
     _expand_user,
     _json_keys,
@@ -57,6 +58,8 @@ class PythonJob(BaseModel):
     runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
     python_env: PythonEnv | None = Field(default=None, alias="pythonEnv")
     function: FunctionSpec | None = None
+    #: The data platform's project: a level in the data store path and a prefix of the asset names.
+    project: str | None = None
     #: The DAG ``load_job_dags`` makes of the job (DESIGN.md, "Jobs as DAGs").
     dag: JobDagSpec | None = None
     folder: Path
@@ -78,6 +81,17 @@ class PythonJob(BaseModel):
     def _engine(cls, value: str | None) -> str | None:
         if value is not None and value.upper() != "PYTHON":
             raise ValueError(f"engineType {value!r} is not PYTHON; this engine only runs Python jobs")
+        return value
+
+    @field_validator("project")
+    @classmethod
+    def _project(cls, value: str | None) -> str | None:
+        from airflow_python_exec.models.data_item_specs import NAME
+
+        if value is not None and (not isinstance(value, str) or not NAME.match(value)):
+            raise ValueError(
+                f"project {value!r} is not a project name; use letters, digits, '.', '_' and '-', e.g. demo-etl"
+            )
         return value
 
     @field_validator("folder")
@@ -114,8 +128,17 @@ class PythonJob(BaseModel):
 
     @property
     def main_file_name(self) -> str:
-        """``packageName``, or ``app.py`` for a function job without one."""
-        return self.package_name or DEFAULT_SCRIPT
+        """``packageName``; for a function job without one ``app.py``, or ``main.py`` (the data
+        platform's default) when the job folder has ``main.py`` and no ``app.py``."""
+        return self.main_file_in(self.folder)
+
+    def main_file_in(self, root: Path) -> str:
+        """The main file's name in the source root ``root`` (see :attr:`main_file_name`)."""
+        if self.package_name is not None:
+            return self.package_name
+        if self.function is not None and not (root / DEFAULT_SCRIPT).exists() and (root / PLATFORM_SCRIPT).is_file():
+            return PLATFORM_SCRIPT
+        return DEFAULT_SCRIPT
 
     @property
     def exit_codes(self) -> dict[str, str] | None:

@@ -21,6 +21,8 @@ from airflow_python_exec.isolation import json_limits
 
 JOB_FILE = "job.json"
 DEFAULT_SCRIPT = "app.py"
+#: A handler job's main file on the data platform, used when there is no ``app.py``.
+PLATFORM_SCRIPT = "main.py"
 #: Python refuses to turn longer digit strings into ints (CVE-2020-10735); so do we, with one line.
 MAX_INT_DIGITS = 4300
 #: DESIGN.md's near miss: an edit distance of 2 or less. Known keys this short or shorter get 1, so

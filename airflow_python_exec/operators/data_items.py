@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.handlers.outputs import Published
-from airflow_python_exec.handlers.store import asset_uri, data_store_uri
+from airflow_python_exec.handlers.store import asset_uri, data_store_uri, project_store
 from airflow_python_exec.models.data_item_specs import OutputSpec, parse_outputs, public_uri
 
 if TYPE_CHECKING:
@@ -37,11 +37,29 @@ def configured_data_store(data_store: str | None) -> str:
         raise JobConfigError(str(exc)) from None
 
 
-def outlets_for(outputs: Iterable[OutputSpec], data_store: str) -> list[Any]:
-    """The assets of the stored outputs (a result is an XCom, not an asset)."""
+def asset_name(name: str, project: str | None) -> str:
+    """An output's asset name: ``{project}/{name}`` in a project, else ``name``."""
+    return f"{project}/{name}" if project else name
+
+
+def outlets_for(outputs: Iterable[OutputSpec], data_store: str, project: str | None = None) -> list[Any]:
+    """The assets of the stored outputs (a result is an XCom, not an asset); in a project, named
+    ``{project}/{name}`` with URIs under ``{data_store}/{project}``."""
     from airflow.sdk import Asset
 
-    return [Asset(name=o.name, uri=asset_uri(o, data_store), group=o.group) for o in outputs if o.stored]
+    store = project_store(data_store, project)
+    return [
+        Asset(name=asset_name(o.name, project), uri=asset_uri(o, store), group=o.group) for o in outputs if o.stored
+    ]
+
+
+def without_results(outlets: Iterable[Any], result: RunResult, project: str | None) -> list[Any]:
+    """``outlets`` less the assets of outputs declared by name only that received a JSON value (a
+    result, an XCom): Airflow emits an event for every outlet of a successful task, and a result has
+    no version to announce."""
+    results = set(result.outputs.results) if result.outputs is not None else set()
+    drop = {asset_name(name, project) for name in results}
+    return [a for a in outlets if getattr(a, "name", None) not in drop]
 
 
 def inlets_for(inputs: Mapping[str, Any] | None) -> list[Any]:
@@ -91,7 +109,17 @@ def parse_time_outputs(outputs: Any, loaded: Any) -> tuple[OutputSpec, ...]:
             raise JobConfigError(str(exc)) from None
     if loaded is None or loaded.function is None:
         return ()
-    return parse_outputs(loaded.function.outputs)
+    declared = parse_outputs(loaded.function.outputs)
+    if declared or loaded.function.inline_code is not None or loaded.function.source is not None:
+        return declared
+    from airflow_python_exec.handlers.declared import decorator_outputs, handler_file
+
+    main = loaded.folder / loaded.main_file_name
+    path = handler_file(loaded.folder, loaded.function.handler, main if main.is_file() else None)
+    try:  # the platform's @handler(outputs=[...]) in the job's own file, read, never run
+        return parse_outputs(decorator_outputs(path, loaded.function.handler))
+    except ValueError:
+        return ()  # the run refuses it in one line
 
 
 def _plain(value: Any) -> Any:
@@ -172,7 +200,7 @@ def record(context: Mapping[str, Any], result: RunResult, job_id: str, outlets: 
     for item in outputs.items:
         if ti is not None:
             ti.xcom_push(key=item.name, value=item.xcom())
-        asset = by_name.get(item.name) if item.asset_uri is not None else None
+        asset = by_name.get(item.asset_name or item.name) if item.asset_uri is not None else None
         if asset is not None and "outlet_events" in context:
             context["outlet_events"][asset].extra = event_extra(item, result, job_id)
     if ti is not None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Collection, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -158,7 +157,7 @@ class PythonJobOperator(BaseOperator):
         from airflow_python_exec.builder import to_macros
         from airflow_python_exec.hooks.python_exec import PythonExecutionHook
         from airflow_python_exec.models.exit_codes import exit_outcome
-        from airflow_python_exec.operators.data_items import asset_resolver, record
+        from airflow_python_exec.operators.data_items import asset_resolver, record, without_results
 
         with task_failures():
             job = self.make_job(context)
@@ -182,6 +181,7 @@ class PythonJobOperator(BaseOperator):
         value = run_outcome(job, result, self.skip_on_exit_code)
         self._lineage = result
         record(context, result, job.job_id, self.outlets)
+        self.outlets = without_results(self.outlets, result, job.project)
         return value
 
     def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
@@ -285,7 +285,9 @@ def declare_assets(task: PythonJobOperator) -> None:
     :raises JobConfigError: bad ``outputs`` (refused when the DAG is parsed, as a typo should be).
     """
     folder = Path(task.dag.fileloc).parent if task.has_dag() and getattr(task.dag, "fileloc", None) else None
-    if task.outputs is None and not task.inputs and not _job_json_declares_data(task.job, folder):
+    from airflow_python_exec.handlers.declared import job_json_declares_data
+
+    if task.outputs is None and not task.inputs and not job_json_declares_data(task.job, folder):
         return  # the common case: nothing to declare, and nothing more imported at parse time
     from airflow_python_exec.operators.data_items import (
         configured_data_store,
@@ -300,30 +302,13 @@ def declare_assets(task: PythonJobOperator) -> None:
     if outputs:
         known = {getattr(a, "name", None) for a in task.outlets}
         store = configured_data_store(task.data_store)
-        task.outlets = [*task.outlets, *(a for a in outlets_for(outputs, store) if a.name not in known)]
+        project = loaded.project if loaded is not None else None
+        task.outlets = [*task.outlets, *(a for a in outlets_for(outputs, store, project) if a.name not in known)]
     inputs = dict(loaded.function.inputs) if loaded is not None and loaded.function is not None else {}
     inputs.update(task.inputs if isinstance(task.inputs, Mapping) else {})
     inlets = inlets_for(inputs)
     if inlets:
         task.inlets = [*task.inlets, *inlets]
-
-
-def _job_json_declares_data(job: Any, folder: Path | None) -> bool:
-    """Whether the ``job.json`` of a job path that is not a template names ``function.inputs`` or
-    ``function.outputs``: a plain read of the JSON, so that parsing a DAG file loads the job models
-    (pydantic) only for a job that has data items to declare."""
-    if not isinstance(job, str) or "{{" in job:
-        return False
-    path = Path(job).expanduser()
-    if not path.is_absolute() and folder is not None:
-        path = folder / path
-    config = path if path.suffix == ".json" else path / "job.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
-        return False  # an unreadable job fails its task with the one-line error when it runs
-    function = data.get("function") if isinstance(data, dict) else None
-    return isinstance(function, dict) and bool(function.get("inputs") or function.get("outputs"))
 
 
 def task_folder(context: Any, task: BaseOperator) -> Path:

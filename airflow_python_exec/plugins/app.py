@@ -251,7 +251,12 @@ async def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLRespon
 async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
     """``GET /jobs/{job_id}``: one job's details."""
     view = await DAG_VIEW.get()
-    return await off_loop(lambda: _render(request, "job.html", job=_job(job_id, user, view).as_dict()))
+
+    def page() -> HTMLResponse:
+        job = _job(job_id, user, view).as_dict()
+        return _render(request, "job.html", job={**job, "outputs": catalog.latest_versions(job)})
+
+    return await off_loop(page)
 
 
 def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_CHARS)) -> HTMLResponse:
