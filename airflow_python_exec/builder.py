@@ -17,6 +17,7 @@ import os
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,7 @@ from airflow_python_exec.isolation.base_env import base_environment
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.models.policy import check_installed, check_interpreter_variables, check_working_directory
+from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.settings import EngineSettings
 
 if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
@@ -101,6 +103,12 @@ class Command:
     env: dict[str, str] = field(repr=False)
     secrets: frozenset[str] = field(repr=False, default=frozenset())
     launcher: tuple[str, ...] = ()
+
+    @cached_property
+    def redact(self) -> Redactor:
+        """Masks :attr:`secrets` in the run's output lines, result, error message and outputs; built
+        on first use, once per run (each secret's forms computed once)."""
+        return Redactor(self.secrets)
 
 
 class PythonCommandBuilder:
@@ -310,18 +318,26 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return entries
 
 
-def to_macros(macros: MacrosArg, origin: str = "macros") -> list[Macro]:
+class RunMacros(tuple[Macro, ...]):
+    """Per-run macros :func:`to_macros` has checked: passed on from the operator to the service and the
+    builder as they are, so each macro is validated once per run."""
+
+
+def to_macros(macros: MacrosArg, origin: str = "macros") -> RunMacros:
     """Normalise per-run macros: a ``{key: value}`` mapping or a list of ``Macro``/dicts.
 
     :param origin: where the macros came from (an operator argument, ``--macro``), named in errors.
+    :returns: the macros in order; a :class:`RunMacros` given is returned as it is (checked already).
     :raises JobConfigError: an invalid key or value (one line naming ``origin``).
     """
+    if isinstance(macros, RunMacros):
+        return macros
     if not macros:
-        return []
+        return RunMacros()
     try:
         if isinstance(macros, Mapping):
-            return [Macro(key=k, value=v) for k, v in macros.items()]
+            return RunMacros(Macro(key=k, value=v) for k, v in macros.items())
         # Macro objects are validated again: templating sets ``value`` without validation.
-        return [Macro.model_validate(m.model_dump() if isinstance(m, Macro) else m) for m in macros]
+        return RunMacros(Macro.model_validate(m.model_dump() if isinstance(m, Macro) else m) for m in macros)
     except ValidationError as exc:
         raise JobConfigError(f"{origin}: {one_line(exc)}") from None

@@ -52,7 +52,7 @@ BOOTSTRAP_ONLY_ENV = (
     DATA_FILE_ENV,
 )
 #: The data items module (``handlers/job_data.py``), copied beside this file by the service.
-DATA_MODULE = "python_exec_data.py"
+DATA_MODULE_NAME = "python_exec_data.py"
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -256,9 +256,9 @@ def load_data(path: str):
     if not path:
         return None
     here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("python_exec_data", os.path.join(here, DATA_MODULE))
+    spec = importlib.util.spec_from_file_location("python_exec_data", os.path.join(here, DATA_MODULE_NAME))
     if spec is None or spec.loader is None:
-        raise Refused(f"{DATA_MODULE} is missing beside the bootstrap")
+        raise Refused(f"{DATA_MODULE_NAME} is missing beside the bootstrap")
     module = importlib.util.module_from_spec(spec)
     sys.modules["python_exec_data"] = module  # DataItem's module, so its objects pickle
     spec.loader.exec_module(module)
