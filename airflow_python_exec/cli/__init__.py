@@ -17,15 +17,15 @@ from typing import NoReturn
 from airflow_python_exec.errors import PythonExecError
 
 from .common import cmd_validate
-from .envs import DEFAULT_UNUSED_FOR, _duration, cmd_envs_list, cmd_envs_prune
-from .output import _discard, _Lines, _tolerant_output
-from .run import _macro, _named, _param, cmd_provision, cmd_run
+from .envs import DEFAULT_UNUSED_FOR, cmd_envs_list, cmd_envs_prune, duration_arg
+from .output import LineWriter, discard, tolerant_output
+from .run import cmd_provision, cmd_run, macro_arg, named_arg, param_arg
 from .secrets import cmd_encrypt, cmd_generate_key
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    _tolerant_output()
+    tolerant_output()
     args = _parser().parse_args(argv)
     # The CLI reads Airflow's configuration but needs no metadata database, ORM or Airflow logging:
     # Airflow's documented opt-out of its import-time initialisation halves the start-up time.
@@ -33,10 +33,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except PythonExecError as exc:
-        _Lines(sys.stderr)(f"error: {exc}")
+        LineWriter(sys.stderr)(f"error: {exc}")
         return exc.exit_code
     except BrokenPipeError:  # e.g. `envs list | head -1`: stop quietly, as a Unix tool does on SIGPIPE
-        _discard(sys.stdout)
+        discard(sys.stdout)
         return 128 + signal.SIGPIPE
 
 
@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job folder, a job.json or a .py file")
     run.add_argument("path", nargs="?", help="job folder, job.json or .py file (optional with --code)")
-    run.add_argument("--macro", action="append", type=_macro, metavar="KEY=VALUE", help="set a macro (repeatable)")
+    run.add_argument("--macro", action="append", type=macro_arg, metavar="KEY=VALUE", help="set a macro (repeatable)")
     run.add_argument("--dotenv-as-macros", action="store_true", help="convert the job's .env into variables")
     run.add_argument("--refresh", action="store_true", help="use an ephemeral environment, removed afterwards")
     run.add_argument("--install-path", metavar="P", help="override [python_exec] install_path")
@@ -66,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--param",
         action="append",
-        type=_param,
+        type=param_arg,
         metavar="KEY=JSON",
         help="a handler parameter, its value JSON (repeatable; wins over --params-file)",
     )
@@ -76,14 +76,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--input",
         action="append",
-        type=_named("--input"),
+        type=named_arg("--input"),
         metavar="NAME=URI",
         help="a handler input: a URI or a path of the job folder, passed as a DataItem (repeatable)",
     )
     run.add_argument(
         "--output",
         action="append",
-        type=_named("--output", optional=True),
+        type=named_arg("--output", optional=True),
         metavar="NAME[=URI]",
         help="a declared output (replaces function.outputs; repeatable)",
     )
@@ -112,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     prune = envs.add_parser("prune", help="remove environments unused for a while (never one in use)")
     prune.add_argument(
         "--unused-for",
-        type=_duration,
-        default=_duration(DEFAULT_UNUSED_FOR),
+        type=duration_arg,
+        default=duration_arg(DEFAULT_UNUSED_FOR),
         metavar="DURATION",
         help=f"e.g. 7d, 12h, 30m, 45s (default {DEFAULT_UNUSED_FOR})",
     )

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from airflow_python_exec.errors import ProvisioningError
+from airflow_python_exec.isolation.job_files import file_kind
 
 #: Bump when the layout of envs/<key>/ or the provisioning steps change incompatibly.
 LAYOUT_VERSION = "2"  # 2: packages installed with compiled bytecode
@@ -43,27 +44,12 @@ def file_digest(path: Path) -> str:
         with open(fd, "rb") as f:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                raise ProvisioningError(f"{path} is {kind(mode)}, not a regular file; replace it")
+                raise ProvisioningError(f"{path} is {file_kind(mode)}, not a regular file; replace it")
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     except OSError as exc:
         raise ProvisioningError(f"{path} cannot be read ({exc.strerror or exc}); check the file") from None
     return digest.hexdigest()
-
-
-def kind(mode: int) -> str:
-    """What a file is, for messages: ``a folder``, ``a FIFO``, ``a socket``, ``a device``..."""
-    for test, name in (
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a device"),
-        (stat.S_ISBLK, "a device"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def content_digest(path: Path) -> str:
@@ -79,7 +65,7 @@ def content_digest(path: Path) -> str:
         return file_digest(path)
     if not stat.S_ISDIR(mode):
         raise ProvisioningError(
-            f"local extra {path} is {kind(mode)}; local_extra_deps takes wheels, source archives and folders"
+            f"local extra {path} is {file_kind(mode)}; local_extra_deps takes wheels, source archives and folders"
         )
     digest = hashlib.sha256()
     for root, dirs, files in os.walk(path, onerror=_walk_error):
@@ -92,7 +78,7 @@ def content_digest(path: Path) -> str:
             mode = _mode(full, f"local extra folder {path}: {rel}")
             if not stat.S_ISREG(mode):
                 raise ProvisioningError(
-                    f"local extra folder {path} holds {rel}, {kind(mode)}; only regular files can be hashed "
+                    f"local extra folder {path} holds {rel}, {file_kind(mode)}; only regular files can be hashed "
                     "and installed, so remove it from the folder"
                 )
             digest.update(rel.encode() + b"\0" + file_digest(full).encode() + b"\0")

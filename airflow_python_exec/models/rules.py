@@ -18,6 +18,7 @@ from pydantic import (
 
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.isolation import json_limits
+from airflow_python_exec.isolation.job_files import file_kind
 
 JOB_FILE = "job.json"
 DEFAULT_SCRIPT = "app.py"
@@ -66,7 +67,7 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
     return resolved
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     """The rules of :func:`allowed_script` that need no file: relative, no ``..``, a ``.py`` name."""
     posix = PurePosixPath(name.replace("\\", "/"))
     if not name.strip() or "\x00" in name or posix.is_absolute() or ".." in posix.parts or posix.suffix != ".py":
@@ -128,12 +129,13 @@ def near_miss(key: str, known: Iterable[str]) -> str | None:
     return best[1] if best else None
 
 
-def _json_keys(model: type[BaseModel]) -> list[str]:
+def json_keys(model: type[BaseModel]) -> list[str]:
     """The keys a platform writes for ``model``'s fields (their aliases), ``folder`` excepted."""
     return [info.alias or name for name, info in model.model_fields.items() if name != "folder"]
 
 
-def _expand_user(path: str | Path) -> Path:
+def expand_user(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded; :raises JobConfigError: ``~user`` of an unknown user."""
     try:
         return Path(path).expanduser()
     except RuntimeError:  # ~user for a user that does not exist
@@ -142,17 +144,7 @@ def _expand_user(path: str | Path) -> Path:
         ) from None
 
 
-#: What a path that should be job.json turned out to be.
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-)
-
-
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """Parse a ``job.json`` that must be a regular file; every failure is one ``JobConfigError`` line."""
     text = _read_regular_file(path)
     try:
@@ -186,7 +178,7 @@ def _read_regular_file(path: Path) -> str:
         try:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+                kind = file_kind(mode)
                 raise JobConfigError(f"{path} is {kind}, not a file; replace it with the job's JSON configuration")
             with open(fd, "rb", closefd=False) as f:
                 return f.read().decode("utf-8")

@@ -31,9 +31,8 @@ from airflow_python_exec.plugins.dag_jobs import (
     latest_runs,
     task_job,
 )
-from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
-from airflow_python_exec.redaction import hide_url_credentials
+from airflow_python_exec.redaction import hide_credentials_in, hide_url_credentials
 
 log = logging.getLogger(__name__)
 __all__ = ["OPERATOR_MODULE", "OPERATOR_TYPE", "TaskJob", "build_catalog", "dag_task_jobs", "find_job", "last_runs"]
@@ -79,9 +78,15 @@ class JobEntry:
         passed through :func:`~airflow_python_exec.plugins.shown.shown` (no URL user info, error
         lines included)."""
         job = {"jobId": self.job_id, "folder": self.folder, **self.details, "error": self.error}
-        job = job if self.shown_already else shown(job)
-        used_by = [shown(vars(use)) for use in self.used_by]
-        return {"jobId": job["jobId"], "folder": job["folder"], "origin": shown(self.origin), **job, "usedBy": used_by}
+        job = job if self.shown_already else hide_credentials_in(job)
+        used_by = [hide_credentials_in(vars(use)) for use in self.used_by]
+        return {
+            "jobId": job["jobId"],
+            "folder": job["folder"],
+            "origin": hide_credentials_in(self.origin),
+            **job,
+            "usedBy": used_by,
+        }
 
 
 def describe_job(job: PythonJob) -> dict[str, Any]:
@@ -110,7 +115,7 @@ def shown_python_env(job: PythonJob) -> dict[str, Any] | None:
     env = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
     if "env" in env:
         env["env"] = sorted(env["env"])
-    return shown(env)
+    return hide_credentials_in(env)
 
 
 def dotenv_keys(path: Path) -> list[str]:
@@ -176,8 +181,20 @@ def _read_entry(folder: Path) -> tuple[str, str, str, dict[str, Any], str | None
     try:
         job = PythonJob.load(folder)
     except PythonExecError as exc:
-        return shown(folder.name), shown(str(folder)), resolved, {}, shown(str(exc))
-    return shown(job.job_id), shown(str(job.folder)), resolved, shown(describe_job(job)), None
+        return (
+            hide_credentials_in(folder.name),
+            hide_credentials_in(str(folder)),
+            resolved,
+            {},
+            hide_credentials_in(str(exc)),
+        )
+    return (
+        hide_credentials_in(job.job_id),
+        hide_credentials_in(str(job.folder)),
+        resolved,
+        hide_credentials_in(describe_job(job)),
+        None,
+    )
 
 
 def uploaded_folders(upload_folder: Path | None) -> list[Path]:
