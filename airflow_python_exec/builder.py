@@ -121,42 +121,6 @@ class PythonCommandBuilder:
         self.settings = settings
         self._fernet: MultiFernet | None = None
 
-    def build(
-        self,
-        job: PythonJob,
-        python: Path,
-        *,
-        macros: MacrosArg = None,
-        dotenv_as_macros: bool = False,
-        inherit_env: bool | None = None,
-        context_env: Mapping[str, str] | None = None,
-        cwd: str | Path | None = None,
-        venv: Path | None = None,
-    ) -> Command:
-        """Return the :class:`Command` that runs ``job`` with ``python`` (:meth:`prepare`, then
-        :meth:`PreparedCommand.command`).
-
-        :param python: the interpreter to run (the validated base one, or ``<venv>/bin/python``).
-        :param macros: per-run macros, a ``{key: value}`` dict or a list of :class:`Macro` (or dicts);
-            they override ``job.json`` macros of the same key.
-        :param dotenv_as_macros: convert the job folder's ``.env`` into variables (layer 3); otherwise
-            ``.env`` is left for the script to load with python-dotenv.
-        :param inherit_env: override ``[python_exec] inherit_env`` for this run.
-        :param context_env: ``AIRFLOW_CTX_*`` variables (layer 2).
-        :param cwd: working directory; relative paths resolve against the job folder (default).
-        :param venv: the job's virtual environment, whose ``bin/`` goes first on ``PATH``.
-        :raises JobConfigError: a bad macro, ``.env`` entry, ``cwd`` or ``command``.
-        """
-        prepared = self.prepare(
-            job,
-            macros=macros,
-            dotenv_as_macros=dotenv_as_macros,
-            inherit_env=inherit_env,
-            context_env=context_env,
-            cwd=cwd,
-        )
-        return prepared.command(python, venv)
-
     def prepare(
         self,
         job: PythonJob,
@@ -167,10 +131,17 @@ class PythonCommandBuilder:
         context_env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
     ) -> PreparedCommand:
-        """Layers 1 to 5 of the environment, the decrypted secrets and the working directory.
+        """Layers 1 to 5 of the environment, the decrypted secrets and the working directory;
+        :meth:`PreparedCommand.command` completes it once the environment is known. Secure macros
+        are decrypted here.
 
-        Parameters as for :meth:`build`. Secure macros are decrypted here.
-
+        :param macros: per-run macros, a ``{key: value}`` dict, a list of :class:`Macro` (or dicts), or
+            :class:`RunMacros` (checked already); they override ``job.json`` macros of the same key.
+        :param dotenv_as_macros: convert the job folder's ``.env`` into variables (layer 3); otherwise
+            ``.env`` is left for the script to load with python-dotenv.
+        :param inherit_env: override ``[python_exec] inherit_env`` for this run.
+        :param context_env: ``AIRFLOW_CTX_*`` variables (layer 2).
+        :param cwd: working directory; relative paths resolve against the job folder (default).
         :raises JobConfigError: a bad macro, ``.env`` entry or ``cwd``.
         :raises ScriptNotAllowedError: the job sets an interpreter variable the execution policy
             refuses (see :mod:`airflow_python_exec.models.policy`).
