@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from airflow_python_exec.errors import PythonExecError
 
-from .common import cmd_validate
+from .configuration import cmd_validate
 from .envs import DEFAULT_UNUSED_FOR, cmd_envs_list, cmd_envs_prune, duration_arg
 from .output import LineWriter, discard, tolerant_output
 from .run import cmd_provision, cmd_run, macro_arg, named_arg, param_arg

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
     pass
-from .common import settings_from_args
+from .configuration import settings_from_args
 
 
 def cmd_envs_list(args: argparse.Namespace) -> int:

@@ -10,7 +10,7 @@ from airflow_python_exec.errors import PythonExecError
 
 if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
     pass
-from .common import settings_from_args
+from .configuration import settings_from_args
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:

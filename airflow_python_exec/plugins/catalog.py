@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.models import PythonJob
-from airflow_python_exec.plugins.dag_jobs import (
+from airflow_python_exec.plugins.operator_tasks import (
     OPERATOR_MODULE,
     OPERATOR_TYPE,
     TaskJob,
@@ -219,7 +219,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
     """The ``PythonJobOperator`` tasks of a (deserialized) DAG and the job each one names
-    (:func:`~airflow_python_exec.plugins.dag_jobs.task_job`).
+    (:func:`~airflow_python_exec.plugins.operator_tasks.task_job`).
 
     :param fileloc: the DAG file (default: the DAG's own ``fileloc``); a relative ``job`` resolves
         against its folder, as the operator resolves it at run time.
@@ -241,12 +241,12 @@ def _argument(task: Any, name: str) -> Any:
 
 def last_runs(uses: list[TaskUse]) -> None:
     """Fill each use's DAG last run (``run_id``, ``state``, ``run_after``) and its task's state there
-    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`: two queries for every DAG)."""
+    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs`: two queries for every DAG)."""
     fill_runs(uses, latest_runs([use.dag_id for use in uses], {use.task_id for use in uses}))
 
 
 def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
-    """Fill each use from ``runs`` (what :func:`~airflow_python_exec.plugins.dag_jobs.latest_runs` returns)."""
+    """Fill each use from ``runs`` (what :func:`~airflow_python_exec.plugins.operator_tasks.latest_runs` returns)."""
     for use in uses:
         if use.dag_id in runs:
             run, states = runs[use.dag_id]
@@ -257,7 +257,7 @@ def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
 def dag_view() -> tuple[list[TaskJob], dict[str, Any]]:
     """What the DAGs say, for every viewer alike: every ``PythonJobOperator`` task
     (:func:`dag_task_jobs`) and the last run of each of their DAGs
-    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`). Filtered per viewer by
+    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs`). Filtered per viewer by
     :func:`build_catalog`; the page shares one call between the requests that arrive together
     (:class:`~airflow_python_exec.plugins.threads.Shared`), and keeps nothing afterwards."""
     task_jobs = dag_task_jobs()

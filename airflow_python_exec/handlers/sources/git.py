@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from airflow_python_exec.environments.cache_entry import ms
+from airflow_python_exec.environments.build_once import ms
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.isolation.archive import too_big
 from airflow_python_exec.models.source_spec import FULL_SHA, HEX_DIGITS, SourceSpec

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from airflow_python_exec.environments.cache_entry import (
+from airflow_python_exec.environments.build_once import (
     acquire_or_see_marker,
     disk_errors_as_provisioning,
     write_marker,
