@@ -77,7 +77,7 @@ def main() -> None:
             "AIRFLOW__PYTHON_EXEC__FERNET_KEY": FERNET_KEY,
         }
         env.pop("PYTHONPATH", None)
-        _measure(None, env, 0)  # provisions the environment once (uv's cache is warm)
+        _measure(None, env, 1)  # provisions the environment once (uv's cache is warm)
         ours, base, diffs = [], [], []
         for pair in range(args.pairs):
             order = [("ours", None), ("base", args.base)]

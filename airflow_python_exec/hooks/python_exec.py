@@ -20,7 +20,8 @@ from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_var
 from airflow_python_exec.compat import mask_secret
 from airflow_python_exec.logs import JOB_LOGGER, provider_line
 from airflow_python_exec.models import PythonJob
-from airflow_python_exec.service import PythonExecutionService, RunResult
+from airflow_python_exec.run_result import RunResult
+from airflow_python_exec.service import PythonExecutionService
 from airflow_python_exec.settings import EngineSettings
 
 

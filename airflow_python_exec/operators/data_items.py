@@ -22,7 +22,7 @@ from airflow_python_exec.handlers.store import asset_uri, data_store_uri
 from airflow_python_exec.models.data_item_specs import OutputSpec, parse_outputs, public_uri
 
 if TYPE_CHECKING:
-    from airflow_python_exec.service import RunResult
+    from airflow_python_exec.run_result import RunResult
 
 
 def configured_data_store(data_store: str | None) -> str:
