@@ -17,6 +17,7 @@ import os
 import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.models.policy import check_installed, check_interpreter_variables, check_working_directory
 from airflow_python_exec.models.rules import check_length, read_capped, shorten
+from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.settings import EngineSettings
 
 if TYPE_CHECKING:  # cryptography and python-dotenv: imported only by a job that decrypts or reads .env
@@ -106,6 +108,12 @@ class Command:
     secrets: frozenset[str] = field(repr=False, default=frozenset())
     launcher: tuple[str, ...] = ()
 
+    @cached_property
+    def redact(self) -> Redactor:
+        """Masks :attr:`secrets` in the run's output lines, result, error message and outputs; built
+        on first use, once per run (each secret's forms computed once)."""
+        return Redactor(self.secrets)
+
 
 class PythonCommandBuilder:
     """Build the argv and environment for one run of a job.
@@ -117,42 +125,6 @@ class PythonCommandBuilder:
         self.settings = settings
         self._fernet: MultiFernet | None = None
 
-    def build(
-        self,
-        job: PythonJob,
-        python: Path,
-        *,
-        macros: MacrosArg = None,
-        dotenv_as_macros: bool = False,
-        inherit_env: bool | None = None,
-        context_env: Mapping[str, str] | None = None,
-        cwd: str | Path | None = None,
-        venv: Path | None = None,
-    ) -> Command:
-        """Return the :class:`Command` that runs ``job`` with ``python`` (:meth:`prepare`, then
-        :meth:`PreparedCommand.command`).
-
-        :param python: the interpreter to run (the validated base one, or ``<venv>/bin/python``).
-        :param macros: per-run macros, a ``{key: value}`` dict or a list of :class:`Macro` (or dicts);
-            they override ``job.json`` macros of the same key.
-        :param dotenv_as_macros: convert the job folder's ``.env`` into variables (layer 3); otherwise
-            ``.env`` is left for the script to load with python-dotenv.
-        :param inherit_env: override ``[python_exec] inherit_env`` for this run.
-        :param context_env: ``AIRFLOW_CTX_*`` variables (layer 2).
-        :param cwd: working directory; relative paths resolve against the job folder (default).
-        :param venv: the job's virtual environment, whose ``bin/`` goes first on ``PATH``.
-        :raises JobConfigError: a bad macro, ``.env`` entry, ``cwd`` or ``command``.
-        """
-        prepared = self.prepare(
-            job,
-            macros=macros,
-            dotenv_as_macros=dotenv_as_macros,
-            inherit_env=inherit_env,
-            context_env=context_env,
-            cwd=cwd,
-        )
-        return prepared.command(python, venv)
-
     def prepare(
         self,
         job: PythonJob,
@@ -163,10 +135,17 @@ class PythonCommandBuilder:
         context_env: Mapping[str, str] | None = None,
         cwd: str | Path | None = None,
     ) -> PreparedCommand:
-        """Layers 1 to 5 of the environment, the decrypted secrets and the working directory.
+        """Layers 1 to 5 of the environment, the decrypted secrets and the working directory;
+        :meth:`PreparedCommand.command` completes it once the environment is known. Secure macros
+        are decrypted here.
 
-        Parameters as for :meth:`build`. Secure macros are decrypted here.
-
+        :param macros: per-run macros, a ``{key: value}`` dict, a list of :class:`Macro` (or dicts), or
+            :class:`RunMacros` (checked already); they override ``job.json`` macros of the same key.
+        :param dotenv_as_macros: convert the job folder's ``.env`` into variables (layer 3); otherwise
+            ``.env`` is left for the script to load with python-dotenv.
+        :param inherit_env: override ``[python_exec] inherit_env`` for this run.
+        :param context_env: ``AIRFLOW_CTX_*`` variables (layer 2).
+        :param cwd: working directory; relative paths resolve against the job folder (default).
         :raises JobConfigError: a bad macro, ``.env`` entry or ``cwd``.
         :raises ScriptNotAllowedError: the job sets an interpreter variable the execution policy
             refuses (see :mod:`airflow_python_exec.models.policy`).
@@ -321,18 +300,26 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return entries
 
 
-def to_macros(macros: MacrosArg, origin: str = "macros") -> list[Macro]:
+class RunMacros(tuple[Macro, ...]):
+    """Per-run macros :func:`to_macros` has checked: passed on from the operator to the service and the
+    builder as they are, so each macro is validated once per run."""
+
+
+def to_macros(macros: MacrosArg, origin: str = "macros") -> RunMacros:
     """Normalise per-run macros: a ``{key: value}`` mapping or a list of ``Macro``/dicts.
 
     :param origin: where the macros came from (an operator argument, ``--macro``), named in errors.
+    :returns: the macros in order; a :class:`RunMacros` given is returned as it is (checked already).
     :raises JobConfigError: an invalid key or value (one line naming ``origin``).
     """
+    if isinstance(macros, RunMacros):
+        return macros
     if not macros:
-        return []
+        return RunMacros()
     try:
         if isinstance(macros, Mapping):
-            return [Macro(key=k, value=v) for k, v in macros.items()]
+            return RunMacros(Macro(key=k, value=v) for k, v in macros.items())
         # Macro objects are validated again: templating sets ``value`` without validation.
-        return [Macro.model_validate(m.model_dump() if isinstance(m, Macro) else m) for m in macros]
+        return RunMacros(Macro.model_validate(m.model_dump() if isinstance(m, Macro) else m) for m in macros)
     except ValidationError as exc:
         raise JobConfigError(f"{origin}: {one_line(exc)}") from None

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -37,6 +37,9 @@ class Redactor:
 
     def __init__(self, secrets: Iterable[str]) -> None:
         values = {form for secret in secrets for form in secret_forms(secret)}
+        #: Every text this masks (:func:`secret_forms` of each secret): what Airflow's
+        #: ``mask_secret`` is given too, so the forms are computed once per run.
+        self.forms = frozenset(values)
         # Longest first, so a value that contains another is masked whole.
         ordered = sorted(values, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
@@ -62,24 +65,34 @@ class Redactor:
         """
         if self._pattern is None:
             return value
-        return self._mask(value)
+        return map_json(value, self, self._mask_number)
 
-    def _mask(self, value: Any) -> Any:
-        if isinstance(value, str):
-            return self._pattern.sub(MASK, value) if self._pattern is not None else value
-        if isinstance(value, bool) or value is None:
-            return value
+    def _mask_number(self, value: float) -> Any:
         if isinstance(value, int):
             return MASK if value in self._ints else value
-        if isinstance(value, float):
-            return MASK if math.isfinite(value) and value in self._floats else value
-        if isinstance(value, dict):
-            return {self._mask(k): self._mask(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [self._mask(v) for v in value]
-        if isinstance(value, tuple):
-            return tuple(self._mask(v) for v in value)
+        return MASK if math.isfinite(value) and value in self._floats else value
+
+
+def map_json(value: Any, text: Callable[[str], str], number: Callable[[float], Any] | None = None) -> Any:
+    """A copy of ``value`` (JSON-like: dicts, lists, tuples, strings, numbers) with ``text`` applied
+    to every string and every key, and ``number`` (when given) to every ``int`` and ``float`` (not
+    ``bool``). Other values are kept as they are; containers are copied, never changed in place.
+
+    The one walker of JSON values: :meth:`Redactor.mask_value` and :func:`hide_credentials_in`.
+    """
+    if isinstance(value, str):
+        return text(value)
+    if isinstance(value, bool) or value is None:
         return value
+    if isinstance(value, (int, float)):
+        return number(value) if number is not None else value
+    if isinstance(value, dict):
+        return {map_json(k, text, number): map_json(v, text, number) for k, v in value.items()}
+    if isinstance(value, list):
+        return [map_json(v, text, number) for v in value]
+    if isinstance(value, tuple):
+        return tuple(map_json(v, text, number) for v in value)
+    return value
 
 
 def mask_json(value: Any, secrets: Iterable[str]) -> Any:
@@ -113,6 +126,18 @@ def hide_url_credentials(text: str) -> str:
     if "@" not in text or "://" not in text:  # the common case: nothing to look at
         return text
     return _USERINFO.sub(lambda m: f"{m.group('scheme')}{MASK}@", text)
+
+
+def hide_credentials_in(value: Any) -> Any:
+    """:func:`hide_url_credentials` applied to every string of a JSON-like value, keys included.
+
+    The one rule for every string the "Python jobs" page renders from a job (its fields,
+    ``pythonEnv``, requirement lines, the one-line error of a job that breaks a rule, the tasks that
+    use it), the same the task log's messages follow.
+
+    :returns: a copy of the same shape; numbers, booleans and ``None`` unchanged.
+    """
+    return map_json(value, hide_url_credentials)
 
 
 def secret_forms(secret: str) -> set[str]:

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder, to_macros
+from airflow_python_exec.builder import Command, MacrosArg, PythonCommandBuilder
 from airflow_python_exec.environments.interpreters import Interpreter
 from airflow_python_exec.errors import PythonExecError, ResultError
 from airflow_python_exec.handlers.data_items import AssetResolver, DataRun
@@ -30,7 +30,6 @@ from airflow_python_exec.isolation.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.isolation.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
-from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.run_result import RunResult
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import PythonEngineValidator
@@ -96,8 +95,9 @@ class PythonExecutionService:
         :param inherit_env: override ``[python_exec] inherit_env``.
         :param context_env: Airflow context variables (``AIRFLOW_CTX_*``).
         :param on_line: called with each output line, a ``str`` without newline, secrets replaced.
-        :param on_secrets: called with the decrypted values before the script starts (for
-            Airflow's ``mask_secret``).
+        :param on_secrets: called before the script starts with every text that gives a decrypted
+            value away: the values and their forms (:func:`~airflow_python_exec.redaction.secret_forms`),
+            for Airflow's ``mask_secret``.
         :param on_setup_line: called with each source and environment-provisioning line (prefixed
             ``[python_exec]`` or ``[uv]``); default: this module's logger.
         :param handler_context: a function job's ``context`` (JSON values); default ``{"job_id": ...}``.
@@ -112,7 +112,7 @@ class PythonExecutionService:
         # minutes): the macros, the .env, the working directory, the interpreter.
         prepared = PythonCommandBuilder(self.settings).prepare(
             job,
-            macros=to_macros(macros),
+            macros=macros,
             dotenv_as_macros=dotenv_as_macros,
             inherit_env=inherit_env,
             context_env=context_env,
@@ -141,7 +141,7 @@ class PythonExecutionService:
             if sandbox is not None:
                 command = _sandboxed(command, sandbox, job, source, venv, python, files, data is not None)
             if on_secrets is not None and command.secrets:
-                on_secrets(command.secrets)
+                on_secrets(command.redact.forms)
             if self._stop_requested:
                 return self._stopped_before_start(job)
             version = _venv_version(venv) if venv is not None else None
@@ -156,7 +156,11 @@ class PythonExecutionService:
         if data is None or result.exit_code != 0 or result.stopped or result.result_error is not None:
             return result
         outputs = data.publish(
-            files.folder, max_bytes=self.settings.max_result_bytes, secrets=command.secrets, on_line=on_line
+            files.folder,
+            result.result,
+            max_bytes=self.settings.max_result_bytes,
+            redact=command.redact,
+            on_line=on_line,
         )
         return replace(result, result=data.result(result.result, outputs), outputs=outputs, inputs=data.lineage())
 
@@ -166,7 +170,7 @@ class PythonExecutionService:
             return result
         limit = self.settings.max_result_bytes
         error = (
-            read_handler_error(files.error_file, command.secrets, max_bytes=limit, dir_fd=files.dir_fd)
+            read_handler_error(files.error_file, command.redact, max_bytes=limit, dir_fd=files.dir_fd)
             if handler
             else None
         )
@@ -175,7 +179,7 @@ class PythonExecutionService:
                 files.result_file,
                 result.last_line,
                 max_result_bytes=limit,
-                secrets=command.secrets,
+                redact=command.redact,
                 dir_fd=files.dir_fd,
             )
         except ResultError as exc:
@@ -213,7 +217,7 @@ class PythonExecutionService:
     def _execute(
         self, job: PythonJob, command: Command, version: str, on_line: Callable[[str], None] | None
     ) -> RunResult:
-        redact = Redactor(command.secrets)
+        redact = command.redact
         log.info(
             "running job %s: %s (Python %s, cwd %s%s)",
             job.job_id,

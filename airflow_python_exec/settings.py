@@ -16,8 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator
 
 from airflow_python_exec.errors import PythonExecError
-
-SECTION = "python_exec"
+from airflow_python_exec.settings_file import SECTION, read_python_exec
 
 #: option -> (default as written in airflow.cfg, or None for "unset", description)
 OPTIONS: dict[str, tuple[str | None, str]] = {
@@ -276,8 +275,6 @@ def read_airflow() -> dict[str, Any]:
 def read_fast() -> dict[str, Any] | None:
     """The set ``[python_exec]`` options read without Airflow, or ``None`` when only Airflow can
     say (:func:`airflow_python_exec.settings_file.read_python_exec`)."""
-    from airflow_python_exec.settings_file import read_python_exec
-
     return read_python_exec(OPTIONS)
 
 

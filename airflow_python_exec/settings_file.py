@@ -39,6 +39,8 @@ import configparser
 import os
 from collections.abc import Iterable
 
+#: The section of Airflow's configuration that holds the engine's options (read here and by
+#: :mod:`airflow_python_exec.settings`).
 SECTION = "python_exec"
 _ENV_PREFIX = "AIRFLOW__PYTHON_EXEC__"
 _TRUE = ("t", "true", "1")

@@ -376,3 +376,26 @@ def test_the_job_side_module_needs_only_the_standard_library() -> None:
     imported = {alias.name.split(".")[0] for node in tree.body if isinstance(node, ast.Import) for alias in node.names}
     imported |= {n.module.split(".")[0] for n in tree.body if isinstance(n, ast.ImportFrom) and n.module}
     assert imported and imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_named_results_are_read_once_from_the_run_result(tmp_path, store) -> None:
+    """The named results travel in the run's result only (read and masked once): a manifest that names
+    results of its own, as a job could write it, does not reach XCom."""
+    from airflow_python_exec.handlers.data_items import DataRun
+    from airflow_python_exec.models import PythonJob
+
+    outputs = [{"name": "label", "kind": "result"}]
+    job = write_job(
+        tmp_path / "job",
+        "def f():\n    return 'ok'\n",
+        job={"jobId": "j", "function": {"handler": "f", "outputs": outputs}},
+    )
+    data = DataRun(PythonJob.load(job), data_store=str(store))
+    run = tmp_path / "run"
+    (run / "outputs").mkdir(parents=True)
+    manifest = {"outputs": [], "results": {"label": "forged"}, "metrics": {}, "declared": True}
+    (run / "outputs" / "manifest.json").write_text(json.dumps(manifest))
+    value = {"outputs": {}, "results": {"label": "***"}}
+    published = data.publish(run, value, max_bytes=10_000)
+    assert dict(published.results) == {"label": "***"}
+    assert data.result(value, published) == {"outputs": {}, "results": {"label": "***"}}

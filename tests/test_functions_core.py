@@ -19,6 +19,7 @@ from airflow_python_exec.errors import JobConfigError, ResultError
 from airflow_python_exec.handlers import BOOTSTRAP, EXIT_FAILED, EXIT_OK, EXIT_REFUSED
 from airflow_python_exec.handlers.results import HandlerError, read_handler_error, read_result
 from airflow_python_exec.models.exit_codes import Outcome, exit_outcome, parse_exit_codes
+from airflow_python_exec.redaction import Redactor
 
 
 class Run:
@@ -85,16 +86,14 @@ CITIES = """
 # -- the contract ------------------------------------------------------------------------------
 
 
-def test_bootstrap_uses_the_same_names_as_the_package() -> None:
-    tree = ast.parse(BOOTSTRAP.read_text())
-    assigned = {
-        t.id: ast.literal_eval(node.value)
-        for node in tree.body
-        if isinstance(node, ast.Assign)
-        for t in node.targets
-        if isinstance(t, ast.Name) and isinstance(node.value, ast.Constant)
-    }
-    for name in (
+def test_bootstrap_keeps_the_package_contract_constants() -> None:
+    """The stdlib-only bootstrap imports nothing of the package, so it keeps its own copies of the
+    contract's names and exit statuses: every one must equal the package's (and the provider's prefix)."""
+    from airflow_python_exec.handlers import bootstrap
+    from airflow_python_exec.logs import PREFIX
+
+    shared = {name for name in vars(functions) if name.isupper() and name in vars(bootstrap)}
+    assert shared >= {
         "SOURCE_ROOT_ENV",
         "HANDLER_ENV",
         "MAIN_FILE_ENV",
@@ -102,11 +101,16 @@ def test_bootstrap_uses_the_same_names_as_the_package() -> None:
         "CONTEXT_FILE_ENV",
         "RESULT_FILE_ENV",
         "ERROR_FILE_ENV",
+        "DATA_FILE_ENV",
+        "BOOTSTRAP_ONLY_ENV",
+        "DATA_MODULE_NAME",
         "EXIT_OK",
         "EXIT_FAILED",
         "EXIT_REFUSED",
-    ):
-        assert assigned[name] == getattr(functions, name), name
+    }
+    for name in shared:
+        assert getattr(bootstrap, name) == getattr(functions, name), name
+    assert bootstrap.PREFIX == PREFIX
 
 
 def test_bootstrap_imports_the_standard_library_only() -> None:
@@ -399,10 +403,10 @@ def test_result_secrets_are_masked_recursively(tmp_path) -> None:
         extra_env={"API_TOKEN": "s3cr3t"},
     )
     assert run.code == EXIT_OK
-    value = read_result(run.result_file, None, secrets={"s3cr3t", ""})
+    value = read_result(run.result_file, None, redact=Redactor({"s3cr3t", ""}))
     # Every occurrence, inside longer strings too (issue 15).
     assert value == {"token": "***", "nested": [{"t": "***"}, "prefix ***"], "***": 1, "n": 5}
-    assert read_result(tmp_path / "none.json", "s3cr3t", secrets={"s3cr3t"}) == "***"
+    assert read_result(tmp_path / "none.json", "s3cr3t", redact=Redactor({"s3cr3t"})) == "***"
 
 
 @pytest.mark.parametrize(
@@ -436,7 +440,7 @@ def test_error_file_becomes_one_line_with_secrets_replaced(tmp_path) -> None:
             {"type": "app.LoginError", "message": "login with s3cr3t\nrefused " + "z" * 2000, "kind": "exception"}
         )
     )
-    message = str(read_handler_error(error, secrets={"s3cr3t"}))
+    message = str(read_handler_error(error, Redactor({"s3cr3t"})))
     assert message.startswith("app.LoginError: login with *** refused zzz") and "\n" not in message
     assert len(message) <= len("app.LoginError: ") + 1000
     assert read_handler_error(tmp_path / "missing.json") is None

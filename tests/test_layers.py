@@ -116,3 +116,31 @@ def test_the_rule_catches_an_upward_import(tmp_path: Path) -> None:
     path.write_text("from airflow_python_exec.service import PythonExecutionService\n")
     found = imports("errors", path, modules())
     assert found == {"service"} and LAYER_OF[unit("service")] > LAYER_OF["errors"]
+
+
+def private_imports(path: Path) -> list[str]:
+    """``_name``s that ``path`` imports from another module of the package (``from .x import _y``)."""
+    found: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.ImportFrom) or not (node.level or (node.module or "").split(".")[0] == NAME):
+            continue
+        found += [
+            f"{path.parent.name}/{path.name}:{node.lineno} {alias.name}"
+            for alias in node.names
+            if alias.name.startswith("_") and not alias.name.startswith("__")
+        ]
+    return found
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    """A ``_name`` is its module's own: one that another module needs is public, with a docstring."""
+    assert [hit for path in modules().values() for hit in private_imports(path)] == []
+
+
+def test_the_rule_catches_a_private_import(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text(
+        "from .output import _Lines, __version__\nfrom airflow_python_exec.models.rules import _read_json\n"
+    )
+    folder = probe.parent.name
+    assert private_imports(probe) == [f"{folder}/probe.py:1 _Lines", f"{folder}/probe.py:2 _read_json"]

@@ -24,7 +24,7 @@ def test_the_serialized_json_names_the_same_jobs_as_the_deserialized_dag(tmp_pat
     from airflow.serialization.serialized_objects import DagSerialization
 
     from airflow_python_exec import PythonJobOperator
-    from airflow_python_exec.plugins import catalog, dag_jobs
+    from airflow_python_exec.plugins import catalog, operator_tasks
 
     with DAG("shapes", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC")) as dag:
         PythonJobOperator(task_id="a", job="jobs/hello")
@@ -38,8 +38,8 @@ def test_the_serialized_json_names_the_same_jobs_as_the_deserialized_dag(tmp_pat
     dag.fileloc = str(tmp_path / "shapes.py")
     data = json.loads(json.dumps(DagSerialization.to_dict(dag)))  # as stored in the metadata database
     from_json = [
-        dag_jobs.task_job("shapes", task_id, job, handler, dag.fileloc)
-        for task_id, job, handler in dag_jobs.tasks_of_serialized(data)
+        operator_tasks.task_job("shapes", task_id, job, handler, dag.fileloc)
+        for task_id, job, handler in operator_tasks.tasks_of_serialized(data)
     ]
     assert from_json == catalog.task_jobs_of(DagSerialization.from_dict(data))
     assert [t.task_id for t in from_json] == ["a", "b", "c", "d", "e", "group.f"]
@@ -142,6 +142,6 @@ def test_a_slow_catalog_holds_up_neither_the_event_loop_nor_more_than_its_own_th
 
 
 def test_a_dag_without_a_run_has_no_last_run() -> None:
-    from airflow_python_exec.plugins.dag_jobs import latest_runs
+    from airflow_python_exec.plugins.operator_tasks import latest_runs
 
     assert latest_runs(["no-such-dag"]) == {}

@@ -16,17 +16,17 @@ from typing import NoReturn
 
 from airflow_python_exec.errors import PythonExecError
 
-from .common import cmd_validate
+from .configuration import cmd_validate
 from .data_items import add_parser as add_data_items_parser
-from .envs import DEFAULT_UNUSED_FOR, _duration, cmd_envs_list, cmd_envs_prune
-from .output import _discard, _Lines, _tolerant_output
-from .run import _macro, _named, _param, cmd_provision, cmd_run
+from .envs import DEFAULT_UNUSED_FOR, cmd_envs_list, cmd_envs_prune, duration_arg
+from .output import LineWriter, discard, tolerant_output
+from .run import cmd_provision, cmd_run, macro_arg, named_arg, param_arg
 from .secrets import cmd_encrypt, cmd_generate_key
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the exit status."""
-    _tolerant_output()
+    tolerant_output()
     args = _parser().parse_args(argv)
     # The CLI reads Airflow's configuration but needs no metadata database, ORM or Airflow logging:
     # Airflow's documented opt-out of its import-time initialisation halves the start-up time.
@@ -34,10 +34,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except PythonExecError as exc:
-        _Lines(sys.stderr)(f"error: {exc}")
+        LineWriter(sys.stderr)(f"error: {exc}")
         return exc.exit_code
     except BrokenPipeError:  # e.g. `envs list | head -1`: stop quietly, as a Unix tool does on SIGPIPE
-        _discard(sys.stdout)
+        discard(sys.stdout)
         return 128 + signal.SIGPIPE
 
 
@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a job folder, a job.json or a .py file")
     run.add_argument("path", nargs="?", help="job folder, job.json or .py file (optional with --code)")
-    run.add_argument("--macro", action="append", type=_macro, metavar="KEY=VALUE", help="set a macro (repeatable)")
+    run.add_argument("--macro", action="append", type=macro_arg, metavar="KEY=VALUE", help="set a macro (repeatable)")
     run.add_argument("--dotenv-as-macros", action="store_true", help="convert the job's .env into variables")
     run.add_argument("--refresh", action="store_true", help="use an ephemeral environment, removed afterwards")
     run.add_argument("--install-path", metavar="P", help="override [python_exec] install_path")
@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--param",
         action="append",
-        type=_param,
+        type=param_arg,
         metavar="KEY=JSON",
         help="a handler parameter, its value JSON (repeatable; wins over --params-file)",
     )
@@ -77,14 +77,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--input",
         action="append",
-        type=_named("--input"),
+        type=named_arg("--input"),
         metavar="NAME=URI",
         help="a handler input: a URI or a path of the job folder, passed as a DataItem (repeatable)",
     )
     run.add_argument(
         "--output",
         action="append",
-        type=_named("--output", optional=True),
+        type=named_arg("--output", optional=True),
         metavar="NAME[:KIND][=URI]",
         help="a declared output, KIND table, artifact or result (default: the value's); replaces "
         "function.outputs; repeatable",
@@ -114,8 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     prune = envs.add_parser("prune", help="remove environments unused for a while (never one in use)")
     prune.add_argument(
         "--unused-for",
-        type=_duration,
-        default=_duration(DEFAULT_UNUSED_FOR),
+        type=duration_arg,
+        default=duration_arg(DEFAULT_UNUSED_FOR),
         metavar="DURATION",
         help=f"e.g. 7d, 12h, 30m, 45s (default {DEFAULT_UNUSED_FOR})",
     )

@@ -11,14 +11,14 @@ import json
 
 from airflow_python_exec.errors import JobConfigError
 
-from .common import _settings
+from .configuration import settings_from_args
 
 
 def _store(args: argparse.Namespace, project: str | None) -> str:
     from airflow_python_exec.handlers.store import data_store_uri, project_store
 
     try:
-        return project_store(data_store_uri(_settings(args).data_store), project)
+        return project_store(data_store_uri(settings_from_args(args).data_store), project)
     except ValueError as exc:
         raise JobConfigError(str(exc)) from None
 

@@ -8,13 +8,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
     pass
-from .common import _settings
+from .configuration import settings_from_args
 
 
 def cmd_envs_list(args: argparse.Namespace) -> int:
     from airflow_python_exec.environments import list_environments
 
-    envs = list_environments(_settings(args).cache_dir)
+    envs = list_environments(settings_from_args(args).cache_dir)
     print(f"{'KEY':<34}{'SIZE':>10}  {'CREATED':<20}{'LAST USED':<20}JOB")
     for env in envs:
         state = "" if env.provisioned else "  (unfinished)"
@@ -28,7 +28,7 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
 def cmd_envs_prune(args: argparse.Namespace) -> int:
     from airflow_python_exec.environments import prune
 
-    removed, busy = prune(_settings(args).cache_dir, args.unused_for, dry_run=args.dry_run)
+    removed, busy = prune(settings_from_args(args).cache_dir, args.unused_for, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for env in removed:
         print(f"{verb} {env.key} ({_size(env.size_bytes)}, job {env.job_id}, last used {_when(env.last_used)})")
@@ -42,7 +42,7 @@ def cmd_envs_prune(args: argparse.Namespace) -> int:
 DEFAULT_UNUSED_FOR = "7d"
 
 
-def _duration(text: str) -> float:
+def duration_arg(text: str) -> float:
     """``90``, ``45s``, ``30m``, ``12h``, ``7d`` -> seconds: a finite number, zero or more."""
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
     number, unit = (text[:-1], text[-1]) if text[-1:].lower() in units else (text, "s")

@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic no
             stream.reconfigure(errors="backslashreplace")
 
 
-def _tolerant_output() -> None:
+def tolerant_output() -> None:
     """Never die on a character the terminal's encoding lacks (``PYTHONIOENCODING=ascii``): write
     it as a backslash escape instead, as Python itself does on stderr."""
     for stream in (sys.stdout, sys.stderr):
@@ -24,7 +24,7 @@ def _tolerant_output() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _discard(stream: TextIO) -> None:
+def discard(stream: TextIO) -> None:
     """Point ``stream``'s file descriptor at /dev/null, so that nothing written later, not even the
     interpreter's final flush, fails again (Python's documented advice for a closed pipe)."""
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -34,7 +34,7 @@ def _discard(stream: TextIO) -> None:
         os.close(devnull)
 
 
-class _Lines:
+class LineWriter:
     """Print lines to ``stream`` while someone reads them.
 
     A reader that goes away (``run job | head -1``) must not kill the job: the first
@@ -53,4 +53,4 @@ class _Lines:
             print(line, file=self.stream, flush=True)
         except BrokenPipeError:
             self.closed = True
-            _discard(self.stream)
+            discard(self.stream)

@@ -14,11 +14,11 @@ from airflow_python_exec.errors import PythonExecError
 
 if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
     pass
-from .common import _settings
-from .output import _Lines
+from .configuration import settings_from_args
+from .output import LineWriter
 
 
-def _macro(text: str) -> tuple[str, str]:
+def macro_arg(text: str) -> tuple[str, str]:
     """``--macro KEY=VALUE``, checked with the job's own macro rules before anything is built."""
     from airflow_python_exec.models import check_env_name
     from airflow_python_exec.models.rules import shorten
@@ -58,10 +58,10 @@ def _stopped_by_signals(stop: Callable[[], None]) -> Iterator[list[int]]:
 def cmd_run(args: argparse.Namespace) -> int:
     from airflow_python_exec.service import PythonExecutionService
 
-    service = PythonExecutionService(_settings(args))
+    service = PythonExecutionService(settings_from_args(args))
     job = _job(args)
     exit_code = 0
-    out = _RefusalToStderr(_Lines(sys.stdout))
+    out = _RefusalToStderr(LineWriter(sys.stdout))
     try:
         with _stopped_by_signals(service.stop) as received:
             service.init()
@@ -72,13 +72,13 @@ def cmd_run(args: argparse.Namespace) -> int:
                 refresh=True if args.refresh else None,
                 cwd=args.cwd,
                 on_line=out,
-                on_setup_line=_Lines(sys.stderr),
+                on_setup_line=LineWriter(sys.stderr),
             )
             exit_code = result.exit_code
             error = result.handler_error  # "result" and "refused" were printed by the bootstrap itself
             out.end(str(error) if error is not None and error.kind == "refused" else None)
             if error is not None and error.kind in ("exception", "unreadable") and exit_code != 0:
-                _Lines(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
+                LineWriter(sys.stderr)(f"error: handler {job.function.handler} failed: {result.handler_error}")
             if exit_code == 0 and not result.stopped:
                 value = result.value()  # an invalid or too large result fails the run (exit 1), as in a task
                 if args.result:
@@ -115,7 +115,7 @@ class _RefusalToStderr:
         if held is None:
             return
         if refusal is not None and held == self.PREFIX + refusal:
-            _Lines(sys.stderr)(f"error: {refusal}")
+            LineWriter(sys.stderr)(f"error: {refusal}")
         else:
             self.out(held)
 
@@ -163,7 +163,7 @@ def _output_spec(name: str, uri: str) -> dict[str, str]:
     return {"name": name, **({"kind": kind} if kind else {}), **({"uri": uri} if uri else {})}
 
 
-def _named(option: str, optional: bool = False) -> Callable[[str], tuple[str, str]]:
+def named_arg(option: str, optional: bool = False) -> Callable[[str], tuple[str, str]]:
     """``--input NAME=URI`` / ``--output NAME[=URI]``."""
 
     def parse(text: str) -> tuple[str, str]:
@@ -201,7 +201,7 @@ def _params_file(path: str) -> dict:
     return value
 
 
-def _param(text: str) -> tuple[str, object]:
+def param_arg(text: str) -> tuple[str, object]:
     """``--param KEY=JSON``: the value is JSON (``--param n=3``, ``--param country='"IT"'``)."""
     from airflow_python_exec.isolation import json_limits
     from airflow_python_exec.models.rules import shorten
@@ -227,7 +227,7 @@ def _write_result(target: str, value: object) -> None:
 
     text = json.dumps(value)
     if target == "-":
-        _Lines(sys.stdout)(text)
+        LineWriter(sys.stdout)(text)
         return
     try:
         with open(target, "w", encoding="utf-8") as f:
@@ -242,11 +242,11 @@ def cmd_provision(args: argparse.Namespace) -> int:
     from airflow_python_exec.service import main_file
     from airflow_python_exec.validator import PythonEngineValidator
 
-    settings = _settings(args)
+    settings = settings_from_args(args)
     job = PythonJob.load(args.path)
     interpreter = PythonEngineValidator(settings).validate()
-    provisioner = EnvironmentProvisioner(settings, on_line=_Lines(sys.stderr))
+    provisioner = EnvironmentProvisioner(settings, on_line=LineWriter(sys.stderr))
     with _stopped_by_signals(provisioner.stop) as received:
-        script = main_file(job, settings, _Lines(sys.stderr))
+        script = main_file(job, settings, LineWriter(sys.stderr))
         print(provisioner.provision(job, interpreter, script))
     return 128 + received[0] if received else 0

@@ -10,7 +10,7 @@ from airflow_python_exec.errors import PythonExecError
 
 if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
     pass
-from .common import _settings
+from .configuration import settings_from_args
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
@@ -18,7 +18,7 @@ def cmd_encrypt(args: argparse.Namespace) -> int:
 
     raw = sys.stdin.buffer.read()
     raw = raw[:-1] if raw.endswith(b"\n") else raw
-    print(crypto.encrypt(_secret_text(raw), _settings(args).fernet_keys()))
+    print(crypto.encrypt(_secret_text(raw), settings_from_args(args).fernet_keys()))
     return 0
 
 

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from airflow_python_exec.errors import ProvisioningError
+from airflow_python_exec.isolation.job_files import file_kind
 
 #: Bump when the layout of envs/<key>/ or the provisioning steps change incompatibly.
 LAYOUT_VERSION = "2"  # 2: packages installed with compiled bytecode
@@ -51,7 +52,7 @@ def file_digest(path: Path, copy_to: Path | None = None) -> str:
         with open(fd, "rb") as f:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
-                raise ProvisioningError(f"{path} is {kind(mode)}, not a regular file; replace it")
+                raise ProvisioningError(f"{path} is {file_kind(mode)}, not a regular file; replace it")
             with contextlib.ExitStack() as stack:
                 out = stack.enter_context(open(copy_to, "xb")) if copy_to is not None else None
                 for block in iter(lambda: f.read(1 << 20), b""):
@@ -63,21 +64,6 @@ def file_digest(path: Path, copy_to: Path | None = None) -> str:
     except OSError as exc:
         raise ProvisioningError(f"{path} cannot be read ({exc.strerror or exc}); check the file") from None
     return digest.hexdigest()
-
-
-def kind(mode: int) -> str:
-    """What a file is, for messages: ``a folder``, ``a FIFO``, ``a socket``, ``a device``..."""
-    for test, name in (
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a folder"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a device"),
-        (stat.S_ISBLK, "a device"),
-    ):
-        if test(mode):
-            return name
-    return "a special file"
 
 
 def content_digest(path: Path, copy_to: Path | None = None) -> str:
@@ -96,7 +82,7 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
         return hashlib.sha256(os.fsencode(f"{path.name}\0{file_digest(path, copy_to)}")).hexdigest()
     if not stat.S_ISDIR(mode):
         raise ProvisioningError(
-            f"local extra {path} is {kind(mode)}; local_extra_deps takes wheels, source archives and folders"
+            f"local extra {path} is {file_kind(mode)}; local_extra_deps takes wheels, source archives and folders"
         )
     digest = hashlib.sha256(os.fsencode(f"{path.name}/\0"))  # fsencode: any file name, UTF-8 or not
     if copy_to is not None:
@@ -118,7 +104,7 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
             mode = _mode(full, f"local extra folder {path}: {rel}")
             if not stat.S_ISREG(mode):
                 raise ProvisioningError(
-                    f"local extra folder {path} holds {rel}, {kind(mode)}; only regular files can be hashed "
+                    f"local extra folder {path} holds {rel}, {file_kind(mode)}; only regular files can be hashed "
                     "and installed, so remove it from the folder"
                 )
             content = file_digest(full, copy_to / rel if copy_to is not None else None)

@@ -34,10 +34,10 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
-from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
+from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
+from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
 from .key import content_digest, environment_key, stage_extras
-from .layout import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
 

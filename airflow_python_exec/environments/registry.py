@@ -22,7 +22,7 @@ from pathlib import Path
 
 from airflow_python_exec.errors import PythonExecError
 
-from .layout import LAST_USED, MARKER, OWNER, SIZE, open_lock_file
+from .cache_files import LAST_USED, MARKER, OWNER, SIZE, open_lock_file
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from airflow_python_exec.environments.cache_entry import ms
+from airflow_python_exec.environments.build_once import ms
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 
 from .interpreters import installed_pythons

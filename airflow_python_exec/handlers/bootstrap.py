@@ -53,7 +53,7 @@ BOOTSTRAP_ONLY_ENV = (
     DATA_FILE_ENV,
 )
 #: The data items module (``handlers/job_data.py``), copied beside this file by the service.
-DATA_MODULE = "python_exec_data.py"
+DATA_MODULE_NAME = "python_exec_data.py"
 #: The folder beside this file holding ``digitalhub_runtime_python.py`` (``handlers/platform_runtime.py``).
 PLATFORM_FOLDER = "platform"
 #: Where the platform's ``@handler(outputs=[...])`` records the outputs on the function.
@@ -270,9 +270,9 @@ def load_data(path: str):
     if not path:
         return None
     here = os.path.dirname(os.path.abspath(__file__))
-    spec = importlib.util.spec_from_file_location("python_exec_data", os.path.join(here, DATA_MODULE))
+    spec = importlib.util.spec_from_file_location("python_exec_data", os.path.join(here, DATA_MODULE_NAME))
     if spec is None or spec.loader is None:
-        raise Refused(f"{DATA_MODULE} is missing beside the bootstrap")
+        raise Refused(f"{DATA_MODULE_NAME} is missing beside the bootstrap")
     module = importlib.util.module_from_spec(spec)
     sys.modules["python_exec_data"] = module  # DataItem's module, so its objects pickle
     spec.loader.exec_module(module)

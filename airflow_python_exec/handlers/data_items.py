@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -39,6 +40,7 @@ from airflow_python_exec.models.data_item_specs import (
     parse_outputs,
     public_uri,
 )
+from airflow_python_exec.redaction import Redactor
 
 
 class DataRun:
@@ -163,25 +165,32 @@ class DataRun:
     def publish(
         self,
         run_folder: Path,
+        value: Any,
         *,
         max_bytes: int,
-        secrets: Iterable[str] = (),
+        redact: Redactor | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> Outputs:
         """Publish what the handler returned (call only after it returned).
 
+        :param value: the run's result, read and masked already: its ``results`` are the named results.
+        :param redact: the run's secrets (see :func:`~airflow_python_exec.handlers.outputs.publish`).
         :raises PublishError: an output cannot be published.
         """
-        return publish(
+        outputs = publish(
             run_folder / "outputs",
             self.outputs,
             self.store,
             max_bytes=max_bytes,
-            secrets=secrets,
+            redact=redact,
             on_line=on_line,
             project=self.project,
             about={"job_id": self.job.job_id, "inputs": self.lineage()},
         )
+        if not outputs.items and not outputs.declared:
+            return outputs
+        results = value.get("results") if isinstance(value, Mapping) else None
+        return replace(outputs, results=dict(results) if isinstance(results, Mapping) else {})
 
     def lineage(self) -> dict[str, str]:
         """argument -> the URI read (the lineage recorded in each output's event)."""
@@ -192,8 +201,7 @@ class DataRun:
         {name: uri}, "results": {name: value}}`` when anything was declared or stored, else ``value``."""
         if not outputs.items and not outputs.declared:
             return value
-        results = value.get("results", {}) if isinstance(value, Mapping) else {}
-        return {"outputs": {p.name: p.uri for p in outputs.items}, "results": results}
+        return {"outputs": {p.name: p.uri for p in outputs.items}, "results": dict(outputs.results)}
 
 
 def _well_formed(record: Mapping[str, Any]) -> bool:

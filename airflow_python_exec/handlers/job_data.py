@@ -15,9 +15,9 @@ when ``PYTHON_EXEC_DATA_FILE`` names the run's data file, a JSON object:
 - ``folder``: where the outputs and :data:`MANIFEST` are written;
 - ``run_id``: the run's id (``run.run_id``).
 
-The manifest is ``{"outputs": [{"name", "kind", "format", "file", "rows", "schema"}], "results":
-{name: value}, "metrics": {key: value}, "declared": bool}``; the worker trusts none of it beyond
-what it checks itself (names, files opened without following links).
+The manifest is ``{"outputs": [{"name", "kind", "format", "file", "rows", "schema"}], "metrics":
+{key: value}, "declared": bool}``; the named results travel in the run's result only. The worker
+trusts none of it beyond what it checks itself (names, files opened without following links).
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ class Data:
                     "declare function.outputs to name it and publish it as an asset"
                 )
         if not pairs:
-            self._manifest([], {}, declared=False)
+            self._manifest([], declared=False)
             return value
         outputs, results = [], {}
         for spec, v in pairs:
@@ -262,7 +262,7 @@ class Data:
                 outputs.append(self._artifact(name, pathlib.Path(v)))
             else:
                 raise NotStorable(f"output {name!r}: a value of type {type(v).__name__} cannot be stored as {kind}")
-        self._manifest(outputs, results, declared)
+        self._manifest(outputs, declared)
         return {"outputs": {o["name"]: o["file"] for o in outputs}, "results": results}
 
     def _table(self, name: str, fmt: str, frame) -> dict:
@@ -293,9 +293,10 @@ class Data:
             "file": f"{name}/{source.name}",
         }
 
-    def _manifest(self, outputs: list, results: dict, declared: bool) -> None:
+    def _manifest(self, outputs: list, declared: bool) -> None:
+        # The named results travel in the result file only (the run's return value).
         text = json.dumps(
-            {"outputs": outputs, "results": results, "metrics": self.run.metrics, "declared": declared},
+            {"outputs": outputs, "metrics": self.run.metrics, "declared": declared},
             allow_nan=False,
             default=str,
         )

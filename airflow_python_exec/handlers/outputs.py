@@ -19,7 +19,6 @@ from typing import Any
 
 from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.handlers import store
-from airflow_python_exec.handlers.results import mask_result
 from airflow_python_exec.isolation.job_files import open_folder, open_regular
 from airflow_python_exec.models.data_item_specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
 from airflow_python_exec.redaction import Redactor
@@ -77,7 +76,11 @@ class Published:
 
 @dataclass(frozen=True)
 class Outputs:
-    """What a run published: its outputs, named results and metrics (secrets replaced)."""
+    """What a run published: its outputs, named results and metrics (secrets replaced).
+
+    The named results are the ``results`` of the run's result (read from the result file once, see
+    :meth:`~airflow_python_exec.handlers.data_items.DataRun.publish`); the rest comes from the manifest.
+    """
 
     items: tuple[Published, ...] = ()
     results: Mapping[str, Any] = field(default_factory=dict)
@@ -91,7 +94,7 @@ def publish(
     data_store: str,
     *,
     max_bytes: int,
-    secrets: Iterable[str] = (),
+    redact: Redactor | None = None,
     on_line: Callable[[str], None] | None = None,
     project: str | None = None,
     about: Mapping[str, Any] | None = None,
@@ -101,6 +104,8 @@ def publish(
     :param declared: the job's declared outputs (their own ``uri``, their asset).
     :param data_store: the data store base URI (with the project's level already added).
     :param max_bytes: largest manifest read.
+    :param redact: the run's secrets: an output's file name holding one is refused; schemas and
+        metrics have each occurrence replaced by ``***``.
     :param project: the job's project: asset names are ``{project}/{name}``.
     :param about: what made the version (``job_id``, ``inputs``), kept beside it for ``data-items show``.
     :raises PublishError: a manifest or output the job tampered with, or storage that cannot be written.
@@ -111,7 +116,7 @@ def publish(
     specs = {s.name: s for s in declared}
     version = store.new_version()
     items = []
-    redact = Redactor(secrets)
+    redact = redact or Redactor(())
     with _open_folder(folder) as dir_fd:
         for entry in manifest.get("outputs") or []:
             spec, file_name = _checked(entry, specs)
@@ -138,7 +143,7 @@ def publish(
                 version=version,
                 size=size,
                 rows=entry.get("rows") if isinstance(entry.get("rows"), int) else None,
-                schema=mask_result(entry.get("schema"), secrets) if isinstance(entry.get("schema"), dict) else None,
+                schema=redact.mask_value(entry.get("schema")) if isinstance(entry.get("schema"), dict) else None,
                 asset_name=f"{project}/{spec.name}" if project else spec.name,
             )
             if spec.uri is None:
@@ -150,13 +155,7 @@ def publish(
                     f"[python_exec] output {spec.name!r} ({spec.kind}{rows}, {size:,} bytes) written to {published.uri}"
                 )
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
-    results = manifest.get("results") if isinstance(manifest.get("results"), dict) else {}
-    return Outputs(
-        tuple(items),
-        mask_result(results, secrets),
-        mask_result(metrics, secrets),
-        bool(manifest.get("declared")),
-    )
+    return Outputs(tuple(items), metrics=redact.mask_value(metrics), declared=bool(manifest.get("declared")))
 
 
 def _checked(entry: Any, specs: Mapping[str, OutputSpec]) -> tuple[OutputSpec, str]:

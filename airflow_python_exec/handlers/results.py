@@ -2,8 +2,9 @@
 
 - :func:`read_result`: the JSON a script (or the bootstrap) wrote to ``PYTHON_EXEC_RESULT_FILE``;
   when that file is empty or missing, the run's last output line, as with ``BashOperator``.
-- :func:`mask_result`: every occurrence of a decrypted secret becomes ``***`` (strings, keys, numbers).
 - :func:`read_handler_error`: the bootstrap's error file, as one line for the task's failure message.
+
+In both, every occurrence of a decrypted secret becomes ``***`` (:class:`~airflow_python_exec.redaction.Redactor`).
 
 Both files are written by the job's process, so they are read as hostile input
 (:func:`~airflow_python_exec.isolation.job_files.read_job_file`: no symlink, no FIFO, at most
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from airflow_python_exec.errors import ResultError
 from airflow_python_exec.isolation import json_limits
 from airflow_python_exec.isolation.job_files import open_folder, read_job_file
-from airflow_python_exec.redaction import Redactor, mask_json
+from airflow_python_exec.redaction import Redactor
 
 #: Default of ``[python_exec] max_result_bytes``.
 MAX_RESULT_BYTES = 1_048_576
@@ -59,7 +59,7 @@ def read_result(
     last_line: str | None = None,
     *,
     max_result_bytes: int = MAX_RESULT_BYTES,
-    secrets: Iterable[str] = (),
+    redact: Redactor | None = None,
     dir_fd: int | None = None,
 ) -> Any:
     """Return a run's result.
@@ -67,7 +67,8 @@ def read_result(
     :param result_file: the run's ``PYTHON_EXEC_RESULT_FILE`` (it may not exist).
     :param last_line: the run's last output line, or ``None`` when it printed nothing.
     :param max_result_bytes: largest result accepted, in bytes of UTF-8.
-    :param secrets: decrypted values; each occurrence becomes ``***`` (see :func:`mask_result`).
+    :param redact: the run's secrets; each occurrence becomes ``***`` in strings, keys and numbers
+        (:meth:`~airflow_python_exec.redaction.Redactor.mask_value`). ``None``: nothing to mask.
     :param dir_fd: the run folder, opened when it was made
         (:attr:`~airflow_python_exec.handlers.run_files.RunFiles.dir_fd`): ``result_file``'s name is
         read inside it, whatever the job did to the folder's path since. Default: the folder of
@@ -82,7 +83,7 @@ def read_result(
     if text is None or not text.strip():
         if last_line is not None and len(last_line.encode("utf-8", "replace")) > max_result_bytes:
             raise ResultError(_too_big("the last output line", max_result_bytes))
-        return mask_result(last_line, secrets)
+        return redact(last_line) if redact is not None and last_line is not None else last_line
     try:
         value = json_limits.loads(text, "the result in PYTHON_EXEC_RESULT_FILE")
     except json_limits.JSONDepthError as exc:
@@ -92,26 +93,20 @@ def read_result(
             f"the result in PYTHON_EXEC_RESULT_FILE is not valid JSON ({exc.msg} at line {exc.lineno} column "
             f"{exc.colno}); write it with json.dump"
         ) from None
-    return mask_result(value, secrets)
-
-
-def mask_result(value: Any, secrets: Iterable[str]) -> Any:
-    """Replace every occurrence of a secret in a result with ``***``: inside strings, in keys, as a
-    number, with its surrounding whitespace stripped; :func:`~airflow_python_exec.redaction.mask_json`."""
-    return mask_json(value, secrets)
+    return redact.mask_value(value) if redact is not None else value
 
 
 def read_handler_error(
     error_file: Path | None,
-    secrets: Iterable[str] = (),
+    redact: Redactor | None = None,
     *,
     max_bytes: int = MAX_RESULT_BYTES,
     dir_fd: int | None = None,
 ) -> HandlerError | None:
     """Read the bootstrap's ``PYTHON_EXEC_ERROR_FILE``.
 
-    :param secrets: decrypted values, replaced by ``***`` wherever they occur in the message (with
-        their surrounding whitespace stripped too).
+    :param redact: the run's secrets, replaced by ``***`` wherever they occur in the message (with
+        their surrounding whitespace stripped too). ``None``: nothing to mask.
     :param max_bytes: the most bytes read (``[python_exec] max_result_bytes``).
     :param dir_fd: the run folder, as for :func:`read_result`.
     :returns: the failure on one line, or ``None`` when the file is missing or empty (the handler
@@ -132,7 +127,7 @@ def read_handler_error(
         return HandlerError("ResultError", "the error file is not the bootstrap's JSON", "unreadable")
     if not isinstance(data, dict):
         return HandlerError("ResultError", "the error file is not the bootstrap's JSON", "unreadable")
-    redact = Redactor(secrets)
+    redact = redact or Redactor(())
     message = " ".join(line.strip() for line in str(data.get("message", "")).splitlines() if line.strip())
     message = redact(message)
     if len(message) > MAX_MESSAGE_CHARS:

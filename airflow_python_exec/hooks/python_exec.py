@@ -20,8 +20,8 @@ from airflow.providers.common.compat.sdk import BaseHook, context_to_airflow_var
 from airflow_python_exec.compat import mask_secret
 from airflow_python_exec.logs import JOB_LOGGER, provider_line
 from airflow_python_exec.models import PythonJob
-from airflow_python_exec.redaction import secret_forms
-from airflow_python_exec.service import PythonExecutionService, RunResult
+from airflow_python_exec.run_result import RunResult
+from airflow_python_exec.service import PythonExecutionService
 from airflow_python_exec.settings import EngineSettings
 
 
@@ -85,10 +85,10 @@ class PythonExecutionHook(BaseHook):
         self.service.stop()
 
     @staticmethod
-    def _mask(secrets: frozenset[str]) -> None:
-        for secret in secrets:
-            for form in secret_forms(secret):
-                mask_secret(form)
+    def _mask(forms: frozenset[str]) -> None:
+        """Give Airflow's ``mask_secret`` every form of the run's secrets (the service's ``on_secrets``)."""
+        for form in forms:
+            mask_secret(form)
 
 
 def job_line_writer() -> Callable[[str], Any]:

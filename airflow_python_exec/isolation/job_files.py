@@ -24,8 +24,9 @@ import stat
 
 from airflow_python_exec.errors import ResultError
 
-#: What a path that should be a regular file turned out to be.
-_KINDS = (
+#: What a file is, by its ``st_mode``, in messages (the one table: job files, job.json, local extras).
+FILE_KINDS = (
+    (stat.S_ISREG, "a regular file"),
     (stat.S_ISDIR, "a folder"),
     (stat.S_ISFIFO, "a FIFO"),
     (stat.S_ISSOCK, "a socket"),
@@ -34,6 +35,12 @@ _KINDS = (
     (stat.S_ISLNK, "a symlink"),
 )
 _FOLLOW_NOTHING = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+
+def file_kind(mode: int) -> str:
+    """What a file is, from its ``st_mode``, for messages: ``a folder``, ``a FIFO``, ``a socket``,
+    ``a device``, ``a symlink``, ``a regular file``; ``a special file`` for anything else."""
+    return next((name for test, name in FILE_KINDS if test(mode)), "a special file")
 
 
 def open_folder(path: str | os.PathLike[str]) -> int:
@@ -74,7 +81,7 @@ def open_regular(relative: str, *, dir_fd: int) -> int:
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
-        raise NotRegularFile(relative, next((kind for test, kind in _KINDS if test(mode)), "not a file"))
+        raise NotRegularFile(relative, file_kind(mode))
     return fd
 
 

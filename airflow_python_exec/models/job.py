@@ -30,13 +30,13 @@ from .rules import (
     DEFAULT_SCRIPT,
     JOB_FILE,
     PLATFORM_SCRIPT,
-    _check_name,
-    _expand_user,
-    _json_keys,
-    _read_json,
     allowed_script,
+    check_name,
+    expand_user,
+    json_keys,
     near_miss,
     one_line,
+    read_json,
 )
 
 
@@ -121,7 +121,7 @@ class PythonJob(BaseModel):
         assert self.function is not None
         name = self.main_file_name
         if self.function.inline_code is not None or self.function.source is not None:
-            _check_name(name)
+            check_name(name)
         elif self.function.bare:
             self.script  # noqa: B018
         return self
@@ -246,18 +246,18 @@ class PythonJob(BaseModel):
             script (its folder is the job folder, its stem the ``jobId``).
         :raises JobConfigError: a missing path, invalid JSON, or any job rule broken; one line.
         """
-        path = _expand_user(path)
+        path = expand_user(path)
         if path.is_dir():
             folder, config = path, path / JOB_FILE
             # A job.json that is there but not a file (folder, FIFO, dangling symlink) is refused by
-            # _read_json: ignoring it would run the job without its configuration.
+            # read_json: ignoring it would run the job without its configuration.
             data = (
-                _read_json(config)
+                read_json(config)
                 if os.path.lexists(config)
                 else {"jobId": path.resolve().name, "packageName": DEFAULT_SCRIPT}
             )
         elif path.is_file() and path.suffix == ".json":
-            folder, data = path.parent, _read_json(path)
+            folder, data = path.parent, read_json(path)
         elif path.is_file() and path.suffix == ".py":
             folder, data = path.parent, {"jobId": path.stem, "packageName": path.name}
         elif not path.exists():
@@ -286,8 +286,8 @@ def _refuse_near_miss(key: str, model: type[BaseModel]) -> None:
     ``runtimeConfig``'s own keys count too (``Macros``, even ``macros``, at the top level): a macro
     list put beside ``runtimeConfig`` instead of inside it would otherwise drop every macro.
     """
-    misplaced = _json_keys(RuntimeConfig)
-    target = near_miss(key, _json_keys(model)) or (key if key in misplaced else near_miss(key, misplaced))
+    misplaced = json_keys(RuntimeConfig)
+    target = near_miss(key, json_keys(model)) or (key if key in misplaced else near_miss(key, misplaced))
     if target is None:
         return
     if target in misplaced:

@@ -18,6 +18,7 @@ from pydantic import (
 
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.isolation import json_limits
+from airflow_python_exec.isolation.job_files import file_kind
 
 JOB_FILE = "job.json"
 DEFAULT_SCRIPT = "app.py"
@@ -92,7 +93,7 @@ def check_length(value: str, what: str, limit: int = MAX_NAME_CHARS) -> None:
         raise JobConfigError(f"{what} {shorten(value)} is longer than {limit} characters; shorten it")
 
 
-def _check_name(name: str) -> None:
+def check_name(name: str) -> None:
     """The rules of :func:`allowed_script` that need no file: relative, no ``..``, a ``.py`` name."""
     posix = PurePosixPath(name.replace("\\", "/"))
     if not name.strip() or "\x00" in name or posix.is_absolute() or ".." in posix.parts or posix.suffix != ".py":
@@ -156,12 +157,13 @@ def near_miss(key: str, known: Iterable[str]) -> str | None:
     return best[1] if best else None
 
 
-def _json_keys(model: type[BaseModel]) -> list[str]:
+def json_keys(model: type[BaseModel]) -> list[str]:
     """The keys a platform writes for ``model``'s fields (their aliases), ``folder`` excepted."""
     return [info.alias or name for name, info in model.model_fields.items() if name != "folder"]
 
 
-def _expand_user(path: str | Path) -> Path:
+def expand_user(path: str | Path) -> Path:
+    """``path`` with ``~`` expanded; :raises JobConfigError: ``~user`` of an unknown user."""
     try:
         return Path(path).expanduser()
     except RuntimeError:  # ~user for a user that does not exist
@@ -170,17 +172,7 @@ def _expand_user(path: str | Path) -> Path:
         ) from None
 
 
-#: What a path that should be job.json turned out to be.
-_FILE_KINDS = (
-    (stat.S_ISDIR, "a folder"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISCHR, "a device"),
-    (stat.S_ISBLK, "a device"),
-)
-
-
-def _read_json(path: Path) -> Any:
+def read_json(path: Path) -> Any:
     """Parse a ``job.json`` that must be a regular file; every failure is one ``JobConfigError`` line."""
     text = _read_regular_file(path)
     try:
@@ -231,8 +223,9 @@ def read_capped(path: Path, what: str, limit: int = MAX_JOB_FILE_BYTES) -> bytes
         try:
             info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
-                kind = next((name for test, name in _FILE_KINDS if test(info.st_mode)), "not a regular file")
-                raise JobConfigError(f"{path} is {kind}, not a file; replace it with the job's {what}")
+                raise JobConfigError(
+                    f"{path} is {file_kind(info.st_mode)}, not a file; replace it with the job's {what}"
+                )
             data = b"" if info.st_size > limit else _read_up_to(fd, limit + 1)
         finally:
             os.close(fd)

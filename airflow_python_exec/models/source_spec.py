@@ -40,7 +40,7 @@ class SourceSpec:
     @property
     def display(self) -> str:
         """The source as written, with any password or token in the URL replaced by ``***``."""
-        location = redact_url(self.location)
+        location = hide_url_credentials(self.location)
         text = {"git": f"git+{location}", "zip_url": f"zip+{location}"}.get(self.kind, location)
         return text + (f"@{self.ref}" if self.ref else "")
 
@@ -77,7 +77,7 @@ def parse_source(source: str) -> SourceSpec:
         return SourceSpec("zip_url", body[len("zip+") :], None, options.get("subdirectory"), _sha256(source, options))
     if re.match(r"[A-Za-z][A-Za-z0-9+.-]*://", source):
         raise JobConfigError(
-            f"function.source {redact_url(source)!r} is not a supported form (a zip URL takes "
+            f"function.source {hide_url_credentials(source)!r} is not a supported form (a zip URL takes "
             f"the zip+ prefix); give {_FORMS}"
         )
     _check_relative(body, "function.source")
@@ -87,12 +87,6 @@ def parse_source(source: str) -> SourceSpec:
     if fragment:
         raise JobConfigError(f"function.source {source!r}: a folder takes no #fragment; remove it")
     return SourceSpec("folder", body)
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its user info replaced by ``***`` (:func:`~airflow_python_exec.redaction.hide_url_credentials`,
-    the rule the Python jobs page uses too)."""
-    return hide_url_credentials(url)
 
 
 def inside_job_folder(base: Path, rel: str, what: str, *, want_dir: bool) -> Path:
@@ -141,7 +135,7 @@ def _parse_git(source: str) -> SourceSpec:
     url = head + path
     if not path.strip("/") or url.startswith("-") or any(c.isspace() for c in url):
         raise JobConfigError(
-            f"function.source {redact_url(source)!r} has no usable repository URL; "
+            f"function.source {hide_url_credentials(source)!r} has no usable repository URL; "
             "write git+https://host/repo.git[@ref]"
         )
     return SourceSpec("git", url, ref, options.get("subdirectory"))
@@ -157,13 +151,15 @@ def _fragment_options(source: str, fragment: str, allowed: set[str]) -> dict[str
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise JobConfigError(
-            f"function.source {redact_url(source)!r}: unknown #{unknown[0]}; "
+            f"function.source {hide_url_credentials(source)!r}: unknown #{unknown[0]}; "
             f"use {' or '.join('#' + a + '=' for a in sorted(allowed - {'egg'}))}"
         )
     if "subdirectory" in options:
         sub = options["subdirectory"].strip("/")
         if not sub:
-            raise JobConfigError(f"function.source {redact_url(source)!r}: #subdirectory is empty; name a folder")
+            raise JobConfigError(
+                f"function.source {hide_url_credentials(source)!r}: #subdirectory is empty; name a folder"
+            )
         _check_relative(sub, "#subdirectory")
         options["subdirectory"] = sub
     return options
@@ -175,5 +171,5 @@ def _sha256(source: str, options: dict[str, str]) -> str | None:
         return None
     value = value.lower()
     if len(value) != 64 or not HEX_DIGITS.match(value):
-        raise JobConfigError(f"function.source {redact_url(source)!r}: #sha256 must be 64 hex digits")
+        raise JobConfigError(f"function.source {hide_url_credentials(source)!r}: #sha256 must be 64 hex digits")
     return value

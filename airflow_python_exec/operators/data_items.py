@@ -22,17 +22,23 @@ from airflow_python_exec.handlers.store import asset_uri, data_store_uri, projec
 from airflow_python_exec.models.data_item_specs import OutputSpec, parse_outputs, public_uri
 
 if TYPE_CHECKING:
-    from airflow_python_exec.service import RunResult
+    from airflow_python_exec.run_result import RunResult
 
 
 def configured_data_store(data_store: str | None) -> str:
-    """The data store URI: the operator's ``data_store``, else ``[python_exec] data_store``, else the default."""
-    if data_store is None:
-        from airflow.configuration import conf
+    """The data store URI: the operator's ``data_store``, else ``[python_exec] data_store``, else the default.
 
-        data_store = conf.get("python_exec", "data_store", fallback=None)
+    Read through :class:`~airflow_python_exec.settings.EngineSettings`, as the run that publishes the
+    outputs reads it, so the assets declared when the DAG is parsed name the URIs the run writes.
+
+    :raises JobConfigError: a ``data_store`` that is no URI or absolute folder.
+    :raises PythonExecError: a ``[python_exec]`` option with a value of the wrong type.
+    """
+    from airflow_python_exec.settings import EngineSettings
+
+    settings = EngineSettings.from_airflow_config(data_store=data_store)
     try:
-        return data_store_uri(data_store)
+        return data_store_uri(settings.data_store)
     except ValueError as exc:
         raise JobConfigError(str(exc)) from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow_python_exec.service import RunResult
+from airflow_python_exec.run_result import RunResult
 
 #: Table Schema types -> the type names written in the OpenLineage schema facet.
 _TYPES = {"string": "string", "integer": "integer", "number": "double", "boolean": "boolean"}

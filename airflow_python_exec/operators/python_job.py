@@ -23,7 +23,7 @@ from airflow_python_exec.isolation import json_limits
 if TYPE_CHECKING:
     from airflow_python_exec.hooks.python_exec import PythonExecutionHook
     from airflow_python_exec.models import Macro, PythonEnv, PythonJob
-    from airflow_python_exec.service import RunResult
+    from airflow_python_exec.run_result import RunResult
 
 
 class PythonJobOperator(BaseOperator):

@@ -37,10 +37,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
-from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.threads import Shared, off_loop
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
-from airflow_python_exec.redaction import hide_url_credentials
+from airflow_python_exec.redaction import hide_credentials_in, hide_url_credentials
 from airflow_python_exec.settings import EngineSettings
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -223,7 +222,7 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
 def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
     """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
     done = _upload(file)
-    return shown(
+    return hide_credentials_in(
         {
             "jobId": done.job_id,
             "folder": str(done.folder),
@@ -267,7 +266,9 @@ def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_
 def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
     """``POST /upload`` (form field ``file``): a page saying what was installed."""
     done = _upload(file)
-    return _render(request, "result.html", title="Uploaded", uploaded=SimpleNamespace(**shown(vars(done))))
+    return _render(
+        request, "result.html", title="Uploaded", uploaded=SimpleNamespace(**hide_credentials_in(vars(done)))
+    )
 
 
 # -- shared --------------------------------------------------------------------------------------

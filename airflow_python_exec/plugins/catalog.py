@@ -25,7 +25,7 @@ from dotenv import dotenv_values
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.models.rules import read_capped
-from airflow_python_exec.plugins.dag_jobs import (
+from airflow_python_exec.plugins.operator_tasks import (
     OPERATOR_MODULE,
     OPERATOR_TYPE,
     TaskJob,
@@ -33,9 +33,8 @@ from airflow_python_exec.plugins.dag_jobs import (
     latest_runs,
     task_job,
 )
-from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
-from airflow_python_exec.redaction import hide_url_credentials
+from airflow_python_exec.redaction import hide_credentials_in, hide_url_credentials
 
 log = logging.getLogger(__name__)
 __all__ = ["OPERATOR_MODULE", "OPERATOR_TYPE", "TaskJob", "build_catalog", "dag_task_jobs", "find_job", "last_runs"]
@@ -72,18 +71,24 @@ class JobEntry:
     used_by: list[TaskUse] = field(default_factory=list)
     #: The resolved folder: one entry per folder however it is named (not shown).
     key: str = field(default="", repr=False)
-    #: ``job_id``, ``folder``, ``details`` and ``error`` have been through ``shown`` already (an entry
+    #: ``job_id``, ``folder``, ``details`` and ``error`` have been through ``hide_credentials_in`` already (an entry
     #: kept between requests by :func:`load_entry`), so only the tasks are passed through it here.
     shown_already: bool = field(default=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form of the API (camelCase, as in ``job.json``), as the page shows it: every string
-        passed through :func:`~airflow_python_exec.plugins.shown.shown` (no URL user info, error
+        passed through :func:`~airflow_python_exec.redaction.hide_credentials_in` (no URL user info, error
         lines included)."""
         job = {"jobId": self.job_id, "folder": self.folder, **self.details, "error": self.error}
-        job = job if self.shown_already else shown(job)
-        used_by = [shown(vars(use)) for use in self.used_by]
-        return {"jobId": job["jobId"], "folder": job["folder"], "origin": shown(self.origin), **job, "usedBy": used_by}
+        job = job if self.shown_already else hide_credentials_in(job)
+        used_by = [hide_credentials_in(vars(use)) for use in self.used_by]
+        return {
+            "jobId": job["jobId"],
+            "folder": job["folder"],
+            "origin": hide_credentials_in(self.origin),
+            **job,
+            "usedBy": used_by,
+        }
 
 
 def describe_job(job: PythonJob) -> dict[str, Any]:
@@ -146,7 +151,7 @@ def latest_versions(job: dict[str, Any]) -> list[dict[str, Any]]:
             except Exception:  # noqa: BLE001 - an unreachable store: the page still shows the job
                 log.warning("data store %s cannot be listed", store)
         latest = max(records, key=lambda r: str(r.get("version")), default=None)
-        rows.append({**output, "latest": shown(latest) if latest is not None else None})
+        rows.append({**output, "latest": hide_credentials_in(latest) if latest is not None else None})
     return rows
 
 
@@ -158,7 +163,7 @@ def shown_python_env(job: PythonJob) -> dict[str, Any] | None:
     env = job.python_env.model_dump(exclude_none=True, exclude_defaults=True)
     if "env" in env:
         env["env"] = sorted(env["env"])
-    return shown(env)
+    return hide_credentials_in(env)
 
 
 def dotenv_keys(path: Path) -> list[str]:
@@ -219,13 +224,25 @@ def _signature(folder: Path) -> tuple[Any, ...]:
 
 def _read_entry(folder: Path) -> tuple[str, str, str, dict[str, Any], str | None]:
     """``(job_id, folder, resolved folder, details, error)`` of a job folder, each shown value already
-    through :func:`~airflow_python_exec.plugins.shown.shown`."""
+    through :func:`~airflow_python_exec.redaction.hide_credentials_in`."""
     resolved = str(folder.resolve())
     try:
         job = PythonJob.load(folder)
     except PythonExecError as exc:
-        return shown(folder.name), shown(str(folder)), resolved, {}, shown(str(exc))
-    return shown(job.job_id), shown(str(job.folder)), resolved, shown(describe_job(job)), None
+        return (
+            hide_credentials_in(folder.name),
+            hide_credentials_in(str(folder)),
+            resolved,
+            {},
+            hide_credentials_in(str(exc)),
+        )
+    return (
+        hide_credentials_in(job.job_id),
+        hide_credentials_in(str(job.folder)),
+        resolved,
+        hide_credentials_in(describe_job(job)),
+        None,
+    )
 
 
 def uploaded_folders(upload_folder: Path | None) -> list[Path]:
@@ -250,7 +267,7 @@ def _is_dir(entry: os.DirEntry) -> bool:
 
 def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
     """The ``PythonJobOperator`` tasks of a (deserialized) DAG and the job each one names
-    (:func:`~airflow_python_exec.plugins.dag_jobs.task_job`).
+    (:func:`~airflow_python_exec.plugins.operator_tasks.task_job`).
 
     :param fileloc: the DAG file (default: the DAG's own ``fileloc``); a relative ``job`` resolves
         against its folder, as the operator resolves it at run time.
@@ -272,12 +289,12 @@ def _argument(task: Any, name: str) -> Any:
 
 def last_runs(uses: list[TaskUse]) -> None:
     """Fill each use's DAG last run (``run_id``, ``state``, ``run_after``) and its task's state there
-    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`: two queries for every DAG)."""
+    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs`: two queries for every DAG)."""
     fill_runs(uses, latest_runs([use.dag_id for use in uses], {use.task_id for use in uses}))
 
 
 def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
-    """Fill each use from ``runs`` (what :func:`~airflow_python_exec.plugins.dag_jobs.latest_runs` returns)."""
+    """Fill each use from ``runs`` (what :func:`~airflow_python_exec.plugins.operator_tasks.latest_runs` returns)."""
     for use in uses:
         if use.dag_id in runs:
             run, states = runs[use.dag_id]
@@ -288,7 +305,7 @@ def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
 def dag_view() -> tuple[list[TaskJob], dict[str, Any]]:
     """What the DAGs say, for every viewer alike: every ``PythonJobOperator`` task
     (:func:`dag_task_jobs`) and the last run of each of their DAGs
-    (:func:`~airflow_python_exec.plugins.dag_jobs.latest_runs`). Filtered per viewer by
+    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs`). Filtered per viewer by
     :func:`build_catalog`; the page shares one call between the requests that arrive together
     (:class:`~airflow_python_exec.plugins.threads.Shared`), and keeps nothing afterwards."""
     task_jobs = dag_task_jobs()

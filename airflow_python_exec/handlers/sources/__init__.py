@@ -19,7 +19,7 @@ cached archive without downloading it.
 Archives are unpacked into ``<cache_dir>/sources/<sha256 of the archive>/``, git commits checked out
 into ``<cache_dir>/sources/<commit sha>/`` (without ``.git``). Each entry is built once under a
 ``filelock`` lock (``sources/<id>.lock``) and used only once its marker ``sources/<id>.provisioned``
-exists, written last by an atomic rename (see :mod:`airflow_python_exec.environments.cache_entry`). The marker
+exists, written last by an atomic rename (see :mod:`airflow_python_exec.environments.build_once`). The marker
 sits beside the folder, not in it, so no file of the source can pose as a marker.
 
 Archive rules: an entry with an absolute path, ``..``, a symlink, a device, a FIFO or a socket, an

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from airflow_python_exec.environments.cache_entry import disk_errors_as_provisioning, ms
+from airflow_python_exec.environments.build_once import disk_errors_as_provisioning, ms
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.isolation.archive import CHUNK, too_big
 from airflow_python_exec.models.source_spec import SourceSpec

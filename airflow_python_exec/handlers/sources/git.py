@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from airflow_python_exec.environments.cache_entry import ms
+from airflow_python_exec.environments.build_once import ms
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.isolation.archive import too_big
-from airflow_python_exec.models.source_spec import FULL_SHA, HEX_DIGITS, SourceSpec, redact_url
+from airflow_python_exec.models.source_spec import FULL_SHA, HEX_DIGITS, SourceSpec
+from airflow_python_exec.redaction import hide_url_credentials
 
 
 class GitFetcher:
@@ -124,7 +125,10 @@ class GitFetcher:
                 "check the repository and the network"
             ) from None
         if done.returncode != 0:
-            lines = [ln.strip() for ln in done.stderr.replace(spec.location, redact_url(spec.location)).splitlines()]
+            lines = [
+                ln.strip()
+                for ln in done.stderr.replace(spec.location, hide_url_credentials(spec.location)).splitlines()
+            ]
             detail = next(
                 (ln for ln in lines if ln.startswith("fatal:")), lines[0] if lines else f"exit {done.returncode}"
             )

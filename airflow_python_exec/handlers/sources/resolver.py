@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
-from airflow_python_exec.environments.cache_entry import (
+from airflow_python_exec.environments.build_once import (
     acquire_or_see_marker,
     disk_errors_as_provisioning,
     write_marker,
@@ -28,8 +28,8 @@ from airflow_python_exec.models.source_spec import (
     SourceSpec,
     inside_job_folder,
     parse_source,
-    redact_url,
 )
+from airflow_python_exec.redaction import hide_url_credentials
 
 from .download import Downloader
 from .git import GitFetcher
@@ -163,7 +163,7 @@ class SourceResolver:
         record = self._url_record(spec)
         tmp = record.with_name(f"{record.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps({"url": redact_url(spec.location), "sha256": digest, **validators}))
+            tmp.write_text(json.dumps({"url": hide_url_credentials(spec.location), "sha256": digest, **validators}))
             os.replace(tmp, record)
         except OSError:
             tmp.unlink(missing_ok=True)

@@ -12,7 +12,12 @@ if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic no
     from airflow_python_exec.settings import EngineSettings
 
 
-def _settings(args: argparse.Namespace) -> EngineSettings:
+def settings_from_args(args: argparse.Namespace) -> EngineSettings:
+    """``[python_exec]`` with the command's ``--install-path``, ``--sandbox`` and ``--data-store``
+    applied; also sets the CLI's plain ``warning: ...`` log lines on stderr (``-v``: info too).
+
+    :raises PythonExecError: an option or override with a value of the wrong type.
+    """
     from airflow_python_exec.settings import EngineSettings
 
     settings = EngineSettings.from_airflow_config(
@@ -34,6 +39,6 @@ def _settings(args: argparse.Namespace) -> EngineSettings:
 def cmd_validate(args: argparse.Namespace) -> int:
     from airflow_python_exec.validator import PythonEngineValidator
 
-    interpreter = PythonEngineValidator(_settings(args)).validate()
+    interpreter = PythonEngineValidator(settings_from_args(args)).validate()
     print(f"{interpreter.path} (Python {interpreter.version})")
     return 0
