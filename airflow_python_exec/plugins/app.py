@@ -5,7 +5,7 @@ HTML pages (server-rendered Jinja2; one small script only follows links out of t
 ==========================================  ====================  ===============================
 route                                       access                what
 ==========================================  ====================  ===============================
-``GET /`` and ``GET /api/jobs``             DAG read (``GET``)    every job (:mod:`.catalog`)
+``GET /`` and ``GET /api/jobs``             DAG read (``GET``)    a page of jobs (:mod:`.listing`)
 ``GET /jobs/{id}``, ``GET /api/jobs/{id}``  DAG read (``GET``)    one job
 ``POST /encrypt``, ``POST /api/encrypt``    DAG edit (``PUT``)    a Fernet token for a value
 ``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``)    a job bundle (:mod:`.upload`)
@@ -15,7 +15,9 @@ Authentication is Airflow's own (``airflow.api_fastapi.core_api.security.get_use
 ``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie). Authorization
 asks the configured auth manager for DAG access *in general* (``is_authorized_dag`` without details:
 no request value, such as a ``?dag_id=``, can widen it); the listing then shows only tasks of the DAGs
-the user may read (``get_authorized_dag_ids``). No token: 401; a token without the access: 403.
+the user may read (``get_authorized_dag_ids``), and an upload only to a user who may read its own DAG
+``job_<jobId>`` (asked for that id even before the DAG exists). No token: 401; a token without the
+access: 403. The list takes ``limit``, ``offset`` and ``search`` as Airflow's DAG list does.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 from airflow.api_fastapi.core_api.security import get_user
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
@@ -37,9 +39,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.listing import DEFAULT_LIMIT, Page, page_of
 from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.threads import Shared, off_loop
 from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
+from airflow_python_exec.plugins.visibility import readable_by
 from airflow_python_exec.redaction import hide_url_credentials
 from airflow_python_exec.settings import EngineSettings
 
@@ -155,13 +159,6 @@ def _same_origin(request: Request) -> bool:
     return (parts.scheme, parts.netloc) == (request.url.scheme, request.url.netloc)
 
 
-def _readable_dags(user: Any) -> set[str]:
-    """The DAG ids ``user`` may read: the listing shows only their tasks (DAG-level permissions)."""
-    from airflow.api_fastapi.app import get_auth_manager
-
-    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
-
-
 def create_app() -> FastAPI:
     """Build the plugin's FastAPI app (routes in the module docstring)."""
     # No schema or docs: FastAPI serves them without any auth dependency.
@@ -191,19 +188,31 @@ def create_app() -> FastAPI:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-async def api_jobs(user: Any = Depends(reader)) -> JSONResponse:
-    """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
+def page_query(
+    limit: int = Query(DEFAULT_LIMIT, ge=0),
+    offset: int = Query(0, ge=0),
+    search: str | None = Query(None, max_length=250),
+) -> Page:
+    """Dependency: the page asked for (``limit`` capped at ``[api] maximum_page_limit``)."""
+    return page_of(limit, offset, search)
+
+
+async def api_jobs(user: Any = Depends(reader), page: Page = Depends(page_query)) -> JSONResponse:
+    """``GET /api/jobs?limit=&offset=&search=``: ``{"jobs": [...], "total_entries": n, "limit", "offset",
+    "search", "uploadFolder": path or null}``, most recently run first (:mod:`.listing`)."""
     view = await DAG_VIEW.get()
-    return await off_loop(_jobs_json, user, view)
+    return await off_loop(_jobs_json, user, view, page)
 
 
-def _jobs_json(user: Any, view: Any) -> JSONResponse:
+def _jobs_json(user: Any, view: Any, page: Page) -> JSONResponse:
     settings = EngineSettings.from_airflow_config()
-    jobs = _catalog(settings, user, view)
+    jobs, total = _catalog(settings, user, view, page)
     # A JSONResponse of plain JSON values: FastAPI's jsonable_encoder would walk every value again.
     return JSONResponse(
         {
             "jobs": [job.as_dict() for job in jobs],
+            "total_entries": total,
+            **vars(page),
             "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
         }
     )
@@ -236,16 +245,18 @@ def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-async def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
-    """``GET /``: the jobs table, the Encrypt form and the Upload form."""
+async def jobs_page(request: Request, user: Any = Depends(reader), page: Page = Depends(page_query)) -> HTMLResponse:
+    """``GET /?limit=&offset=&search=``: a page of the jobs table (search box, previous/next links),
+    the Encrypt form and the Upload form."""
 
-    def page() -> HTMLResponse:
+    def html() -> HTMLResponse:
         settings = EngineSettings.from_airflow_config()
-        jobs = [job.as_dict() for job in _catalog(settings, user, view)]
-        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder)
+        entries, total = _catalog(settings, user, view, page)
+        jobs = [job.as_dict() for job in entries]
+        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder, page=page, total=total)
 
     view = await DAG_VIEW.get()
-    return await off_loop(page)
+    return await off_loop(html)
 
 
 async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
@@ -272,19 +283,17 @@ def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
 DAG_VIEW = Shared(lambda: catalog.dag_view())
 
 
-def _catalog(settings: EngineSettings, user: Any, view: Any) -> list[catalog.JobEntry]:
-    """The catalog as ``user`` may see it: tasks of the DAGs they may read only.
+def _catalog(settings: EngineSettings, user: Any, view: Any, page: Page) -> tuple[list[catalog.JobEntry], int]:
+    """One page of the catalog as ``user`` may see it, and how many jobs match in all.
 
-    :param view: ``(task_jobs, runs)`` of :func:`~airflow_python_exec.plugins.catalog.dag_view`.
+    :param view: the DAGs' tasks (:func:`~airflow_python_exec.plugins.catalog.dag_view`).
     """
-    task_jobs, runs = view
-    return catalog.build_catalog(
-        settings.upload_folder, task_jobs=task_jobs, runs=runs, readable_dags=_readable_dags(user)
-    )
+    return catalog.catalog_page(settings.upload_folder, view, page, readable_by(user, view))
 
 
 def _job(job_id: str, user: Any, view: Any) -> catalog.JobEntry:
-    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user, view), job_id)
+    upload_folder = EngineSettings.from_airflow_config().upload_folder
+    entry = catalog.job_entry(upload_folder, view, job_id, readable_by(user, view))
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
     return entry
