@@ -29,7 +29,7 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 from airflow.api_fastapi.core_api.security import get_user
-from fastapi import Depends, FastAPI, File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
@@ -39,10 +39,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
-from airflow_python_exec.plugins.listing import DEFAULT_LIMIT, Page, page_of
+from airflow_python_exec.plugins.listing import Page, page_query
+from airflow_python_exec.plugins.reparse import job_owner, request_reparse
 from airflow_python_exec.plugins.shown import shown
 from airflow_python_exec.plugins.threads import Shared, off_loop
-from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
+from airflow_python_exec.plugins.upload import (
+    JobIdTakenError,
+    UploadDisabledError,
+    require_upload_folder,
+    upload_bundle,
+)
 from airflow_python_exec.plugins.visibility import readable_by
 from airflow_python_exec.redaction import hide_url_credentials
 from airflow_python_exec.settings import EngineSettings
@@ -188,15 +194,6 @@ def create_app() -> FastAPI:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-def page_query(
-    limit: int = Query(DEFAULT_LIMIT, ge=0),
-    offset: int = Query(0, ge=0),
-    search: str | None = Query(None, max_length=250),
-) -> Page:
-    """Dependency: the page asked for (``limit`` capped at ``[api] maximum_page_limit``)."""
-    return page_of(limit, offset, search)
-
-
 async def api_jobs(user: Any = Depends(reader), page: Page = Depends(page_query)) -> JSONResponse:
     """``GET /api/jobs?limit=&offset=&search=``: ``{"jobs": [...], "total_entries": n, "limit", "offset",
     "search", "uploadFolder": path or null}``, most recently run first (:mod:`.listing`)."""
@@ -230,14 +227,16 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
 
 
 def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
-    """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
-    done = _upload(file)
+    """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written
+    and the DAG files asked to be re-parsed (``reparse``); 409 when its ``jobId`` is another folder's."""
+    done, files = _upload(file)
     return shown(
         {
             "jobId": done.job_id,
             "folder": str(done.folder),
             "previousVersion": str(done.previous) if done.previous else None,
             "files": done.files,
+            "reparse": files,
         }
     )
 
@@ -272,8 +271,9 @@ def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_
 
 def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
     """``POST /upload`` (form field ``file``): a page saying what was installed."""
-    done = _upload(file)
-    return _render(request, "result.html", title="Uploaded", uploaded=SimpleNamespace(**shown(vars(done))))
+    done, files = _upload(file)
+    uploaded = SimpleNamespace(**shown(vars(done)), reparse=files)
+    return _render(request, "result.html", title="Uploaded", uploaded=uploaded)
 
 
 # -- shared --------------------------------------------------------------------------------------
@@ -306,7 +306,9 @@ def _encrypt(value: str) -> str:
         raise HTTPException(500, str(exc)) from None
 
 
-def _upload(file: UploadFile) -> Any:
+def _upload(file: UploadFile) -> tuple[Any, list[str]]:
+    """Install the bundle (:func:`~.upload.upload_bundle`, refusing a ``jobId`` another folder owns),
+    then ask for a re-parse of the job DAG files (:func:`~.reparse.request_reparse`)."""
     settings = EngineSettings.from_airflow_config()
     try:
         folder = require_upload_folder(settings.upload_folder)
@@ -317,13 +319,22 @@ def _upload(file: UploadFile) -> Any:
         _spool(file, spool, max_body_bytes())
         spool.flush()
         try:
-            return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
+            done = upload_bundle(
+                Path(spool.name),
+                name,
+                folder,
+                max_bytes=settings.max_source_bytes,
+                owner=lambda job_id, target: job_owner(job_id, target, settings.job_dag_prefix),
+            )
+        except JobIdTakenError as exc:
+            raise HTTPException(409, hide_url_credentials(str(exc))) from None
         except JobConfigError as exc:  # quotes the job's values: URL user info hidden, as on the page
             raise HTTPException(400, hide_url_credentials(str(exc))) from None
         except OSError as exc:
             raise HTTPException(
                 500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"
             ) from exc
+    return done, request_reparse()
 
 
 def _spool(file: UploadFile, spool: Any, limit: int) -> None:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fastapi import Query
+
 from airflow_python_exec.plugins.dag_jobs import CHUNK, TaskJob
 
 #: Rows per page when the request names no ``limit`` (Airflow's own default).
@@ -71,6 +73,15 @@ def page_of(limit: int | None, offset: int | None, search: str | None) -> Page:
     a blank ``search`` is none."""
     limit = DEFAULT_LIMIT if limit is None else limit
     return Page(min(max(limit, 1), max_limit()), max(offset or 0, 0), (search or "").strip() or None)
+
+
+def page_query(
+    limit: int = Query(DEFAULT_LIMIT, ge=0),
+    offset: int = Query(0, ge=0),
+    search: str | None = Query(None, max_length=250),
+) -> Page:
+    """Dependency: the page asked for (``limit`` capped at ``[api] maximum_page_limit``)."""
+    return page_of(limit, offset, search)
 
 
 def rows_of(
