@@ -60,9 +60,25 @@ def add_dags(folder, prefix: str, count: int, *, runs: dict[int, int] | None = N
     return ids
 
 
+def drop_dags(pattern: str) -> None:
+    """Delete the DAGs whose id matches the SQL ``LIKE`` ``pattern`` (and their runs and versions)."""
+    from airflow.api.common.delete_dag import delete_dag
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        ids = list(session.scalars(select(DagModel.dag_id).where(DagModel.dag_id.like(pattern))))
+    for dag_id in ids:
+        delete_dag(dag_id)
+
+
 @pytest.fixture
-def prefix() -> str:
-    return f"pg{uuid.uuid4().hex[:8]}"
+def prefix():
+    """A DAG id prefix of this test alone; its DAGs are deleted after it."""
+    name = f"pg{uuid.uuid4().hex[:8]}"
+    yield name
+    drop_dags(f"{name}%")
 
 
 def listed(client, auth, query: str, user: str = "viewer") -> dict:

@@ -11,6 +11,7 @@ import uuid
 
 import pytest
 from conftest import bearer, bundle, hello_files, post_bundle, write_job
+from test_python_jobs_paging import drop_dags
 
 
 def serialize(dags: dict, fileloc: str) -> None:
@@ -28,8 +29,11 @@ def serialize(dags: dict, fileloc: str) -> None:
 
 
 @pytest.fixture
-def job_id() -> str:
-    return f"billing_{uuid.uuid4().hex[:8]}"
+def job_id():
+    """A jobId of this test alone; its DAG is deleted after it."""
+    name = f"billing_{uuid.uuid4().hex[:8]}"
+    yield name
+    drop_dags(f"job_{name}")
 
 
 def job_files(key: str, job_id: str) -> dict[str, str]:

@@ -25,9 +25,10 @@ JOB_DAG_TAG = "python-job"
 def job_owner(job_id: str, target: Path, prefix: str) -> str | None:
     """Why ``job_id`` may not be uploaded to ``target``, or ``None`` when it may.
 
-    It may not when the DAG ``<prefix><jobId>`` exists (not stale) and runs another job folder (a job
-    shipped in ``load_job_dags(folders=...)``, another upload folder) or is a DAG of its own: the
-    first owner keeps its DAG (DESIGN.md, "Reach").
+    It may not when the DAG ``<prefix><jobId>`` exists (not stale) and runs another job folder that is
+    still there (a job shipped in ``load_job_dags(folders=...)``, another upload folder), or is a DAG
+    of its own: the first owner keeps its DAG (DESIGN.md, "Reach"). A folder gone from the disk owns
+    nothing (its DAG goes at the next parse).
 
     :returns: a one-line reason naming the owner and the fix.
     """
@@ -38,8 +39,8 @@ def job_owner(job_id: str, target: Path, prefix: str) -> str | None:
     dag_id = prefix + job_id
     mine = os.path.realpath(target)
     folders = {os.path.realpath(tj.folder) for tj in dag_task_jobs() if tj.dag_id == dag_id and tj.folder is not None}
-    if folders:
-        others = sorted(folders - {mine})
+    if folders:  # a job DAG: taken when it runs another folder
+        others = sorted(folder for folder in folders - {mine} if os.path.isdir(folder))
         if not others:
             return None
         return f"jobId {job_id!r} is already the job of {others[0]} (DAG {dag_id}); give the upload another jobId"
