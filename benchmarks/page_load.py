@@ -5,9 +5,10 @@
         [--viewers 4] [--rounds 5] [--keep]
     make airflow-stop
 
-What it adds to the deployment (``<dags_folder>/page_load_bench/``, gitignored; all removed at the end
-unless ``--keep``): DAG files of 250 DAGs each (``page_load_0000`` ..., a ``PythonJobOperator`` running
-its own job folder, paused from creation), grown to each size of ``--dags`` in turn; ``--uploads`` job
+What it adds to the deployment (``<dags_folder>/page_load_bench/``, gitignored; at the end the folder
+is removed and its DAGs, with their runs, deleted through the REST API, unless ``--keep``): DAG files
+of 250 DAGs each (``page_load_0000`` ..., a ``PythonJobOperator`` running its own job folder, paused
+from creation), grown to each size of ``--dags`` in turn; ``--uploads`` job
 folders exposed as job DAGs by four ``load_job_dags(globals(), folders=[...], shard=(i, 4))`` files
 (each its own task id, as uploads have); one run per DAG through the REST API (paused DAGs: no task
 loads the machine). While it measures, a thread keeps changing run states (``PATCH`` of a run to
@@ -248,7 +249,26 @@ def main() -> None:
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
-            print(f"removed {folder}; the DAG processor marks its DAGs stale at its next scan")
+            deleted = delete_dags(args.url, [PREFIX, f"job_{UPLOAD_PREFIX}"])
+            print(f"removed {folder} and deleted its {deleted} DAGs")
+
+
+def delete_dags(base: str, patterns: list[str]) -> int:
+    """Delete every DAG matching ``patterns`` (their files are gone, so none comes back); how many."""
+    headers = {"Authorization": f"Bearer {admin_token(base)}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=300) as http:
+        dag_ids: list[str] = []
+        for pattern in patterns:
+            offset = 0
+            while True:
+                query = {"dag_id_pattern": pattern, "limit": 100, "offset": offset}
+                page = http.get("/api/v2/dags", params=query)
+                found = [d["dag_id"] for d in page.json().get("dags", [])] if page.status_code == 200 else []
+                dag_ids, offset = dag_ids + found, offset + len(found)
+                if len(found) < 100:
+                    break
+        with ThreadPoolExecutor(4) as pool:
+            return sum(pool.map(lambda dag_id: http.delete(f"/api/v2/dags/{dag_id}").status_code == 204, dag_ids))
 
 
 def run(args: argparse.Namespace, folder: Path) -> None:
