@@ -261,7 +261,7 @@ def delete_dags(base: str, patterns: list[str]) -> int:
         for pattern in patterns:
             offset = 0
             while True:
-                query = {"dag_id_pattern": pattern, "limit": 100, "offset": offset}
+                query = {"dag_id_pattern": pattern, "limit": 100, "offset": offset, "exclude_stale": False}
                 page = http.get("/api/v2/dags", params=query)
                 found = [d["dag_id"] for d in page.json().get("dags", [])] if page.status_code == 200 else []
                 dag_ids, offset = dag_ids + found, offset + len(found)
