@@ -90,8 +90,11 @@ pg() {
 
 db_start() {
     if [ "$DB" = sqlite ]; then
-        "$BIN/python" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode=WAL').fetchall()" \
-            "$AIRFLOW_HOME/airflow.db"
+        # The database `make airflow-home` made (not one a caller's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names).
+        if [ -f "$AIRFLOW_HOME/airflow.db" ] && [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
+            "$BIN/python" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode=WAL')" \
+                "$AIRFLOW_HOME/airflow.db"
+        fi
         return 0
     fi
     [ "$DB" = postgres ] || { echo "error: DB=$DB: use DB=sqlite (default) or DB=postgres" >&2; exit 2; }
