@@ -41,7 +41,10 @@ test: airflow-home example-envs
 # the tests then find them in uv's cache and need no network.
 # A local deployment (api-server on 127.0.0.1:$(AIRFLOW_PORT or 8080), scheduler, dag-processor,
 # triggerer; LocalExecutor, SQLite) from the same throw-away AIRFLOW_HOME; see scripts/airflow_local.sh.
-airflow: airflow-home example-envs
+# DB=postgres: the same on a PostgreSQL from Debian's package, started and stopped with the services.
+DB ?= sqlite
+export DB
+airflow: airflow-home example-envs $(if $(filter postgres,$(DB)),$(BIN)/.installed-postgres)
 	BIN=$(BIN) bash scripts/airflow_local.sh start
 
 airflow-stop:

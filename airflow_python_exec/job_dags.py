@@ -21,13 +21,21 @@ Every child folder of ``[python_exec] upload_folder`` (and of each folder in ``f
 Parsing reads ``job.json`` only (through :meth:`PythonJob.load`, which checks every job rule): no
 job code is imported or run, so a DAG file of hundreds of jobs parses in well under a second. A job
 folder that breaks a rule gets no DAG and one warning line naming the folder and the error; the
-other jobs' DAGs are made as usual.
+other jobs' DAGs are made as usual. A folder is read once per process while it, its ``job.json`` and
+its ``.env`` keep their inode, size and modification time (:func:`loaded_job`).
+
+Thousands of folders: ``load_job_dags(globals(), shard=(i, n))`` in each of ``n`` DAG files (``i`` from
+0 to ``n - 1``) makes the DAGs of the jobs whose ``jobId`` falls in share ``i`` (:func:`shard_of`: a
+hash of the ``jobId``, the same in every process and on every machine), so no single file nears the
+DAG processor's import timeout, and a file that fails to import takes only its own share with it.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import threading
+import zlib
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -59,34 +67,42 @@ _JSON_TYPES = (
 
 
 def load_job_dags(
-    namespace: MutableMapping[str, Any], folders: Iterable[str | os.PathLike[str]] | None = None
+    namespace: MutableMapping[str, Any],
+    folders: Iterable[str | os.PathLike[str]] | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> dict[str, DAG]:
-    """Make a DAG of every job folder under ``upload_folder`` and ``folders``; put each in ``namespace``.
+    """Make a DAG of every job folder under ``folders`` and ``upload_folder``; put each in ``namespace``.
 
     :param namespace: the calling DAG file's ``globals()``: the DAG processor finds DAGs there, and each
         DAG's ``fileloc`` is that file (``namespace["__file__"]``).
     :param folders: more folders whose child folders are jobs (e.g. ``["/srv/jobs"]``; one path alone is
-        taken as ``[path]``), read after ``[python_exec] upload_folder`` (unset: only ``folders``). A
-        missing folder is skipped silently (``upload_folder`` exists only after the first upload).
+        taken as ``[path]``), read before ``[python_exec] upload_folder`` (unset: only ``folders``), so
+        a shipped job keeps its DAG when an upload names the same ``jobId``. A missing folder is
+        skipped silently (``upload_folder`` exists only after the first upload).
+    :param shard: ``(i, n)``: only the jobs of share ``i`` of ``n`` (:func:`shard_of`); default: all.
     :returns: the DAGs made, by DAG id.
+    :raises ValueError: ``shard`` is not ``(i, n)`` with ``0 <= i < n``.
 
     A child folder counts as a job when it holds ``job.json`` or ``app.py``; hidden folders (``.versions``,
     an upload in progress) do not. A job that breaks a job rule, whose DAG cannot be built, or whose DAG
-    id another job already has, is logged as one warning (``[python_exec] job folder <folder> has no
-    DAG: <error>``) and skipped. Never raises for a job folder.
+    id another job already has (the first folder keeps it), is logged as one warning (``[python_exec]
+    job folder <folder> has no DAG: <error>``) and skipped. Never raises for a job folder.
     """
+    index, count = check_shard(shard)
     settings = EngineSettings.from_airflow_config()
-    roots = [settings.upload_folder] if settings.upload_folder is not None else []
     if isinstance(folders, (str, os.PathLike)):  # one folder given as such, not a list of its characters
         folders = [folders]
-    roots += [Path(folder).expanduser() for folder in folders or ()]
+    roots = [Path(folder).expanduser() for folder in folders or ()]
+    roots += [settings.upload_folder] if settings.upload_folder is not None else []
     fileloc = namespace.get("__file__")
     defaults = dag_defaults()
     made: dict[str, DAG] = {}
     origin: dict[str, Path] = {}
     for folder in job_folders(roots):
         try:
-            job = PythonJob.load(folder)
+            job = loaded_job(folder)
+            if shard_of(job.job_id, count) != index:
+                continue
             dag_id = job_dag_id(job.job_id, settings.job_dag_prefix)
             if dag_id in origin:
                 raise JobConfigError(
@@ -100,6 +116,69 @@ def load_job_dags(
         made[dag_id], origin[dag_id] = dag, folder
         namespace[dag_id] = dag
     return made
+
+
+def check_shard(shard: tuple[int, int] | None) -> tuple[int, int]:
+    """``shard`` as ``(i, n)``; ``None`` is ``(0, 1)`` (every job).
+
+    :raises ValueError: not two integers with ``0 <= i < n``; the message names the value and the fix.
+    """
+    if shard is None:
+        return 0, 1
+    try:
+        index, count = shard
+    except (TypeError, ValueError):
+        index, count = None, None
+    if not (isinstance(index, int) and isinstance(count, int) and 0 <= index < count):
+        raise ValueError(f"load_job_dags: shard={shard!r} is not (i, n) with 0 <= i < n; e.g. shard=(0, 4)")
+    return index, count
+
+
+def shard_of(job_id: str, count: int) -> int:
+    """The share (``0`` to ``count - 1``) of the job ``job_id``: CRC-32 of its UTF-8 bytes modulo
+    ``count``, so every process on every machine puts a job in the same file (Python's ``hash`` of a
+    string changes from process to process)."""
+    return zlib.crc32(job_id.encode("utf-8")) % count
+
+
+#: ``str(folder) -> (signature, job)``: the jobs read by this process (:func:`loaded_job`).
+_JOBS: dict[str, tuple[tuple[Any, ...], PythonJob]] = {}
+_JOBS_LOCK = threading.Lock()
+#: Most folders kept by :func:`loaded_job`; past it, all are dropped (a deployment's folders are far fewer).
+MAX_CACHED_JOBS = 20_000
+
+
+def loaded_job(folder: Path) -> PythonJob:
+    """:meth:`PythonJob.load` of ``folder``, read again only when the folder, its ``job.json`` or its
+    ``.env`` changed inode, size or modification time (an upload swaps the whole folder in; an edit
+    changes the file's mtime): a process that parses the DAG file again reads no unchanged folder.
+
+    :raises JobConfigError: the job breaks a rule (not kept: the next parse reads it again).
+    """
+    key = os.fspath(folder)
+    signature = folder_signature(key)
+    cached = _JOBS.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    job = PythonJob.load(folder)
+    with _JOBS_LOCK:
+        if len(_JOBS) >= MAX_CACHED_JOBS:
+            _JOBS.clear()
+        _JOBS[key] = (signature, job)
+    return job
+
+
+def folder_signature(folder: str) -> tuple[Any, ...]:
+    """``(dev, inode, size, mtime_ns)`` of ``folder``, its ``job.json`` and its ``.env`` (``None`` when missing)."""
+    found: list[tuple[int, int, int, int] | None] = []
+    for path in (folder, os.path.join(folder, JOB_FILE), os.path.join(folder, ".env")):
+        try:
+            st = os.stat(path)
+        except OSError:
+            found.append(None)
+            continue
+        found.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)
 
 
 def job_folders(roots: Iterable[Path]) -> list[Path]:

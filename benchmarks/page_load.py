@@ -1,23 +1,26 @@
-"""The "Python jobs" page under several viewers at once, against a running ``make airflow`` deployment.
+"""The "Python jobs" page as a user feels it in a running deployment, against Airflow's own DAG list.
 
-    AIRFLOW_PORT=8095 make airflow
-    AIRFLOW_PORT=8095 .venv/bin/python benchmarks/page_load.py [--dags 1000] [--viewers 4] [--rounds 5]
+    AIRFLOW_PORT=8095 make airflow DB=postgres
+    AIRFLOW_PORT=8095 .venv/bin/python benchmarks/page_load.py [--dags 1000,3000] [--uploads 1000]
+        [--viewers 4] [--rounds 5] [--keep]
     make airflow-stop
 
-Adds ``--dags`` DAGs to the deployment, as a user would: one DAG file
-(``<dags_folder>/page_load_bench/page_load_dags.py``, gitignored) defining ``page_load_0000`` ...,
-each a ``PythonJobOperator`` running its own job folder, paused from creation, each with one run
-triggered through the REST API (queued: a paused DAG's run never starts, so no task loads the
-machine). Then, logged in as the deployment's admin (``POST /auth/token``):
+What it adds to the deployment (``<dags_folder>/page_load_bench/``, gitignored; at the end the folder
+is removed and its DAGs, with their runs, deleted through the REST API, unless ``--keep``): DAG files
+of 250 DAGs each (``page_load_0000`` ..., a ``PythonJobOperator`` running its own job folder, paused
+from creation), grown to each size of ``--dags`` in turn; ``--uploads`` job
+folders exposed as job DAGs by four ``load_job_dags(globals(), folders=[...], shard=(i, 4))`` files
+(each its own task id, as uploads have); one run per DAG through the REST API (paused DAGs: no task
+loads the machine). While it measures, a thread keeps changing run states (``PATCH`` of a run to
+success, failed or queued, every 0.5 s), as a busy deployment does.
 
-- one viewer: ``GET /python-exec/api/jobs``, median of ``--rounds``;
-- ``--viewers`` viewers at once, each asking for the JSON and the HTML page ``--rounds`` times:
-  median and slowest request; target <= 500 ms each at 1,000 DAGs;
-- meanwhile ``GET /api/v2/monitor/health`` every 0.1 s: its slowest answer (the api-server's event
-  loop, which also serves the task execution API, must stay free).
-
-The bench DAG file and job folders are removed at the end (``--keep`` leaves them); the DAG
-processor then marks the DAGs stale and the page stops listing them.
+For each size: the first request of each endpoint once the DAGs are there (cold: the api-server has
+read none of their serialized versions), then warm ones, ``--rounds`` rounds each interleaving
+``GET /api/v2/dags?limit=100`` (the baseline, Airflow's own list), ``GET /python-exec/api/jobs`` and
+``GET /python-exec/`` (default page: 50 jobs): latency (median) and the api-server's CPU per request
+(``utime + stime`` of its process group, ``/proc/<pid>/stat``: far less sensitive to the machine's
+load than latency); then ``--viewers`` viewers at once, each asking for all three in turn. Every
+figure is printed next to the baseline's of the same round, with the load average.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -37,23 +41,38 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "page_load_"
-TARGET_MS = 500.0
+UPLOAD_PREFIX = "pl_up_"
+PER_FILE = 250
+SHARDS = 4
+BASELINE = "/api/v2/dags?limit=100"
+PAGES = {"baseline /api/v2/dags?limit=100": BASELINE, "JSON /python-exec/api/jobs": "/python-exec/api/jobs"}
+PAGES["HTML /python-exec/"] = "/python-exec/"
 DAG_FILE = """# Written by benchmarks/page_load.py; removed when it ends.
 import pendulum
 from airflow.sdk import DAG
 from airflow_python_exec import PythonJobOperator
 
-for i in range({n}):
+for i in range({first}, {last}):
     with DAG(f"{prefix}{{i:04d}}", schedule=None, start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-             is_paused_upon_creation=True, tags=["page-load-bench"]) as dag:
+             is_paused_upon_creation=True, tags=["page-load-bench", f"team-{{i % 10}}"]) as dag:
         PythonJobOperator(task_id="run", job=f"jobs/job_{{i:04d}}")
     globals()[dag.dag_id] = dag
 """
+SHARD_FILE = """# Written by benchmarks/page_load.py; removed when it ends.
+from airflow_python_exec.job_dags import load_job_dags
+
+load_job_dags(globals(), folders=[{folder!r}], shard=({index}, {count}))
+"""
+
+
+def home() -> Path:
+    os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow_home"))
+    return Path(os.environ["AIRFLOW_HOME"])
 
 
 def dags_folder() -> Path:
-    """The deployment's ``[core] dags_folder`` (its AIRFLOW_HOME: ``$AIRFLOW_HOME``, else ``.airflow_home``)."""
-    os.environ.setdefault("AIRFLOW_HOME", str(REPO / ".airflow_home"))
+    """The deployment's ``[core] dags_folder``."""
+    home()
     from airflow.configuration import conf
 
     return Path(conf.get("core", "dags_folder"))
@@ -61,53 +80,90 @@ def dags_folder() -> Path:
 
 def admin_token(base: str) -> str:
     """A JWT for the deployment's admin, whose password ``make airflow`` keeps in ``run/passwords.json``."""
-    passwords = json.loads((Path(os.environ["AIRFLOW_HOME"]) / "run" / "passwords.json").read_text())
+    passwords = json.loads((home() / "run" / "passwords.json").read_text())
     answer = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": passwords["admin"]}, timeout=30)
     answer.raise_for_status()
     return answer.json()["access_token"]
 
 
-def write_bench(folder: Path, n: int) -> None:
-    for i in range(n):
-        job = folder / "jobs" / f"job_{i:04d}"
-        job.mkdir(parents=True, exist_ok=True)
-        (job / "app.py").write_text("print('hello')\n")
-        macros = [{"key": "APP_NAME", "value": f"job_{i:04d}"}]
-        (job / "job.json").write_text(
-            json.dumps({"jobId": f"job_{i:04d}", "packageName": "app.py", "runtimeConfig": {"macros": macros}})
-        )
-        (job / ".env").write_text("DB_PASSWORD=x\nREGION=eu\n")
-    (folder / ".airflowignore").write_text("jobs/\n")
-    (folder / "page_load_dags.py").write_text(DAG_FILE.format(n=n, prefix=PREFIX))
+def job_folder(folder: Path, job_id: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "app.py").write_text("print('hello')\n")
+    macros = [{"key": "APP_NAME", "value": job_id}]
+    job = {"jobId": job_id, "packageName": "app.py", "runtimeConfig": {"macros": macros}}
+    (folder / "job.json").write_text(json.dumps(job))
+    (folder / ".env").write_text("DB_PASSWORD=x\nREGION=eu\n")
 
 
-def wait_for_dags(http: httpx.Client, n: int, timeout_s: float = 900) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        answer = http.get("/api/v2/dags", params={"dag_id_pattern": PREFIX, "limit": 1, "paused": True})
-        if answer.status_code == 200 and answer.json()["total_entries"] >= n:
-            return
+def write_dags(folder: Path, first: int, last: int) -> None:
+    """DAGs ``first`` to ``last - 1``, :data:`PER_FILE` per DAG file, each with its job folder."""
+    for i in range(first, last):
+        job_folder(folder / "jobs" / f"job_{i:04d}", f"job_{i:04d}")
+    (folder / ".airflowignore").write_text("jobs/\nuploads/\n")
+    for start in range(first - first % PER_FILE, last, PER_FILE):
+        text = DAG_FILE.format(first=start, last=min(start + PER_FILE, last), prefix=PREFIX)
+        (folder / f"page_load_dags_{start:04d}.py").write_text(text)
+
+
+def write_uploads(folder: Path, count: int) -> None:
+    """``count`` job folders exposed as job DAGs by :data:`SHARDS` shard files."""
+    for i in range(count):
+        job_folder(folder / "uploads" / f"{UPLOAD_PREFIX}{i:04d}", f"{UPLOAD_PREFIX}{i:04d}")
+    for index in range(SHARDS):
+        text = SHARD_FILE.format(folder=str(folder / "uploads"), index=index, count=SHARDS)
+        (folder / f"page_load_jobs_{index}.py").write_text(text)
+
+
+def dag_count(http: httpx.Client, pattern: str) -> int:
+    answer = http.get("/api/v2/dags", params={"dag_id_pattern": pattern, "limit": 1})
+    return answer.json()["total_entries"] if answer.status_code == 200 else 0
+
+
+def wait_for(http: httpx.Client, pattern: str, n: int, timeout_s: float = 1800) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if dag_count(http, pattern) >= n:
+            return time.monotonic() - started
         time.sleep(3)
-    raise SystemExit(f"the DAG processor did not list {n} {PREFIX}* DAGs within {timeout_s:.0f} s")
+    raise SystemExit(f"the DAG processor did not list {n} {pattern}* DAGs within {timeout_s:.0f} s")
 
 
-def trigger_runs(http: httpx.Client, n: int) -> None:
-    """One run per DAG (skipped for a DAG that has one already, so the script can be run again)."""
+def pause(http: httpx.Client, pattern: str) -> None:
+    """Pause every DAG matching ``pattern`` (job DAGs start unpaused in ``make airflow``)."""
+    answer = http.patch("/api/v2/dags", params={"dag_id_pattern": pattern, "limit": 10000}, json={"is_paused": True})
+    answer.raise_for_status()
 
-    def one(i: int) -> None:
-        dag_id = f"{PREFIX}{i:04d}"
-        runs = http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1})
-        if runs.status_code == 200 and runs.json()["total_entries"]:
-            return
+
+def trigger(http: httpx.Client, dag_ids: list[str]) -> None:
+    """One run per DAG, four requests at a time."""
+
+    def one(dag_id: str) -> None:
         for _ in range(10):  # SQLite answers "database is locked" (500) while another process writes
             answer = http.post(f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None})
             if answer.status_code in (200, 201, 409):
                 return
             time.sleep(1)
-        raise SystemExit(f"triggering {dag_id}: {answer.status_code} {answer.text}")
+        raise SystemExit(f"triggering {dag_id}: {answer.status_code} {answer.text[:300]}")
 
-    for i in range(n):  # one at a time: SQLite takes one writer
-        one(i)
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(one, dag_ids))
+
+
+def group_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of every live process in the process group ``pid`` (the api-server
+    and its workers: ``make airflow`` starts each service as a group leader)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pid:  # pgrp
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
 
 
 def timed_get(http: httpx.Client, path: str) -> float:
@@ -119,80 +175,130 @@ def timed_get(http: httpx.Client, path: str) -> float:
     return elapsed
 
 
+class StateChanger(threading.Thread):
+    """Changes the state of a random bench run every ``every_s`` (success, failed, queued)."""
+
+    def __init__(self, base: str, headers: dict[str, str], dag_ids: list[str], every_s: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.base, self.headers, self.dag_ids, self.every_s = base, headers, dag_ids, every_s
+        self.stop, self.changes = threading.Event(), 0
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.base, headers=self.headers, timeout=60) as http:
+            while not self.stop.wait(self.every_s):
+                dag_id = random.choice(self.dag_ids)
+                runs = http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1})
+                if runs.status_code != 200 or not runs.json()["dag_runs"]:
+                    continue
+                run_id = runs.json()["dag_runs"][0]["dag_run_id"]
+                state = random.choice(["success", "failed", "queued"])
+                if http.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}).status_code == 200:
+                    self.changes += 1
+
+
+def measure(http: httpx.Client, pid: int, rounds: int, per_block: int = 3) -> dict[str, tuple[float, float]]:
+    """Warm, one viewer: ``{name: (median ms, median CPU ms per request)}``, endpoints interleaved per round."""
+    latency: dict[str, list[float]] = {name: [] for name in PAGES}
+    cpu: dict[str, list[float]] = {name: [] for name in PAGES}
+    for _ in range(rounds):
+        for name, path in PAGES.items():
+            before = group_cpu_s(pid)
+            latency[name] += [timed_get(http, path) for _ in range(per_block)]
+            cpu[name].append((group_cpu_s(pid) - before) * 1000 / per_block)
+    return {name: (statistics.median(latency[name]), statistics.median(cpu[name])) for name in PAGES}
+
+
+def viewers(base: str, headers: dict[str, str], count: int, rounds: int) -> dict[str, float]:
+    """``count`` viewers at once, each asking every endpoint ``rounds`` times: median ms per endpoint."""
+
+    def viewer(_: int) -> list[tuple[str, float]]:
+        with httpx.Client(base_url=base, headers=headers, timeout=300) as http:
+            return [(name, timed_get(http, path)) for _ in range(rounds) for name, path in PAGES.items()]
+
+    with ThreadPoolExecutor(count) as pool:
+        results = [item for items in pool.map(viewer, range(count)) for item in items]
+    return {name: statistics.median(ms for n, ms in results if n == name) for name in PAGES}
+
+
+def report(size: int, uploads: int, cold: dict[str, float], warm: dict, many: dict, count: int, changes: int) -> None:
+    base_cpu = warm[next(iter(PAGES))][1]
+    base_many = many[next(iter(PAGES))]
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\n{size:,} DAGs + {uploads:,} job DAGs; load average {load}; {changes} run state changes meanwhile")
+    print(f"{'endpoint':<36}{'cold ms':>9}{'warm ms':>9}{'CPU ms':>8}{'CPU x':>7}{f'{count} viewers ms':>16}{'x':>6}")
+    for name in PAGES:
+        ms, cpu = warm[name]
+        print(
+            f"{name:<36}{cold[name]:>9.0f}{ms:>9.0f}{cpu:>8.0f}{cpu / base_cpu:>7.2f}"
+            f"{many[name]:>16.0f}{many[name] / base_many:>6.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('AIRFLOW_PORT', '8080')}")
-    parser.add_argument("--dags", type=int, default=1000)
+    parser.add_argument("--dags", default="1000,3000", help="sizes, in turn (comma-separated)")
+    parser.add_argument("--uploads", type=int, default=1000)
     parser.add_argument("--viewers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--keep", action="store_true", help="leave the bench DAGs and job folders in place")
+    parser.add_argument("--keep", action="store_true", help="leave the bench DAG files and job folders in place")
     args = parser.parse_args()
     folder = dags_folder() / "page_load_bench"
-    write_bench(folder, args.dags)
     try:
         run(args, folder)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+            deleted = delete_dags(args.url, [PREFIX, f"job_{UPLOAD_PREFIX}"])
+            print(f"removed {folder} and deleted its {deleted} DAGs")
+
+
+def delete_dags(base: str, patterns: list[str]) -> int:
+    """Delete every DAG matching ``patterns`` (their files are gone, so none comes back); how many."""
+    headers = {"Authorization": f"Bearer {admin_token(base)}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=300) as http:
+        dag_ids: list[str] = []
+        for pattern in patterns:
+            offset = 0
+            while True:
+                query = {"dag_id_pattern": pattern, "limit": 100, "offset": offset, "exclude_stale": False}
+                page = http.get("/api/v2/dags", params=query)
+                found = [d["dag_id"] for d in page.json().get("dags", [])] if page.status_code == 200 else []
+                dag_ids, offset = dag_ids + found, offset + len(found)
+                if len(found) < 100:
+                    break
+        with ThreadPoolExecutor(4) as pool:
+            return sum(pool.map(lambda dag_id: http.delete(f"/api/v2/dags/{dag_id}").status_code == 204, dag_ids))
 
 
 def run(args: argparse.Namespace, folder: Path) -> None:
+    pid = int((home() / "run" / "api-server.pid").read_text())
     headers = {"Authorization": f"Bearer {admin_token(args.url)}"}
-    with httpx.Client(base_url=args.url, headers=headers, timeout=120) as http:
-        started = time.monotonic()
-        wait_for_dags(http, args.dags)
-        trigger_runs(http, args.dags)
-        listed = http.get("/python-exec/api/jobs").json()["jobs"]
-        bench = [j for j in listed if any(u["dag_id"].startswith(PREFIX) for u in j["usedBy"])]
-        with_run = sum(1 for j in bench if j["usedBy"][0]["last_run"])
-        print(
-            f"\nPython jobs page under load: {args.url}, {len(bench)} bench DAGs ({with_run} with a run), "
-            f"{len(listed)} jobs listed; set-up {time.monotonic() - started:.0f} s"
-        )
-        timed_get(http, "/python-exec/api/jobs")  # warm-up
-        one = [timed_get(http, "/python-exec/api/jobs") for _ in range(args.rounds)]
-        one_page = [timed_get(http, "/python-exec/") for _ in range(args.rounds)]
-
-    stop = threading.Event()
-    health: list[float] = []
-
-    def probe() -> None:
-        with httpx.Client(base_url=args.url, timeout=60) as http:
-            while not stop.is_set():
-                health.append(timed_get(http, "/api/v2/monitor/health"))
-                time.sleep(0.1)
-
-    def viewer(_: int) -> list[tuple[str, float]]:
-        with httpx.Client(base_url=args.url, headers=headers, timeout=120) as http:
-            return [
-                (path, timed_get(http, path))
-                for _ in range(args.rounds)
-                for path in ("/python-exec/api/jobs", "/python-exec/")
-            ]
-
-    prober = threading.Thread(target=probe)
-    prober.start()
-    try:
-        with ThreadPoolExecutor(args.viewers) as pool:
-            results = [item for items in pool.map(viewer, range(args.viewers)) for item in items]
-    finally:
-        stop.set()
-        prober.join()
-    json_ms = [ms for path, ms in results if path.endswith("/api/jobs")]
-    page_ms = [ms for path, ms in results if path.endswith("/")]
-    both = json_ms + page_ms
-    verdict = "met" if statistics.median(both) <= TARGET_MS and max(both) <= TARGET_MS else "missed"
-
-    def row(name: str, values: list[float]) -> None:
-        print(f"{name:<52}{statistics.median(values):>10.0f}{max(values):>9.0f}")
-
-    print(f"{'measurement':<52}{'median ms':>10}{'max ms':>9}")
-    row("1 viewer, GET /python-exec/api/jobs", one)
-    row("1 viewer, GET /python-exec/ (HTML)", one_page)
-    row(f"{args.viewers} viewers at once, GET /python-exec/api/jobs", json_ms)
-    row(f"{args.viewers} viewers at once, GET /python-exec/ (HTML)", page_ms)
-    row("health check meanwhile, every 0.1 s", health)
-    print(f"target <= {TARGET_MS:.0f} ms each with {args.viewers} viewers at {args.dags:,} DAGs: {verdict}")
+    print(f"Python jobs page under load: {args.url}, api-server pid {pid}, {os.cpu_count()} CPUs")
+    write_uploads(folder, args.uploads)
+    made = 0
+    with httpx.Client(base_url=args.url, headers=headers, timeout=300) as http:
+        for size in sorted(int(n) for n in args.dags.split(",")):
+            write_dags(folder, made, size)
+            waited = wait_for(http, PREFIX, size)
+            wait_for(http, f"job_{UPLOAD_PREFIX}", args.uploads)
+            pause(http, f"job_{UPLOAD_PREFIX}")
+            cold = {name: timed_get(http, path) for name, path in PAGES.items()}
+            bench = [f"{PREFIX}{i:04d}" for i in range(made, size)]
+            uploads = [f"job_{UPLOAD_PREFIX}{i:04d}" for i in range(args.uploads)] if not made else []
+            started = time.monotonic()
+            trigger(http, bench + uploads)
+            print(f"{size:,} DAGs listed after {waited:.0f} s; runs triggered in {time.monotonic() - started:.0f} s")
+            made = size
+            changer = StateChanger(args.url, headers, bench + uploads)
+            changer.start()
+            try:
+                warm = measure(http, pid, args.rounds)
+                many = viewers(args.url, headers, args.viewers, args.rounds)
+            finally:
+                changer.stop.set()
+                changer.join()
+            report(size, args.uploads, cold, warm, many, args.viewers, changer.changes)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,11 @@
 # backend come from the caller's AIRFLOW__CELERY__* variables. Metadata stays in SQLite: Airflow 3
 # no longer refuses it with a non-sequential executor (Airflow 2 did), and Celery workers never open
 # the metadata database (their task processes use the api-server's execution API).
+# DB=postgres: the metadata database is a PostgreSQL from Debian's package (installed when missing),
+# a cluster of its own under $AIRFLOW_HOME/pg (data, Unix socket, no TCP listener; port $PG_PORT,
+# default 5439, names the socket), started before the services and stopped after them; the
+# `postgres` extra brings its driver (psycopg2-binary). Default DB=sqlite: SQLite in WAL mode, so the
+# scheduler's writes do not wait for the api-server's reads ("database is locked" in bursts of runs).
 # Every process gets the same generated [api_auth] jwt_secret: task processes call the api-server's
 # execution API with a token signed by it, and a secret per process fails every task with "Invalid
 # auth token". Servers listen on loopback only: the api-server on 127.0.0.1, and the scheduler and
@@ -37,6 +42,9 @@ if [ "$EXECUTOR" = CeleryExecutor ]; then
     for name in ${CELERY_WORKERS:-worker1}; do SERVICES+=("worker-$name"); done
 fi
 ADMIN_USER=admin
+DB=${DB:-sqlite}
+PG=$AIRFLOW_HOME/pg
+PG_PORT=${PG_PORT:-5439}
 
 shared_env() {
     mkdir -p "$RUN"
@@ -59,6 +67,9 @@ shared_env() {
     export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION-False}
     # A new DAG file shows up within seconds, not the default five minutes.
     export AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5
+    if [ "$DB" = postgres ]; then
+        export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="postgresql+psycopg2://airflow@/airflow?host=$PG/sock&port=$PG_PORT"
+    fi
     if [ -n "${EXTRA_DAGS_FOLDER:-}" ]; then  # a second DAG bundle (make e2e's own DAGs)
         export AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST='[
             {"name": "dags-folder", "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle", "kwargs": {}},
@@ -69,8 +80,54 @@ shared_env() {
 
 alive() { [ -s "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
+# The newest PostgreSQL server programs of Debian's package (initdb is not on PATH there).
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2> /dev/null | sort -V | tail -1; }
+
+# pg RUN...: as the cluster's owner (root may not run PostgreSQL: as the `postgres` system user then).
+pg() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+db_start() {
+    if [ "$DB" = sqlite ]; then
+        # The database `make airflow-home` made (not one a caller's AIRFLOW__DATABASE__SQL_ALCHEMY_CONN names).
+        if [ -f "$AIRFLOW_HOME/airflow.db" ] && [ -z "${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-}" ]; then
+            "$BIN/python" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA journal_mode=WAL')" \
+                "$AIRFLOW_HOME/airflow.db"
+        fi
+        return 0
+    fi
+    [ "$DB" = postgres ] || { echo "error: DB=$DB: use DB=sqlite (default) or DB=postgres" >&2; exit 2; }
+    [ -n "$(pg_bin)" ] || bash "$REPO/scripts/ensure_debs.sh" pg_ctlcluster=postgresql
+    local bin
+    bin=$(pg_bin)
+    mkdir -p "$PG/sock"
+    [ "$(id -u)" = 0 ] && chown -R postgres: "$PG"
+    if [ ! -s "$PG/data/PG_VERSION" ]; then
+        pg "$bin/initdb" -D "$PG/data" -U airflow --auth=trust -E UTF8 > "$RUN/postgres-initdb.log" 2>&1 \
+            || { cat "$RUN/postgres-initdb.log" >&2; exit 1; }
+    fi
+    if ! pg "$bin/pg_ctl" -D "$PG/data" status > /dev/null 2>&1; then
+        pg "$bin/pg_ctl" -D "$PG/data" -l "$PG/postgres.log" -w -t 60 \
+            -o "-k $PG/sock -p $PG_PORT -c listen_addresses='' -c max_connections=200" start > /dev/null
+    fi
+    if ! pg "$bin/psql" -h "$PG/sock" -p "$PG_PORT" -U airflow -d postgres -tAc \
+        "select 1 from pg_database where datname = 'airflow'" | grep -q 1; then
+        pg "$bin/createdb" -h "$PG/sock" -p "$PG_PORT" -U airflow airflow
+    fi
+    [ -e "$PG/migrated" ] || { "$BIN/airflow" db migrate > "$RUN/db-migrate.log" 2>&1 && touch "$PG/migrated"; } \
+        || { tail -20 "$RUN/db-migrate.log" >&2; exit 1; }
+    echo "PostgreSQL is up: socket $PG/sock, port $PG_PORT, database airflow (log $PG/postgres.log)"
+}
+
+db_stop() {
+    [ -s "$PG/data/postmaster.pid" ] || return 0
+    pg "$(pg_bin)/pg_ctl" -D "$PG/data" -m fast -w stop > /dev/null && echo "stopped postgresql"
+}
+
 start() {
     shared_env
+    db_start
     for svc in "${SERVICES[@]}"; do
         if alive "$svc"; then
             echo "$svc already running (pid $(cat "$RUN/$svc.pid"))"
@@ -154,6 +211,7 @@ stop() {
         rm -f "$RUN/$svc.pid"
         echo "stopped $svc"
     done
+    db_stop
 }
 
 case ${1:-start} in

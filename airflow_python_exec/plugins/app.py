@@ -5,7 +5,7 @@ HTML pages (server-rendered Jinja2; one small script only follows links out of t
 ==========================================  ====================  ===============================
 route                                       access                what
 ==========================================  ====================  ===============================
-``GET /`` and ``GET /api/jobs``             DAG read (``GET``)    every job (:mod:`.catalog`)
+``GET /`` and ``GET /api/jobs``             DAG read (``GET``)    a page of jobs (:mod:`.listing`)
 ``GET /jobs/{id}``, ``GET /api/jobs/{id}``  DAG read (``GET``)    one job
 ``POST /encrypt``, ``POST /api/encrypt``    DAG edit (``PUT``)    a Fernet token for a value
 ``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``)    a job bundle (:mod:`.upload`)
@@ -15,7 +15,9 @@ Authentication is Airflow's own (``airflow.api_fastapi.core_api.security.get_use
 ``Authorization: Bearer`` header or, in the browser, from the UI's ``_token`` cookie). Authorization
 asks the configured auth manager for DAG access *in general* (``is_authorized_dag`` without details:
 no request value, such as a ``?dag_id=``, can widen it); the listing then shows only tasks of the DAGs
-the user may read (``get_authorized_dag_ids``). No token: 401; a token without the access: 403.
+the user may read (``get_authorized_dag_ids``), and an upload only to a user who may read its own DAG
+``job_<jobId>`` (asked for that id even before the DAG exists). No token: 401; a token without the
+access: 403. The list takes ``limit``, ``offset`` and ``search`` as Airflow's DAG list does.
 """
 
 from __future__ import annotations
@@ -37,8 +39,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.listing import Page, page_query
+from airflow_python_exec.plugins.reparse import job_owner, request_reparse
 from airflow_python_exec.plugins.threads import Shared, off_loop
-from airflow_python_exec.plugins.upload import UploadDisabledError, require_upload_folder, upload_bundle
+from airflow_python_exec.plugins.upload import (
+    JobIdTakenError,
+    UploadDisabledError,
+    require_upload_folder,
+    upload_bundle,
+)
+from airflow_python_exec.plugins.visibility import readable_by
 from airflow_python_exec.redaction import hide_credentials_in, hide_url_credentials
 from airflow_python_exec.settings import EngineSettings
 
@@ -154,13 +164,6 @@ def _same_origin(request: Request) -> bool:
     return (parts.scheme, parts.netloc) == (request.url.scheme, request.url.netloc)
 
 
-def _readable_dags(user: Any) -> set[str]:
-    """The DAG ids ``user`` may read: the listing shows only their tasks (DAG-level permissions)."""
-    from airflow.api_fastapi.app import get_auth_manager
-
-    return set(get_auth_manager().get_authorized_dag_ids(user=user, method="GET"))
-
-
 def create_app() -> FastAPI:
     """Build the plugin's FastAPI app (routes in the module docstring)."""
     # No schema or docs: FastAPI serves them without any auth dependency.
@@ -190,19 +193,22 @@ def create_app() -> FastAPI:
 # -- JSON ----------------------------------------------------------------------------------------
 
 
-async def api_jobs(user: Any = Depends(reader)) -> JSONResponse:
-    """``GET /api/jobs``: ``{"jobs": [...], "uploadFolder": path or null}``."""
+async def api_jobs(user: Any = Depends(reader), page: Page = Depends(page_query)) -> JSONResponse:
+    """``GET /api/jobs?limit=&offset=&search=``: ``{"jobs": [...], "total_entries": n, "limit", "offset",
+    "search", "uploadFolder": path or null}``, most recently run first (:mod:`.listing`)."""
     view = await DAG_VIEW.get()
-    return await off_loop(_jobs_json, user, view)
+    return await off_loop(_jobs_json, user, view, page)
 
 
-def _jobs_json(user: Any, view: Any) -> JSONResponse:
+def _jobs_json(user: Any, view: Any, page: Page) -> JSONResponse:
     settings = EngineSettings.from_airflow_config()
-    jobs = _catalog(settings, user, view)
+    jobs, total = _catalog(settings, user, view, page)
     # A JSONResponse of plain JSON values: FastAPI's jsonable_encoder would walk every value again.
     return JSONResponse(
         {
             "jobs": [job.as_dict() for job in jobs],
+            "total_entries": total,
+            **vars(page),
             "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
         }
     )
@@ -220,14 +226,16 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
 
 
 def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
-    """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written."""
-    done = _upload(file)
+    """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written
+    and the DAG files asked to be re-parsed (``reparse``); 409 when its ``jobId`` is another folder's."""
+    done, files = _upload(file)
     return hide_credentials_in(
         {
             "jobId": done.job_id,
             "folder": str(done.folder),
             "previousVersion": str(done.previous) if done.previous else None,
             "files": done.files,
+            "reparse": files,
         }
     )
 
@@ -235,16 +243,18 @@ def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
 # -- HTML ----------------------------------------------------------------------------------------
 
 
-async def jobs_page(request: Request, user: Any = Depends(reader)) -> HTMLResponse:
-    """``GET /``: the jobs table, the Encrypt form and the Upload form."""
+async def jobs_page(request: Request, user: Any = Depends(reader), page: Page = Depends(page_query)) -> HTMLResponse:
+    """``GET /?limit=&offset=&search=``: a page of the jobs table (search box, previous/next links),
+    the Encrypt form and the Upload form."""
 
-    def page() -> HTMLResponse:
+    def html() -> HTMLResponse:
         settings = EngineSettings.from_airflow_config()
-        jobs = [job.as_dict() for job in _catalog(settings, user, view)]
-        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder)
+        entries, total = _catalog(settings, user, view, page)
+        jobs = [job.as_dict() for job in entries]
+        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder, page=page, total=total)
 
     view = await DAG_VIEW.get()
-    return await off_loop(page)
+    return await off_loop(html)
 
 
 async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -> HTMLResponse:
@@ -265,10 +275,9 @@ def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_
 
 def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
     """``POST /upload`` (form field ``file``): a page saying what was installed."""
-    done = _upload(file)
-    return _render(
-        request, "result.html", title="Uploaded", uploaded=SimpleNamespace(**hide_credentials_in(vars(done)))
-    )
+    done, files = _upload(file)
+    uploaded = SimpleNamespace(**hide_credentials_in(vars(done)), reparse=files)
+    return _render(request, "result.html", title="Uploaded", uploaded=uploaded)
 
 
 # -- shared --------------------------------------------------------------------------------------
@@ -278,19 +287,17 @@ def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
 DAG_VIEW = Shared(lambda: catalog.dag_view())
 
 
-def _catalog(settings: EngineSettings, user: Any, view: Any) -> list[catalog.JobEntry]:
-    """The catalog as ``user`` may see it: tasks of the DAGs they may read only.
+def _catalog(settings: EngineSettings, user: Any, view: Any, page: Page) -> tuple[list[catalog.JobEntry], int]:
+    """One page of the catalog as ``user`` may see it, and how many jobs match in all.
 
-    :param view: ``(task_jobs, runs)`` of :func:`~airflow_python_exec.plugins.catalog.dag_view`.
+    :param view: the DAGs' tasks (:func:`~airflow_python_exec.plugins.catalog.dag_view`).
     """
-    task_jobs, runs = view
-    return catalog.build_catalog(
-        settings.upload_folder, task_jobs=task_jobs, runs=runs, readable_dags=_readable_dags(user)
-    )
+    return catalog.catalog_page(settings.upload_folder, view, page, readable_by(user, view))
 
 
 def _job(job_id: str, user: Any, view: Any) -> catalog.JobEntry:
-    entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user, view), job_id)
+    upload_folder = EngineSettings.from_airflow_config().upload_folder
+    entry = catalog.job_entry(upload_folder, view, job_id, readable_by(user, view))
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
     return entry
@@ -303,7 +310,9 @@ def _encrypt(value: str) -> str:
         raise HTTPException(500, str(exc)) from None
 
 
-def _upload(file: UploadFile) -> Any:
+def _upload(file: UploadFile) -> tuple[Any, list[str]]:
+    """Install the bundle (:func:`~.upload.upload_bundle`, refusing a ``jobId`` another folder owns),
+    then ask for a re-parse of the job DAG files (:func:`~.reparse.request_reparse`)."""
     settings = EngineSettings.from_airflow_config()
     try:
         folder = require_upload_folder(settings.upload_folder)
@@ -314,13 +323,22 @@ def _upload(file: UploadFile) -> Any:
         _spool(file, spool, max_body_bytes())
         spool.flush()
         try:
-            return upload_bundle(Path(spool.name), name, folder, max_bytes=settings.max_source_bytes)
+            done = upload_bundle(
+                Path(spool.name),
+                name,
+                folder,
+                max_bytes=settings.max_source_bytes,
+                owner=lambda job_id, target: job_owner(job_id, target, settings.job_dag_prefix),
+            )
+        except JobIdTakenError as exc:
+            raise HTTPException(409, hide_url_credentials(str(exc))) from None
         except JobConfigError as exc:  # quotes the job's values: URL user info hidden, as on the page
             raise HTTPException(400, hide_url_credentials(str(exc))) from None
         except OSError as exc:
             raise HTTPException(
                 500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"
             ) from exc
+    return done, request_reparse()
 
 
 def _spool(file: UploadFile, spool: Any, limit: int) -> None:

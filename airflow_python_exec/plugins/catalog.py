@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from dotenv import dotenv_values
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.models.rules import read_capped
+from airflow_python_exec.plugins.listing import Page, Row, matches, page_rows, rows_of, tagged_dags, upload_names
 from airflow_python_exec.plugins.operator_tasks import (
     OPERATOR_MODULE,
     OPERATOR_TYPE,
@@ -37,7 +39,17 @@ from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
 from airflow_python_exec.redaction import hide_credentials_in, hide_url_credentials
 
 log = logging.getLogger(__name__)
-__all__ = ["OPERATOR_MODULE", "OPERATOR_TYPE", "TaskJob", "build_catalog", "dag_task_jobs", "find_job", "last_runs"]
+__all__ = [
+    "OPERATOR_MODULE",
+    "OPERATOR_TYPE",
+    "TaskJob",
+    "build_catalog",
+    "catalog_page",
+    "dag_task_jobs",
+    "find_job",
+    "job_entry",
+    "last_runs",
+]
 SECURE = "secure"
 #: Most job folders whose entries are kept between requests (:func:`load_entry`); past it, all are dropped.
 MAX_CACHED_FOLDERS = 20_000
@@ -74,6 +86,8 @@ class JobEntry:
     #: ``job_id``, ``folder``, ``details`` and ``error`` have been through ``hide_credentials_in`` already (an entry
     #: kept between requests by :func:`load_entry`), so only the tasks are passed through it here.
     shown_already: bool = field(default=False, repr=False)
+    #: An upload without a DAG yet and without an error: the DAG processor has not parsed it yet.
+    parsing: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form of the API (camelCase, as in ``job.json``), as the page shows it: every string
@@ -82,13 +96,8 @@ class JobEntry:
         job = {"jobId": self.job_id, "folder": self.folder, **self.details, "error": self.error}
         job = job if self.shown_already else hide_credentials_in(job)
         used_by = [hide_credentials_in(vars(use)) for use in self.used_by]
-        return {
-            "jobId": job["jobId"],
-            "folder": job["folder"],
-            "origin": hide_credentials_in(self.origin),
-            **job,
-            "usedBy": used_by,
-        }
+        head = {"jobId": job["jobId"], "folder": job["folder"], "origin": hide_credentials_in(self.origin)}
+        return {**head, **job, "parsing": self.parsing, "usedBy": used_by}
 
 
 def describe_job(job: PythonJob) -> dict[str, Any]:
@@ -245,24 +254,9 @@ def _read_entry(folder: Path) -> tuple[str, str, str, dict[str, Any], str | None
     )
 
 
-def uploaded_folders(upload_folder: Path | None) -> list[Path]:
-    """The job folders under ``upload_folder`` (``upload_folder/<jobId>/``; ``.versions`` excluded)."""
-    if upload_folder is None:
-        return []
-    try:
-        listing = os.scandir(upload_folder)
-    except OSError:
-        return []
-    with listing:  # scandir's file types save a stat per entry (a symlink to a folder is followed)
-        names = [e.name for e in listing if e.name != VERSIONS and SAFE_JOB_ID.match(e.name) and _is_dir(e)]
-    return [upload_folder / name for name in sorted(names)]
-
-
-def _is_dir(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_dir()
-    except OSError:
-        return False
+def is_upload_name(name: str) -> bool:
+    """A child of ``upload_folder`` that is a job folder's name (not ``.versions``, not hidden)."""
+    return name != VERSIONS and bool(SAFE_JOB_ID.match(name))
 
 
 def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
@@ -289,8 +283,9 @@ def _argument(task: Any, name: str) -> Any:
 
 def last_runs(uses: list[TaskUse]) -> None:
     """Fill each use's DAG last run (``run_id``, ``state``, ``run_after``) and its task's state there
-    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs`: two queries for every DAG)."""
-    fill_runs(uses, latest_runs([use.dag_id for use in uses], {use.task_id for use in uses}))
+    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs` of these uses' DAGs only: two queries)."""
+    if uses:
+        fill_runs(uses, latest_runs(sorted({use.dag_id for use in uses})))
 
 
 def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
@@ -302,14 +297,33 @@ def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
             use.task_state = states.get(use.task_id)
 
 
-def dag_view() -> tuple[list[TaskJob], dict[str, Any]]:
-    """What the DAGs say, for every viewer alike: every ``PythonJobOperator`` task
-    (:func:`dag_task_jobs`) and the last run of each of their DAGs
-    (:func:`~airflow_python_exec.plugins.operator_tasks.latest_runs`). Filtered per viewer by
-    :func:`build_catalog`; the page shares one call between the requests that arrive together
-    (:class:`~airflow_python_exec.plugins.threads.Shared`), and keeps nothing afterwards."""
-    task_jobs = dag_task_jobs()
-    return task_jobs, latest_runs([tj.dag_id for tj in task_jobs], {tj.task_id for tj in task_jobs})
+def dag_view() -> list[TaskJob]:
+    """What the DAGs say, for every viewer alike: every ``PythonJobOperator`` task (:func:`dag_task_jobs`).
+    Filtered per viewer by :func:`rows_for`; the page shares one call between the requests that arrive
+    together (:class:`~airflow_python_exec.plugins.threads.Shared`), and keeps nothing afterwards."""
+    return dag_task_jobs()
+
+
+def rows_for(
+    upload_folder: Path | None, task_jobs: list[TaskJob], readable: Callable[[str], bool] | None = None
+) -> list[Row]:
+    """Every job the viewer may see, before any folder is read (:func:`~.listing.rows_of`).
+
+    :param readable: whether the viewer may read a DAG id (default: every one).
+    """
+    root, names = upload_names(upload_folder, is_upload_name)
+    return rows_of(task_jobs, names, root, job_dag_prefix(), readable or (lambda dag_id: True))
+
+
+def catalog_page(
+    upload_folder: Path | None, task_jobs: list[TaskJob], page: Page, readable: Callable[[str], bool] | None = None
+) -> tuple[list[JobEntry], int]:
+    """One page of the jobs the viewer may see (:mod:`.listing`), each with its DAGs' last runs.
+
+    :returns: ``(the page's entries, how many jobs match in all)``.
+    """
+    rows = matches(rows_for(upload_folder, task_jobs, readable), page.search, tagged_dags(page.search))
+    return entries_of(page_rows(rows, page)), len(rows)
 
 
 def build_catalog(
@@ -317,38 +331,48 @@ def build_catalog(
     task_jobs: list[TaskJob] | None = None,
     with_runs: bool = True,
     readable_dags: set[str] | None = None,
-    runs: dict[str, Any] | None = None,
 ) -> list[JobEntry]:
-    """Every job: those under ``upload_folder`` first, then those the DAGs name (one entry per job folder,
-    each with the tasks that run it), then handler jobs made from task arguments.
+    """Every job at once, unpaged: uploads, then the job folders the DAGs name (one entry per folder,
+    each with the tasks that run it), then handler and template jobs made from task arguments.
 
     :param task_jobs: the DAGs' tasks (default: read from the metadata database).
     :param with_runs: look up each DAG's last run.
-    :param readable_dags: the DAG ids the viewer may read (``None``: all); tasks of other DAGs are
-        left out, so neither their job folders nor their runs are shown.
-    :param runs: the DAGs' last runs already read (:func:`dag_view`); default: looked up here.
+    :param readable_dags: the DAG ids the viewer may read (``None``: all).
     """
     task_jobs = dag_task_jobs() if task_jobs is None else task_jobs
-    if readable_dags is not None:
-        task_jobs = [tj for tj in task_jobs if tj.dag_id in readable_dags]
-    entries: dict[str, JobEntry] = {}
-    for folder in uploaded_folders(upload_folder):
-        entry = load_entry(folder, "upload")
-        entries[entry.key] = entry
-    uses: list[TaskUse] = []
-    for tj in task_jobs:
-        use = TaskUse(tj.dag_id, tj.task_id, tj.job)
-        uses.append(use)
-        entry = _entry_for(tj, entries)
-        entry.used_by.append(use)
-        if "dag" not in entry.origin:
-            entry.origin.append("dag")
-    if with_runs and uses:
-        if runs is None:
-            last_runs(uses)
-        else:
-            fill_runs(uses, runs)
-    return list(entries.values())
+    readable = None if readable_dags is None else readable_dags.__contains__
+    return entries_of(rows_for(upload_folder, task_jobs, readable), with_runs)
+
+
+def entries_of(rows: list[Row], with_runs: bool = True) -> list[JobEntry]:
+    """The shown entries of ``rows`` (their folders read through :func:`load_entry`), with the tasks
+    that run each and, with ``with_runs``, those tasks' last runs (:func:`last_runs`)."""
+    entries, uses = [], []
+    for row in rows:
+        entry = _entry_of(row)
+        for tj in row.tasks:
+            use = TaskUse(tj.dag_id, tj.task_id, tj.job)
+            entry.used_by.append(use)
+            uses.append(use)
+        entries.append(entry)
+    if with_runs:
+        last_runs(uses)
+    return entries
+
+
+def job_entry(
+    upload_folder: Path | None, task_jobs: list[TaskJob], job_id: str, readable: Callable[[str], bool] | None = None
+) -> JobEntry | None:
+    """The entry of ``job_id`` the viewer may see, with its runs: the rows named so are read first; only
+    when none is that job (a folder named unlike its ``jobId``) are the others read."""
+    rows = rows_for(upload_folder, task_jobs, readable)
+    named = [row for row in rows if row.name == job_id]
+    entry = find_job(entries_of(named, with_runs=False), job_id)
+    if entry is None:
+        entry = find_job(entries_of([row for row in rows if row.name != job_id], with_runs=False), job_id)
+    if entry is not None:
+        last_runs(entry.used_by)
+    return entry
 
 
 def find_job(catalog: list[JobEntry], job_id: str) -> JobEntry | None:
@@ -356,22 +380,18 @@ def find_job(catalog: list[JobEntry], job_id: str) -> JobEntry | None:
     return next((entry for entry in catalog if entry.job_id == job_id), None)
 
 
-def _entry_for(tj: TaskJob, entries: dict[str, JobEntry]) -> JobEntry:
-    if tj.folder is not None:
-        entry = load_entry(tj.folder, "dag")
-        return entries.setdefault(entry.key, entry)
-    key = f"task:{tj.dag_id}.{tj.task_id}"
-    if key not in entries:
-        if tj.job is not None:
-            error = f"job path {tj.job!r} is a template, resolved only when the task runs"
-            entries[key] = JobEntry(job_id=tj.task_id, folder=None, error=error)
-        else:
-            entries[key] = JobEntry(
-                job_id=tj.task_id,
-                folder=None,
-                details={"script": None, "handler": tj.handler, "macros": [], "envKeys": [], "pythonEnv": None},
-            )
-    return entries[key]
+def _entry_of(row: Row) -> JobEntry:
+    if row.folder is not None:
+        entry = load_entry(row.folder, row.origin[0])
+        entry.origin = list(row.origin)
+        entry.parsing = row.own_dag is None and entry.error is None
+        return entry
+    tj = row.tasks[0]
+    if tj.job is not None:
+        error = f"job path {tj.job!r} is a template, resolved only when the task runs"
+        return JobEntry(job_id=tj.task_id, folder=None, origin=["dag"], error=error)
+    details: dict[str, Any] = {"script": None, "handler": tj.handler, "macros": [], "envKeys": [], "pythonEnv": None}
+    return JobEntry(job_id=tj.task_id, folder=None, origin=["dag"], details=details)
 
 
 def job_dag_prefix() -> str:

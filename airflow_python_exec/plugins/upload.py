@@ -33,7 +33,7 @@ import re
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -54,6 +54,10 @@ _AT_FDCWD = -100
 
 class UploadDisabledError(PythonExecError):
     """``[python_exec] upload_folder`` is unset: uploads are disabled."""
+
+
+class JobIdTakenError(JobConfigError):
+    """The bundle's ``jobId`` already belongs to another job folder (the first owner keeps its DAG)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,7 @@ def upload_bundle(
     *,
     max_bytes: int = MAX_SOURCE_BYTES,
     max_entries: int | None = None,
+    owner: Callable[[str, Path], str | None] | None = None,
 ) -> Uploaded:
     """Check the job bundle ``archive`` and, when every rule holds, install it under ``upload_folder``.
 
@@ -147,7 +152,10 @@ def upload_bundle(
     :param filename: its name as uploaded (messages; the folder name of a root-layout bundle).
     :param max_bytes: ``[python_exec] max_source_bytes``.
     :param max_entries: most entries; default :data:`airflow_python_exec.isolation.archive.MAX_ENTRIES`.
+    :param owner: ``owner(job_id, destination)``: why that ``jobId`` belongs to another job folder, or
+        ``None`` (default: not asked).
     :returns: what was installed and where the previous version went.
+    :raises JobIdTakenError: ``owner`` named another owner; ``upload_folder`` is then untouched.
     :raises JobConfigError: the archive or the job breaks a rule, or its ``jobId`` is not a safe
         folder name; ``upload_folder`` is then untouched.
     :raises OSError: ``upload_folder`` cannot be written.
@@ -158,6 +166,9 @@ def upload_bundle(
     with unpacked(archive, filename, display, upload_folder, max_bytes, max_entries) as folder:
         job = PythonJob.load(folder)  # every job rule, as a run applies them
         job_id = check_job_id(job.job_id)
+        taken = owner(job_id, upload_folder / job_id) if owner is not None else None
+        if taken:
+            raise JobIdTakenError(taken)
         files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
         previous = install(folder, job_id, upload_folder)
     return Uploaded(job_id, upload_folder / job_id, previous, files)
