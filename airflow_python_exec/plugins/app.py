@@ -39,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.job_outputs import latest_versions
 from airflow_python_exec.plugins.listing import Page, page_query
 from airflow_python_exec.plugins.reparse import job_owner, request_reparse
 from airflow_python_exec.plugins.threads import Shared, off_loop
@@ -263,7 +264,7 @@ async def job_page(request: Request, job_id: str, user: Any = Depends(reader)) -
 
     def page() -> HTMLResponse:
         job = _job(job_id, user, view).as_dict()
-        return _render(request, "job.html", job={**job, "outputs": catalog.latest_versions(job)})
+        return _render(request, "job.html", job={**job, "outputs": latest_versions(job)})
 
     return await off_loop(page)
 
