@@ -1,0 +1,49 @@
+"""Security review of the reach promises (DESIGN.md "Reach: what a job may name"), attacks as a hostile
+job author writes them: each test is an attack that once broke a promise."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+
+
+def _parse_in_thread(target, seconds: float = 20.0) -> bool:
+    """Whether ``target`` returned within ``seconds`` (a hung parse is left behind as a daemon thread)."""
+    done: list[bool] = []
+    thread = threading.Thread(target=lambda: (target(), done.append(True)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    return bool(done)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_job_json_a_fifo_or_dev_zero_does_not_hang_the_dag_parse(tmp_path: Path, kind: str) -> None:
+    """job.json is a FIFO (no writer ever comes) or a link to /dev/zero (endless): a DAG file naming the
+    folder must parse at once; before, the data-item check read job.json with ``read_text``, uncapped."""
+    from airflow.sdk import DAG
+
+    from airflow_python_exec.operators.python_job import PythonJobOperator
+
+    job = tmp_path / "hostile"
+    job.mkdir()
+    (job / "app.py").write_text("print('hi')\n")
+    if kind == "fifo":
+        os.mkfifo(job / "job.json")
+    else:
+        (job / "job.json").symlink_to("/dev/zero")
+
+    def parse() -> None:
+        with DAG("hostile_parse", schedule=None):
+            PythonJobOperator(task_id="t", job=str(job))
+
+    try:
+        assert _parse_in_thread(parse), f"parsing a DAG naming a job whose job.json is {kind} hung"
+    finally:
+        if kind == "fifo":  # release a reader still blocked in open()
+            try:
+                os.close(os.open(job / "job.json", os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:
+                pass
