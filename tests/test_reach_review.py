@@ -8,6 +8,8 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_airflow import _engine, dags  # noqa: F401 - fixtures
+from test_job_dags import jobs  # noqa: F401 - fixture
 
 
 def _parse_in_thread(target, seconds: float = 20.0) -> bool:
@@ -47,3 +49,25 @@ def test_job_json_a_fifo_or_dev_zero_does_not_hang_the_dag_parse(tmp_path: Path,
                 os.close(os.open(job / "job.json", os.O_WRONLY | os.O_NONBLOCK))
             except OSError:
                 pass
+
+
+def test_a_jinja_folder_name_is_never_rendered(dags, jobs, capfd, caplog, monkeypatch) -> None:
+    """The job folder itself is named ``{{ var.value.secret }}`` (a jobs root synced from a repository
+    the author writes to): before, its path became the task's templated ``job`` field, so Jinja read the
+    Variable and the task log showed it in the 'no job folder' error."""
+    from conftest import write_job
+    from test_airflow import run_dag
+    from test_job_dags import dag_file
+
+    secret = "var-secret-1c5e9a"
+    monkeypatch.setenv("AIRFLOW_VAR_SECRET", secret)
+    folder = write_job(
+        jobs / "{{ var.value.secret }}",
+        "import os\nprint('cwd', os.getcwd())\n",
+        job={"jobId": "jinja_folder"},
+    )
+    made = dag_file(dags, "reach_review_jinja_folder", [jobs])
+    states, log = run_dag(made["job_jinja_folder"], capfd, caplog)
+    assert secret not in log, "the folder name was rendered as Jinja"
+    assert states == {"jinja_folder": "success"}, log
+    assert f"cwd {folder}" in log or "cwd /" in log
