@@ -71,3 +71,31 @@ def test_a_jinja_folder_name_is_never_rendered(dags, jobs, capfd, caplog, monkey
     assert secret not in log, "the folder name was rendered as Jinja"
     assert states == {"jinja_folder": "success"}, log
     assert f"cwd {folder}" in log or "cwd /" in log
+
+
+def test_the_exec_bit_hashed_is_the_exec_bit_copied(tmp_path: Path, monkeypatch) -> None:
+    """The author flips a file's exec bit between the worker's ``stat`` and its ``open``: before, the
+    key hashed the mode ``stat`` saw while the staged copy (what is built) got the mode of the open
+    file, so an executable file was built under the key of a non-executable one."""
+    from airflow_python_exec.environments import key
+
+    extra = tmp_path / "pkg"
+    extra.mkdir()
+    script = extra / "run.sh"
+    script.write_text("echo hi\n")
+    script.chmod(0o644)
+    real_mode = key._mode
+
+    def racing(path: Path, what: str) -> int:
+        mode = real_mode(path, what)
+        if path.name == "run.sh":
+            os.chmod(path, 0o755)  # the attacker wins the race here
+        return mode
+
+    monkeypatch.setattr(key, "_mode", racing)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    digest = key.content_digest(extra, staged / "pkg")
+    monkeypatch.setattr(key, "_mode", real_mode)
+    assert os.access(staged / "pkg" / "run.sh", os.X_OK)  # what gets built is executable...
+    assert digest == key.content_digest(staged / "pkg"), "the key covers a mode other than the copy's"

@@ -44,6 +44,12 @@ def file_digest(path: Path, copy_to: Path | None = None) -> str:
     :param copy_to: a new file to write (its folder must exist), or ``None``.
     :raises ProvisioningError: ``path`` is not a regular file, or cannot be read.
     """
+    return _file_digest(path, copy_to)[0]
+
+
+def _file_digest(path: Path, copy_to: Path | None) -> tuple[str, int]:
+    """:func:`file_digest` and the ``st_mode`` of the file it read (``fstat`` of the open file: the
+    mode the copy gets, so the one a key may hash)."""
     digest = hashlib.sha256()
     try:
         # O_NONBLOCK and fstat: a FIFO swapped in after the caller's check still cannot block us.
@@ -62,7 +68,7 @@ def file_digest(path: Path, copy_to: Path | None = None) -> str:
                     os.chmod(copy_to, stat.S_IMODE(mode) & 0o755 | 0o600)
     except OSError as exc:
         raise ProvisioningError(f"{path} cannot be read ({exc.strerror or exc}); check the file") from None
-    return digest.hexdigest()
+    return digest.hexdigest(), mode
 
 
 def kind(mode: int) -> str:
@@ -121,7 +127,9 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
                     f"local extra folder {path} holds {rel}, {kind(mode)}; only regular files can be hashed "
                     "and installed, so remove it from the folder"
                 )
-            content = file_digest(full, copy_to / rel if copy_to is not None else None)
+            # The mode of the open file, not of the stat above: a bit flipped in between is the
+            # copy's, and the key must name what is built.
+            content, mode = _file_digest(full, copy_to / rel if copy_to is not None else None)
             digest.update(os.fsencode(f"{rel}\0{content}\0{mode & 0o111:o}\0"))
     return digest.hexdigest()
 
