@@ -99,3 +99,23 @@ def test_the_exec_bit_hashed_is_the_exec_bit_copied(tmp_path: Path, monkeypatch)
     monkeypatch.setattr(key, "_mode", real_mode)
     assert os.access(staged / "pkg" / "run.sh", os.X_OK)  # what gets built is executable...
     assert digest == key.content_digest(staged / "pkg"), "the key covers a mode other than the copy's"
+
+
+@pytest.mark.parametrize("name, value", [("OPTIND", "abc"), ("OPTIND", "-1"), ("PS4", "$(id)"), ("IFS", "/")])
+def test_a_variable_the_shell_interprets_reaches_the_script_without_acting_on_the_shell(
+    tmp_path: Path, settings, name: str, value: str
+) -> None:
+    """Sandbox off, the job's variables were sourced into ``/bin/sh`` (the handoff after ``setpriv``),
+    which interprets some names itself: dash refused ``OPTIND=abc`` ("Illegal number") and the job's
+    script never started. A job's variable must act on its own process only."""
+    from conftest import write_job
+
+    from airflow_python_exec import PythonExecutionService
+
+    script = f"import os\nprint(repr(os.environ.get({name!r})))\n"
+    job = write_job(tmp_path / "shellvar", script, job={"jobId": "shellvar"})
+    lines: list[str] = []
+    result = PythonExecutionService(settings.override(sandbox="off")).run(
+        job, macros={name: value}, on_line=lines.append, on_setup_line=lambda _line: None
+    )
+    assert result.exit_code == 0 and lines == [repr(value)], lines
