@@ -86,8 +86,8 @@ def test_the_exec_bit_hashed_is_the_exec_bit_copied(tmp_path: Path, monkeypatch)
     script.chmod(0o644)
     real_mode = key._mode
 
-    def racing(path: Path, what: str) -> int:
-        mode = real_mode(path, what)
+    def racing(path: Path, what: str, **how: bool) -> int:
+        mode = real_mode(path, what, **how)
         if path.name == "run.sh":
             os.chmod(path, 0o755)  # the attacker wins the race here
         return mode
@@ -119,3 +119,27 @@ def test_a_variable_the_shell_interprets_reaches_the_script_without_acting_on_th
         job, macros={name: value}, on_line=lines.append, on_setup_line=lambda _line: None
     )
     assert result.exit_code == 0 and lines == [repr(value)], lines
+
+
+@pytest.mark.parametrize("target", ["secret-file", "/proc/self/environ"])
+def test_a_symlink_in_a_local_extra_folder_never_copies_what_it_points_at(tmp_path: Path, target: str) -> None:
+    """A local extra folder inside the job holds ``data.txt -> <a file the sandbox hides>`` (the
+    worker's own ``/proc/self/environ``, a file in AIRFLOW_HOME): the worker hashed and copied what
+    the link points at into the staged extra, which the job's own build backend then reads in the
+    build sandbox and can put in its wheel. Refused, nothing copied."""
+    from airflow_python_exec.environments import key
+    from airflow_python_exec.errors import ProvisioningError
+
+    secret = tmp_path / "airflow_home" / "airflow.cfg"
+    secret.parent.mkdir()
+    secret.write_text("fernet_key = worker-secret-7f3a\n")
+    extra = tmp_path / "job" / "pkg"
+    extra.mkdir(parents=True)
+    (extra / "pyproject.toml").write_text("[project]\nname = 'pkg'\nversion = '1'\n")
+    (extra / "data.txt").symlink_to(secret if target == "secret-file" else target)
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    with pytest.raises(ProvisioningError, match="symlink"):
+        key.content_digest(extra, staged / "pkg")
+    copied = staged / "pkg" / "data.txt"
+    assert not copied.exists(), f"the worker copied {target} into the staged extra"
