@@ -36,7 +36,7 @@ import inspect
 import os
 import threading
 import zlib
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, MutableMapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +280,10 @@ class JobDagOperator(PythonJobOperator):
         value skips it, as a ``null`` macro value does).
     :param param_arguments: handler parameter names whose Param is passed with its JSON type.
     """
+
+    #: Nothing is templated: every argument comes from the job folder (``job`` is its path, whose
+    #: name the author chose: a folder named ``{{ var.value.x }}`` must stay that path).
+    template_fields: Sequence[str] = ()
 
     def __init__(self, *, param_macros: Iterable[str] = (), param_arguments: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)

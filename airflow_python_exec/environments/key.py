@@ -45,10 +45,21 @@ def file_digest(path: Path, copy_to: Path | None = None) -> str:
     :param copy_to: a new file to write (its folder must exist), or ``None``.
     :raises ProvisioningError: ``path`` is not a regular file, or cannot be read.
     """
+    return _file_digest(path, copy_to)[0]
+
+
+def _file_digest(path: Path, copy_to: Path | None, follow: bool = True) -> tuple[str, int]:
+    """:func:`file_digest` and the ``st_mode`` of the file it read (``fstat`` of the open file: the
+    mode the copy gets, so the one a key may hash).
+
+    :param follow: ``False``: a symlink at ``path`` (one swapped in after the caller's check) is not
+        followed but refused (``ELOOP``).
+    """
     digest = hashlib.sha256()
     try:
         # O_NONBLOCK and fstat: a FIFO swapped in after the caller's check still cannot block us.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+        fd = os.open(path, flags)
         with open(fd, "rb") as f:
             mode = os.fstat(fd).st_mode
             if not stat.S_ISREG(mode):
@@ -63,7 +74,7 @@ def file_digest(path: Path, copy_to: Path | None = None) -> str:
                     os.chmod(copy_to, stat.S_IMODE(mode) & 0o755 | 0o600)
     except OSError as exc:
         raise ProvisioningError(f"{path} cannot be read ({exc.strerror or exc}); check the file") from None
-    return digest.hexdigest()
+    return digest.hexdigest(), mode
 
 
 def content_digest(path: Path, copy_to: Path | None = None) -> str:
@@ -74,8 +85,8 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
     :param copy_to: where to copy the extra while hashing it (a path that does not exist yet); the
         copy is exactly what the digest covers, so building from it builds what the key names.
     :raises ProvisioningError: the extra, or an entry of its folder, is not a regular file or a
-        folder (a FIFO, a socket, a device, a dangling symlink, a symlink to a folder); nothing of
-        the kind is opened.
+        folder (a FIFO, a socket, a device, a dangling symlink, a symlink to a folder), or an entry
+        of its folder is a symlink (never followed); nothing of the kind is opened.
     """
     mode = _mode(path, f"local extra {path}")
     if stat.S_ISREG(mode):
@@ -101,13 +112,21 @@ def content_digest(path: Path, copy_to: Path | None = None) -> str:
         for name in sorted(files):
             full = Path(root, name)
             rel = full.relative_to(path).as_posix()
-            mode = _mode(full, f"local extra folder {path}: {rel}")
+            mode = _mode(full, f"local extra folder {path}: {rel}", follow=False)
+            if stat.S_ISLNK(mode):
+                # Followed, the worker would copy what the link names (AIRFLOW_HOME, its own
+                # /proc/self/environ) into the extra the job's build backend reads: DESIGN.md "Reach".
+                raise ProvisioningError(
+                    f"local extra folder {path} holds {rel}, a symlink; copy the file it points to in instead"
+                )
             if not stat.S_ISREG(mode):
                 raise ProvisioningError(
                     f"local extra folder {path} holds {rel}, {file_kind(mode)}; only regular files can be hashed "
                     "and installed, so remove it from the folder"
                 )
-            content = file_digest(full, copy_to / rel if copy_to is not None else None)
+            # The mode of the open file, not of the stat above: a bit flipped in between is the
+            # copy's, and the key must name what is built.
+            content, mode = _file_digest(full, copy_to / rel if copy_to is not None else None, follow=False)
             digest.update(os.fsencode(f"{rel}\0{content}\0{mode & 0o111:o}\0"))
     return digest.hexdigest()
 
@@ -132,10 +151,10 @@ def stage_extras(extras: Sequence[Path], digests: Sequence[str], into: Path) -> 
     return staged
 
 
-def _mode(path: Path, what: str) -> int:
-    """``st_mode`` of what ``path`` points to, without opening it."""
+def _mode(path: Path, what: str, follow: bool = True) -> int:
+    """``st_mode`` of what ``path`` points to (of ``path`` itself when not ``follow``), without opening it."""
     try:
-        return os.stat(path).st_mode
+        return os.stat(path, follow_symlinks=follow).st_mode
     except FileNotFoundError:
         raise ProvisioningError(f"{what} is a broken symlink or was removed; fix or remove it") from None
     except OSError as exc:

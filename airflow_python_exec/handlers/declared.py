@@ -91,16 +91,20 @@ def _called(func: ast.expr) -> str | None:
 def job_json_declares_data(job: Any, folder: Path | None) -> bool:
     """Whether the ``job.json`` of a job path that is not a template names ``function.inputs`` or
     ``function.outputs``: a plain read of the JSON, so that parsing a DAG file loads the job models
-    (pydantic) only for a job that has data items to declare."""
+    (pydantic) only for a job that has data items to declare. Read with :func:`read_capped`, as every
+    read of ``job.json`` is (DESIGN.md "Reach: what a job may name")."""
     if not isinstance(job, str) or "{{" in job:
         return False
     path = Path(job).expanduser()
     if not path.is_absolute() and folder is not None:
         path = folder / path
     config = path if path.suffix == ".json" else path / "job.json"
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+    from airflow_python_exec.errors import JobConfigError
+    from airflow_python_exec.models.rules import read_capped
+
+    try:  # capped and checked on the open file: a FIFO or /dev/zero in a job folder must not hang a parse
+        data = json.loads(read_capped(config, "job.json").decode("utf-8"))
+    except (OSError, ValueError, RecursionError, JobConfigError):
         return False  # an unreadable job fails its task with the one-line error when it runs
     function = data.get("function") if isinstance(data, dict) else None
     if not isinstance(function, dict):

@@ -39,6 +39,18 @@ MAX_ARG_STRLEN = 32 * 4096
 _SHELL_SETS = ("PWD", "OLDPWD")
 #: What a shell can export (every name a job may set is one: DESIGN.md "The job folder").
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+#: Names a POSIX shell (dash, or bash as ``sh``) acts on when they are assigned: it validates them
+#: (dash refuses a non-numeric ``OPTIND``), keeps them read-only (bash's ``SHELLOPTS``, ``UID``...),
+#: or changes its own behaviour (locale, ``POSIXLY_CORRECT``, ``EXECIGNORE``...). A job that sets one
+#: is not handed over by the shell: :func:`shell_would_interpret`.
+SHELL_NAMES = frozenset(
+    "CDPATH EGID ENV EUID EXECIGNORE FCEDIT FUNCNAME GLOBIGNORE GROUPS HISTCMD HISTCONTROL HISTFILE "
+    "HISTFILESIZE HISTIGNORE HISTSIZE HOSTFILE IFS IGNOREEOF INPUTRC LANG LINENO MAIL MAILCHECK MAILPATH "
+    "OPTARG OPTERR OPTIND PIPESTATUS POSIXLY_CORRECT PPID PROMPT_COMMAND PS0 PS1 PS2 PS3 PS4 RANDOM "
+    "REPLY SECONDS SHELLOPTS SHLVL SRANDOM TIMEFORMAT TMOUT UID".split()
+)
+#: ``PATH`` is not among them: the shell only looks the script up with it, as a direct start would.
+_SHELL_PREFIXES = ("BASH", "LC_", "COMP_", "READLINE_", "EPOCH")
 
 
 def launcher_environment(env: Mapping[str, str]) -> dict[str, str]:
@@ -47,6 +59,18 @@ def launcher_environment(env: Mapping[str, str]) -> dict[str, str]:
     changed is among them."""
     worker = base_environment(os.environ, inherit=True)
     return {name: value for name, value in worker.items() if env.get(name) == value}
+
+
+def shell_would_interpret(env: Mapping[str, str]) -> bool:
+    """Whether ``env`` (the job's) sets or changes, against the launcher's environment, a variable that
+    :data:`SHELL` would act on rather than only pass on: such a start does not go through the shell
+    (the caller starts the script directly, with the parent-death signal set in the child)."""
+    launcher = launcher_environment(env)
+    return any(
+        name in SHELL_NAMES or name.startswith(_SHELL_PREFIXES)
+        for name, value in env.items()
+        if launcher.get(name) != value and name not in _SHELL_SETS
+    )
 
 
 class Handoff:

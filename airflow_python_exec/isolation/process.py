@@ -42,7 +42,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from airflow_python_exec.isolation.containment import RunContainment
-from airflow_python_exec.isolation.env_handoff import Handoff
+from airflow_python_exec.isolation.env_handoff import Handoff, shell_would_interpret
 from airflow_python_exec.isolation.launcher_watch import wait_launched
 
 CHUNK_BYTES = 64 * 1024
@@ -175,6 +175,11 @@ class JobProcess:
         self._wake_lock = threading.Lock()
         try:
             prefix = _pdeathsig_prefix()
+            if prefix and not self._launcher and shell_would_interpret(env):
+                # The handoff's /bin/sh would act on one of the job's variables (a non-numeric
+                # OPTIND stops dash): start the script itself, the parent-death signal set in the
+                # child, its environment exactly the job's (DESIGN.md "Reach: what a job may name").
+                prefix = []
             if prefix:
                 _check_executable(argv[0], env, cwd)
             # The wrappers run with the worker's cleaned environment; the job's reaches its script only.
