@@ -26,11 +26,13 @@ from typing import Any
 
 from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.handlers import DATA_FILE_ENV, DATA_MODULE, DATA_MODULE_NAME
-from airflow_python_exec.handlers.inputs import AssetResolver, ResolvedInput, resolve_inputs, stage
-from airflow_python_exec.handlers.outputs import Outputs, publish
+from airflow_python_exec.handlers.inputs import DEFAULT_MAX_BYTES, AssetResolver, ResolvedInput, resolve_inputs, stage
+from airflow_python_exec.handlers.outputs import Outputs, check_outputs, publish
 from airflow_python_exec.handlers.store import data_store_uri
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.models.data_item_specs import InputSpec, OutputSpec, parse_inputs, parse_outputs
+from airflow_python_exec.models.reach import Reach, reach_for
+from airflow_python_exec.settings import EngineSettings
 
 
 class DataRun:
@@ -40,7 +42,9 @@ class DataRun:
     :param data_store: the data store (a URI or absolute folder; ``None``: the default).
     :param resolve_asset: an asset's latest event (Airflow); ``None`` outside Airflow.
     :param run_id: ``run.run_id`` in the handler.
-    :param hidden: folders a sandboxed job may not see (local inputs there are refused).
+    :param reach: what the job may name (:func:`~airflow_python_exec.models.reach.reach_for`);
+        default: its folder and the data store, with the default settings.
+    :param max_bytes: the most bytes an input or output may have (``max_data_bytes``).
     :raises JobConfigError: a bad ``data_store``.
     """
 
@@ -51,7 +55,8 @@ class DataRun:
         data_store: str | None = None,
         resolve_asset: AssetResolver | None = None,
         run_id: str | None = None,
-        hidden: Iterable[str] = (),
+        reach: Reach | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         assert job.function is not None
         self.job = job
@@ -63,16 +68,19 @@ class DataRun:
         self.outputs: tuple[OutputSpec, ...] = parse_outputs(job.function.outputs)
         self.resolve_asset = resolve_asset
         self.run_id = run_id
-        self.hidden = tuple(hidden)
+        self.reach = reach or reach_for(EngineSettings(), job.folder, self.data_store)
+        self.max_bytes = max_bytes
         self.resolved: list[ResolvedInput] = []
 
     def check(self) -> list[ResolvedInput]:
-        """Resolve the inputs and check they exist (before anything is built or started).
+        """Resolve the inputs and check they exist, and check the outputs' own ``uri`` (before
+        anything is built or started), all under the Reach rule.
 
-        :raises JobConfigError: ``input 'raw': <uri> does not exist``, ``input 'raw': asset 'x' has no event``.
+        :raises JobConfigError: ``input 'raw': <uri> does not exist``, ``input 'raw': asset 'x' has no
+            event``, a place the job may not name.
         """
-        store_folder = [self.data_store[len("file://") :]] if self.data_store.startswith("file://") else []
-        self.resolved = resolve_inputs(self.inputs, self.job.folder, self.resolve_asset, self.hidden, store_folder)
+        check_outputs(self.outputs, self.reach)
+        self.resolved = resolve_inputs(self.inputs, self.job.folder, self.resolve_asset, self.reach)
         return self.resolved
 
     def stage(self, run_folder: Path) -> dict[str, str]:
@@ -83,7 +91,7 @@ class DataRun:
         inputs_folder, outputs_folder = self.inputs_folder(run_folder), run_folder / "outputs"
         inputs_folder.mkdir()
         outputs_folder.mkdir()
-        staged = stage(self.resolved, inputs_folder)
+        staged = stage(self.resolved, inputs_folder, self.reach, self.max_bytes)
         data_file = run_folder / "data.json"
         data_file.write_text(
             json.dumps(
@@ -121,7 +129,9 @@ class DataRun:
             run_folder / "outputs",
             self.outputs,
             self.data_store,
+            self.reach,
             max_bytes=max_bytes,
+            max_data_bytes=self.max_bytes,
             secrets=secrets,
             on_line=on_line,
         )

@@ -5,6 +5,11 @@ Every file the job wrote is treated as hostile: the manifest and each output fil
 without following symbolic links (the outputs folder itself too), must be regular files, and the
 manifest is read up to ``max_result_bytes``; names must be data item names. A failed run never gets
 here, so it publishes nothing.
+
+Where an output is written follows the Reach rule (:mod:`airflow_python_exec.models.reach`): only
+under the data store or a ``data_allowed_uris`` prefix, with an allowed connection; a local file is
+created with no link at any component and never over an existing one; every output is copied with
+a byte cap (``max_data_bytes``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec.errors import PythonExecError
+from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.handlers import store
 from airflow_python_exec.handlers.results import mask_result
 from airflow_python_exec.isolation.job_files import open_folder, open_regular
+from airflow_python_exec.isolation.reach_io import ReachIOError, copy_stream, create_beneath, unlink_beneath
 from airflow_python_exec.models.data_item_specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
+from airflow_python_exec.models.reach import WEB_SCHEMES, Location, Reach, parse_location
 from airflow_python_exec.redaction import Redactor
 
 MANIFEST = "manifest.json"
@@ -85,8 +92,10 @@ def publish(
     folder: Path,
     declared: Iterable[OutputSpec],
     data_store: str,
+    reach: Reach,
     *,
     max_bytes: int,
+    max_data_bytes: int,
     secrets: Iterable[str] = (),
     on_line: Callable[[str], None] | None = None,
 ) -> Outputs:
@@ -94,7 +103,9 @@ def publish(
 
     :param declared: the job's declared outputs (their own ``uri``, their asset).
     :param data_store: the data store base URI.
+    :param reach: where the job may write (the data store, ``data_allowed_uris``).
     :param max_bytes: largest manifest read.
+    :param max_data_bytes: largest output copied.
     :raises PublishError: a manifest or output the job tampered with, or storage that cannot be written.
     """
     manifest = _read_manifest(folder, max_bytes)
@@ -114,7 +125,11 @@ def publish(
             try:
                 with _open_output(dir_fd, entry["file"]) as source:
                     target = store.version_uri(spec, data_store, version, file_name)
-                    size = store.write_new(source, target, overwrite=spec.uri is not None)
+                    size = write_output(source, target, reach, max_data_bytes, f"output {spec.name!r}")
+            except ReachIOError as exc:
+                raise PublishError(f"output {spec.name!r} is not published: {_with_setting(exc)}") from None
+            except JobConfigError as exc:
+                raise PublishError(str(exc)) from None
             except (OSError, ValueError) as exc:
                 raise PublishError(f"output {spec.name!r} cannot be published ({exc}); check the data store") from None
             published = Published(
@@ -142,6 +157,67 @@ def publish(
         mask_result(metrics, secrets),
         bool(manifest.get("declared")),
     )
+
+
+def check_outputs(declared: Iterable[OutputSpec], reach: Reach) -> None:
+    """Check each declared output's own ``uri`` before the job starts: allowed, not there yet.
+
+    :raises JobConfigError: ``outputs[0].uri: '/x' is outside the data store or ...``.
+    """
+    for i, spec in enumerate(declared):
+        if spec.uri is None:
+            continue
+        what = f"outputs[{i}].uri"
+        location = _target(spec.uri, reach, what)
+        if location.local and os.path.lexists(location.path):
+            raise JobConfigError(
+                f"{what}: {location.shown!r} exists already; an output is never overwritten: name a new "
+                "file, or leave uri out to get a new version under the data store on each run"
+            )
+
+
+def _target(uri: str, reach: Reach, what: str) -> Location:
+    """The parsed place an output may be written to, or a one-line refusal."""
+    location = parse_location(uri, None, what)
+    if location.local:
+        reach.local_root(location, what, write=True)
+    elif location.scheme in WEB_SCHEMES:
+        raise JobConfigError(f"{what}: {location.shown!r} cannot be written; name a data store or storage URI")
+    else:
+        reach.check_remote(location, what)
+    return location
+
+
+def write_output(source: Any, uri: str, reach: Reach, cap: int, what: str) -> int:
+    """Copy ``source`` (a job's file) to the new ``uri``, counting bytes; return the bytes written.
+
+    Local: created under its allowed root with no link at any component, never over an existing
+    file. Elsewhere: through ``ObjectStoragePath``, refused when it exists. A copy over ``cap``
+    leaves nothing behind.
+
+    :raises ReachIOError: over ``cap``, or a link on the way; :raises FileExistsError: it exists.
+    :raises JobConfigError: a place the job may not write.
+    """
+    location = _target(uri, reach, what)
+    if os.fstat(source.fileno()).st_size > cap:
+        raise ReachIOError(f"it is larger than {cap} bytes")
+    if location.local:
+        root, below = reach.local_root(location, what, write=True)
+        os.makedirs(root.real, exist_ok=True)
+        fd = create_beneath(root.real, below)
+        try:
+            return copy_stream(source, fd, cap)
+        except BaseException:
+            unlink_beneath(root.real, below)
+            raise
+        finally:
+            os.close(fd)
+    return store.write_new(source, location.uri, cap=cap)
+
+
+def _with_setting(exc: ReachIOError) -> str:
+    text = str(exc)
+    return f"{text} ([python_exec] max_data_bytes)" if "larger than" in text else text
 
 
 def _checked(entry: Any, specs: Mapping[str, OutputSpec]) -> tuple[OutputSpec, str]:

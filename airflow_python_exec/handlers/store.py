@@ -10,38 +10,17 @@ overwritten. ``ObjectStoragePath`` is Airflow's: it is imported inside the funct
 from __future__ import annotations
 
 import datetime
-import os
 import secrets
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_python_exec.models.data_item_specs import OutputSpec, public_uri
+from airflow_python_exec.models.reach import data_store_uri, default_data_store
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 #: Bytes per read/write when copying between storages.
 CHUNK = 1 << 20
-
-
-def default_data_store() -> str:
-    """``file://$AIRFLOW_HOME/python_exec/data`` (``~/airflow`` when ``AIRFLOW_HOME`` is unset)."""
-    home = os.path.abspath(os.path.expanduser(os.environ.get("AIRFLOW_HOME") or "~/airflow"))
-    return f"file://{home}/python_exec/data"
-
-
-def data_store_uri(value: str | None) -> str:
-    """The data store base URI: ``value`` (a URI, or an absolute local folder), else the default.
-
-    :raises ValueError: a relative path, or a value without a scheme that is not a folder path.
-    """
-    if value is None or not str(value).strip():
-        return default_data_store()
-    text = str(value).strip().rstrip("/")
-    if "://" in text:
-        return text
-    if os.path.isabs(os.path.expanduser(text)):
-        return f"file://{os.path.abspath(os.path.expanduser(text))}"
-    raise ValueError(f"data_store {text!r} is not a URI; write it like file:///data/store or s3://conn@bucket/path")
 
 
 def new_version() -> str:
@@ -69,21 +48,29 @@ def storage_path(uri: str) -> ObjectStoragePath:
     return ObjectStoragePath(uri)
 
 
-def write_new(source: BinaryIO, uri: str, *, overwrite: bool = False) -> int:
-    """Copy ``source`` to ``uri``; return the bytes written.
+def write_new(source: BinaryIO, uri: str, *, cap: int) -> int:
+    """Copy ``source`` to the new ``uri`` through ``ObjectStoragePath``'s file system; return the
+    bytes written. A copy that fails (over ``cap`` included) is removed.
 
-    :raises FileExistsError: ``uri`` exists and ``overwrite`` is false (a version is never overwritten).
+    :raises FileExistsError: ``uri`` exists (a version is never overwritten).
+    :raises ValueError: more than ``cap`` bytes.
     """
     target = storage_path(uri)
     fs = target.fs  # the filesystem itself: ObjectStoragePath.open's hook-lineage wrapper needs a task
-    if not overwrite and fs.exists(target.path):
+    if fs.exists(target.path):
         raise FileExistsError(f"{public_uri(uri)} exists already; a data item version is never overwritten")
     fs.makedirs(target.parent.path, exist_ok=True)
     size = 0
-    with fs.open(target.path, "wb") as out:
-        while chunk := source.read(CHUNK):
-            out.write(chunk)
-            size += len(chunk)
+    try:
+        with fs.open(target.path, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    raise ValueError(f"it is larger than {cap} bytes ([python_exec] max_data_bytes)")
+                out.write(chunk)
+    except BaseException:
+        fs.rm(target.path)
+        raise
     return size
 
 
@@ -92,3 +79,15 @@ def describe(uri: str) -> dict[str, Any]:
     path = storage_path(uri)
     exists = path.fs.exists(path.path)
     return {"exists": exists, "is_dir": exists and path.fs.isdir(path.path)}
+
+
+__all__ = [
+    "asset_uri",
+    "data_store_uri",
+    "default_data_store",
+    "describe",
+    "new_version",
+    "storage_path",
+    "version_uri",
+    "write_new",
+]
