@@ -320,3 +320,38 @@ def _check_store(store: Location, worker: tuple[str, ...], default: str) -> None
         raise JobConfigError(
             f"data_store {store.shown!r} overlaps {inside}, which jobs may not write; choose a folder of its own"
         )
+
+
+def code_reach(settings: EngineSettings, job_folder: Path) -> Reach:
+    """Where a job's requirement files and ``file:`` URLs, local extras, lock files and local git
+    sources may be read from: the job folder and ``data_allowed_uris``' folders (DESIGN.md "Reach")."""
+    from airflow_python_exec.isolation.reach_io import hidden_places
+    from airflow_python_exec.isolation.sandbox import hidden_paths
+
+    roots = [Root(str(job_folder), os.path.realpath(job_folder), writable=False)]
+    prefixes = [canonical_prefix(entry) for entry in settings.data_allowed_uris]
+    roots.extend(Root(f, os.path.realpath(f), writable=False) for f in local_folders(prefixes))
+    hidden = hidden_places(hidden_paths(settings.cache_dir, job_folder))
+    return Reach(tuple(roots), tuple(prefixes), (), hidden, settings.sandbox_network)
+
+
+def check_local(reach: Reach, value: str, base: str | None, what: str) -> Location:
+    """Parse a job-named local path or ``file:`` URL, check it under ``reach``, and open it once the
+    way the rule says (no link at any component) to be sure it is a file or folder there.
+
+    :returns: the parsed location (its ``path`` is what the caller hands on, never ``value``).
+    :raises JobConfigError: not local, not allowed, missing, or reached through a link.
+    """
+    from airflow_python_exec.isolation.reach_io import ReachIOError, open_beneath
+
+    location = parse_location(value, base, what)
+    if not location.local:
+        raise JobConfigError(f"{what}: {location.shown!r} is not a local path; {_FIX}")
+    root, below = reach.local_root(location, what)
+    try:
+        os.close(open_beneath(root.real, below))
+    except FileNotFoundError:
+        raise JobConfigError(f"{what}: {location.shown!r} does not exist") from None
+    except (ReachIOError, OSError) as exc:
+        raise JobConfigError(f"{what}: {location.shown!r} is refused: {exc}") from None
+    return location
