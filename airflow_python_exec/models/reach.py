@@ -265,7 +265,7 @@ def data_store_uri(value: str | None) -> str:
     """
     if value is None or not str(value).strip():
         return default_data_store()
-    text = str(value).strip().rstrip("/")
+    text = str(value).strip().rstrip("/") or "/"
     if "://" in text:
         return text
     if os.path.isabs(os.path.expanduser(text)):
