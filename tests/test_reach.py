@@ -66,7 +66,8 @@ def test_an_output_uri_naming_a_dag_file_or_airflow_cfg_is_refused_before_the_st
     victim = home / target
     before = victim.read_bytes() if victim.exists() else None
     code = "from pathlib import Path\ndef make():\n    Path(__file__).with_name('ran').write_text('yes')\n"
-    code += "    p = Path(__import__('tempfile').mkdtemp()) / 'x.py'\n    p.write_text('[python_exec]\\nsandbox = off\\n')\n"
+    code += "    p = Path(__import__('tempfile').mkdtemp()) / 'x.py'\n"
+    code += "    p.write_text('[python_exec]\\nsandbox = off\\n')\n"
     code += "    return p\n"
     outputs = [{"name": "evil", "kind": "artifact", "uri": f"file://{victim}"}]
     job = write_job(tmp_path / "job", code, job={"jobId": "evil", "function": {"handler": "make", "outputs": outputs}})
@@ -285,21 +286,21 @@ def test_an_http_input_is_read_where_allowed_and_refused_elsewhere(tmp_path, rea
     with pytest.raises(JobConfigError, match=r"\[python_exec\] max_data_bytes"):
         run(reach_settings.override(data_allowed_uris=f"{web}/", max_data_bytes=5), job_config)
     missing = PythonJob.load(job).with_function(inputs={"raw": f"{web}/nothing.csv"})
-    with pytest.raises(JobConfigError, match="nothing.csv does not exist"):
+    with pytest.raises(JobConfigError, match=r"nothing\.csv does not exist"):
         run(reach_settings.override(data_allowed_uris=f"{web}/"), missing)
 
 
 def test_the_data_store_may_not_be_a_worker_place(tmp_path, settings) -> None:
     job = write_job(tmp_path / "job", READ, job={"jobId": "ds", "function": {"handler": "read"}})
     for store in [str(airflow_home() / "dags"), str(airflow_home()), "/proc/self", "/"]:
-        with pytest.raises(JobConfigError, match="data_store .* overlaps"):
+        with pytest.raises(JobConfigError, match=r"data_store .* overlaps"):
             run(settings.override(data_store=store), job)
     assert not (job / "ran").exists()
 
 
 def test_provisioning_errors_for_reach_are_not_retried_builds(tmp_path, reach_settings) -> None:
     job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "p", "pythonEnv": {"pylock": "/etc/pylock.toml"}})
-    with pytest.raises(JobConfigError, match="pythonEnv.pylock: '/etc/pylock.toml' is outside the job folder"):
+    with pytest.raises(JobConfigError, match=r"pythonEnv\.pylock: '/etc/pylock\.toml' is outside the job folder"):
         run(reach_settings, job)
     missing = write_job(tmp_path / "job2", "", job={"jobId": "q", "pythonEnv": {"pylock": "pylock.toml"}})
     with pytest.raises(ProvisioningError, match="does not exist"):
