@@ -157,7 +157,10 @@ def _check_url(url: str, reach: Reach, job_folder: Path | None, what: str) -> No
     from airflow_python_exec.models.reach import check_local
 
     inner = url.split("+", 1)[1] if re.match(r"[A-Za-z]+\+[A-Za-z]", url) else url
-    if re.match(r"[Ff][Ii][Ll][Ee]:", inner):
+    scheme = inner.split(":", 1)[0].lower()
+    if scheme not in ("file", "local", "http", "https", "ssh", "git"):
+        raise JobConfigError(f"{what}: uv fetches only https, http, ssh, git and file URLs; not {scheme!r}")
+    if scheme in ("file", "local"):
         path = inner.split("#", 1)[0]
         if url.lower().startswith(("git+", "hg+", "svn+", "bzr+")):
             path = re.sub(r"@[^/@]*$", "", path)  # pip's @<ref> after the repository
@@ -269,6 +272,8 @@ def _normalized(
 
     :param quote: the message may quote ``text`` (``False`` for a line of a file: only ``where``).
     """
+    if len(text) > MAX_REQUIREMENT_LENGTH:  # packaging's parser takes minutes on huge strings
+        raise JobConfigError(f"a requirement{where} has {len(text)} characters; {MAX_REQUIREMENT_LENGTH} at most")
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
@@ -296,6 +301,8 @@ def _normalized(
     return f"{canonicalize_name(req.name)}{extras}{spec}{marker}".strip()
 
 
+#: Longest requirement string parsed.
+MAX_REQUIREMENT_LENGTH = 4096
 #: Largest requirements file read (a job-named file: read as hostile input).
 MAX_REQUIREMENTS_BYTES = 1 << 20
 

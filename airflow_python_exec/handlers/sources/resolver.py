@@ -273,7 +273,9 @@ class SourceResolver:
 
 
 #: A URL git reaches over the network: ``scheme://`` (not ``file:``) or scp-like ``[user@]host:path``.
-_GIT_NETWORK = re.compile(r"(?![Ff][Ii][Ll][Ee]:)[A-Za-z][A-Za-z0-9+.-]*://|[^/:]+:(?!//)")
+_GIT_NETWORK = re.compile(r"(?!(?i:file|local):)[A-Za-z][A-Za-z0-9+.-]*://|[^/:]+:(?!//)")
+#: The schemes git may fetch over the network for a job (no transport helpers, no other protocols).
+_GIT_SCHEMES = ("https", "http", "ssh", "git")
 
 
 def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
@@ -285,6 +287,11 @@ def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
     network = spec.kind == "zip_url" or (spec.kind == "git" and _GIT_NETWORK.match(spec.location) is not None)
     if spec.kind == "git" and "::" in spec.location:
         raise JobConfigError(f"function.source {spec.display!r} names a git transport helper; give a URL or a path")
+    scheme = spec.location.split("://", 1)[0].lower() if "://" in spec.location else "ssh"
+    if spec.kind == "git" and network and scheme not in _GIT_SCHEMES:
+        raise JobConfigError(
+            f"function.source {spec.display!r}: git fetches only {', '.join(_GIT_SCHEMES)} or local paths"
+        )
     if network and not reach.network:
         raise JobConfigError(
             f"function.source {spec.display!r} would be fetched over the network, and [python_exec] "
