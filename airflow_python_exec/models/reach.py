@@ -293,8 +293,10 @@ def reach_for(settings: EngineSettings, job_folder: Path, data_store: str | None
     store = parse_location(store_text, None, "data_store")
     paths = hidden_paths(settings.cache_dir, job_folder)
     hidden = hidden_places(paths)
-    private = {"/tmp", tempfile.gettempdir(), os.path.expanduser("~"), str(job_folder.parent)}
-    worker = hidden_places(p for p in paths if p not in private and not p.startswith(os.path.expanduser("~")))
+    # A data store may lie in a temporary folder, the home folder or beside the job folder (hidden
+    # from a sandboxed job for its privacy); never in or around the worker's own places.
+    private = {"/tmp", tempfile.gettempdir(), os.path.expanduser("~"), _user_home(), str(job_folder.parent)}
+    worker = hidden_places(p for p in paths if p not in private)
     folder = os.path.realpath(str(job_folder))
     roots = [Root(str(job_folder), folder, writable=False)]
     prefixes = [store.public]
@@ -309,6 +311,16 @@ def reach_for(settings: EngineSettings, job_folder: Path, data_store: str | None
     if connections is None:
         connections = (store.connection,) if store.connection else ()
     return Reach(tuple(roots), tuple(prefixes), tuple(connections), hidden, settings.sandbox_network)
+
+
+def _user_home() -> str:
+    """The worker's home in the password database (``HOME`` may point elsewhere)."""
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        return os.path.expanduser("~")
 
 
 def _check_store(store: Location, worker: tuple[str, ...], default: str) -> None:
