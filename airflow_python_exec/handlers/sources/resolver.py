@@ -300,4 +300,4 @@ def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
     if spec.kind != "git" or network:
         return spec
     location = check_local(reach, spec.location, str(job_folder), "function.source")
-    return replace(spec, location=location.path)
+    return replace(spec, location=location.public)  # file://<the checked path>: git gets what was checked
