@@ -178,6 +178,9 @@ def test_a_connection_not_in_data_connections_is_refused_in_one_line(tmp_path, r
         "input 'raw': connection 'prod_db' in 's3://***@bucket/x.csv' is not in [python_exec] data_connections; "
         "use an allowed connection or ask an administrator to add it"
     )
+    listed = reach_settings.override(data_connections="aws_default")
+    with pytest.raises(JobConfigError, match="connection 'prod_db' is not in \\[python_exec\\] data_connections"):
+        run(listed.override(data_store="s3://prod_db@bucket/store"), job_config)
 
 
 # -- 7. requirements and sources

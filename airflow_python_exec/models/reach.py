@@ -310,6 +310,10 @@ def reach_for(settings: EngineSettings, job_folder: Path, data_store: str | None
     connections = settings.data_connections
     if connections is None:
         connections = (store.connection,) if store.connection else ()
+    elif store.connection is not None and store.connection not in connections:
+        raise JobConfigError(
+            f"data_store {store.shown!r}: connection {store.connection!r} is not in [python_exec] data_connections"
+        )
     return Reach(tuple(roots), tuple(prefixes), tuple(connections), hidden, settings.sandbox_network)
 
 
