@@ -10,6 +10,8 @@ from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.models.reach import check_local, code_reach
 from airflow_python_exec.settings import EngineSettings
 
+__all__ = ["code_reach", "extra_paths", "job_path"]
+
 
 def job_path(settings: EngineSettings, job_folder: Path, value: str, what: str) -> Path:
     """The checked absolute path of a job-named ``pythonEnv`` path.
@@ -28,3 +30,9 @@ def job_path(settings: EngineSettings, job_folder: Path, value: str, what: str) 
                 f"{exc}; add it to the job folder or fix {what.split()[-1].split('[')[0]}"
             ) from None
         raise
+
+
+def extra_paths(settings: EngineSettings, job_folder: Path, extras: list[str]) -> tuple[Path, ...]:
+    """The checked paths of ``pythonEnv.local_extra_deps`` (see :func:`job_path`)."""
+    where = "local extra pythonEnv.local_extra_deps"
+    return tuple(job_path(settings, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))

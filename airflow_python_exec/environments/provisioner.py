@@ -36,7 +36,7 @@ from airflow_python_exec.settings import EngineSettings
 from . import metrics
 from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from .interpreters import Interpreter, find_python, probe_version
-from .job_paths import job_path
+from .job_paths import extra_paths, job_path
 from .key import environment_key
 from .layout import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
@@ -92,10 +92,7 @@ class EnvironmentProvisioner:
         lock = job_path(self.settings, job.folder, env.pylock, "pythonEnv.pylock") if env.pylock else None
         if lock is not None:
             check_lock_file(lock)
-        where = "local extra pythonEnv.local_extra_deps"
-        extras = tuple(
-            job_path(self.settings, job.folder, p, f"{where}[{i}]") for i, p in enumerate(env.local_extra_deps)
-        )
+        extras = extra_paths(self.settings, job.folder, env.local_extra_deps)
         if requirements is None:
             key = environment_key(python, version, lock, extras)
         else:
@@ -126,8 +123,7 @@ class EnvironmentProvisioner:
             meta = None
         if env.requirements is None and meta is None:
             return None, None
-        from airflow_python_exec.models.reach import code_reach
-
+        from .job_paths import code_reach
         from .requirements import normalize_requirements
 
         reach = code_reach(self.settings, job.folder)
