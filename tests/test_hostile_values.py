@@ -67,6 +67,12 @@ REMOTE: dict[str, Callable[[Ctx], str]] = {
     "connection-not-allowed": lambda c: "s3://prod_db@bucket/x.csv",
     "http-not-allowed": lambda c: "http://127.0.0.1:9/x.csv",
 }
+#: Web URLs a job names for the worker to fetch: refused with ``sandbox_network = False`` (and
+#: their credentials never shown).
+WEB: dict[str, Callable[[Ctx], str]] = {
+    "web-offline": lambda c: "https://files.example.org/src.zip",
+    "web-credentials-offline": lambda c: "https://bot:hunter2@files.example.org/src.zip",
+}
 
 
 def _service(ctx: Ctx, job: PythonJob | Path, settings=None) -> None:
@@ -115,6 +121,10 @@ def _pep723(ctx: Ctx, value: str) -> None:
     _script(ctx, script=f"# /// script\n# dependencies = [{dependency}]\n# ///\nprint('ran')\n")
 
 
+def _offline(ctx: Ctx, **function) -> None:
+    _service(ctx, _job(ctx, **function), ctx.settings.override(sandbox_network=False))
+
+
 #: field id -> (applies to remote values, how the value is given to the field).
 FIELDS: dict[str, tuple[bool, Callable[[Ctx, str], None]]] = {
     "function.inputs": (True, lambda c, v: _service(c, _job(c, inputs={"raw": v}))),
@@ -137,6 +147,20 @@ FIELDS: dict[str, tuple[bool, Callable[[Ctx, str], None]]] = {
     "function.source git+file": (False, lambda c, v: _service(c, _job(c, source=f"git+{_file_url(c, v)}"))),
     "data_store (operator, CLI)": (False, lambda c, v: _service(c, _job(c), c.settings.override(data_store=v))),
 }
+#: Fields that fetch a web URL, fed the :data:`WEB` values.
+WEB_FIELDS: dict[str, Callable[[Ctx, str], None]] = {
+    "function.source zip+https": lambda c, v: _offline(c, source=f"zip+{v}"),
+    "function.source git+https": lambda c, v: _offline(c, source=f"git+{v}"),
+    "function.inputs http(s)": lambda c, v: _offline(c, inputs={"raw": v}),
+    "pythonEnv.requirements URL": lambda c, v: _script_offline(c, v),
+}
+
+
+def _script_offline(ctx: Ctx, value: str) -> None:
+    ctx.settings = ctx.settings.override(sandbox_network=False)
+    _script(ctx, {"requirements": [f"x @ {value}"]})
+
+
 #: (field, value) pairs that are no attack: ``..`` resolved out of one store folder names another
 #: plain folder, a fine data store (the DAG author's own choice).
 HARMLESS = {("data_store (operator, CLI)", "dotdot-out-of-the-store")}
@@ -145,7 +169,7 @@ ROWS = [
     for field, (remote, _) in FIELDS.items()
     for value in [*HOSTILE, *(REMOTE if remote else ())]
     if (field, value) not in HARMLESS
-]
+] + [pytest.param(field, value, id=f"{field}|{value}") for field in WEB_FIELDS for value in WEB]
 
 
 @pytest.fixture
@@ -173,10 +197,10 @@ def _shown(value: str) -> tuple[str, ...]:
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize(("field", "hostile"), ROWS)
 def test_a_hostile_value_in_a_job_named_field_is_refused_before_the_start(ctx: Ctx, field, hostile) -> None:
-    value = {**HOSTILE, **REMOTE}[hostile](ctx)
+    value = {**HOSTILE, **REMOTE, **WEB}[hostile](ctx)
     before = sorted(p.name for p in ctx.home.iterdir())
     with pytest.raises(PythonExecError) as info:
-        FIELDS[field][1](ctx, value)
+        (WEB_FIELDS[field] if field in WEB_FIELDS else FIELDS[field][1])(ctx, value)
     message = str(info.value)
     assert "\n" not in message.strip(), message
     assert not any(secret in message for secret in SECRETS), message
