@@ -36,13 +36,19 @@ class ReachIOError(ValueError):
     """A job-named place cannot be opened as the rule says; the message is the reason."""
 
 
-def hidden_places(paths: Iterable[str]) -> tuple[str, ...]:
+def real_places(paths: Iterable[str]) -> dict[str, str]:
+    """Each of ``paths`` that exists -> its real path (one ``realpath`` each)."""
+    return {p: os.path.realpath(p) for p in paths if p and os.path.lexists(p)}
+
+
+def hidden_places(paths: Iterable[str] | dict[str, str]) -> tuple[str, ...]:
     """The real paths of the sandbox's hidden places that exist, and the kernel places.
 
-    :param paths: :func:`airflow_python_exec.isolation.sandbox.hidden_paths`.
+    :param paths: :func:`airflow_python_exec.isolation.sandbox.hidden_paths`, or their
+        :func:`real_places`.
     """
-    real = {os.path.realpath(p) for p in paths if p and os.path.lexists(p)}
-    return tuple(sorted(real | set(KERNEL_PLACES)))
+    real = paths if isinstance(paths, dict) else real_places(paths)
+    return tuple(sorted(set(real.values()) | set(KERNEL_PLACES)))
 
 
 def _parts(below: str) -> list[str]:

@@ -283,7 +283,7 @@ def reach_for(settings: EngineSettings, job_folder: Path, data_store: str | None
         local data store in a kernel place, holding a worker's place (``AIRFLOW_HOME``, the DAGs
         folder, ``cache_dir``...), or inside one (but for the default store's own folder).
     """
-    from airflow_python_exec.isolation.reach_io import hidden_places
+    from airflow_python_exec.isolation.reach_io import hidden_places, real_places
     from airflow_python_exec.isolation.sandbox import hidden_paths
 
     try:
@@ -291,12 +291,12 @@ def reach_for(settings: EngineSettings, job_folder: Path, data_store: str | None
     except ValueError as exc:
         raise JobConfigError(str(exc)) from None
     store = parse_location(store_text, None, "data_store")
-    paths = hidden_paths(settings.cache_dir, job_folder)
+    paths = real_places(hidden_paths(settings.cache_dir, job_folder))
     hidden = hidden_places(paths)
     # A data store may lie in a temporary folder, the home folder or beside the job folder (hidden
     # from a sandboxed job for its privacy); never in or around the worker's own places.
     private = {"/tmp", tempfile.gettempdir(), os.path.expanduser("~"), _user_home(), str(job_folder.parent)}
-    worker = hidden_places(p for p in paths if p not in private)
+    worker = hidden_places({p: real for p, real in paths.items() if p not in private})
     folder = os.path.realpath(str(job_folder))
     roots = [Root(str(job_folder), folder, writable=False)]
     prefixes = [store.public]
