@@ -17,6 +17,7 @@ _TYPES = {
     "lock_timeout": "float",
     "max_result_bytes": "integer",
     "max_source_bytes": "integer",
+    "max_data_bytes": "integer",
 }
 _EXAMPLES = {
     "install_path": "/usr/local",
@@ -26,6 +27,8 @@ _EXAMPLES = {
     "sandbox": "bubblewrap",
     "sandbox_writable_paths": "/data/out,/srv/exports",
     "data_store": "s3://aws_default@bucket/data",
+    "data_allowed_uris": "/srv/shared-data/,s3://raw-bucket/,https://data.example.org/",
+    "data_connections": "aws_default,raw_bucket",
 }
 
 

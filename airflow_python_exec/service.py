@@ -119,7 +119,7 @@ class PythonExecutionService:
             cwd=cwd,
         )
         sandbox = sandbox_for(self.settings)  # a missing bwrap is refused before anything is built
-        data = _data_run(job, self.settings, sandbox is not None, resolve_asset, handler_context)
+        data = _data_run(job, self.settings, resolve_asset, handler_context)
         setup_line = on_setup_line or provider_line
         with ExitStack() as stack:
             if self._stop_requested:
@@ -302,20 +302,24 @@ def _sandboxed(
 def _data_run(
     job: PythonJob,
     settings: EngineSettings,
-    sandboxed: bool,
     resolve_asset: AssetResolver | None,
     handler_context: Mapping[str, Any] | None,
 ) -> DataRun | None:
-    """A function job's data items, its inputs resolved and checked (before anything is built)."""
+    """A function job's data items, its inputs resolved and checked under the Reach rule (before
+    anything is built), whether the run is sandboxed or not."""
     if job.function is None:
         return None
-    hidden: list[str] = []
-    if sandboxed:
-        from airflow_python_exec.isolation.sandbox import hidden_paths
+    from airflow_python_exec.models.reach import reach_for
 
-        hidden = hidden_paths(settings.cache_dir, job.folder)
     run_id = (handler_context or {}).get("run_id")
-    data = DataRun(job, data_store=settings.data_store, resolve_asset=resolve_asset, run_id=run_id, hidden=hidden)
+    data = DataRun(
+        job,
+        data_store=settings.data_store,
+        resolve_asset=resolve_asset,
+        run_id=run_id,
+        reach=reach_for(settings, job.folder),
+        max_bytes=settings.max_data_bytes,
+    )
     data.check()
     return data
 

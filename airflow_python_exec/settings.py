@@ -98,6 +98,23 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "ObjectStoragePath base, a connection id as user info (s3://aws_default@bucket/dh). Unset: "
         "file://$AIRFLOW_HOME/python_exec/data.",
     ),
+    "data_allowed_uris": (
+        "",
+        "Comma-separated URI prefixes (besides the job folder and data_store) that a job's inputs may "
+        "read and its outputs' own uri may write: /srv/shared-data/, s3://raw-bucket/, https://. Also "
+        "where requirement files and URLs, local extras, lock files and git sources may be read from, "
+        "besides the job folder. Empty: only the job folder and the data store.",
+    ),
+    "data_connections": (
+        None,
+        "Comma-separated Airflow connection ids a job may name in an input or output URI "
+        "(s3://conn@bucket/...). Unset: the connection id in data_store, if any. Blank: none.",
+    ),
+    "max_data_bytes": (
+        "1073741824",
+        "Largest input or output a run copies, in bytes (a folder counts all its files); a larger "
+        "input refuses the job, a larger output fails the run.",
+    ),
 }
 
 
@@ -165,6 +182,15 @@ def writable_paths(value: Any) -> Any:
     return tuple(paths)
 
 
+def comma_list(value: Any) -> Any:
+    """A comma-separated option (as ``airflow.cfg`` writes it) or a list, as a tuple without blanks."""
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, (list, tuple)):
+        return value  # None, or a wrong type pydantic reports
+    return tuple(str(v).strip() for v in value if str(v).strip())
+
+
 class EngineSettings(BaseModel):
     """The resolved ``[python_exec]`` options for one engine (immutable).
 
@@ -191,10 +217,15 @@ class EngineSettings(BaseModel):
     job_dag_prefix: str = "job_"
     #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.handlers.store`).
     data_store: str | None = None
+    data_allowed_uris: tuple[str, ...] = ()
+    #: ``None``: the connection id in ``data_store``, if any (:func:`airflow_python_exec.models.reach.reach_for`).
+    data_connections: tuple[str, ...] | None = None
+    max_data_bytes: int = Field(default=1_073_741_824, gt=0)
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)
     _writable = field_validator("sandbox_writable_paths", mode="before")(writable_paths)
+    _allowed = field_validator("data_allowed_uris", "data_connections", mode="before")(lambda v: comma_list(v))
     _sandbox = field_validator("sandbox", mode="before")(lambda v: v.strip().lower() if isinstance(v, str) else v)
     #: ``fernet_key`` is unset here and ``[core] fernet_key`` is still to be asked of Airflow's
     #: configuration, on the first :meth:`fernet_keys` (set only by the fast configuration path).

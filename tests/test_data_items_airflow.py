@@ -67,9 +67,11 @@ def _xcoms(dag, task_id: str) -> dict:
 
 
 def test_outputs_are_assets_with_events_xcoms_and_a_consumer_reads_them(
-    dags, jobs, capfd, caplog, store, tmp_path
+    dags, jobs, capfd, caplog, store, tmp_path, monkeypatch
 ) -> None:
-    raw = tmp_path / "raw.csv"
+    raw = tmp_path / "shared" / "raw.csv"  # outside the job folder: a folder the administrator allowed
+    raw.parent.mkdir()
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__DATA_ALLOWED_URIS", str(raw.parent))
     raw.write_text("city,pop\nRome,2800000\nMilan,1400000\nTurin,850000\n")
     name = f"cities-{uuid.uuid4().hex[:8]}"  # the metadata database outlives the test: a fresh asset
     write_job(jobs / "produce", PRODUCE, job={"jobId": "produce", "function": {"handler": "produce"}})

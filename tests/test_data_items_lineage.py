@@ -28,7 +28,8 @@ CODE = """
 
 def test_openlineage_events_report_inputs_outputs_schema_and_statistics(tmp_path: Path) -> None:
     dags, store, events = tmp_path / "dags", tmp_path / "store", tmp_path / "openlineage.jsonl"
-    raw = tmp_path / "raw.csv"
+    raw = tmp_path / "shared" / "raw.csv"  # outside the job folder: a folder the administrator allowed
+    raw.parent.mkdir()
     raw.write_text("city,pop\nRome,2800000\nMilan,1400000\nTurin,850000\n")
     write_job(dags / "jobs" / "produce", CODE, job={"jobId": "produce", "function": {"handler": "produce"}})
     (dags / ".airflowignore").write_text("jobs/\n")
@@ -51,6 +52,7 @@ def test_openlineage_events_report_inputs_outputs_schema_and_statistics(tmp_path
         "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
         "AIRFLOW__PYTHON_EXEC__INSTALL_PATH": sys.prefix,
         "AIRFLOW__PYTHON_EXEC__DATA_STORE": f"file://{store}",
+        "AIRFLOW__PYTHON_EXEC__DATA_ALLOWED_URIS": str(raw.parent),
         "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps({"type": "file", "log_file_path": str(events), "append": True}),
         "AIRFLOW__OPENLINEAGE__NAMESPACE": "python-exec-tests",
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,9 +127,11 @@ def test_installed_packages_have_compiled_bytecode(settings, locked_job: Path) -
 
 def provision_with_extra(settings: EngineSettings, job_dir: Path, wheel: Path) -> tuple[Path, int, str]:
     """``airflow-python-exec provision`` of a job whose one local extra is ``wheel``: the job folder,
-    the exit status and stderr."""
+    the exit status and stderr. The wheel is copied into the job folder (a job names only its own files)."""
+    (job_dir / "dist").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(wheel, job_dir / "dist" / wheel.name)
     job = write_job(
-        job_dir, "print('job ran')\n", job={"jobId": "extra", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
+        job_dir, "print('job ran')\n", job={"jobId": "extra", "pythonEnv": {"local_extra_deps": [f"dist/{wheel.name}"]}}
     )
     provision = cli("provision", str(job), settings=settings)
     _, err = provision.communicate(timeout=300)
@@ -333,9 +336,14 @@ def test_local_extra_folder_with_a_special_file_is_refused_without_reading_it(se
         "fifo": "holds pkg/special, a FIFO",
         "dev-zero-link": "holds pkg/special, a symlink",  # no link in an extra folder is followed
         "dangling-link": "holds pkg/special, a symlink",
-        "device-itself": "/dev/zero is a device",
+        "device-itself": "'/dev/zero' is outside the job folder",
     }[extra]
-    assert proc.returncode == 3 and err.count("\n") == 1 and err.startswith("error: ") and expected in err, err
+    assert (
+        proc.returncode == (2 if extra == "device-itself" else 3)
+        and err.count("\n") == 1
+        and err.startswith("error: ")
+        and expected in err
+    ), err
     assert not (job_dir / "started").exists() and env_folders(settings) == []
 
 
@@ -444,6 +452,7 @@ def test_path_order_and_virtual_env(settings, locked_job: Path) -> None:
 
 
 def test_local_extra_is_installed_without_its_dependencies(settings, locked_job: Path, wheels: Path) -> None:
+    settings = settings.override(data_allowed_uris=str(wheels))  # a folder of wheels the administrator shares
     write_job(
         locked_job,
         "import myextra, tinyapp\nprint(myextra.NAME)\n",
@@ -524,7 +533,7 @@ def test_missing_local_extra_is_a_provisioning_error(settings, locked_job: Path)
         APP,
         job={"jobId": "j", "pythonEnv": {"pylock": "pylock.toml", "local_extra_deps": ["dist/missing.whl"]}},
     )
-    with pytest.raises(ProvisioningError, match=r"local extra .*missing.whl does not exist"):
+    with pytest.raises(ProvisioningError, match=r"local extra .*missing.whl' does not exist"):
         run(settings, locked_job)
     assert env_folders(settings) == []
 

@@ -153,9 +153,11 @@ def test_script_results_and_exit_code_mapping(dags, jobs, capfd, caplog, tmp_pat
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> dict[str, str]:
-    """A git repository whose tag v1 has sub/mod.py returning 'one'; main moved on to 'two'."""
+def repo(tmp_path: Path, monkeypatch) -> dict[str, str]:
+    """A git repository whose tag v1 has sub/mod.py returning 'one'; main moved on to 'two'. Outside
+    the job folders, so its folder is allowed as an administrator would (``data_allowed_uris``)."""
     path = tmp_path / "repo"
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__DATA_ALLOWED_URIS", str(path))
     (path / "sub").mkdir(parents=True)
     git("init", "-q", "-b", "main", cwd=path)
     git("config", "user.email", "t@example.com", cwd=path)

@@ -45,6 +45,9 @@ def test_provider_info_declares_every_setting() -> None:
             "upload_folder",
             "job_dag_prefix",
             "data_store",
+            "data_allowed_uris",
+            "data_connections",
+            "max_data_bytes",
         }
     )
     assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"

@@ -37,6 +37,7 @@ from . import metrics
 from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
+from .job_paths import extra_paths, job_path
 from .key import content_digest, environment_key, stage_extras
 from .lockfile import check_lock_file, explain_install_failure, locked_packages
 from .uv import Uv
@@ -90,13 +91,10 @@ class EnvironmentProvisioner:
         env = job.python_env or PythonEnv()
         requirements, requires_python = self._requirements(job, env, script)
         python, version = self._python(env, interpreter, requires_python)
-        lock = job.resolve(env.pylock) if env.pylock else None
+        lock = job_path(self.settings, job.folder, env.pylock, "pythonEnv.pylock") if env.pylock else None
         if lock is not None:
             check_lock_file(lock)
-        extras = tuple(job.resolve(p) for p in env.local_extra_deps)
-        for extra in extras:
-            if not extra.exists():
-                raise ProvisioningError(f"local extra {extra} does not exist; build it or fix local_extra_deps")
+        extras = extra_paths(self.settings, job.folder, env.local_extra_deps)
         digests, needs = tuple(map(content_digest, extras)), None
         if requirements is not None:
             from .requirements import requirements_key
@@ -127,11 +125,13 @@ class EnvironmentProvisioner:
             meta = None
         if env.requirements is None and meta is None:
             return None, None
+        from .job_paths import code_reach
         from .requirements import normalize_requirements
 
+        reach = code_reach(self.settings, job.folder)
         if meta is not None:
-            return normalize_requirements(list(meta.dependencies)), meta.requires_python
-        return normalize_requirements(env.requirements, job.folder), None  # type: ignore[arg-type]
+            return normalize_requirements(list(meta.dependencies), job.folder, reach), meta.requires_python
+        return normalize_requirements(env.requirements, job.folder, reach), None  # type: ignore[arg-type]
 
     def _python(self, env: PythonEnv, interpreter: Interpreter, requires_python: str | None) -> tuple[Path, str]:
         """The base interpreter: ``python_version``'s, else the validated one (or, for a PEP 723

@@ -21,8 +21,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -31,10 +32,14 @@ from packaging.version import Version
 
 from airflow_python_exec.environments.build_once import ms
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.redaction import hide_url_credentials
 
 from .interpreters import installed_pythons
 from .lockfile import LOCK_NAME, locked_packages
 from .uv import Uv
+
+if TYPE_CHECKING:
+    from airflow_python_exec.models.reach import Reach
 
 #: PEP 723's reference regular expression for a metadata block.
 PEP723_BLOCK = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
@@ -102,26 +107,69 @@ def read_script_metadata(script: str | Path) -> ScriptMetadata | None:
     return ScriptMetadata(tuple(deps), requires)
 
 
-def normalize_requirements(requirements: Sequence[str] | str | Path, job_folder: Path | None = None) -> tuple[str, ...]:
+def normalize_requirements(
+    requirements: Sequence[str] | str | Path, job_folder: Path | None = None, reach: Reach | None = None
+) -> tuple[str, ...]:
     """Validate and normalize ``pythonEnv.requirements``.
 
     :param requirements: PEP 508 strings, or the path of a requirements file (one requirement a
         line; ``#`` comments and ``\\`` continuations allowed, option lines such as ``-r`` or
         ``--index-url`` not: index settings come from uv's environment, see :data:`INDEX_SETTINGS`).
     :param job_folder: relative file paths resolve against it.
+    :param reach: the Reach rule (:func:`~airflow_python_exec.models.reach.code_reach`): the file
+        stays inside the job folder, a ``file:`` URL inside the job folder or an allowed folder, and
+        no URL is fetched without network. ``None``: not checked.
     :returns: each requirement normalized (canonical names and extras, sorted specifiers), sorted,
         without duplicates: equivalent spellings give equal tuples.
-    :raises JobConfigError: a string that is not a PEP 508 requirement, or an option line.
+    :raises JobConfigError: a string that is not a PEP 508 requirement, an option line, a place the
+        job may not name. A message about a file quotes its path and a line number, never a line.
     :raises ProvisioningError: the requirements file does not exist or cannot be read.
     """
     if isinstance(requirements, (str, Path)):
         path = Path(requirements).expanduser()
         if job_folder is not None and not path.is_absolute():
             path = job_folder / path
-        return tuple(sorted({_normalized(req, where) for req, where in _requirement_lines(path)}))
+        if reach is not None and job_folder is not None:
+            path = _checked_file(str(requirements), job_folder, reach)
+        lines = _requirement_lines(path)
+        return tuple(sorted({_normalized(req, where, reach, job_folder, quote=False) for req, where in lines}))
     if not all(isinstance(r, str) for r in requirements):
         raise JobConfigError("pythonEnv.requirements must be a list of strings or a requirements file path")
-    return tuple(sorted({_normalized(req, " in pythonEnv.requirements") for req in requirements}))
+    return tuple(sorted({_normalized(req, " in pythonEnv.requirements", reach, job_folder) for req in requirements}))
+
+
+def _checked_file(value: str, job_folder: Path, reach: Reach) -> Path:
+    """A requirements file inside the job folder (only there), reached with no link."""
+    from airflow_python_exec.models.reach import check_local
+
+    inside = replace(reach, roots=reach.roots[:1])
+    try:
+        return Path(check_local(inside, value, str(job_folder), "requirements file").path)
+    except JobConfigError as exc:
+        if str(exc).endswith("does not exist"):
+            raise ProvisioningError(f"{exc}; add it or fix pythonEnv.requirements") from None
+        raise
+
+
+def _check_url(url: str, reach: Reach, job_folder: Path | None, what: str) -> None:
+    """A requirement's direct URL under the Reach rule: ``file:`` (also ``git+file:``) inside the job
+    folder or an allowed folder; a network URL only with network."""
+    from airflow_python_exec.models.reach import check_local
+
+    inner = url.split("+", 1)[1] if re.match(r"[A-Za-z]+\+[A-Za-z]", url) else url
+    scheme = inner.split(":", 1)[0].lower()
+    if scheme not in ("file", "local", "http", "https", "ssh", "git"):
+        raise JobConfigError(f"{what}: uv fetches only https, http, ssh, git and file URLs; not {scheme!r}")
+    if scheme in ("file", "local"):
+        path = inner.split("#", 1)[0]
+        if url.lower().startswith(("git+", "hg+", "svn+", "bzr+")):
+            path = re.sub(r"@[^/@]*$", "", path)  # pip's @<ref> after the repository
+        check_local(reach, path, str(job_folder) if job_folder else None, what)
+    elif not reach.network:
+        raise JobConfigError(
+            f"{what}: {hide_url_credentials(url)!r} would be fetched over the network, and [python_exec] "
+            "sandbox_network is False; put the file in the job folder"
+        )
 
 
 def requirements_key(requirements: Sequence[str], environ: Mapping[str, str] | None = None) -> str:
@@ -217,31 +265,79 @@ def compile_lock(requirements: Sequence[str], python: Path, lock: Path, uv: Uv) 
     return resolved  # type: ignore[return-value]
 
 
-def _normalized(text: str, where: str) -> str:
-    """One requirement in a canonical spelling, or a one-line refusal."""
+def _normalized(
+    text: str, where: str, reach: Reach | None = None, job_folder: Path | None = None, *, quote: bool = True
+) -> str:
+    """One requirement in a canonical spelling, or a one-line refusal.
+
+    :param quote: the message may quote ``text`` (``False`` for a line of a file: only ``where``).
+    """
+    if len(text) > MAX_REQUIREMENT_LENGTH:  # packaging's parser takes minutes on huge strings
+        raise JobConfigError(f"a requirement{where} has {len(text)} characters; {MAX_REQUIREMENT_LENGTH} at most")
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
         reason = str(exc).splitlines()[0]
+        if not quote:
+            raise JobConfigError(
+                f"requirement{where} is not a PEP 508 requirement; write it like 'pandas==2.2.3'"
+            ) from None
         raise JobConfigError(
             f"requirement {text!r}{where} is not a PEP 508 requirement ({reason}); write it like 'pandas==2.2.3'"
         ) from None
+    if req.url and reach is not None:
+        try:
+            _check_url(req.url, reach, job_folder, f"requirement {hide_url_credentials(text)!r}{where}")
+        except JobConfigError as exc:
+            if quote:
+                raise
+            refused = (
+                "would be fetched over the network" if "network" in str(exc) else "names a place a job may not reach"
+            )
+            raise JobConfigError(f"requirement{where} {refused}; see [python_exec] data_allowed_uris") from None
     extras = f"[{','.join(sorted(canonicalize_name(e) for e in req.extras))}]" if req.extras else ""
     spec = f" @ {req.url} " if req.url else str(req.specifier)
     marker = f"; {req.marker}" if req.marker else ""
     return f"{canonicalize_name(req.name)}{extras}{spec}{marker}".strip()
 
 
+#: Longest requirement string parsed.
+MAX_REQUIREMENT_LENGTH = 4096
+#: Largest requirements file read (a job-named file: read as hostile input).
+MAX_REQUIREMENTS_BYTES = 1 << 20
+
+
+def _read_small(path: Path) -> str:
+    """The text of a requirements file: a regular file reached without following a final link,
+    without blocking on a FIFO, at most :data:`MAX_REQUIREMENTS_BYTES`.
+
+    :raises OSError: not a regular file, or larger than that.
+    """
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError("not a regular file")
+        data = f.read(MAX_REQUIREMENTS_BYTES + 1)
+    if len(data) > MAX_REQUIREMENTS_BYTES:
+        raise OSError(f"larger than {MAX_REQUIREMENTS_BYTES} bytes")
+    return data.decode("utf-8")
+
+
 def _requirement_lines(path: Path) -> list[tuple[str, str]]:
     """``(requirement, " in <file> line N")`` for each requirement line of a requirements file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_small(path)
     except FileNotFoundError:
         raise ProvisioningError(
             f"requirements file {path} does not exist; add it or fix pythonEnv.requirements"
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ProvisioningError(f"requirements file {path} cannot be read ({exc}); fix it") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:80]
+        if isinstance(exc, UnicodeDecodeError):
+            reason = f"not UTF-8 text at byte {exc.start}"
+        raise ProvisioningError(f"requirements file {path} cannot be read ({reason}); fix it") from None
     lines, pending, start = [], "", 0
     for number, raw in enumerate(text.splitlines(), 1):
         line = re.sub(r"(^|\s)#.*", "", raw).strip()  # pip's comments: '#' at the start or after a space

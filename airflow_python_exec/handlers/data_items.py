@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -28,8 +28,15 @@ from typing import Any
 from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.handlers import DATA_FILE_ENV, DATA_MODULE, DATA_MODULE_NAME, PLATFORM_FOLDER, PLATFORM_MODULE
 from airflow_python_exec.handlers.declared import decorator_outputs, handler_file, project_dataitems
-from airflow_python_exec.handlers.inputs import AssetResolver, ResolvedInput, resolve_inputs, stage
-from airflow_python_exec.handlers.outputs import Outputs, publish
+from airflow_python_exec.handlers.inputs import (
+    DEFAULT_MAX_BYTES,
+    AssetResolver,
+    ResolvedInput,
+    resolve_inputs,
+    resolve_place,
+    stage,
+)
+from airflow_python_exec.handlers.outputs import Outputs, check_outputs, publish
 from airflow_python_exec.handlers.store import VERSION, data_store_uri, project_store, version_records
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.models.data_item_specs import (
@@ -38,9 +45,10 @@ from airflow_python_exec.models.data_item_specs import (
     OutputSpec,
     parse_inputs,
     parse_outputs,
-    public_uri,
 )
+from airflow_python_exec.models.reach import Reach, reach_for
 from airflow_python_exec.redaction import Redactor
+from airflow_python_exec.settings import EngineSettings
 
 
 class DataRun:
@@ -50,7 +58,9 @@ class DataRun:
     :param data_store: the data store (a URI or absolute folder; ``None``: the default).
     :param resolve_asset: an asset's latest event (Airflow); ``None`` outside Airflow.
     :param run_id: ``run.run_id`` in the handler.
-    :param hidden: folders a sandboxed job may not see (local inputs there are refused).
+    :param reach: what the job may name (:func:`~airflow_python_exec.models.reach.reach_for`);
+        default: its folder and the data store, with the default settings.
+    :param max_bytes: the most bytes an input or output may have (``max_data_bytes``).
     :raises JobConfigError: a bad ``data_store``.
     """
 
@@ -61,7 +71,8 @@ class DataRun:
         data_store: str | None = None,
         resolve_asset: AssetResolver | None = None,
         run_id: str | None = None,
-        hidden: Iterable[str] = (),
+        reach: Reach | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         assert job.function is not None
         self.job = job
@@ -73,7 +84,8 @@ class DataRun:
         self.outputs: tuple[OutputSpec, ...] = parse_outputs(job.function.outputs)
         self.resolve_asset = resolve_asset
         self.run_id = run_id
-        self.hidden = tuple(hidden)
+        self.reach = reach or reach_for(EngineSettings(), job.folder, self.data_store)
+        self.max_bytes = max_bytes
         self.resolved: list[ResolvedInput] = []
         self.project = job.project
         #: Where this job's outputs go: the data store, or its project's level in it.
@@ -107,18 +119,19 @@ class DataRun:
                 latest = max(records, key=lambda r: str(r.get("version")))
                 version, file_name = str(latest["version"]), PurePosixPath(latest["uri"]).name
                 uri = f"{self.store}/{group}/{name}/{version}/{file_name}"
-                local = Path(uri[len("file://") :]) if uri.startswith("file://") else None
                 fmt = latest.get("format") if latest.get("format") in ("parquet", "csv") else None
-                return ResolvedInput(f"project.{name}", name, uri, public_uri(uri), fmt, dict(latest), local)
+                return resolve_place(f"project.{name}", name, uri, fmt, dict(latest), self.job.folder, self.reach)
         return None
 
     def check(self) -> list[ResolvedInput]:
-        """Resolve the inputs and check they exist (before anything is built or started).
+        """Resolve the inputs and check they exist, and check the outputs' own ``uri`` (before
+        anything is built or started), all under the Reach rule.
 
-        :raises JobConfigError: ``input 'raw': <uri> does not exist``, ``input 'raw': asset 'x' has no event``.
+        :raises JobConfigError: ``input 'raw': <uri> does not exist``, ``input 'raw': asset 'x' has no
+            event``, a place the job may not name.
         """
-        store_folder = [self.data_store[len("file://") :]] if self.data_store.startswith("file://") else []
-        self.resolved = resolve_inputs(self.inputs, self.job.folder, self.resolve_asset, self.hidden, store_folder)
+        check_outputs(self.outputs, self.reach)
+        self.resolved = resolve_inputs(self.inputs, self.job.folder, self.resolve_asset, self.reach)
         return self.resolved
 
     def stage(self, run_folder: Path) -> dict[str, str]:
@@ -129,15 +142,13 @@ class DataRun:
         inputs_folder, outputs_folder = self.inputs_folder(run_folder), run_folder / "outputs"
         inputs_folder.mkdir()
         outputs_folder.mkdir()
-        staged = stage(self.resolved, inputs_folder)
+        staged = stage(self.resolved, inputs_folder, self.reach, self.max_bytes)
         for argument, item in staged.items():
             spec = self.inputs.get(argument)
             if spec is not None and spec.asset is None and spec.pinned is None:  # a plain URI: its file name
                 item["name"] = PurePosixPath(item["uri"].rstrip("/")).name or argument
-        dataitems = {
-            i.name: v
-            for i, v in zip(self.project_items, stage(self.project_items, inputs_folder).values(), strict=True)
-        }
+        project_staged = stage(self.project_items, inputs_folder, self.reach, self.max_bytes)
+        dataitems = {i.name: v for i, v in zip(self.project_items, project_staged.values(), strict=True)}
         data_file = run_folder / "data.json"
         data_file.write_text(
             json.dumps(
@@ -181,7 +192,9 @@ class DataRun:
             run_folder / "outputs",
             self.outputs,
             self.store,
+            self.reach,
             max_bytes=max_bytes,
+            max_data_bytes=self.max_bytes,
             redact=redact,
             on_line=on_line,
             project=self.project,

@@ -5,6 +5,11 @@ Every file the job wrote is treated as hostile: the manifest and each output fil
 without following symbolic links (the outputs folder itself too), must be regular files, and the
 manifest is read up to ``max_result_bytes``; names must be data item names. A failed run never gets
 here, so it publishes nothing.
+
+Where an output is written follows the Reach rule (:mod:`airflow_python_exec.models.reach`): only
+under the data store or a ``data_allowed_uris`` prefix, with an allowed connection; a local file is
+created with no link at any component and never over an existing one; every output is copied with
+a byte cap (``max_data_bytes``).
 """
 
 from __future__ import annotations
@@ -17,10 +22,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from airflow_python_exec.errors import PythonExecError
+from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.handlers import store
 from airflow_python_exec.isolation.job_files import open_folder, open_regular
+from airflow_python_exec.isolation.reach_io import ReachIOError, copy_stream, create_beneath, unlink_beneath
 from airflow_python_exec.models.data_item_specs import ARTIFACT, FORMATS, NAME, TABLE, OutputSpec, public_uri
+from airflow_python_exec.models.reach import WEB_SCHEMES, Location, Reach, parse_location
 from airflow_python_exec.redaction import Redactor
 
 MANIFEST = "manifest.json"
@@ -92,9 +99,11 @@ def publish(
     folder: Path,
     declared: Iterable[OutputSpec],
     data_store: str,
+    reach: Reach,
     *,
     max_bytes: int,
     redact: Redactor | None = None,
+    max_data_bytes: int,
     on_line: Callable[[str], None] | None = None,
     project: str | None = None,
     about: Mapping[str, Any] | None = None,
@@ -103,7 +112,9 @@ def publish(
 
     :param declared: the job's declared outputs (their own ``uri``, their asset).
     :param data_store: the data store base URI (with the project's level already added).
+    :param reach: where the job may write (the data store, ``data_allowed_uris``).
     :param max_bytes: largest manifest read.
+    :param max_data_bytes: largest output copied (a folder artifact: all its files together).
     :param redact: the run's secrets: an output's file name holding one is refused; schemas and
         metrics have each occurrence replaced by ``***``.
     :param project: the job's project: asset names are ``{project}/{name}``.
@@ -127,10 +138,14 @@ def publish(
             target = store.version_uri(spec, data_store, version, file_name)
             try:
                 if entry.get("format") == FOLDER and spec.kind == ARTIFACT:
-                    size = _publish_folder(dir_fd, entry["file"], target, spec.name)
+                    size = _publish_folder(dir_fd, entry["file"], target, spec.name, reach, max_data_bytes)
                 else:
                     with _open_output(dir_fd, entry["file"]) as source:
-                        size = store.write_new(source, target, overwrite=spec.uri is not None)
+                        size = write_output(source, target, reach, max_data_bytes, f"output {spec.name!r}")
+            except ReachIOError as exc:
+                raise PublishError(f"output {spec.name!r} is not published: {_with_setting(exc)}") from None
+            except JobConfigError as exc:
+                raise PublishError(str(exc)) from None
             except (OSError, ValueError) as exc:
                 raise PublishError(f"output {spec.name!r} cannot be published ({exc}); check the data store") from None
             declared_spec = specs.get(spec.name)
@@ -156,6 +171,67 @@ def publish(
                 )
     metrics = manifest.get("metrics") if isinstance(manifest.get("metrics"), dict) else {}
     return Outputs(tuple(items), metrics=redact.mask_value(metrics), declared=bool(manifest.get("declared")))
+
+
+def check_outputs(declared: Iterable[OutputSpec], reach: Reach) -> None:
+    """Check each declared output's own ``uri`` before the job starts: allowed, not there yet.
+
+    :raises JobConfigError: ``outputs[0].uri: '/x' is outside the data store or ...``.
+    """
+    for i, spec in enumerate(declared):
+        if spec.uri is None:
+            continue
+        what = f"outputs[{i}].uri"
+        location = _target(spec.uri, reach, what)
+        if location.local and os.path.lexists(location.path):
+            raise JobConfigError(
+                f"{what}: {location.shown!r} exists already; an output is never overwritten: name a new "
+                "file, or leave uri out to get a new version under the data store on each run"
+            )
+
+
+def _target(uri: str, reach: Reach, what: str) -> Location:
+    """The parsed place an output may be written to, or a one-line refusal."""
+    location = parse_location(uri, None, what)
+    if location.local:
+        reach.local_root(location, what, write=True)
+    elif location.scheme in WEB_SCHEMES:
+        raise JobConfigError(f"{what}: {location.shown!r} cannot be written; name a data store or storage URI")
+    else:
+        reach.check_remote(location, what)
+    return location
+
+
+def write_output(source: Any, uri: str, reach: Reach, cap: int, what: str) -> int:
+    """Copy ``source`` (a job's file) to the new ``uri``, counting bytes; return the bytes written.
+
+    Local: created under its allowed root with no link at any component, never over an existing
+    file. Elsewhere: through ``ObjectStoragePath``, refused when it exists. A copy over ``cap``
+    leaves nothing behind.
+
+    :raises ReachIOError: over ``cap``, or a link on the way; :raises FileExistsError: it exists.
+    :raises JobConfigError: a place the job may not write.
+    """
+    location = _target(uri, reach, what)
+    if os.fstat(source.fileno()).st_size > cap:
+        raise ReachIOError(f"it is larger than {cap} bytes")
+    if location.local:
+        root, below = reach.local_root(location, what, write=True)
+        os.makedirs(root.real, exist_ok=True)
+        fd = create_beneath(root.real, below)
+        try:
+            return copy_stream(source, fd, cap)
+        except BaseException:
+            unlink_beneath(root.real, below)
+            raise
+        finally:
+            os.close(fd)
+    return store.write_new(source, location.uri, cap=cap)
+
+
+def _with_setting(exc: ReachIOError) -> str:
+    text = str(exc)
+    return f"{text} ([python_exec] max_data_bytes)" if "larger than" in text else text
 
 
 def _checked(entry: Any, specs: Mapping[str, OutputSpec]) -> tuple[OutputSpec, str]:
@@ -194,10 +270,13 @@ def _read_manifest(folder: Path, max_bytes: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _publish_folder(dir_fd: int, relative: str, target: str, name: str) -> int:
+def _publish_folder(dir_fd: int, relative: str, target: str, name: str, reach: Reach, cap: int) -> int:
     """Copy the folder ``relative`` (under ``dir_fd``) to ``target``, following no link; return the bytes.
 
+    Each file goes through :func:`write_output` (the Reach rule), with what is left of ``cap``.
+
     :raises PublishError: a link, FIFO or device inside it (the job may have put one there).
+    :raises ReachIOError: more than ``cap`` bytes in all.
     """
     folder_fd = dir_fd
     opened = []
@@ -205,24 +284,24 @@ def _publish_folder(dir_fd: int, relative: str, target: str, name: str) -> int:
         for part in relative.split("/"):
             folder_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
             opened.append(folder_fd)
-        return _copy_tree(folder_fd, target, name, relative)
+        return _copy_tree(folder_fd, target, name, relative, reach, cap)
     finally:
         for fd in opened:
             os.close(fd)
 
 
-def _copy_tree(folder_fd: int, target: str, name: str, where: str) -> int:
+def _copy_tree(folder_fd: int, target: str, name: str, where: str, reach: Reach, cap: int) -> int:
     size = 0
     for entry in sorted(os.scandir(folder_fd), key=lambda e: e.name):
         if entry.is_dir(follow_symlinks=False):
             sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
             try:
-                size += _copy_tree(sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}")
+                size += _copy_tree(sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}", reach, cap - size)
             finally:
                 os.close(sub)
         elif entry.is_file(follow_symlinks=False):
             with open(open_regular(entry.name, dir_fd=folder_fd), "rb") as source:
-                size += store.write_new(source, f"{target}/{entry.name}")
+                size += write_output(source, f"{target}/{entry.name}", reach, cap - size, f"output {name!r}")
         else:
             raise PublishError(
                 f"output {name!r}: {where}/{entry.name} is a link or a special file; an artifact folder may "

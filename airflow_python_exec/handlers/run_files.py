@@ -71,12 +71,14 @@ def resolve_job_source(job: PythonJob, settings: EngineSettings, on_line: Callab
         root = job.folder
     else:
         from airflow_python_exec.handlers.sources import SourceResolver
+        from airflow_python_exec.models.reach import code_reach
 
         resolver = SourceResolver(
             settings.cache_dir,
             max_source_bytes=settings.max_source_bytes,
             lock_timeout=settings.lock_timeout,
             on_line=on_line,
+            reach=code_reach(settings, job.folder),
         )
         if code is not None:
             resolved = resolver.resolve_code(code, job.main_file_name)

@@ -15,39 +15,18 @@ from __future__ import annotations
 import datetime
 import io
 import json
-import os
 import re
 import secrets
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_python_exec.models.data_item_specs import OutputSpec, public_uri
+from airflow_python_exec.models.reach import data_store_uri, default_data_store
 
 if TYPE_CHECKING:
     from airflow.sdk import ObjectStoragePath
 
 #: Bytes per read/write when copying between storages.
 CHUNK = 1 << 20
-
-
-def default_data_store() -> str:
-    """``file://$AIRFLOW_HOME/python_exec/data`` (``~/airflow`` when ``AIRFLOW_HOME`` is unset)."""
-    home = os.path.abspath(os.path.expanduser(os.environ.get("AIRFLOW_HOME") or "~/airflow"))
-    return f"file://{home}/python_exec/data"
-
-
-def data_store_uri(value: str | None) -> str:
-    """The data store base URI: ``value`` (a URI, or an absolute local folder), else the default.
-
-    :raises ValueError: a relative path, or a value without a scheme that is not a folder path.
-    """
-    if value is None or not str(value).strip():
-        return default_data_store()
-    text = str(value).strip().rstrip("/")
-    if "://" in text:
-        return text
-    if os.path.isabs(os.path.expanduser(text)):
-        return f"file://{os.path.abspath(os.path.expanduser(text))}"
-    raise ValueError(f"data_store {text!r} is not a URI; write it like file:///data/store or s3://conn@bucket/path")
 
 
 def project_store(data_store: str, project: str | None) -> str:
@@ -57,6 +36,8 @@ def project_store(data_store: str, project: str | None) -> str:
 
 #: A version id as :func:`new_version` makes it.
 VERSION = re.compile(r"\d{8}T\d{12}Z-[0-9a-f]{6}\Z")
+#: Largest version record written or read, in bytes.
+MAX_RECORD_BYTES = 1 << 20
 
 
 def new_version() -> str:
@@ -84,21 +65,29 @@ def storage_path(uri: str) -> ObjectStoragePath:
     return ObjectStoragePath(uri)
 
 
-def write_new(source: BinaryIO, uri: str, *, overwrite: bool = False) -> int:
-    """Copy ``source`` to ``uri``; return the bytes written.
+def write_new(source: BinaryIO, uri: str, *, cap: int) -> int:
+    """Copy ``source`` to the new ``uri`` through ``ObjectStoragePath``'s file system; return the
+    bytes written. A copy that fails (over ``cap`` included) is removed.
 
-    :raises FileExistsError: ``uri`` exists and ``overwrite`` is false (a version is never overwritten).
+    :raises FileExistsError: ``uri`` exists (a version is never overwritten).
+    :raises ValueError: more than ``cap`` bytes.
     """
     target = storage_path(uri)
     fs = target.fs  # the filesystem itself: ObjectStoragePath.open's hook-lineage wrapper needs a task
-    if not overwrite and fs.exists(target.path):
+    if fs.exists(target.path):
         raise FileExistsError(f"{public_uri(uri)} exists already; a data item version is never overwritten")
     fs.makedirs(target.parent.path, exist_ok=True)
     size = 0
-    with fs.open(target.path, "wb") as out:
-        while chunk := source.read(CHUNK):
-            out.write(chunk)
-            size += len(chunk)
+    try:
+        with fs.open(target.path, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > cap:
+                    raise ValueError(f"it is larger than {cap} bytes ([python_exec] max_data_bytes)")
+                out.write(chunk)
+    except BaseException:
+        fs.rm(target.path)
+        raise
     return size
 
 
@@ -125,7 +114,7 @@ def write_version_record(data_store: str, published: Any, about: dict[str, Any])
         **about,
     }
     target = f"{data_store}/{published.group}/{published.name}/{published.version}.json"
-    write_new(io.BytesIO(json.dumps(record, default=str).encode()), target)
+    write_new(io.BytesIO(json.dumps(record, default=str).encode()), target, cap=MAX_RECORD_BYTES)
 
 
 def version_records(data_store: str, group: str, name: str) -> list[dict[str, Any]]:
@@ -139,7 +128,7 @@ def version_records(data_store: str, group: str, name: str) -> list[dict[str, An
         if str(entry).endswith(".json"):
             with fs.open(entry, "rb") as f:
                 try:
-                    value = json.loads(f.read(1 << 20))
+                    value = json.loads(f.read(MAX_RECORD_BYTES))
                 except ValueError:
                     continue  # not ours: never fatal for a listing
             if isinstance(value, dict):
@@ -155,3 +144,21 @@ def item_names(data_store: str) -> list[tuple[str, str]]:
         if folder.fs.exists(folder.path):
             found += [(group, str(p).rstrip("/").rsplit("/", 1)[-1]) for p in folder.fs.ls(folder.path, detail=False)]
     return sorted(found)
+
+
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "VERSION",
+    "asset_uri",
+    "data_store_uri",
+    "default_data_store",
+    "describe",
+    "item_names",
+    "new_version",
+    "project_store",
+    "storage_path",
+    "version_records",
+    "version_uri",
+    "write_new",
+    "write_version_record",
+]

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from airflow_python_exec.errors import PythonExecError
+
 TABLE, ARTIFACT, RESULT = "table", "artifact", "result"
 KINDS = (TABLE, ARTIFACT, RESULT)
 FORMATS = ("parquet", "csv")
@@ -118,6 +120,8 @@ def parse_outputs(value: Any) -> tuple[OutputSpec, ...]:
         uri = item.get("uri")
         if uri is not None and (not isinstance(uri, str) or not uri.strip() or "://" not in uri):
             raise ValueError(f"{where}: uri {uri!r} is not a URI; write it like s3://conn@bucket/path/x.parquet")
+        if uri is not None:
+            _parsed(uri, f"{where}.uri")
         if uri is not None and kind == RESULT:
             raise ValueError(f"{where}: a result is an XCom value and has no uri; remove uri or change kind")
         specs.append(OutputSpec(name, kind, fmt, uri))
@@ -172,7 +176,19 @@ def parse_input(name: str, item: Any) -> InputSpec:
 def _uri(uri: Any, where: str) -> str:
     if not isinstance(uri, str) or not uri.strip() or "\x00" in uri:
         raise ValueError(f"{where}: {uri!r} is not a URI or a path of the job folder")
+    _parsed(uri, where)
     return uri.strip()
+
+
+def _parsed(uri: str, where: str) -> None:
+    """Refuse early what the Reach parser refuses whatever the settings (a huge value, a control
+    character, a password in a URL); where it may be read or written is decided at run time."""
+    from airflow_python_exec.models.reach import parse_location
+
+    try:
+        parse_location(uri, "/", where)
+    except PythonExecError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _known_keys(item: Mapping[str, Any], known: tuple[str, ...], where: str) -> None:

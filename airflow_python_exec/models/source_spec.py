@@ -16,6 +16,8 @@ HEX_DIGITS = re.compile(r"[0-9a-f]+\Z")
 FULL_SHA = re.compile(r"([0-9a-f]{40}|[0-9a-f]{64})\Z")
 #: Refs we pass to git: no option look-alikes, no revision syntax (``..``, ``^``, ``~``, ``:``).
 _REF = re.compile(r"(?!-)(?!.*\.\.)[A-Za-z0-9._/+-]+\Z")
+#: Longest ``function.source`` looked at (a path or URL, not data).
+MAX_SOURCE_LENGTH = 4096
 _FORMS = "a folder or .zip file in the job folder, zip+https://..., or git+<url>[@<ref>][#subdirectory=<dir>]"
 
 
@@ -69,6 +71,8 @@ def parse_source(source: str) -> SourceSpec:
     if not isinstance(source, str) or not source.strip() or any(c in source for c in "\0\n\r"):
         raise JobConfigError(f"function.source {source!r} is empty or not one line; give {_FORMS}")
     source = source.strip()
+    if len(source) > MAX_SOURCE_LENGTH:
+        raise JobConfigError(f"function.source: a value of {len(source)} characters is not a source; give {_FORMS}")
     if source.startswith("git+"):
         return _parse_git(source)
     body, fragment = _split_fragment(source)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import zipfile
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
@@ -22,6 +24,7 @@ from airflow_python_exec.environments.key import file_digest
 from airflow_python_exec.errors import JobConfigError
 from airflow_python_exec.isolation.archive import MAX_ENTRIES, MAX_SOURCE_BYTES, check_archive, extract_archive
 from airflow_python_exec.logs import PREFIX, provider_line
+from airflow_python_exec.models.reach import Reach, check_local
 from airflow_python_exec.models.source_spec import (
     HEX_DIGITS,
     ResolvedSource,
@@ -47,6 +50,8 @@ class SourceResolver:
     :param lock_timeout: seconds to wait while another process builds the same entry.
     :param timeout_s: seconds allowed for each ``git`` command, and per network read of a download.
     :param on_line: receives progress lines, prefixed ``[python_exec]``; default: discarded.
+    :param reach: where a local git source may be read from, and whether a URL may be fetched
+        (:func:`~airflow_python_exec.models.reach.code_reach`); ``None``: not checked (tests).
     """
 
     def __init__(
@@ -58,7 +63,9 @@ class SourceResolver:
         lock_timeout: float = 600.0,
         timeout_s: float = 600.0,
         on_line: Callable[[str], None] | None = None,
+        reach: Reach | None = None,
     ) -> None:
+        self.reach = reach
         self.sources_dir = Path(cache_dir).absolute() / "sources"
         self.max_source_bytes = max_source_bytes
         self.max_entries = max_entries
@@ -76,6 +83,8 @@ class SourceResolver:
         """
         spec = source if isinstance(source, SourceSpec) else parse_source(source)
         job_folder = Path(job_folder).resolve()
+        if self.reach is not None:
+            spec = reached(spec, self.reach, job_folder)
         if spec.kind == "folder":
             return ResolvedSource(
                 inside_job_folder(job_folder, spec.location, "function.source", want_dir=True), "folder"
@@ -261,3 +270,34 @@ class SourceResolver:
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
+
+
+#: A URL git reaches over the network: ``scheme://`` (not ``file:``) or scp-like ``[user@]host:path``.
+_GIT_NETWORK = re.compile(r"(?!(?i:file|local):)[A-Za-z][A-Za-z0-9+.-]*://|[^/:]+:(?!//)")
+#: The schemes git may fetch over the network for a job (no transport helpers, no other protocols).
+_GIT_SCHEMES = ("https", "http", "ssh", "git")
+
+
+def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
+    """``spec`` under the Reach rule: no URL fetched without network, a local git repository only in
+    the job folder or a ``data_allowed_uris`` folder (and then named by the path that was checked).
+
+    :raises JobConfigError: one line naming the source and the setting.
+    """
+    network = spec.kind == "zip_url" or (spec.kind == "git" and _GIT_NETWORK.match(spec.location) is not None)
+    if spec.kind == "git" and "::" in spec.location:
+        raise JobConfigError(f"function.source {spec.display!r} names a git transport helper; give a URL or a path")
+    scheme = spec.location.split("://", 1)[0].lower() if "://" in spec.location else "ssh"
+    if spec.kind == "git" and network and scheme not in _GIT_SCHEMES:
+        raise JobConfigError(
+            f"function.source {spec.display!r}: git fetches only {', '.join(_GIT_SCHEMES)} or local paths"
+        )
+    if network and not reach.network:
+        raise JobConfigError(
+            f"function.source {spec.display!r} would be fetched over the network, and [python_exec] "
+            "sandbox_network is False; put the source in the job folder"
+        )
+    if spec.kind != "git" or network:
+        return spec
+    location = check_local(reach, spec.location, str(job_folder), "function.source")
+    return replace(spec, location=location.public)  # file://<the checked path>: git gets what was checked

@@ -1,0 +1,38 @@
+"""The paths a job names in ``pythonEnv`` (``pylock``, ``local_extra_deps``) under the Reach rule
+(DESIGN.md "Reach: what a job may name"): only in the job folder or a ``data_allowed_uris`` folder,
+reached with no link at any component; the checked path is the one handed on to uv."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.models.reach import check_local, code_reach
+from airflow_python_exec.settings import EngineSettings
+
+__all__ = ["code_reach", "extra_paths", "job_path"]
+
+
+def job_path(settings: EngineSettings, job_folder: Path, value: str, what: str) -> Path:
+    """The checked absolute path of a job-named ``pythonEnv`` path.
+
+    :param value: as the job wrote it (relative to ``job_folder``, or absolute, or ``file:``).
+    :param what: names the field in messages (``pythonEnv.pylock``).
+    :raises JobConfigError: outside the job folder and the allowed folders, in a hidden place, or
+        reached through a link.
+    :raises ProvisioningError: it does not exist.
+    """
+    try:
+        return Path(check_local(code_reach(settings, job_folder), value, str(job_folder), what).path)
+    except JobConfigError as exc:
+        if str(exc).endswith("does not exist"):
+            raise ProvisioningError(
+                f"{exc}; add it to the job folder or fix {what.split()[-1].split('[')[0]}"
+            ) from None
+        raise
+
+
+def extra_paths(settings: EngineSettings, job_folder: Path, extras: list[str]) -> tuple[Path, ...]:
+    """The checked paths of ``pythonEnv.local_extra_deps`` (see :func:`job_path`)."""
+    where = "local extra pythonEnv.local_extra_deps"
+    return tuple(job_path(settings, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))

@@ -1,0 +1,310 @@
+"""Reach: what a job may name (DESIGN.md "Reach"), each rule proven by the attack that broke it.
+
+Real runs of the service (real subprocesses, files, links, a FIFO, a local HTTP server on
+127.0.0.1), written as a hostile job author would write them. The catalogue of hostile values fed
+to every job-named field is in test_hostile_values.py.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import write_job
+
+from airflow_python_exec import PythonExecutionService
+from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
+from airflow_python_exec.handlers.data_items import DataRun
+from airflow_python_exec.models import PythonJob
+from airflow_python_exec.models.reach import reach_for
+
+READ = """
+    from pathlib import Path
+
+    def read(raw):
+        Path(__file__).with_name("ran").write_text("yes")
+        return raw.path.read_text() if raw.path.is_file() else sorted(p.name for p in raw.path.iterdir())
+"""
+
+
+def airflow_home() -> Path:
+    return Path(os.environ["AIRFLOW_HOME"])
+
+
+def run(settings, folder: Path, **kwargs):
+    lines: list[str] = []
+    result = PythonExecutionService(settings).run(folder, on_line=lines.append, on_setup_line=lines.append, **kwargs)
+    return result, lines
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def reach_settings(settings, store):
+    return settings.override(data_store=f"file://{store}")
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
+
+
+# -- 2. outputs: only under the data store or an allowed prefix, never through a link, never over a file
+
+
+@pytest.mark.parametrize("target", ["dags/evil_dag.py", "airflow.cfg"])
+def test_an_output_uri_naming_a_dag_file_or_airflow_cfg_is_refused_before_the_start(
+    tmp_path, reach_settings, store, target
+) -> None:
+    home = airflow_home()
+    victim = home / target
+    before = victim.read_bytes() if victim.exists() else None
+    code = "from pathlib import Path\ndef make():\n    Path(__file__).with_name('ran').write_text('yes')\n"
+    code += "    p = Path(__import__('tempfile').mkdtemp()) / 'x.py'\n"
+    code += "    p.write_text('[python_exec]\\nsandbox = off\\n')\n"
+    code += "    return p\n"
+    outputs = [{"name": "evil", "kind": "artifact", "uri": f"file://{victim}"}]
+    job = write_job(tmp_path / "job", code, job={"jobId": "evil", "function": {"handler": "make", "outputs": outputs}})
+    with pytest.raises(JobConfigError, match=r"outputs\[0\]\.uri: .* is outside the data store") as info:
+        run(reach_settings, job)
+    assert "\n" not in str(info.value)
+    assert not (job / "ran").exists()  # refused before the start
+    assert (victim.read_bytes() if victim.exists() else None) == before and files_in(store) == []
+
+
+def test_an_output_goes_only_to_an_allowed_folder_and_never_over_a_file_nor_through_a_link(
+    tmp_path, reach_settings
+) -> None:
+    allowed = tmp_path / "exports"
+    (allowed / "sub").mkdir(parents=True)
+    settings = reach_settings.override(data_allowed_uris=str(allowed))
+    code = "import pandas as pd\ndef make():\n    return pd.DataFrame({'a': [1, 2]})\n"
+    outputs = [{"name": "t", "format": "csv", "uri": f"FILE://{allowed}/sub/t.csv"}]
+    job = write_job(tmp_path / "job", code, job={"jobId": "out", "function": {"handler": "make", "outputs": outputs}})
+    result, _ = run(settings, job)
+    assert result.exit_code == 0 and (allowed / "sub" / "t.csv").read_text().splitlines() == ["a", "1", "2"]
+    with pytest.raises(JobConfigError, match="exists already; an output is never overwritten"):
+        run(settings, job)
+    # A link planted on the way (a job with a writable path could do it) is refused, not followed.
+    secret = tmp_path / "secret-folder"
+    secret.mkdir()
+    (allowed / "sub").rename(allowed / "old")
+    (allowed / "sub").symlink_to(secret)
+    with pytest.raises(PythonExecError, match="symbolic link"):
+        run(settings, job)
+    assert list(secret.iterdir()) == []
+
+
+# -- 5. inputs: the allow-list, no link at any component, bounded copies
+
+
+def test_a_symlink_swapped_while_the_worker_copies_never_brings_the_hidden_file_in(tmp_path, reach_settings) -> None:
+    secret = airflow_home() / "reach-test-secret.txt"
+    secret.write_text("TOP-SECRET-4711")
+    job_folder = write_job(tmp_path / "job", READ, job={"jobId": "swap", "function": {"handler": "read"}})
+    (job_folder / "data").mkdir()
+    plain, link, path = job_folder / "plain.tmp", job_folder / "link.tmp", job_folder / "data" / "x.csv"
+    path.write_text("harmless")
+    stop = threading.Event()
+
+    def swap() -> None:  # what a second job with a shared writable path does, as fast as it can
+        while not stop.is_set():
+            link.unlink(missing_ok=True)
+            link.symlink_to(secret)
+            os.replace(link, path)
+            plain.write_text("harmless")
+            os.replace(plain, path)
+
+    job = PythonJob.load(job_folder).with_function(inputs={"raw": "data/x.csv"})
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    copied, refused = 0, 0
+    try:
+        for i in range(300):
+            data = DataRun(job, reach=reach_for(reach_settings, job.folder), data_store=reach_settings.data_store)
+            run_folder = tmp_path / f"run{i}"
+            run_folder.mkdir()
+            try:
+                data.check()
+                data.stage(run_folder)
+            except JobConfigError as exc:
+                assert "TOP-SECRET" not in str(exc)
+                refused += 1
+                continue
+            assert (run_folder / "inputs" / "raw" / "x.csv").read_text() == "harmless"
+            copied += 1
+    finally:
+        stop.set()
+        swapper.join()
+        secret.unlink()
+    assert copied + refused == 300 and refused > 0  # the swap was seen, and never followed
+
+
+def test_a_folder_input_holding_airflow_home_is_refused(tmp_path, reach_settings) -> None:
+    parent = airflow_home().parent
+    settings = reach_settings.override(data_allowed_uris=str(parent))  # even where an administrator allowed it
+    job = write_job(tmp_path / "job", READ, job={"jobId": "home", "function": {"handler": "read"}})
+    job_config = PythonJob.load(job).with_function(inputs={"raw": f"file://{parent}"})
+    with pytest.raises(JobConfigError, match=f"holds {airflow_home()}"):
+        run(settings, job_config)
+    assert not (job / "ran").exists()
+
+
+def test_an_input_over_the_byte_cap_is_refused_in_one_line(tmp_path, reach_settings) -> None:
+    job = write_job(tmp_path / "job", READ, job={"jobId": "big", "function": {"handler": "read"}})
+    with open(job / "big.bin", "wb") as f:
+        f.truncate(64 << 20)  # sparse: 64 MiB that cost nothing on disk
+    job_config = PythonJob.load(job).with_function(inputs={"raw": "big.bin"})
+    with pytest.raises(JobConfigError, match=r"larger than 1048576 bytes \(\[python_exec\] max_data_bytes\)"):
+        run(reach_settings.override(max_data_bytes=1 << 20), job_config)
+    assert not (job / "ran").exists()
+
+
+# -- 6. connections: only those an administrator listed
+
+
+def test_a_connection_not_in_data_connections_is_refused_in_one_line(tmp_path, reach_settings) -> None:
+    job = write_job(tmp_path / "job", READ, job={"jobId": "conn", "function": {"handler": "read"}})
+    job_config = PythonJob.load(job).with_function(inputs={"raw": "s3://prod_db@bucket/x.csv"})
+    with pytest.raises(JobConfigError) as info:
+        run(reach_settings.override(data_allowed_uris="s3://bucket/"), job_config)
+    assert str(info.value) == (
+        "input 'raw': connection 'prod_db' in 's3://***@bucket/x.csv' is not in [python_exec] data_connections; "
+        "use an allowed connection or ask an administrator to add it"
+    )
+    listed = reach_settings.override(data_connections="aws_default")
+    with pytest.raises(JobConfigError, match="connection 'prod_db' is not in \\[python_exec\\] data_connections"):
+        run(listed.override(data_store="s3://prod_db@bucket/store"), job_config)
+
+
+# -- 7. requirements and sources
+
+
+def test_a_requirement_naming_a_sibling_jobs_wheel_is_refused_before_any_build(tmp_path, reach_settings) -> None:
+    sibling = tmp_path / "other-job" / "dist"
+    sibling.mkdir(parents=True)
+    (sibling / "x-1.0-py3-none-any.whl").write_bytes(b"PK")
+    requirements = [f"x @ file://{sibling}/x-1.0-py3-none-any.whl"]
+    job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "w", "pythonEnv": {"requirements": requirements}})
+    with pytest.raises(JobConfigError, match="is outside the job folder"):
+        run(reach_settings, job)
+    assert not (reach_settings.cache_dir / "envs").exists() or not any((reach_settings.cache_dir / "envs").iterdir())
+
+
+@pytest.mark.parametrize("path", ["/proc/self/environ", "{home}/airflow.cfg", "link.txt"])
+def test_a_requirements_file_outside_the_job_folder_is_refused_and_never_quoted(
+    tmp_path, reach_settings, monkeypatch, path
+) -> None:
+    monkeypatch.setenv("REACH_SECRET", "ENV-SECRET-0815")
+    path = path.format(home=airflow_home())
+    job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "r", "pythonEnv": {"requirements": path}})
+    (job / "link.txt").symlink_to(airflow_home() / "airflow.cfg")
+    with pytest.raises(PythonExecError) as info:
+        run(reach_settings, job)
+    message = str(info.value)
+    assert "\n" not in message and "ENV-SECRET" not in message and "[core]" not in message
+    assert "is outside the job folder" in message or "symbolic link" in message
+
+
+def test_a_git_source_in_a_sibling_folder_and_web_sources_without_network_are_refused(tmp_path, reach_settings) -> None:
+    sibling = tmp_path / "secret-repo"
+    (sibling / ".git").mkdir(parents=True)
+    job = write_job(tmp_path / "job", "", job={"jobId": "g", "function": {"handler": "m:f", "source": "x/"}})
+    for source, expected in [
+        (f"git+file://{sibling}", "is outside the job folder"),
+        (f"git+{sibling}", "is outside the job folder"),
+        (f"git+FILE://{airflow_home()}", "is outside the job folder"),
+        ("git+ext::sh", "git transport helper"),
+    ]:
+        with pytest.raises(JobConfigError, match=expected):
+            run(reach_settings, PythonJob.load(job).with_function(source=source))
+    offline = reach_settings.override(sandbox_network=False)
+    for source in ["zip+https://example.org/src.zip", "git+https://example.org/r.git", "git+git@example.org:r.git"]:
+        with pytest.raises(JobConfigError, match="sandbox_network is False"):
+            run(offline, PythonJob.load(job).with_function(source=source))
+    requirements = ["x @ https://example.org/x-1.0-py3-none-any.whl"]
+    script = write_job(
+        tmp_path / "script", "print('ran')\n", job={"jobId": "n", "pythonEnv": {"requirements": requirements}}
+    )
+    with pytest.raises(JobConfigError, match="sandbox_network is False"):
+        run(offline, script)
+
+
+# -- 8. outputs copied with a byte cap
+
+
+def test_a_sparse_artifact_over_the_cap_fails_the_run_in_one_line_and_stores_nothing(tmp_path, reach_settings, store):
+    code = """
+        import tempfile
+        from pathlib import Path
+
+        def make():
+            path = Path(tempfile.mkdtemp()) / "huge.bin"
+            with open(path, "wb") as f:
+                f.truncate(256 << 20)
+            return path
+    """
+    outputs = [{"name": "huge", "kind": "artifact"}]
+    job = write_job(tmp_path / "job", code, job={"jobId": "huge", "function": {"handler": "make", "outputs": outputs}})
+    with pytest.raises(PythonExecError) as info:
+        run(reach_settings.override(max_data_bytes=1 << 20), job)
+    assert str(info.value) == (
+        "output 'huge' is not published: it is larger than 1048576 bytes ([python_exec] max_data_bytes)"
+    )
+    assert files_in(store) == []
+
+
+# -- issue 25.3: http(s) inputs through fsspec, only where allowed
+
+
+@pytest.fixture
+def web(tmp_path: Path):
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "data.csv").write_text("city,pop\nRome,2800000\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_http_input_is_read_where_allowed_and_refused_elsewhere(tmp_path, reach_settings, web) -> None:
+    job = write_job(tmp_path / "job", READ, job={"jobId": "web", "function": {"handler": "read"}})
+    job_config = PythonJob.load(job).with_function(inputs={"raw": f"{web}/data.csv"})
+    result, _ = run(reach_settings.override(data_allowed_uris=f"{web}/"), job_config)
+    assert result.exit_code == 0 and result.result == "city,pop\nRome,2800000\n"
+    with pytest.raises(JobConfigError, match="is outside the data store and \\[python_exec\\] data_allowed_uris"):
+        run(reach_settings, job_config)
+    with pytest.raises(JobConfigError, match="sandbox_network is False"):
+        run(reach_settings.override(data_allowed_uris=f"{web}/", sandbox_network=False), job_config)
+    with pytest.raises(JobConfigError, match=r"\[python_exec\] max_data_bytes"):
+        run(reach_settings.override(data_allowed_uris=f"{web}/", max_data_bytes=5), job_config)
+    missing = PythonJob.load(job).with_function(inputs={"raw": f"{web}/nothing.csv"})
+    with pytest.raises(JobConfigError, match=r"nothing\.csv does not exist"):
+        run(reach_settings.override(data_allowed_uris=f"{web}/"), missing)
+
+
+def test_the_data_store_may_not_be_a_worker_place(tmp_path, settings) -> None:
+    job = write_job(tmp_path / "job", READ, job={"jobId": "ds", "function": {"handler": "read"}})
+    for store in [str(airflow_home() / "dags"), str(airflow_home()), "/proc/self", "/"]:
+        with pytest.raises(JobConfigError, match=r"data_store .* overlaps"):
+            run(settings.override(data_store=store), job)
+    assert not (job / "ran").exists()
+
+
+def test_provisioning_errors_for_reach_are_not_retried_builds(tmp_path, reach_settings) -> None:
+    job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "p", "pythonEnv": {"pylock": "/etc/pylock.toml"}})
+    with pytest.raises(JobConfigError, match=r"pythonEnv\.pylock: '/etc/pylock\.toml' is outside the job folder"):
+        run(reach_settings, job)
+    missing = write_job(tmp_path / "job2", "", job={"jobId": "q", "pythonEnv": {"pylock": "pylock.toml"}})
+    with pytest.raises(ProvisioningError, match="does not exist"):
+        run(reach_settings, missing)
