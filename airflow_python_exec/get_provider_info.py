@@ -17,6 +17,7 @@ _TYPES = {
     "lock_timeout": "float",
     "max_result_bytes": "integer",
     "max_source_bytes": "integer",
+    "max_cache_bytes": "integer",
 }
 _EXAMPLES = {
     "install_path": "/usr/local",
@@ -26,6 +27,7 @@ _EXAMPLES = {
     "sandbox": "bubblewrap",
     "sandbox_writable_paths": "/data/out,/srv/exports",
     "data_store": "s3://aws_default@bucket/data",
+    "max_cache_bytes": "21474836480",
 }
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
+from .bytecode import bytecode_plan, compile_files
 from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from .interpreters import Interpreter, find_python, probe_version
 from .key import environment_key
@@ -257,6 +257,10 @@ class EnvironmentProvisioner:
         finally:
             lock.release()
         self._say(f"environment {spec.key} ready ({ms(started)})")
+        if self.settings.max_cache_bytes is not None:  # the new environment is held by this run: it stays
+            from .cache_cap import cap_after_build
+
+            cap_after_build(self.settings.cache_dir, self.settings.max_cache_bytes, self._say)
         return path
 
     # -- ephemeral --------------------------------------------------------------------------
@@ -318,7 +322,7 @@ class EnvironmentProvisioner:
             if spec.extras:
                 self._install_extras(python, job, spec)
                 check_venv_cfg(path, venv_cfg, job.job_id)
-            self._compile(spec.python, path)
+            self._compile(spec, path)
             _write_marker(path, job, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
         except BaseException:
@@ -348,28 +352,25 @@ class EnvironmentProvisioner:
                 shutil.rmtree(build_dir, ignore_errors=True)
         self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
-    def _compile(self, python: Path, path: Path) -> None:
-        """Compile the bytecode of every installed package, once, as the last step before the marker.
+    def _compile(self, spec: EnvironmentSpec, path: Path) -> None:
+        """Give every installed ``.py`` file its bytecode, as the last step before the marker: linked
+        from the bytecode store when an earlier environment compiled the same files, else compiled
+        once by the base interpreter and stored (see :mod:`.bytecode` for why never the environment's
+        own interpreter, and for the store's rules).
 
-        The environment's own interpreter never runs here: provisioning runs as the worker, outside
-        the sandbox, and what that interpreter does at start-up is partly the job's (``site`` runs
-        every ``.pth`` file installed, which ``uv pip install --compile-bytecode`` triggers; a wheel's
-        ``.data/data/pyvenv.cfg`` could name another standard library). So ``python`` is the base
-        interpreter the environment was made from (same version, so the same bytecode tag), started
-        with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables); compiling only parses
-        files. A file that does not compile (a Python 2 test file in a package) is left without
-        bytecode, as pip leaves it.
+        :raises ProvisioningError: waiting for another process's compile timed out or was stopped.
         """
         step = time.monotonic()
-        for site_packages in sorted(path.glob("lib/python*/site-packages")):
-            subprocess.run(
-                [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-        self._say(f"bytecode compiled ({ms(step)})")
+        with bytecode_plan(
+            path, self.settings.cache_dir, spec.version, timeout_s=self.settings.lock_timeout, stopped=self._stopped
+        ) as plan:
+            if plan.compile:
+                self._say(f"compiling {len(plan.compile)} files on {os.cpu_count() or 1} cores")
+                compile_files(spec.python, plan.compile)
+        self._say(f"bytecode: {len(plan.compile)} files compiled, {plan.linked} linked from the store ({ms(step)})")
+
+    def _stopped(self) -> bool:
+        return self._uv.stopped
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")

@@ -104,7 +104,8 @@ def record_size(path: Path) -> int:
 
 def walk_size(path: Path) -> int:
     """Disk usage of every file under ``path``, bytes (``st_blocks``; a file hard-linked several times
-    inside it, as uv links from its cache, counted once)."""
+    inside it, as uv links from its cache, counted once; a ``.pyc`` file linked from the bytecode
+    store not at all: the store counts it)."""
     seen, total = set(), 0
     for root, _dirs, files in os.walk(path):
         for name in files:
@@ -112,6 +113,8 @@ def walk_size(path: Path) -> int:
                 st = os.lstat(os.path.join(root, name))
             except OSError:
                 continue
+            if name.endswith(".pyc") and st.st_nlink > 1 and not st.st_mode & 0o222:
+                continue  # read-only and linked: the bytecode store's
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
@@ -152,7 +155,7 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
                 continue  # a run used it between our listing and the lock
             env = dataclasses.replace(env, size_bytes=_size_or_zero(env, keep_record=dry_run))
             if not dry_run:
-                _remove(env, len(removed))
+                remove_environment(env, len(removed))
             removed.append(env)
         finally:
             if fd is not None:
@@ -178,7 +181,12 @@ def _open_lock(path: Path) -> int | None:
         raise PythonExecError(f"cannot open {path} ({exc.strerror or exc}); check [python_exec] cache_dir") from None
 
 
-def _remove(env: CachedEnvironment, removed_before: int) -> None:
+def remove_environment(env: CachedEnvironment, removed_before: int) -> None:
+    """Remove one environment, its marker first (the caller holds its ``.inuse`` lock exclusively).
+
+    :param removed_before: how many were removed before it, for the message.
+    :raises PythonExecError: it cannot be removed.
+    """
     try:
         (env.path / MARKER).unlink(missing_ok=True)  # first, so no new run trusts it
         shutil.rmtree(env.path)
