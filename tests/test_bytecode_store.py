@@ -240,3 +240,39 @@ def test_envs_list_shows_the_caches_total(settings, tmp_path: Path, wheels: Path
     ).stdout
     assert out.splitlines()[-1].startswith("total: 1 environment"), out
     assert "bytecode store: 2 entries" in out.splitlines()[-1], out
+
+
+def test_a_build_shows_its_progress_in_a_few_lines_on_the_clis_stderr(settings, tmp_path: Path, wheels: Path) -> None:
+    job = locked(tmp_path / "job", wheels, ["tinyapp", "tinyextra"])
+    done = subprocess.run(
+        [CLI, "provision", str(job)],
+        env=cli_env(cache_dir=str(settings.cache_dir)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    ours = [
+        line.removeprefix("[python_exec] ") for line in done.stderr.splitlines() if line.startswith("[python_exec]")
+    ]
+    steps = [
+        "cache miss",
+        "resolving and installing 3 locked packages",
+        "installed 3",
+        "compiling 4 files on ",
+        "bytecode: 4 files compiled, 0 linked",
+        "ready, built in ",
+    ]
+    found = [next((i for i, line in enumerate(ours) if step in line), None) for step in steps]
+    assert None not in found and found == sorted(found), ours  # type: ignore[type-var]
+    assert len(ours) <= 8 and ours[-1].endswith(" s"), ours
+
+
+def test_the_download_line_names_the_packages_and_megabytes_of_this_machines_wheels() -> None:
+    from conftest import REPO
+
+    from airflow_python_exec.environments.lockfile import downloading
+
+    line = downloading(REPO / "example_dags" / "jobs" / "world_cities" / "pylock.toml", "3.11.7")
+    count, megabytes = line.split()[1], float(line.split()[3])
+    assert count == "6" and 20 < megabytes < 200, line  # pandas, numpy...: one wheel each, not every platform's

@@ -22,8 +22,6 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
@@ -34,31 +32,13 @@ from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
 from .bytecode import bytecode_plan, compile_files
-from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
+from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms
 from .interpreters import Interpreter, find_python, probe_version
 from .key import environment_key
 from .layout import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
-from .lockfile import check_lock_file, explain_install_failure, locked_packages
+from .lockfile import check_lock_file, downloading, explain_install_failure, locked_packages
+from .spec import EnvironmentSpec, write_environment_marker
 from .uv import Uv
-
-
-@dataclass(frozen=True)
-class EnvironmentSpec:
-    """What an environment is built from, resolved and checked.
-
-    :ivar python: base interpreter executable; :ivar version: its full version;
-    :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
-    :ivar key: the cache key (see :mod:`.key`);
-    :ivar requirements: normalized requirements (``pythonEnv.requirements`` or PEP 723
-        ``dependencies``) resolved into a lock inside the environment, or ``None``.
-    """
-
-    python: Path
-    version: str
-    lock: Path | None
-    extras: tuple[Path, ...] = ()
-    key: str = field(default="", compare=False)
-    requirements: tuple[str, ...] | None = None
 
 
 class EnvironmentProvisioner:
@@ -256,7 +236,7 @@ class EnvironmentProvisioner:
             record_size(path)  # once, while its files are in the page cache; envs list reads it
         finally:
             lock.release()
-        self._say(f"environment {spec.key} ready ({ms(started)})")
+        self._say(f"environment {spec.key} ready, built in {time.monotonic() - started:.1f} s")
         if self.settings.max_cache_bytes is not None:  # the new environment is held by this run: it stays
             from .cache_cap import cap_after_build
 
@@ -276,7 +256,7 @@ class EnvironmentProvisioner:
             with disk_errors_as_provisioning():
                 (path / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
                 self._build(path, job, spec)
-            self._say(f"ephemeral environment ready ({ms(started)})")
+            self._say(f"ephemeral environment ready, built in {time.monotonic() - started:.1f} s")
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
@@ -286,9 +266,8 @@ class EnvironmentProvisioner:
 
     def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> None:
         """uv venv, resolve requirements into ``<env>/pylock.toml`` (when the job has them), install
-        the lock, install local extras with --no-deps, write the marker last. Installs compile
-        bytecode (DESIGN.md "The environment cache"): a sandboxed environment is read-only and many
-        hosts set PYTHONDONTWRITEBYTECODE, so otherwise every start recompiles (pandas: +0.7 s)."""
+        the lock, install local extras with --no-deps, bytecode (a sandboxed environment is read-only:
+        without it every start recompiles), the marker last; a few progress lines on the way."""
         started = time.monotonic()
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
@@ -311,11 +290,13 @@ class EnvironmentProvisioner:
             if lock is not None:
                 step = time.monotonic()
                 installing = lock
+                self._say(f"resolving and installing {len(packages)} locked packages, from uv's cache when it has them")
                 self._uv.run(
                     f"installing {lock.name}",
                     ["pip", "install", "--python", python, "--no-build", "-r", str(lock)],
                     offline_first=True,
                     explain=lambda lines: explain_install_failure(lines, installing, spec.version),
+                    on_download=lambda: self._say(downloading(installing, spec.version)),
                 )
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
                 check_venv_cfg(path, venv_cfg, job.job_id)
@@ -323,7 +304,7 @@ class EnvironmentProvisioner:
                 self._install_extras(python, job, spec)
                 check_venv_cfg(path, venv_cfg, job.job_id)
             self._compile(spec, path)
-            _write_marker(path, job, spec, packages, time.monotonic() - started)
+            write_environment_marker(path, job.job_id, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
@@ -374,22 +355,6 @@ class EnvironmentProvisioner:
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
-
-
-def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float) -> None:
-    marker = {
-        "key": spec.key,
-        "job_id": job.job_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "provisioning_s": round(seconds, 3),
-        "python": str(spec.python),
-        "python_version": spec.version,
-        "lock": str(spec.lock) if spec.lock else None,
-        "requirements": list(spec.requirements) if spec.requirements is not None else None,
-        "local_extra_deps": [str(p) for p in spec.extras],
-        "installed": [*packages, *(p.name for p in spec.extras)],
-    }
-    write_marker(path / MARKER, marker)
 
 
 def _touch(path: Path) -> None:

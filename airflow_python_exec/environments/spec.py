@@ -1,0 +1,48 @@
+"""What an environment is built from (:class:`EnvironmentSpec`), and its ``.provisioned`` marker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .cache_entry import write_marker
+from .layout import MARKER
+
+
+@dataclass(frozen=True)
+class EnvironmentSpec:
+    """What an environment is built from, resolved and checked.
+
+    :ivar python: base interpreter executable; :ivar version: its full version;
+    :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
+    :ivar key: the cache key (see :mod:`.key`);
+    :ivar requirements: normalized requirements (``pythonEnv.requirements`` or PEP 723
+        ``dependencies``) resolved into a lock inside the environment, or ``None``.
+    """
+
+    python: Path
+    version: str
+    lock: Path | None
+    extras: tuple[Path, ...] = ()
+    key: str = field(default="", compare=False)
+    requirements: tuple[str, ...] | None = None
+
+
+def write_environment_marker(
+    path: Path, job_id: str, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float
+) -> None:
+    """Write ``<path>/.provisioned`` (atomically, last): what the environment was built from and holds."""
+    marker = {
+        "key": spec.key,
+        "job_id": job_id,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provisioning_s": round(seconds, 3),
+        "python": str(spec.python),
+        "python_version": spec.version,
+        "lock": str(spec.lock) if spec.lock else None,
+        "requirements": list(spec.requirements) if spec.requirements is not None else None,
+        "local_extra_deps": [str(p) for p in spec.extras],
+        "installed": [*packages, *(p.name for p in spec.extras)],
+    }
+    write_marker(path / MARKER, marker)
