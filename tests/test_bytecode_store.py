@@ -276,3 +276,28 @@ def test_the_download_line_names_the_packages_and_megabytes_of_this_machines_whe
     line = downloading(REPO / "example_dags" / "jobs" / "world_cities" / "pylock.toml", "3.11.7")
     count, megabytes = line.split()[1], float(line.split()[3])
     assert count == "6" and 20 < megabytes < 200, line  # pandas, numpy...: one wheel each, not every platform's
+
+
+def test_two_provisionings_at_once_share_one_compile(settings, tmp_path: Path, wheels: Path) -> None:
+    many = {f"manymods_pkg/m{i}.py": f"X = {i}\n".encode() for i in range(1500)}
+    write_wheel(wheels.parent / "shared-wheels", "manymods", module="Y = 1\n", extra_files=many)
+    for wheel in wheels.glob("*.whl"):
+        (wheels.parent / "shared-wheels" / wheel.name).write_bytes(wheel.read_bytes())
+    jobs = [
+        locked(tmp_path / "one", wheels.parent / "shared-wheels", ["manymods", "tinyextra"], "import manymods\n"),
+        locked(tmp_path / "two", wheels.parent / "shared-wheels", ["manymods", "tinyapp"], "import manymods\n"),
+    ]
+    env = cli_env(cache_dir=str(settings.cache_dir))
+    both = [subprocess.Popen([CLI, "provision", str(j)], env=env, stderr=subprocess.PIPE, text=True) for j in jobs]
+    errs = [p.communicate(timeout=600)[1] for p in both]
+    assert [p.returncode for p in both] == [0, 0], errs
+    counts = [compiled_count(err.splitlines()) for err in errs]
+    assert sum(counts) == 1501 + 1 + 3, errs  # manymods once, then each job's own package(s)
+    a, b = (pycs_of(env_of_job(settings, j), "manymods_pkg/__pycache__/m1499.") for j in jobs)
+    assert (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def pycs_of(env: Path, prefix: str) -> os.stat_result:
+    (site,) = env.glob("lib/python*/site-packages")
+    (pyc,) = [p for p in site.rglob("*.pyc") if str(p.relative_to(site)).startswith(prefix)]
+    return pyc.stat()
