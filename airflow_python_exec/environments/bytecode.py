@@ -45,13 +45,16 @@ LISTING = ".files"
 USES = ".bytecode"
 UNOWNED = "_unowned"
 _SAFE = re.compile(r"[^A-Za-z0-9._+]")
+_ENTRY = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
+#: ``bytecode/.index/<digest of the files' identities>`` -> the entry (see :func:`_group`).
+INDEX = ".index"
 
 #: Run by the base interpreter with ``-I -S`` (no ``site``: no ``.pth`` file of the job's runs):
 #: compiles the NUL-separated ``.py`` paths listed in the file ``argv[1]`` on every core.
 COMPILE_SCRIPT = """\
 import compileall, concurrent.futures, functools, os, py_compile, sys
 files = [f for f in open(sys.argv[1], encoding='utf-8', errors='surrogateescape').read().split('\\0') if f]
-work = functools.partial(compileall.compile_file, quiet=2,
+work = functools.partial(compileall.compile_file, quiet=2, force=True,
                          invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 if len(files) > 1 and (os.cpu_count() or 1) > 1:
     with concurrent.futures.ProcessPoolExecutor() as pool:
@@ -72,6 +75,9 @@ class Group:
     entry: str
     sources: list[str]
     tag: str = "cpython"
+    #: the index's name for these exact files; ``indexed``: the entry was found through it.
+    seen: str = ""
+    indexed: bool = False
 
 
 @dataclass
@@ -113,10 +119,12 @@ def bytecode_plan(
     :raises OSError: the store cannot be written (the caller turns it into one line).
     """
     store = store_dir(cache_dir)
-    store.mkdir(parents=True, exist_ok=True)
+    index = store / INDEX
+    index.mkdir(parents=True, exist_ok=True)
     plan = Plan()
     try:
-        groups = [g for sp in sorted(env.glob("lib/python*/site-packages")) for g in _groups(sp, python_version)]
+        site = sorted(env.glob("lib/python*/site-packages"))
+        groups = [g for sp in site for g in _groups(sp, python_version, index)]
         plan.entries = sorted({g.entry for g in groups})
         (env / USES).write_text(json.dumps(plan.entries))
         missing = [g for g in groups if not _link_entry(store / g.entry, g, plan)]
@@ -125,6 +133,7 @@ def bytecode_plan(
         yield plan
         for group in plan.build:
             _store(store, group)
+        _remember(index, groups)
     finally:
         for lock in plan.locks:
             lock.release()
@@ -224,39 +233,62 @@ def _store(store: Path, group: Group) -> None:
         raise
 
 
-def _groups(site_packages: Path, python_version: str) -> list[Group]:
+def _groups(site_packages: Path, python_version: str, index: Path) -> list[Group]:
     """Every ``.py`` file under ``site_packages`` (no symbolic link followed), grouped by the
     distribution whose ``RECORD`` lists it, each group named by the digest of its files."""
-    sources = set(_walk_sources(site_packages))
+    sources = dict(_walk_sources(site_packages))
     tag = f"cpython-{site_packages.parent.name.removeprefix('python').replace('.', '')}"
     groups, owned = [], set()
     for dist_info in sorted(site_packages.glob("*.dist-info")):
-        mine = sorted(rel for rel in _record_sources(dist_info) if rel in sources and rel not in owned)
+        mine = sorted(rel for rel in set(_record_sources(dist_info)) if rel in sources and rel not in owned)
         if mine:
             owned.update(mine)
             name, _, version = dist_info.name.removesuffix(".dist-info").partition("-")
-            entry = _entry_name(name, version, site_packages, mine, tag, python_version)
-            groups.append(Group(site_packages, entry, mine, tag))
-    rest = sorted(sources - owned)
+            groups.append(_group(site_packages, (name, version, tag, python_version), mine, sources, index))
+    rest = sorted(set(sources) - owned)
     if rest:
-        entry = _entry_name(UNOWNED, "0", site_packages, rest, tag, python_version)
-        groups.append(Group(site_packages, entry, rest, tag))
+        groups.append(_group(site_packages, (UNOWNED, "0", tag, python_version), rest, sources, index))
     return groups
 
 
-def _walk_sources(root: Path) -> Iterator[str]:
-    """Relative paths of the regular ``.py`` files under ``root``, not descending symbolic links."""
+def _group(
+    site_packages: Path, what: tuple[str, str, str, str], mine: list[str], sources: dict[str, tuple], index: Path
+) -> Group:
+    """One group, its entry found through the index when its files are the very files (same inode,
+    size and modification time) an earlier environment's digest was taken of: uv links the same
+    files from its cache into every environment, so the sources are read only when uv unpacked them
+    anew (or copies them)."""
+    name, version, tag, python = what
+    seen = hashlib.sha256(repr((what, [(rel, sources[rel]) for rel in mine])).encode()).hexdigest()[:32]
+    try:
+        entry = (index / seen).read_text()
+        if _ENTRY.fullmatch(entry) and (index.parent / entry / LISTING).is_file():
+            return Group(site_packages, entry, mine, tag, seen, indexed=True)
+    except OSError:
+        pass
+    digest = hashlib.sha256()
+    for rel in mine:
+        with open(os.path.join(site_packages, rel), "rb", buffering=0) as file:
+            digest.update(rel.encode("utf-8", "surrogateescape") + b"\0" + hashlib.sha256(file.read()).digest())
+    parts = (name.lower(), version, digest.hexdigest()[:24], tag, python)
+    return Group(site_packages, "-".join(_SAFE.sub("_", part) or "_" for part in parts), mine, tag, seen)
+
+
+def _walk_sources(root: Path) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
+    """``(path relative to root, (device, inode, size, mtime_ns))`` of the regular ``.py`` files under
+    ``root``, not descending symbolic links."""
     stack = [""]
     while stack:
         rel = stack.pop()
-        with os.scandir(root / rel) as entries:
+        with os.scandir(os.path.join(root, rel)) as entries:
             for entry in entries:
                 path = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name != "__pycache__":
                         stack.append(path)
                 elif entry.name.endswith(".py") and entry.is_file(follow_symlinks=False):
-                    yield path
+                    st = entry.stat(follow_symlinks=False)
+                    yield path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _record_sources(dist_info: Path) -> Iterator[str]:
@@ -269,14 +301,14 @@ def _record_sources(dist_info: Path) -> Iterator[str]:
         return
 
 
-def _entry_name(name: str, version: str, site_packages: Path, sources: list[str], tag: str, python: str) -> str:
-    digest = hashlib.sha256()
-    for rel in sources:
-        with open(site_packages / rel, "rb") as file:
-            content = hashlib.sha256(file.read()).digest()
-        digest.update(rel.encode("utf-8", "surrogateescape") + b"\0" + content)
-    parts = (name.lower(), version, digest.hexdigest()[:24], tag, python)
-    return "-".join(_SAFE.sub("_", part) or "_" for part in parts)
+def _remember(index: Path, groups: list[Group]) -> None:
+    """Write the index entries of the groups whose entry was found by reading their sources."""
+    for group in groups:
+        if group.indexed or not (index.parent / group.entry / LISTING).is_file():
+            continue
+        tmp = index / f".{group.seen}.{os.getpid()}.tmp"
+        tmp.write_text(group.entry)
+        os.replace(tmp, index / group.seen)
 
 
 def _pyc_of(rel: str, tag: str) -> str:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bytecode import LISTING, USES, store_dir
+from .bytecode import INDEX, LISTING, USES, store_dir
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,16 @@ def prune_store(cache_dir: Path, dry_run: bool = False) -> list[StoreEntry]:
         return unused
     removed = [entry for entry in unused if remove_entry(entry.path)]
     _remove_abandoned(store_dir(cache_dir))
+    _remove_stale_index(store_dir(cache_dir))
     return removed
+
+
+def _remove_stale_index(store: Path) -> None:
+    """Index files (``.index/<files' identities>``) naming an entry that is gone."""
+    for path in (store / INDEX).iterdir() if (store / INDEX).is_dir() else []:
+        with contextlib.suppress(OSError):
+            if not (store / path.read_text() / LISTING).is_file():
+                path.unlink()
 
 
 def remove_entry(path: Path) -> bool:
