@@ -8,8 +8,9 @@ first, so no side downloads anything. Each round, in a fresh ``cache_dir`` (empt
 
 - ours: ``EnvironmentProvisioner.provision`` of the first lock (everything compiled once and stored),
   then of the second (pandas and pyarrow linked from the store, only the small package compiled);
-- by hand: ``uv venv`` + ``uv pip install -r pylock.toml`` of each lock, without compiling (what
-  ``PythonVirtualenvOperator`` pays).
+- by hand: ``uv venv`` + ``uv pip install --offline -r pylock.toml`` of each lock, without compiling
+  (what ``PythonVirtualenvOperator`` pays; ``--offline`` as our first attempt, so that neither side
+  waits on the network: on a machine without it, uv by hand spends seconds retrying).
 
 The two sides alternate which goes first from round to round (interleaved pairs); medians are
 printed with their ratios. Target: the second environment at most 1.2x uv by hand; the first is
@@ -53,7 +54,7 @@ def _by_hand(uv: str, python: str, target: Path, lock: Path) -> float:
     started = time.perf_counter()
     subprocess.run([uv, "venv", "-q", str(target), "--python", python], check=True)
     subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(target / "bin" / "python"), "-r", str(lock)],
+        [uv, "pip", "install", "-q", "--offline", "--python", str(target / "bin" / "python"), "-r", str(lock)],
         check=True,
         env={**os.environ, "UV_PREVIEW_FEATURES": "pylock"},
     )

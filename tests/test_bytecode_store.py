@@ -259,7 +259,7 @@ def test_a_build_shows_its_progress_in_a_few_lines_on_the_clis_stderr(settings, 
         "cache miss",
         "resolving and installing 3 locked packages",
         "installed 3",
-        "compiling 4 files on ",
+        "compiling 4 files",
         "bytecode: 4 files compiled, 0 linked",
         "ready, built in ",
     ]

@@ -56,7 +56,7 @@ import compileall, concurrent.futures, functools, os, py_compile, sys
 files = [f for f in open(sys.argv[1], encoding='utf-8', errors='surrogateescape').read().split('\\0') if f]
 work = functools.partial(compileall.compile_file, quiet=2, force=True,
                          invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-if len(files) > 1 and (os.cpu_count() or 1) > 1:
+if len(files) > 64 and (os.cpu_count() or 1) > 1:  # a pool costs more than a few files
     with concurrent.futures.ProcessPoolExecutor() as pool:
         list(pool.map(work, files, chunksize=16))
 else:
@@ -186,27 +186,31 @@ def _link_entry(entry: Path, group: Group, plan: Plan) -> bool:
         files = json.loads((entry / LISTING).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
+    folders: dict[str, bool] = {}  # __pycache__ folder -> may be written (made once, never a link)
     try:
         for rel in files:
-            _link(entry / rel, group.site_packages / rel)
+            folder = os.path.join(group.site_packages, rel.rpartition("/")[0])
+            if folder not in folders:
+                folders[folder] = not os.path.islink(folder)
+                if folders[folder]:
+                    os.makedirs(folder, exist_ok=True)
+            if folders[folder]:
+                _link(os.path.join(entry, rel), os.path.join(group.site_packages, rel))
     except FileNotFoundError:
         return False
     plan.linked += len(files)
     return True
 
 
-def _link(source: Path, target: Path) -> None:
-    folder = target.parent
-    if folder.is_symlink():
-        return  # a package's __pycache__ pointing elsewhere: never write through it
-    folder.mkdir(exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        target.unlink()
+def _link(source: str, target: str) -> None:
     try:
         os.link(source, target)
-    except OSError as exc:
-        if isinstance(exc, FileNotFoundError) and not source.exists():
-            raise
+    except FileExistsError:  # a .pyc the wheel shipped: ours replaces it
+        os.unlink(target)
+        os.link(source, target)
+    except FileNotFoundError:
+        raise
+    except OSError:
         shutil.copy2(source, target)  # another file system, or links not allowed
 
 

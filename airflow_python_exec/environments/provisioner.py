@@ -346,7 +346,7 @@ class EnvironmentProvisioner:
             path, self.settings.cache_dir, spec.version, timeout_s=self.settings.lock_timeout, stopped=self._stopped
         ) as plan:
             if plan.compile:
-                self._say(f"compiling {len(plan.compile)} files on {os.cpu_count() or 1} cores")
+                self._say(f"compiling {len(plan.compile)} files")
                 compile_files(spec.python, plan.compile)
         self._say(f"bytecode: {len(plan.compile)} files compiled, {plan.linked} linked from the store ({ms(step)})")
 
