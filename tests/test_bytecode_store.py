@@ -301,3 +301,29 @@ def pycs_of(env: Path, prefix: str) -> os.stat_result:
     (site,) = env.glob("lib/python*/site-packages")
     (pyc,) = [p for p in site.rglob("*.pyc") if str(p.relative_to(site)).startswith(prefix)]
     return pyc.stat()
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "ten gigabytes", "1e400"])
+def test_a_bad_max_cache_bytes_is_refused_in_one_line(settings, value: str) -> None:
+    done = subprocess.run(
+        [CLI, "envs", "list"],
+        env=cli_env(cache_dir=str(settings.cache_dir), max_cache_bytes=value),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith("error: [python_exec] max_cache_bytes") and done.stderr.count("\n") == 1, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_blank_max_cache_bytes_means_no_cap(settings) -> None:
+    done = subprocess.run(
+        [CLI, "envs", "list"],
+        env=cli_env(cache_dir=str(settings.cache_dir), max_cache_bytes=" "),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "max_cache_bytes" not in done.stdout and "total: 0 environments" in done.stdout

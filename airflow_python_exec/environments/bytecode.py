@@ -6,8 +6,11 @@ distribution's bytecode, laid out as in ``site-packages`` (``pandas/__pycache__/
 plus ``.files`` (what it holds and its size), written last. ``digest`` is a SHA-256 of the
 distribution's ``.py`` files as installed (path and content, read by the worker, never taken from the
 wheel's own ``RECORD``, which a hostile wheel could forge), so an entry is only ever linked to the
-very sources it was compiled from. Files no distribution claims (uv's ``_virtualenv.py``) form one
-more group, named ``_unowned``.
+very sources it was compiled from. Files no distribution claims form one more group, named
+``_unowned``. Reading every source for its digest costs seconds for pandas on a loaded machine, so
+``.index/`` remembers, for the exact files an entry was found for (device, inode, size, modification
+time: uv links the same files from its cache into every environment), which entry they have; the
+sources are read again only when uv unpacked them anew, or copied them.
 
 Integrity: an entry is assembled under ``.tmp-<entry>-<pid>-<random>`` and renamed complete, with its
 ``.files`` inside; only a folder with ``.files`` is used, so a process killed mid-store leaves a
@@ -90,6 +93,8 @@ class Plan:
     """
 
     linked: int = 0
+    #: disk usage of ``site-packages`` without its bytecode, bytes (for the environment's recorded size)
+    site_bytes: int = 0
     compile: list[str] = field(default_factory=list)
     build: list[Group] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
@@ -124,7 +129,9 @@ def bytecode_plan(
     plan = Plan()
     try:
         site = sorted(env.glob("lib/python*/site-packages"))
-        groups = [g for sp in site for g in _groups(sp, python_version, index)]
+        usage: dict[tuple[int, int], int] = {}
+        groups = [g for sp in site for g in _groups(sp, python_version, index, usage)]
+        plan.site_bytes = sum(usage.values())
         plan.entries = sorted({g.entry for g in groups})
         (env / USES).write_text(json.dumps(plan.entries))
         missing = [g for g in groups if not _link_entry(store / g.entry, g, plan)]
@@ -237,10 +244,10 @@ def _store(store: Path, group: Group) -> None:
         raise
 
 
-def _groups(site_packages: Path, python_version: str, index: Path) -> list[Group]:
+def _groups(site_packages: Path, python_version: str, index: Path, usage: dict[tuple[int, int], int]) -> list[Group]:
     """Every ``.py`` file under ``site_packages`` (no symbolic link followed), grouped by the
     distribution whose ``RECORD`` lists it, each group named by the digest of its files."""
-    sources = dict(_walk_sources(site_packages))
+    sources = dict(_walk_sources(site_packages, usage))
     tag = f"cpython-{site_packages.parent.name.removeprefix('python').replace('.', '')}"
     groups, owned = [], set()
     for dist_info in sorted(site_packages.glob("*.dist-info")):
@@ -278,9 +285,10 @@ def _group(
     return Group(site_packages, "-".join(_SAFE.sub("_", part) or "_" for part in parts), mine, tag, seen)
 
 
-def _walk_sources(root: Path) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
+def _walk_sources(root: Path, usage: dict[tuple[int, int], int]) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
     """``(path relative to root, (device, inode, size, mtime_ns))`` of the regular ``.py`` files under
-    ``root``, not descending symbolic links."""
+    ``root``, not descending symbolic links; ``usage`` gets every file's disk usage by inode (bytes),
+    ``__pycache__`` left out: the bytecode counts in the store."""
     stack = [""]
     while stack:
         rel = stack.pop()
@@ -290,9 +298,11 @@ def _walk_sources(root: Path) -> Iterator[tuple[str, tuple[int, int, int, int]]]
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name != "__pycache__":
                         stack.append(path)
-                elif entry.name.endswith(".py") and entry.is_file(follow_symlinks=False):
+                else:
                     st = entry.stat(follow_symlinks=False)
-                    yield path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                    usage[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+                    if entry.name.endswith(".py") and entry.is_file(follow_symlinks=False):
+                        yield path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _record_sources(dist_info: Path) -> Iterator[str]:

@@ -22,6 +22,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
@@ -230,10 +231,10 @@ class EnvironmentProvisioner:
             if path.exists():
                 self._say(f"removing unfinished environment {path}")
                 shutil.rmtree(path)
-            self._build(path, job, spec)
+            site_bytes = self._build(path, job, spec)
             from .registry import record_size
 
-            record_size(path)  # once, while its files are in the page cache; envs list reads it
+            record_size(path, site_bytes)  # once, at build time; envs list reads it
         finally:
             lock.release()
         self._say(f"environment {spec.key} ready, built in {time.monotonic() - started:.1f} s")
@@ -264,7 +265,7 @@ class EnvironmentProvisioner:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> None:
+    def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> int:
         """uv venv, resolve requirements into ``<env>/pylock.toml`` (when the job has them), install
         the lock, install local extras with --no-deps, bytecode (a sandboxed environment is read-only:
         without it every start recompiles), the marker last; a few progress lines on the way."""
@@ -272,12 +273,15 @@ class EnvironmentProvisioner:
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
             # packages once per Python version, and .provisioned must record what was really installed.
-            packages = locked_packages(spec.lock, spec.version) if spec.lock is not None else ()
-            step = time.monotonic()
-            self._uv.run(
-                "creating the virtual environment",
-                ["venv", str(path), "--python", str(spec.python), "--allow-existing"],
-            )
+            # Parsed (and checked) while uv makes the venv: a lock of every platform's wheels takes as long.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                parsed = pool.submit(locked_packages, spec.lock, spec.version) if spec.lock is not None else None
+                step = time.monotonic()
+                self._uv.run(
+                    "creating the virtual environment",
+                    ["venv", str(path), "--python", str(spec.python), "--allow-existing"],
+                )
+                packages = parsed.result() if parsed is not None else ()
             self._say(f"venv with Python {spec.version} ({ms(step)})")
             python = str(path / "bin" / "python")
             venv_cfg = (path / "pyvenv.cfg").read_bytes()
@@ -303,9 +307,10 @@ class EnvironmentProvisioner:
             if spec.extras:
                 self._install_extras(python, job, spec)
                 check_venv_cfg(path, venv_cfg, job.job_id)
-            self._compile(spec, path)
+            site_bytes = self._compile(spec, path)
             write_environment_marker(path, job.job_id, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
+            return site_bytes
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
             raise
@@ -333,12 +338,13 @@ class EnvironmentProvisioner:
                 shutil.rmtree(build_dir, ignore_errors=True)
         self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
-    def _compile(self, spec: EnvironmentSpec, path: Path) -> None:
+    def _compile(self, spec: EnvironmentSpec, path: Path) -> int:
         """Give every installed ``.py`` file its bytecode, as the last step before the marker: linked
         from the bytecode store when an earlier environment compiled the same files, else compiled
         once by the base interpreter and stored (see :mod:`.bytecode` for why never the environment's
         own interpreter, and for the store's rules).
 
+        :returns: ``site-packages``' disk usage without its bytecode, bytes (walked on the way).
         :raises ProvisioningError: waiting for another process's compile timed out or was stopped.
         """
         step = time.monotonic()
@@ -349,6 +355,7 @@ class EnvironmentProvisioner:
                 self._say(f"compiling {len(plan.compile)} files")
                 compile_files(spec.python, plan.compile)
         self._say(f"bytecode: {len(plan.compile)} files compiled, {plan.linked} linked from the store ({ms(step)})")
+        return plan.site_bytes
 
     def _stopped(self) -> bool:
         return self._uv.stopped

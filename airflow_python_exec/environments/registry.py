@@ -87,11 +87,18 @@ def size_of(path: Path, record: bool = True) -> int:
     return walk_size(path)
 
 
-def record_size(path: Path) -> int:
+def record_size(path: Path, site_packages_bytes: int | None = None) -> int:
     """Walk environment ``path`` (:func:`walk_size`) and record the result in ``<path>/.size``
     (``{"bytes": N}``, written atomically); returns it. A cache this process may not write keeps no
-    record: the size is walked again next time."""
-    size = walk_size(path)
+    record: the size is walked again next time.
+
+    :param site_packages_bytes: ``site-packages``' usage when the build already walked it (its
+        bytecode left out, as the bytecode store counts it): only the rest is walked.
+    """
+    if site_packages_bytes is None:
+        size = walk_size(path)
+    else:
+        size = _usage(path, skip_site_packages=True) + site_packages_bytes
     tmp = path / f"{SIZE}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps({"bytes": size}))
@@ -106,8 +113,14 @@ def walk_size(path: Path) -> int:
     """Disk usage of every file under ``path``, bytes (``st_blocks``; a file hard-linked several times
     inside it, as uv links from its cache, counted once; a ``.pyc`` file linked from the bytecode
     store not at all: the store counts it)."""
+    return _usage(path, skip_site_packages=False)
+
+
+def _usage(path: Path, skip_site_packages: bool) -> int:
     seen, total = set(), 0
-    for root, _dirs, files in os.walk(path):
+    for root, dirs, files in os.walk(path):
+        if skip_site_packages and "site-packages" in dirs and os.path.basename(root).startswith("python"):
+            dirs.remove("site-packages")
         for name in files:
             try:
                 st = os.lstat(os.path.join(root, name))
