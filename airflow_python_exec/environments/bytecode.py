@@ -194,15 +194,16 @@ def _link_entry(entry: Path, group: Group, plan: Plan) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     folders: dict[str, bool] = {}  # __pycache__ folder -> may be written (made once, never a link)
+    source, target = f"{entry}/", f"{group.site_packages}/"  # plain strings: thousands of files
     try:
         for rel in files:
-            folder = os.path.join(group.site_packages, rel.rpartition("/")[0])
+            folder = target + rel.rpartition("/")[0]
             if folder not in folders:
                 folders[folder] = not os.path.islink(folder)
                 if folders[folder]:
                     os.makedirs(folder, exist_ok=True)
             if folders[folder]:
-                _link(os.path.join(entry, rel), os.path.join(group.site_packages, rel))
+                _link(source + rel, target + rel)
     except FileNotFoundError:
         return False
     plan.linked += len(files)
@@ -292,7 +293,7 @@ def _walk_sources(root: Path, usage: dict[tuple[int, int], int]) -> Iterator[tup
     stack = [""]
     while stack:
         rel = stack.pop()
-        with os.scandir(os.path.join(root, rel)) as entries:
+        with os.scandir(f"{root}/{rel}") as entries:
             for entry in entries:
                 path = f"{rel}/{entry.name}" if rel else entry.name
                 if entry.is_dir(follow_symlinks=False):
