@@ -17,7 +17,6 @@ from pathlib import Path
 
 from airflow_python_exec.errors import PythonExecError
 
-from .layout import open_lock_file
 from .registry import CachedEnvironment, list_environments, remove_environment
 from .store import list_entries, prune_store
 
@@ -79,9 +78,10 @@ def cap_after_build(cache_dir: Path, max_bytes: int, say: Callable[[str], None])
 
 def _remove_if_unheld(cache_dir: Path, env: CachedEnvironment, removed_before: int) -> bool:
     """Remove ``env`` while holding its ``.inuse`` lock exclusively; ``False`` when a run holds it."""
-    fd = open_lock_file(cache_dir / "envs" / f"{env.key}.inuse")
-    if fd is None:
-        return False
+    try:
+        fd = os.open(cache_dir / "envs" / f"{env.key}.inuse", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError:
+        return False  # cannot be locked, so not removed
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

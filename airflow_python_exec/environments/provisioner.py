@@ -308,7 +308,7 @@ class EnvironmentProvisioner:
                 self._install_extras(python, job, spec)
                 check_venv_cfg(path, venv_cfg, job.job_id)
             site_bytes = self._compile(spec, path)
-            write_environment_marker(path, job.job_id, spec, packages, time.monotonic() - started)
+            write_environment_marker(path / MARKER, job.job_id, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
             return site_bytes
         except BaseException:

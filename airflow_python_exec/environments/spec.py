@@ -7,7 +7,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from .cache_entry import write_marker
-from .layout import MARKER
 
 
 @dataclass(frozen=True)
@@ -30,10 +29,11 @@ class EnvironmentSpec:
 
 
 def write_environment_marker(
-    path: Path, job_id: str, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float
+    marker: Path, job_id: str, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float
 ) -> None:
-    """Write ``<path>/.provisioned`` (atomically, last): what the environment was built from and holds."""
-    marker = {
+    """Write the environment's marker (``<env>/.provisioned``, atomically, last): what it was built
+    from and holds, and how long the build took (``seconds``)."""
+    content = {
         "key": spec.key,
         "job_id": job_id,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -45,4 +45,4 @@ def write_environment_marker(
         "local_extra_deps": [str(p) for p in spec.extras],
         "installed": [*packages, *(p.name for p in spec.extras)],
     }
-    write_marker(path / MARKER, marker)
+    write_marker(marker, content)
