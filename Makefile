@@ -70,10 +70,13 @@ example-envs: airflow-home
 # Then the Python jobs page at N = 10, 100, 1,000 DAGs and job folders (in-process, a throw-away
 # metadata database) and envs list / prune on 300 and 500 environments. benchmarks/page_load.py
 # measures several viewers against a running `make airflow` (see its docstring).
+# benchmarks/cold_envs.py: a first and a second cold environment (pandas, pyarrow; the second links them
+# from the bytecode store) against uv by hand without compiling, interleaved rounds.
 bench: airflow-home example-envs
 	$(BIN)/python benchmarks/run.py && $(BIN)/python benchmarks/peers.py
 	$(BIN)/python benchmarks/catalog.py && $(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/job_dags.py
+	$(BIN)/python benchmarks/cold_envs.py 3
 
 # Re-lock the examples from their requirements.in (needs PyPI): one universal lock per job, with
 # wheels for every platform and for each Python from 3.10 (the lowest pyproject.toml claims) up.

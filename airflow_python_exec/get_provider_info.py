@@ -18,6 +18,7 @@ _TYPES = {
     "max_result_bytes": "integer",
     "max_source_bytes": "integer",
     "max_data_bytes": "integer",
+    "max_cache_bytes": "integer",
 }
 _EXAMPLES = {
     "install_path": "/usr/local",
@@ -29,6 +30,7 @@ _EXAMPLES = {
     "data_store": "s3://aws_default@bucket/data",
     "data_allowed_uris": "/srv/shared-data/,s3://raw-bucket/,https://data.example.org/",
     "data_connections": "aws_default,raw_bucket",
+    "max_cache_bytes": "21474836480",
 }
 
 

@@ -80,6 +80,12 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "536870912",
         "Largest handler-job source, in bytes: a zip archive or git checkout unpacked, or inline code.",
     ),
+    "max_cache_bytes": (
+        None,
+        "Cap on the environment cache (cached environments plus the bytecode store), in bytes: after a "
+        "build takes the cache past it, the least recently used environments that no run holds are "
+        "removed, and the bytecode no environment uses. Unset or blank: no cap.",
+    ),
     "upload_folder": (
         None,
         'Where the "Python jobs" UI page writes uploaded job folders (upload_folder/<jobId>/, earlier '
@@ -213,6 +219,7 @@ class EngineSettings(BaseModel):
     sandbox_network: bool = True
     max_result_bytes: int = Field(default=1_048_576, gt=0)
     max_source_bytes: int = Field(default=536_870_912, gt=0)
+    max_cache_bytes: int | None = Field(default=None, gt=0)
     upload_folder: Path | None = None
     job_dag_prefix: str = "job_"
     #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.handlers.store`).
@@ -226,6 +233,9 @@ class EngineSettings(BaseModel):
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)
     _writable = field_validator("sandbox_writable_paths", mode="before")(writable_paths)
     _allowed = field_validator("data_allowed_uris", "data_connections", mode="before")(lambda v: comma_list(v))
+    _max_cache = field_validator("max_cache_bytes", mode="before")(
+        lambda v: None if isinstance(v, str) and not v.strip() else v  # blank: no cap
+    )
     _sandbox = field_validator("sandbox", mode="before")(lambda v: v.strip().lower() if isinstance(v, str) else v)
     #: ``fernet_key`` is unset here and ``[core] fernet_key`` is still to be asked of Airflow's
     #: configuration, on the first :meth:`fernet_keys` (set only by the fast configuration path).

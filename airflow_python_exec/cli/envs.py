@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # imported where used: generate-key needs neither pydantic nor the settings
     pass
+from airflow_python_exec.errors import PythonExecError
+
 from .configuration import settings_from_args
 
 
@@ -22,6 +24,16 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
             f"{env.key:<34}{_size(env.size_bytes):>10}  {_when(env.created):<20}{_when(env.last_used):<20}"
             f"{env.job_id}{state}"
         )
+    from airflow_python_exec.environments.cache_cap import cache_size
+    from airflow_python_exec.environments.store import list_entries
+
+    settings = settings_from_args(args)
+    size, entries = cache_size(settings.cache_dir, envs), len(list_entries(settings.cache_dir))
+    cap = f"; max_cache_bytes {_size(settings.max_cache_bytes)}" if settings.max_cache_bytes else ""
+    print(
+        f"total: {len(envs)} environment{'s' * (len(envs) != 1)}, {_size(size.environments_bytes)}; "
+        f"bytecode store: {entries} entries, {_size(size.store_bytes)}; together {_size(size.total)}{cap}"
+    )
     return 0
 
 
@@ -35,6 +47,16 @@ def cmd_envs_prune(args: argparse.Namespace) -> int:
     for key in busy:
         print(f"kept {key}: in use by a running job")
     print(f"{verb}: {len(removed)}; in use: {len(busy)}")
+    from airflow_python_exec.environments.store import prune_store
+
+    try:
+        entries = prune_store(settings_from_args(args).cache_dir, dry_run=args.dry_run)
+    except OSError as exc:
+        raise PythonExecError(
+            f"cannot prune the bytecode store ({exc.strerror or exc}); check [python_exec] cache_dir"
+        ) from None
+    freed = _size(sum(e.size_bytes for e in entries))
+    print(f"bytecode: {verb} {len(entries)} unused entries ({freed})")
     return 0
 
 

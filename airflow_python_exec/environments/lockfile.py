@@ -60,6 +60,46 @@ def locked_packages(lock: Path, python_version: str | None = None) -> tuple[str,
     return tuple(f"{p.get('name', '?')}=={p.get('version', '?')}" for p in packages)
 
 
+def download_size(lock: Path, python_version: str) -> tuple[int, int]:
+    """What installing ``lock`` fetches into an empty uv cache: ``(packages, bytes)``, from the sizes
+    the lock records, for each entry whose marker holds, of the wheel this machine and Python would
+    take (the most specific tag first, as installers rank them) or else its sdist. A progress
+    figure: uv fetches only what its cache lacks.
+    """
+    from packaging.tags import compatible_tags, cpython_tags
+    from packaging.utils import InvalidWheelFilename, parse_wheel_filename
+
+    version = _minor(python_version)
+    rank = {tag: i for i, tag in enumerate([*cpython_tags(version), *compatible_tags(version)])}
+    count = total = 0
+    for package in _load(lock).get("packages", []):
+        if not isinstance(package, dict) or not _marker_holds(package.get("marker"), python_version):
+            continue
+        best: tuple[int, int] | None = None
+        for wheel in package.get("wheels") or []:
+            name = str(wheel.get("name") or str(wheel.get("url", "")).rsplit("/", 1)[-1])
+            try:
+                tags = parse_wheel_filename(name)[3]
+            except InvalidWheelFilename:
+                continue
+            fit = min((rank[tag] for tag in tags if tag in rank), default=None)
+            if fit is not None and (best is None or fit < best[0]):
+                best = (fit, int(wheel.get("size") or 0))
+        sdist = package.get("sdist")
+        count += 1
+        total += best[1] if best is not None else int(sdist.get("size") or 0) if isinstance(sdist, dict) else 0
+    return count, total
+
+
+def downloading(lock: Path, python_version: str) -> str:
+    """The progress line before uv downloads what its cache lacks of ``lock``."""
+    try:
+        count, size = download_size(lock, python_version)
+    except ProvisioningError:
+        return "downloading the packages uv's cache lacks"
+    return f"downloading {count} packages, {size / 1e6:.1f} MB at most (uv's cache lacks some)"
+
+
 def relock_command(lock: Path, python_version: str) -> str:
     """The command that re-locks ``lock`` for every platform and every Python from the lower of its
     ``requires-python`` floor and ``python_version`` (the worker's) up.

@@ -19,12 +19,10 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
@@ -34,34 +32,15 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
-from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
+from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
+from .bytecode import bytecode_plan, compile_files
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
 from .job_paths import extra_paths, job_path
 from .key import content_digest, environment_key, stage_extras
-from .lockfile import check_lock_file, explain_install_failure, locked_packages
+from .lockfile import check_lock_file, downloading, explain_install_failure, locked_packages
+from .spec import EnvironmentSpec, write_environment_marker
 from .uv import Uv
-
-
-@dataclass(frozen=True)
-class EnvironmentSpec:
-    """What an environment is built from, resolved and checked.
-
-    :ivar python: base interpreter executable; :ivar version: its full version;
-    :ivar lock: the PEP 751 lock file or ``None``; :ivar extras: local extra dependencies;
-    :ivar key: the cache key (see :mod:`.key`);
-    :ivar requirements: normalized requirements (``pythonEnv.requirements`` or PEP 723
-        ``dependencies``) resolved into a lock inside the environment, or ``None``.
-    """
-
-    python: Path
-    version: str
-    lock: Path | None
-    extras: tuple[Path, ...] = ()
-    key: str = field(default="", compare=False)
-    requirements: tuple[str, ...] | None = None
-    #: Each extra's :func:`.key.content_digest`, as in the key: the build checks its copy against it.
-    extra_digests: tuple[str, ...] = field(default=(), compare=False)
 
 
 class EnvironmentProvisioner:
@@ -252,13 +231,17 @@ class EnvironmentProvisioner:
             if path.exists():
                 self._say(f"removing unfinished environment {path}")
                 shutil.rmtree(path)
-            self._build(path, job, spec)
+            site_bytes = self._build(path, job, spec)
             from .registry import record_size
 
-            record_size(path)  # once, while its files are in the page cache; envs list reads it
+            record_size(path, site_bytes)  # once, at build time; envs list reads it
         finally:
             lock.release()
-        self._say(f"environment {spec.key} ready ({ms(started)})")
+        self._say(f"environment {spec.key} ready, built in {time.monotonic() - started:.1f} s")
+        if self.settings.max_cache_bytes is not None:  # the new environment is held by this run: it stays
+            from .cache_cap import cap_after_build
+
+            cap_after_build(self.settings.cache_dir, self.settings.max_cache_bytes, self._say)
         return path
 
     # -- ephemeral --------------------------------------------------------------------------
@@ -274,7 +257,7 @@ class EnvironmentProvisioner:
             with disk_errors_as_provisioning():
                 (path / OWNER).write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
                 self._build(path, job, spec)
-            self._say(f"ephemeral environment ready ({ms(started)})")
+            self._say(f"ephemeral environment ready, built in {time.monotonic() - started:.1f} s")
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
@@ -282,21 +265,23 @@ class EnvironmentProvisioner:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> None:
+    def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> int:
         """uv venv, resolve requirements into ``<env>/pylock.toml`` (when the job has them), install
-        the lock, install local extras with --no-deps, write the marker last. Installs compile
-        bytecode (DESIGN.md "The environment cache"): a sandboxed environment is read-only and many
-        hosts set PYTHONDONTWRITEBYTECODE, so otherwise every start recompiles (pandas: +0.7 s)."""
+        the lock, install local extras with --no-deps, bytecode (a sandboxed environment is read-only:
+        without it every start recompiles), the marker last; a few progress lines on the way."""
         started = time.monotonic()
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
             # packages once per Python version, and .provisioned must record what was really installed.
-            packages = locked_packages(spec.lock, spec.version) if spec.lock is not None else ()
-            step = time.monotonic()
-            self._uv.run(
-                "creating the virtual environment",
-                ["venv", str(path), "--python", str(spec.python), "--allow-existing"],
-            )
+            # Parsed (and checked) while uv makes the venv: a lock of every platform's wheels takes as long.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                parsed = pool.submit(locked_packages, spec.lock, spec.version) if spec.lock is not None else None
+                step = time.monotonic()
+                self._uv.run(
+                    "creating the virtual environment",
+                    ["venv", str(path), "--python", str(spec.python), "--allow-existing"],
+                )
+                packages = parsed.result() if parsed is not None else ()
             self._say(f"venv with Python {spec.version} ({ms(step)})")
             python = str(path / "bin" / "python")
             venv_cfg = (path / "pyvenv.cfg").read_bytes()
@@ -309,20 +294,23 @@ class EnvironmentProvisioner:
             if lock is not None:
                 step = time.monotonic()
                 installing = lock
+                self._say(f"resolving and installing {len(packages)} locked packages, from uv's cache when it has them")
                 self._uv.run(
                     f"installing {lock.name}",
                     ["pip", "install", "--python", python, "--no-build", "-r", str(lock)],
                     offline_first=True,
                     explain=lambda lines: explain_install_failure(lines, installing, spec.version),
+                    on_download=lambda: self._say(downloading(installing, spec.version)),
                 )
                 self._say(f"installed {len(packages)} locked packages ({ms(step)})")
                 check_venv_cfg(path, venv_cfg, job.job_id)
             if spec.extras:
                 self._install_extras(python, job, spec)
                 check_venv_cfg(path, venv_cfg, job.job_id)
-            self._compile(spec.python, path)
-            _write_marker(path, job, spec, packages, time.monotonic() - started)
+            site_bytes = self._compile(spec, path)
+            write_environment_marker(path / MARKER, job.job_id, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
+            return site_bytes
         except BaseException:
             shutil.rmtree(path, ignore_errors=True)  # never leave a half-built environment behind
             raise
@@ -349,47 +337,30 @@ class EnvironmentProvisioner:
             shutil.rmtree(staging, ignore_errors=True)
         self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
-    def _compile(self, python: Path, path: Path) -> None:
-        """Compile the bytecode of every installed package, once, as the last step before the marker.
+    def _compile(self, spec: EnvironmentSpec, path: Path) -> int:
+        """Give every installed ``.py`` file its bytecode, as the last step before the marker: linked
+        from the bytecode store when an earlier environment compiled the same files, else compiled
+        once by the base interpreter and stored (see :mod:`.bytecode` for why never the environment's
+        own interpreter, and for the store's rules).
 
-        The environment's own interpreter never runs here: provisioning runs as the worker, outside
-        the sandbox, and what that interpreter does at start-up is partly the job's (``site`` runs
-        every ``.pth`` file installed, which ``uv pip install --compile-bytecode`` triggers; a wheel's
-        ``.data/data/pyvenv.cfg`` could name another standard library). So ``python`` is the base
-        interpreter the environment was made from (same version, so the same bytecode tag), started
-        with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables); compiling only parses
-        files. A file that does not compile (a Python 2 test file in a package) is left without
-        bytecode, as pip leaves it.
+        :returns: ``site-packages``' disk usage without its bytecode, bytes (walked on the way).
+        :raises ProvisioningError: waiting for another process's compile timed out or was stopped.
         """
         step = time.monotonic()
-        for site_packages in sorted(path.glob("lib/python*/site-packages")):
-            subprocess.run(
-                [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-        self._say(f"bytecode compiled ({ms(step)})")
+        with bytecode_plan(
+            path, self.settings.cache_dir, spec.version, timeout_s=self.settings.lock_timeout, stopped=self._stopped
+        ) as plan:
+            if plan.compile:
+                self._say(f"compiling {len(plan.compile)} files")
+                compile_files(spec.python, plan.compile)
+        self._say(f"bytecode: {len(plan.compile)} files compiled, {plan.linked} linked from the store ({ms(step)})")
+        return plan.site_bytes
+
+    def _stopped(self) -> bool:
+        return self._uv.stopped
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
-
-
-def _write_marker(path: Path, job: PythonJob, spec: EnvironmentSpec, packages: tuple[str, ...], seconds: float) -> None:
-    marker = {
-        "key": spec.key,
-        "job_id": job.job_id,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "provisioning_s": round(seconds, 3),
-        "python": str(spec.python),
-        "python_version": spec.version,
-        "lock": str(spec.lock) if spec.lock else None,
-        "requirements": list(spec.requirements) if spec.requirements is not None else None,
-        "local_extra_deps": [str(p) for p in spec.extras],
-        "installed": [*packages, *(p.name for p in spec.extras)],
-    }
-    write_marker(path / MARKER, marker)
 
 
 def _touch(path: Path) -> None:

@@ -87,11 +87,18 @@ def size_of(path: Path, record: bool = True) -> int:
     return walk_size(path)
 
 
-def record_size(path: Path) -> int:
+def record_size(path: Path, site_packages_bytes: int | None = None) -> int:
     """Walk environment ``path`` (:func:`walk_size`) and record the result in ``<path>/.size``
     (``{"bytes": N}``, written atomically); returns it. A cache this process may not write keeps no
-    record: the size is walked again next time."""
-    size = walk_size(path)
+    record: the size is walked again next time.
+
+    :param site_packages_bytes: ``site-packages``' usage when the build already walked it (its
+        bytecode left out, as the bytecode store counts it): only the rest is walked.
+    """
+    if site_packages_bytes is None:
+        size = walk_size(path)
+    else:
+        size = _usage(path, skip_site_packages=True) + site_packages_bytes
     tmp = path / f"{SIZE}.{os.getpid()}.tmp"
     try:
         tmp.write_text(json.dumps({"bytes": size}))
@@ -104,14 +111,23 @@ def record_size(path: Path) -> int:
 
 def walk_size(path: Path) -> int:
     """Disk usage of every file under ``path``, bytes (``st_blocks``; a file hard-linked several times
-    inside it, as uv links from its cache, counted once)."""
+    inside it, as uv links from its cache, counted once; a ``.pyc`` file linked from the bytecode
+    store not at all: the store counts it)."""
+    return _usage(path, skip_site_packages=False)
+
+
+def _usage(path: Path, skip_site_packages: bool) -> int:
     seen, total = set(), 0
-    for root, _dirs, files in os.walk(path):
+    for root, dirs, files in os.walk(path):
+        if skip_site_packages and "site-packages" in dirs and os.path.basename(root).startswith("python"):
+            dirs.remove("site-packages")
         for name in files:
             try:
                 st = os.lstat(os.path.join(root, name))
             except OSError:
                 continue
+            if name.endswith(".pyc") and st.st_nlink > 1 and not st.st_mode & 0o222:
+                continue  # read-only and linked: the bytecode store's
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 total += st.st_blocks * 512
@@ -152,7 +168,7 @@ def prune(cache_dir: Path, unused_for_s: float, dry_run: bool = False) -> tuple[
                 continue  # a run used it between our listing and the lock
             env = dataclasses.replace(env, size_bytes=_size_or_zero(env, keep_record=dry_run))
             if not dry_run:
-                _remove(env, len(removed))
+                remove_environment(env, len(removed))
             removed.append(env)
         finally:
             if fd is not None:
@@ -178,7 +194,12 @@ def _open_lock(path: Path) -> int | None:
         raise PythonExecError(f"cannot open {path} ({exc.strerror or exc}); check [python_exec] cache_dir") from None
 
 
-def _remove(env: CachedEnvironment, removed_before: int) -> None:
+def remove_environment(env: CachedEnvironment, removed_before: int) -> None:
+    """Remove one environment, its marker first (the caller holds its ``.inuse`` lock exclusively).
+
+    :param removed_before: how many were removed before it, for the message.
+    :raises PythonExecError: it cannot be removed.
+    """
     try:
         (env.path / MARKER).unlink(missing_ok=True)  # first, so no new run trusts it
         shutil.rmtree(env.path)

@@ -60,6 +60,7 @@ class Uv:
         launcher: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        on_download: Callable[[], None] | None = None,
     ) -> list[str]:
         """Run ``uv <args>``; return its output lines.
 
@@ -71,6 +72,7 @@ class Uv:
         :param launcher: a command that starts uv as its descendant (the sandbox's ``bwrap ... --``).
         :param env: uv's whole environment instead of the worker's (a sandboxed build's minimal one).
         :param cwd: uv's working directory (default: this process's).
+        :param on_download: called when the offline attempt lacked something, before uv downloads it.
         :raises ProvisioningError: uv failed (its ``error:`` lines in the message) or was stopped.
         """
         where = (tuple(launcher), env, cwd)
@@ -82,6 +84,8 @@ class Uv:
                 return lines
             if not any(_CACHE_MISS.search(line) for line in lines) or self.stopped:
                 self._fail(what, code, lines, echoed=False, explain=explain)
+            if on_download is not None:
+                on_download()
         code, lines = self._call(list(args), echo=True, where=where)
         if code != 0:
             self._fail(what, code, lines, echoed=True, explain=explain)
