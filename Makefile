@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test test-home bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
+.PHONY: docs-serve demo test test-home bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
 
 DEMO_DAGS := hello_python_exec world_cities world_cities_function world_cities_report
 
@@ -37,7 +37,7 @@ demo: airflow-home
 # the tests' DAGs, runs or assets. The examples' environments are provisioned into it ahead.
 # bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
 TEST_HOME := $(AIRFLOW_HOME)/tests
-test: test-home
+test: test-home $(BIN)/.installed-docs
 	bash scripts/ensure_debs.sh bwrap=bubblewrap
 	AIRFLOW_HOME=$(TEST_HOME) $(BIN)/pytest $(PYTEST_ARGS)
 
@@ -98,6 +98,12 @@ lint: $(BIN)/.installed-lint
 # NO_MKDOCS_2_WARNING: Material's banner about its end of life, printed on every build, not about our docs.
 docs: $(BIN)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The site served on http://127.0.0.1:$(DOCS_PORT) (rebuilt on every change), with its search, which
+# Material runs in a web worker that browsers do not start for a page opened from disk.
+DOCS_PORT ?= 8000
+docs-serve: $(BIN)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 DOCS_SITE_URL=http://127.0.0.1:$(DOCS_PORT)/ $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
 
 # The built wheel, not this tree: sdist + wheel, twine check, a fresh venv with the wheel and its
 # dependencies, then `airflow dags test hello_python_exec` from it (scripts/check_wheel.sh).
