@@ -83,9 +83,8 @@ def test_handler_job_runs_from_a_job_folder_behind_a_link(tmp_path: Path, form: 
 def test_outputs_go_to_a_data_store_behind_a_link(tmp_path: Path, sandbox: str) -> None:
     store = behind_a_link(tmp_path, "store")
     code = "import pandas as pd\ndef make():\n    return pd.DataFrame({'city': ['Rome']})\n"
-    job = write_job(
-        tmp_path / "job", code, job={"jobId": "store", "function": {"handler": "make", "outputs": [{"name": "note", "format": "csv"}]}}
-    )
+    function = {"handler": "make", "outputs": [{"name": "note", "format": "csv"}]}
+    job = write_job(tmp_path / "job", code, job={"jobId": "store", "function": function})
     done = subprocess.run(
         [CLI, "run", str(job), "--data-store", f"file://{store}", "--result", "-"],
         capture_output=True,
