@@ -106,7 +106,8 @@ def test_upload_into_an_upload_folder_behind_a_link_then_run(client, auth, key, 
     assert answer.status_code == 201, answer.text
     assert (tmp_path / "disk" / "uploads" / "hello" / "app.py").is_file()
     listed = client.get("/api/jobs", headers=bearer(auth, "viewer")).json()["jobs"]
-    assert [job["jobId"] for job in listed if job["jobId"] == "hello"] == ["hello"]
+    uploaded = str(tmp_path / "disk" / "uploads" / "hello")
+    assert [job["jobId"] for job in listed if job["folder"] == uploaded] == ["hello"]
     lines: list[str] = []
     settings = EngineSettings.from_airflow_config()
     result = PythonExecutionService(settings).run(uploads / "hello", on_line=lines.append)

@@ -49,6 +49,7 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
         raise ScriptNotAllowedError(f"{what} {name!r} contains '..'; it must stay inside the job folder")
     if posix.suffix != ".py":
         raise ScriptNotAllowedError(f"{what} {name!r} is not a .py file; only .py scripts are executed")
+    folder = folder.resolve()  # resolved against resolved: a folder reached through a link is still inside
     candidate = folder / posix
     resolved = candidate.resolve()
     if not resolved.is_relative_to(folder):
