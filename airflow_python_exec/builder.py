@@ -199,8 +199,7 @@ class PythonCommandBuilder:
             return value
         if self.settings.undecryptable_secure_macro == "fail":
             raise JobConfigError(
-                f"secure macro {macro.key} cannot be decrypted: {reason}; the job is refused because "
-                "[python_exec] undecryptable_secure_macro = fail"
+                f"secure macro {macro.key} refused ([python_exec] undecryptable_secure_macro = fail): {reason}"
             )
         log.warning("secure macro %s skipped: %s", macro.key, reason)
         return None

@@ -212,7 +212,8 @@ def test_undecryptable_secure_macro_fail_fails_the_task_without_retries(
     )
     states, log = run_dag(dag, capfd, caplog)
     assert states == {"secret": "failed"}  # not up_for_retry: the same token would be refused again
-    assert "secure macro PW cannot be decrypted" in log and "secure macro PW skipped" not in log
+    assert "secure macro PW refused ([python_exec] undecryptable_secure_macro = fail)" in log
+    assert "secure macro PW skipped" not in log
     assert not marker.exists()
 
 

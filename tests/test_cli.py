@@ -105,7 +105,8 @@ def test_undecryptable_secure_macro_fail_exits_2_in_one_line(job_dir: Path, tmp_
     done = cli("run", str(job_dir), env={**rotated, "AIRFLOW__PYTHON_EXEC__UNDECRYPTABLE_SECURE_MACRO": "fail"})
     assert done.returncode == 2 and done.stdout == "" and not marker.exists()
     [line] = done.stderr.splitlines()
-    assert line.startswith("error: secure macro PW cannot be decrypted: ") and token not in line
+    assert line.startswith("error: secure macro PW refused ([python_exec] undecryptable_secure_macro = fail): ")
+    assert "cannot be decrypted with the configured Fernet key(s)" in line and token not in line
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -222,8 +222,9 @@ def test_undecryptable_secure_macro_fail_refuses_the_job_before_it_starts(
     with caplog.at_level(logging.WARNING), pytest.raises(JobConfigError) as refused:
         run_lines(strict, job_dir, macros=[{"key": "API_TOKEN", "value": token, "secure": True}])
     message = str(refused.value)
-    assert message.startswith("secure macro API_TOKEN cannot be decrypted: ")
-    assert "undecryptable_secure_macro = fail" in message and "\n" not in message and token not in message
+    assert message.startswith("secure macro API_TOKEN refused ([python_exec] undecryptable_secure_macro = fail): ")
+    assert message.endswith(("airflow-python-exec encrypt", "airflow-python-exec generate-key)"))  # the fix
+    assert "\n" not in message and token not in message
     assert refused.value.exit_code == 2
     assert not marker.exists() and "skipped" not in caplog.text
 
