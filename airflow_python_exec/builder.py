@@ -170,9 +170,25 @@ class PythonCommandBuilder:
         return PreparedCommand(job=job, cwd=workdir, env=env, secrets=frozenset(secrets), cwd_unchecked=unchecked)
 
     def _macro_value(self, macro: Macro) -> str | None:
-        """A macro's value for the environment; ``None`` skips it (null value, undecryptable)."""
+        """A macro's value for the environment; ``None`` skips it (null value, undecryptable).
+
+        :raises JobConfigError: a secure macro that cannot be decrypted while
+            ``[python_exec] undecryptable_secure_macro`` is ``fail`` (DESIGN.md, secure macros).
+        """
         if macro.value is None or not macro.secure:
             return macro.value
+        value, reason = self._decrypted(macro.value)
+        if reason is None:
+            return value
+        if self.settings.undecryptable_secure_macro == "fail":
+            raise JobConfigError(
+                f"secure macro {macro.key} refused ([python_exec] undecryptable_secure_macro = fail): {reason}"
+            )
+        log.warning("secure macro %s skipped: %s", macro.key, reason)
+        return None
+
+    def _decrypted(self, token: str) -> tuple[str | None, str | None]:
+        """``(value, None)``, or ``(None, why it cannot be used, with the fix)``."""
         from cryptography.fernet import InvalidToken
 
         from airflow_python_exec import crypto
@@ -180,21 +196,17 @@ class PythonCommandBuilder:
         try:
             fernet = self._fernet or crypto.multi_fernet(self.settings.fernet_keys())
             self._fernet = fernet
-            value = crypto.decrypt(macro.value, fernet)
+            value = crypto.decrypt(token, fernet)
         except PythonExecError as exc:
-            log.warning("secure macro %s skipped: %s", macro.key, exc)
-            return None
+            return None, str(exc)
         except InvalidToken:
-            log.warning(
-                "secure macro %s skipped: its value cannot be decrypted with the configured Fernet "
-                "key(s); re-encrypt it with: airflow-python-exec encrypt",
-                macro.key,
+            return None, (
+                "its value cannot be decrypted with the configured Fernet key(s); re-encrypt it with: "
+                "airflow-python-exec encrypt"
             )
-            return None
         if "\x00" in value:
-            log.warning("secure macro %s skipped: its decrypted value contains a NUL byte", macro.key)
-            return None
-        return value
+            return None, "its decrypted value contains a NUL byte"
+        return value, None
 
     @staticmethod
     def _cwd(job: PythonJob, cwd: str | Path | None) -> tuple[Path, str | None]:

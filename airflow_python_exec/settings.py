@@ -42,6 +42,14 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "Comma-separated Fernet keys that decrypt secure macros (first key encrypts; all decrypt, "
         "as in MultiFernet rotation). Unset: [core] fernet_key.",
     ),
+    "undecryptable_secure_macro": (
+        "skip",
+        "A secure macro that cannot be decrypted (another key, no key, a damaged token). skip: a "
+        "warning naming the macro and the job runs without that variable (the platform's rule). fail: "
+        "the job is refused before it starts, in one line naming the macro (CLI exit 2; in Airflow the "
+        "task fails without retries). fail is recommended for production, where a rotated key would "
+        "otherwise run jobs without their credentials.",
+    ),
     "python_downloads": (
         "never",
         "Passed to uv as UV_PYTHON_DOWNLOADS when a job asks for a python_version: never, manual or automatic.",
@@ -137,9 +145,11 @@ def default_cache_dir() -> Path:
 def absolute_cache_dir(value: Any) -> Any:
     """``cache_dir`` as an absolute path: ``~`` expanded, a relative path taken from the current
     working directory when the settings are loaded (a job's environment is used from its own
-    folder, so a relative path would point elsewhere). Blank is refused.
+    folder, so a relative path would point elsewhere), symbolic links resolved once here (a cache
+    on another disk behind ``/var/cache``): every containment check compares resolved paths with
+    resolved paths. Blank is refused.
 
-    :raises ValueError: blank, a NUL byte, or ``~user`` of an unknown user.
+    :raises ValueError: blank, a NUL byte, ``~user`` of an unknown user, or a link loop.
     """
     if not isinstance(value, (str, os.PathLike)):
         return value  # pydantic reports the wrong type
@@ -152,9 +162,13 @@ def absolute_cache_dir(value: Any) -> Any:
     if "\x00" in text:
         raise ValueError(f"{text!r} contains a NUL byte; fix the path")
     try:
-        return Path(os.path.abspath(Path(text).expanduser()))
-    except RuntimeError:  # expanduser: no such user
+        path = Path(text).expanduser()
+    except RuntimeError:  # no such user
         raise ValueError(f"{text!r} starts with the home of a user that does not exist; fix the path") from None
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError) as exc:  # a link loop
+        raise ValueError(f"{text!r} cannot be resolved ({exc}); fix the symbolic link") from None
 
 
 def absolute_upload_folder(value: Any) -> Any:
@@ -209,8 +223,9 @@ class EngineSettings(BaseModel):
 
     enabled: bool = True
     install_path: str | None = None
-    cache_dir: Path = Field(default_factory=default_cache_dir)
+    cache_dir: Path = Field(default_factory=default_cache_dir, validate_default=True)
     fernet_key: SecretStr | None = None
+    undecryptable_secure_macro: Literal["skip", "fail"] = "skip"
     python_downloads: Literal["never", "manual", "automatic"] = "never"
     lock_timeout: float = Field(default=600.0, gt=0)
     inherit_env: bool = True
@@ -237,6 +252,9 @@ class EngineSettings(BaseModel):
         lambda v: None if isinstance(v, str) and not v.strip() else v  # blank: no cap
     )
     _sandbox = field_validator("sandbox", mode="before")(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    _undecryptable = field_validator("undecryptable_secure_macro", mode="before")(
+        lambda v: v.strip().lower() if isinstance(v, str) else v
+    )
     #: ``fernet_key`` is unset here and ``[core] fernet_key`` is still to be asked of Airflow's
     #: configuration, on the first :meth:`fernet_keys` (set only by the fast configuration path).
     _core_fernet_pending: bool = PrivateAttr(default=False)

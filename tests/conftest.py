@@ -1,7 +1,8 @@
 """Shared fixtures: job folders written on the fly, engine settings isolated per test.
 
-The suite runs under ``make test``, which prepares a throw-away AIRFLOW_HOME (SQLite metadata
-database) before pytest starts; Airflow-side tests run real ``dag.test()`` against it.
+The suite runs under ``make test``, which prepares the tests' own throw-away AIRFLOW_HOME
+(``.airflow_home/tests``: SQLite metadata database, logs, environment cache) before pytest starts;
+Airflow-side tests run real ``dag.test()`` against it, never against the demo's database.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-# The AIRFLOW_HOME `make test` prepares for this venv: .venv -> .airflow_home, .venv-3.12 -> .airflow_home-3.12.
+# The demo's home for this venv (.venv -> .airflow_home, .venv-3.12 -> .airflow_home-3.12) and the
+# tests' own inside it, which `make test` prepares. An AIRFLOW_HOME pointing at the demo's (exported
+# for the CLI, as the README says) is replaced by the tests' own: the tests never write the demo's.
 _VENV = Path(sys.prefix).name
-os.environ.setdefault("AIRFLOW_HOME", str(REPO / (".airflow_home" + (_VENV[5:] if _VENV.startswith(".venv") else ""))))
+DEMO_HOME = REPO / (".airflow_home" + (_VENV[5:] if _VENV.startswith(".venv") else ""))
+TEST_HOME = DEMO_HOME / "tests"
+if os.path.realpath(os.environ.get("AIRFLOW_HOME") or DEMO_HOME) == os.path.realpath(DEMO_HOME):
+    os.environ["AIRFLOW_HOME"] = str(TEST_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
 from cryptography.fernet import Fernet  # noqa: E402
@@ -58,6 +64,18 @@ def write_job(
     if dotenv is not None:
         (folder / ".env").write_text(textwrap.dedent(dotenv))
     return folder
+
+
+def shipped(folder: Path, pattern: str) -> list[Path]:
+    """The files matching ``pattern`` under ``folder`` that ship with the project: those git tracks
+    (a user's own DAG or job added beside the examples is not shipped), every match outside a git
+    checkout (an unpacked sdist, which holds only what ships)."""
+    found = sorted(folder.glob(pattern))
+    if not (REPO / ".git").exists():
+        return found
+    listed = subprocess.run(["git", "ls-files", "-z", "--", str(folder)], cwd=REPO, capture_output=True, check=True)
+    tracked = {REPO / name for name in listed.stdout.decode().split("\0") if name}
+    return [path for path in found if path in tracked]
 
 
 def cli_env(**settings: str) -> dict[str, str]:

@@ -194,6 +194,29 @@ def test_exit_codes_skip_refusals_and_xcom(dags, jobs, capfd, caplog, tmp_path) 
     assert (tmp_path / "xcom").read_text() == "last line"
 
 
+def test_undecryptable_secure_macro_fail_fails_the_task_without_retries(
+    dags, jobs, capfd, caplog, monkeypatch, tmp_path
+) -> None:
+    monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UNDECRYPTABLE_SECURE_MACRO", "fail")
+    marker = tmp_path / "started"
+    write_job(jobs / "secret", f"open({str(marker)!r}, 'w').write('ran')\n")
+    token = encrypt("never-seen", [generate_key()])  # made with a key the worker does not have
+    dag = load_dag(
+        dags,
+        f"""
+        with DAG("strict_secret_dag", schedule=None, start_date=START) as dag:
+            PythonJobOperator(task_id="secret", job="jobs/{jobs.name}/secret", retries=3,
+                              macros=[Macro(key="PW", value="{token}", secure=True)])
+    """,
+        "strict_secret_dag",
+    )
+    states, log = run_dag(dag, capfd, caplog)
+    assert states == {"secret": "failed"}  # not up_for_retry: the same token would be refused again
+    assert "secure macro PW refused ([python_exec] undecryptable_secure_macro = fail)" in log
+    assert "secure macro PW skipped" not in log
+    assert not marker.exists()
+
+
 def test_templated_job_and_macros_from_params_conf_and_variables(dags, jobs, capfd, caplog, monkeypatch) -> None:
     monkeypatch.setenv("AIRFLOW_VAR_GREETING", "hello from a Variable")
     write_job(jobs / "templated", "import os\nprint('P=' + os.environ['P'], 'V=' + os.environ['V'])\n")

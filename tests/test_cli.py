@@ -92,6 +92,23 @@ def test_core_fernet_key_is_the_fallback(job_dir: Path) -> None:
     assert "secure macro PW skipped" in done.stderr
 
 
+def test_undecryptable_secure_macro_fail_exits_2_in_one_line(job_dir: Path, tmp_path: Path) -> None:
+    key = cli("generate-key").stdout.strip()
+    token = cli("encrypt", env={"AIRFLOW__PYTHON_EXEC__FERNET_KEY": key}, stdin="v").stdout.strip()
+    marker = tmp_path / "started"
+    write_job(
+        job_dir,
+        f"open({str(marker)!r}, 'w').write('ran')\n",
+        job={"jobId": "j", "runtimeConfig": {"macros": [{"key": "PW", "value": token, "secure": True}]}},
+    )
+    rotated = {"AIRFLOW__PYTHON_EXEC__FERNET_KEY": cli("generate-key").stdout.strip()}
+    done = cli("run", str(job_dir), env={**rotated, "AIRFLOW__PYTHON_EXEC__UNDECRYPTABLE_SECURE_MACRO": "fail"})
+    assert done.returncode == 2 and done.stdout == "" and not marker.exists()
+    [line] = done.stderr.splitlines()
+    assert line.startswith("error: secure macro PW refused ([python_exec] undecryptable_secure_macro = fail): ")
+    assert "cannot be decrypted with the configured Fernet key(s)" in line and token not in line
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_stops_the_job_and_its_children(job_dir: Path, sig: int, code: int) -> None:
     write_job(

@@ -12,7 +12,7 @@ from conftest import env_of, write_job
 
 from airflow_python_exec import EngineSettings, PythonExecutionService, PythonJob
 from airflow_python_exec.crypto import encrypt, generate_key
-from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.errors import JobConfigError, PythonExecError
 
 LAYERS = ["worker", "context", "dotenv", "python_env", "job_macro", "run_macro"]
 
@@ -205,6 +205,34 @@ def test_undecryptable_token_is_warned_and_skipped(settings, job_dir: Path, capl
     assert lines[0] == "token: None"
     assert "secure macro API_TOKEN skipped" in caplog.text
     assert token not in caplog.text
+
+
+@pytest.mark.parametrize("configured", ["other-key", None])
+def test_undecryptable_secure_macro_fail_refuses_the_job_before_it_starts(
+    settings, job_dir: Path, tmp_path: Path, caplog, configured
+) -> None:
+    """After a key rotation a job must not quietly run without its credentials when the deployment
+    says ``undecryptable_secure_macro = fail``: one line naming the macro, the script never starts."""
+    token = encrypt("secret", [generate_key()])
+    marker = tmp_path / "started"
+    write_job(job_dir, f"open({str(marker)!r}, 'w').write('ran')\n")
+    strict = settings.override(undecryptable_secure_macro=" FAIL ", fernet_key=configured and generate_key())
+    if configured is None:
+        strict = strict.model_copy(update={"fernet_key": None})
+    with caplog.at_level(logging.WARNING), pytest.raises(JobConfigError) as refused:
+        run_lines(strict, job_dir, macros=[{"key": "API_TOKEN", "value": token, "secure": True}])
+    message = str(refused.value)
+    assert message.startswith("secure macro API_TOKEN refused ([python_exec] undecryptable_secure_macro = fail): ")
+    assert message.endswith(("airflow-python-exec encrypt", "airflow-python-exec generate-key)"))  # the fix
+    assert "\n" not in message and token not in message
+    assert refused.value.exit_code == 2
+    assert not marker.exists() and "skipped" not in caplog.text
+
+
+def test_undecryptable_secure_macro_takes_skip_or_fail_only(settings) -> None:
+    assert EngineSettings().undecryptable_secure_macro == "skip"
+    with pytest.raises(PythonExecError, match=r"undecryptable_secure_macro = 'warn' is invalid"):
+        settings.override(undecryptable_secure_macro="warn")
 
 
 def test_job_loaded_object_and_path_behave_the_same(settings, job_dir: Path) -> None:

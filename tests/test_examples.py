@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from conftest import REPO, task_log_lines
+from conftest import REPO, shipped, task_log_lines
 
 pytestmark = pytest.mark.smoke
 
@@ -74,7 +74,7 @@ def test_every_example_dag_is_tested_here() -> None:
         "world_cities_by_region",
         "python_jobs",
     }
-    assert {p.stem for p in EXAMPLES.glob("*.py")} == tested
+    assert {p.stem for p in shipped(EXAMPLES, "*.py")} == tested
 
 
 def test_hello_example_without_logical_date(capfd, caplog) -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLI, REPO, cli_env, write_job
+from conftest import CLI, REPO, cli_env, shipped, write_job
 from packaging.tags import compatible_tags, cpython_tags, platform_tags
 from packaging.utils import parse_wheel_filename
 from wheels import write_lock, write_wheel
@@ -123,7 +123,7 @@ def supported_tags(python: tuple[int, int]) -> set:
 
 
 @pytest.mark.smoke
-@pytest.mark.parametrize("job", sorted(p.parent.name for p in (REPO / "example_dags" / "jobs").glob("*/pylock.toml")))
+@pytest.mark.parametrize("job", sorted(p.parent.name for p in shipped(REPO / "example_dags" / "jobs", "*/pylock.toml")))
 def test_example_locks_serve_every_supported_python_from_wheels(job: str) -> None:
     """What uv picks on each Python: exactly one entry per package, each with a wheel it can install."""
     lock = REPO / "example_dags" / "jobs" / job / "pylock.toml"

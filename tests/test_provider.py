@@ -34,6 +34,7 @@ def test_provider_info_declares_every_setting() -> None:
             "install_path",
             "cache_dir",
             "fernet_key",
+            "undecryptable_secure_macro",
             "python_downloads",
             "lock_timeout",
             "inherit_env",
@@ -68,6 +69,32 @@ def test_airflow_lists_the_provider_and_its_config_defaults() -> None:
     assert "[python_exec]" in defaults.stdout
     for option in OPTIONS:
         assert option in defaults.stdout
+
+
+def documented_defaults() -> dict[str, str]:
+    """docs/settings.md's table: option -> what ``airflow config list --defaults --show-values``
+    must print for it (``unset: ...`` and ``empty``: nothing; else the one value in backticks)."""
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", (REPO / "docs" / "settings.md").read_text(), re.MULTILINE)
+    shown = {}
+    for option, cell in rows:
+        cell = cell.strip()
+        if cell.startswith("unset") or cell == "empty":
+            shown[option] = ""
+        else:
+            assert re.fullmatch(r"`[^`]*`", cell), f"{option}: write the default as `value`, unset: ... or empty"
+            shown[option] = cell.strip("`")
+    return shown
+
+
+@pytest.mark.smoke
+def test_config_list_shows_the_defaults_docs_settings_lists() -> None:
+    """``# lock_timeout = `` with nothing after it sent a new user to the docs: the provider info
+    carries every default, and Airflow prints it, as docs/settings.md's table says."""
+    listed = airflow("config", "list", "--defaults", "--show-values", "--section", "python_exec")
+    printed = dict(re.findall(r"^# (\w+) = (.*)$", listed.stdout, re.MULTILINE))
+    documented = documented_defaults()
+    assert set(documented) == set(OPTIONS), "docs/settings.md's table and the options differ"
+    assert printed == documented
 
 
 def test_hello_example_dag_shows_the_hello_lines_in_the_task_log() -> None:

@@ -59,6 +59,7 @@ def allowed_script(folder: Path, name: str, what: str) -> Path:
         raise ScriptNotAllowedError(f"{what} {shorten(name)} contains '..'; it must stay inside the job folder")
     if posix.suffix != ".py":
         raise ScriptNotAllowedError(f"{what} {shorten(name)} is not a .py file; only .py scripts are executed")
+    folder = folder.resolve()  # resolved against resolved: a folder reached through a link is still inside
     candidate = folder / posix
     resolved = candidate.resolve()
     if not resolved.is_relative_to(folder):
