@@ -26,6 +26,8 @@ _EXAMPLES = {
     "sandbox": "bubblewrap",
     "sandbox_writable_paths": "/data/out,/srv/exports",
     "data_store": "s3://aws_default@bucket/data",
+    "default_resources": "memory=2Gi,cpu=1,pids=512,tmp=1Gi,timeout=1h",
+    "max_resources": "memory=8Gi,cpu=4,pids=4096,tmp=10Gi,timeout=12h",
 }
 
 

@@ -99,6 +99,16 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "ObjectStoragePath base, a connection id as user info (s3://aws_default@bucket/dh). Unset: "
         "file://$AIRFLOW_HOME/python_exec/data.",
     ),
+    "default_resources": (
+        "",
+        "A job's resource limits when it asks for none, comma-separated KEY=VALUE in Kubernetes "
+        "quantity syntax: memory=2Gi,cpu=1,pids=512,tmp=1Gi,timeout=1h. Empty: no limits.",
+    ),
+    "max_resources": (
+        "",
+        "The most a job may ask for, same form as default_resources; asking for more refuses the job, "
+        "and a limit the job leaves unset gets this ceiling. Empty: no ceiling.",
+    ),
 }
 
 
@@ -192,6 +202,9 @@ class EngineSettings(BaseModel):
     job_dag_prefix: str = "job_"
     #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.handlers.store`).
     data_store: str | None = None
+    #: ``memory=2Gi,cpu=1,...`` (see :mod:`airflow_python_exec.models.resources`).
+    default_resources: str = ""
+    max_resources: str = ""
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)

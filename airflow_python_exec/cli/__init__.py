@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         help="a declared output (replaces function.outputs; repeatable)",
     )
     run.add_argument("--data-store", metavar="URI", help="override [python_exec] data_store")
+    for flag, example in (("memory", "512Mi"), ("cpu", "1.5"), ("pids", "256"), ("tmp", "1Gi"), ("timeout", "30m")):
+        run.add_argument(f"--{flag}", metavar=example, help=f"resource limit {flag} for this run (see Resource limits)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check the Python installation, print interpreter and version")

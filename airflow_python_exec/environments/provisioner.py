@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -34,6 +33,7 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
+from .bounded import compile_command, run_bounded
 from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from .interpreters import Interpreter, find_python, probe_version
 from .key import environment_key
@@ -74,6 +74,7 @@ class EnvironmentProvisioner:
         self.envs_dir = settings.cache_dir / "envs"
         self.ephemeral_dir = settings.cache_dir / "ephemeral"
         self._uv = Uv(settings, self.on_line)
+        self.built = False  # True once this provisioner built an environment (the run's start line says so)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -285,7 +286,7 @@ class EnvironmentProvisioner:
         the lock, install local extras with --no-deps, write the marker last. Installs compile
         bytecode (DESIGN.md "The environment cache"): a sandboxed environment is read-only and many
         hosts set PYTHONDONTWRITEBYTECODE, so otherwise every start recompiles (pandas: +0.7 s)."""
-        started = time.monotonic()
+        started, self.built, self._uv.resources = time.monotonic(), True, job.resources
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
             # packages once per Python version, and .provisioned must record what was really installed.
@@ -318,7 +319,7 @@ class EnvironmentProvisioner:
             if spec.extras:
                 self._install_extras(python, job, spec)
                 check_venv_cfg(path, venv_cfg, job.job_id)
-            self._compile(spec.python, path)
+            self._compile(spec.python, path, job)
             _write_marker(path, job, spec, packages, time.monotonic() - started)
             metrics.provisioned(time.monotonic() - started)
         except BaseException:
@@ -348,7 +349,7 @@ class EnvironmentProvisioner:
                 shutil.rmtree(build_dir, ignore_errors=True)
         self._say(f"installed {len(extras)} local extra(s) without dependencies ({ms(step)})")
 
-    def _compile(self, python: Path, path: Path) -> None:
+    def _compile(self, python: Path, path: Path, job: PythonJob) -> None:
         """Compile the bytecode of every installed package, once, as the last step before the marker.
 
         The environment's own interpreter never runs here: provisioning runs as the worker, outside
@@ -358,17 +359,13 @@ class EnvironmentProvisioner:
         interpreter the environment was made from (same version, so the same bytecode tag), started
         with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables); compiling only parses
         files. A file that does not compile (a Python 2 test file in a package) is left without
-        bytecode, as pip leaves it.
+        bytecode, as pip leaves it. The compile runs under the job's resource limits and skips
+        oversized sources (:func:`.bounded.compile_command`).
         """
         step = time.monotonic()
         for site_packages in sorted(path.glob("lib/python*/site-packages")):
-            subprocess.run(
-                [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
+            argv = [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)]
+            run_bounded(compile_command(argv, site_packages), job.resources, self._say)
         self._say(f"bytecode compiled ({ms(step)})")
 
     def _say(self, message: str) -> None:

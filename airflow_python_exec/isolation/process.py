@@ -150,6 +150,8 @@ class JobProcess:
     :param grace_s: seconds between SIGTERM and SIGKILL when stopped.
     :param launcher: a command that starts ``argv`` as its descendant (``bwrap ... --``); stops then
         send SIGTERM past it (see the module's docstring).
+    :param wrapper: commands that ``exec`` the rest with the same pid, put before the launcher (the
+        resource limits' cgroup entry and ``prlimit``, see :mod:`airflow_python_exec.isolation.limits`).
     :raises OSError: the executable cannot be started.
     """
 
@@ -160,6 +162,7 @@ class JobProcess:
         cwd: Path,
         grace_s: float = STOP_GRACE_S,
         launcher: tuple[str, ...] | list[str] = (),
+        wrapper: tuple[str, ...] | list[str] = (),
     ) -> None:
         self.grace_s = grace_s
         self._launcher = tuple(launcher)
@@ -173,10 +176,10 @@ class JobProcess:
         self._wake_lock = threading.Lock()
         try:
             prefix = _pdeathsig_prefix()
-            if prefix:
+            if prefix or wrapper:
                 _check_executable(argv[0], env, cwd)
             self._popen = subprocess.Popen(
-                [*prefix, *self._launcher, *argv],
+                [*prefix, *wrapper, *self._launcher, *argv],
                 env=self._containment.tag(env),
                 cwd=cwd,
                 stdin=subprocess.DEVNULL,
