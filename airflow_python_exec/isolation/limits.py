@@ -22,7 +22,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from airflow_python_exec.logs import log
@@ -208,7 +208,9 @@ class RunLimits:
             procs = [os.path.join(folder, "cgroup.procs") for _, folder in self.groups.values()]
             argv += ["/bin/sh", "-c", _ENTER, "sh", *procs, "--"]
         if self.rlimits:
-            argv += [str(shutil.which("prlimit")), *(f"--{k}={v}" for k, v in self.rlimits.items()), "--"]
+            # CPU: the soft limit sends SIGXCPU (named after the run), the hard one a second later SIGKILL.
+            values = {k: f"{v}:{v + 1}" if k == "cpu" else str(v) for k, v in self.rlimits.items()}
+            argv += [str(shutil.which("prlimit")), *(f"--{k}={v}" for k, v in values.items()), "--"]
         return argv
 
     def ended_by(self, exit_code: int, argv0: str, pid: int) -> str | None:
@@ -271,14 +273,17 @@ def _write_limit(controller: str, version: int, folder: str, value: float) -> bo
 def _remove(folder: str, wait_s: float = 2.0) -> None:
     """SIGKILL every process left in ``folder`` (a daemon the job started), then remove the cgroup."""
     deadline = time.monotonic() + wait_s
+    killed: set[int] = set()
     while True:
-        for pid in _read(os.path.join(folder, "cgroup.procs")).split():
+        for pid in map(int, _read(os.path.join(folder, "cgroup.procs")).split()):
             try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError, ValueError):
+                os.kill(pid, signal.SIGKILL)
+                killed.add(pid)
+            except (ProcessLookupError, PermissionError):
                 pass
         try:
-            os.rmdir(folder)
+            os.rmdir(folder)  # empty: every process of it has exited
+            _reap(killed)
             return
         except FileNotFoundError:
             return
@@ -289,9 +294,14 @@ def _remove(folder: str, wait_s: float = 2.0) -> None:
             time.sleep(0.005)  # killed processes take a moment to leave the cgroup
 
 
-def wrap(argv: Sequence[str], limits: RunLimits | None) -> list[str]:
-    """``argv`` started under ``limits`` (unchanged for ``None``)."""
-    return [*(limits.prefix() if limits is not None else ()), *argv]
+def _reap(pids: set[int]) -> None:
+    """Reap those of ``pids`` that were our children (a daemon handed to us, the child subreaper):
+    they have exited, and must not stay zombies."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
 
 
 class Timeout:
