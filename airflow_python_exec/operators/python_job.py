@@ -121,7 +121,7 @@ class PythonJobOperator(BaseOperator):
         from airflow_python_exec.operators.resources import with_pod_resources
 
         super().__init__(**with_pod_resources(resources, kwargs))
-        self.resources = dict(resources) if resources else None
+        self.job_resources = dict(resources) if resources else None  # BaseOperator.resources: Airflow's form
         self.job = str(job) if isinstance(job, Path) else job
         self.handler = handler
         self.parameters = parameters
@@ -183,7 +183,7 @@ class PythonJobOperator(BaseOperator):
                 refresh=self.refresh,
                 cwd=self.cwd,
                 resolve_asset=asset_resolver(context),
-                resources=self.resources,
+                resources=self.job_resources,
             )
         push_facts(context, result.facts)
         value = run_outcome(job, result, self.skip_on_exit_code)

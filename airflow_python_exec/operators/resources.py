@@ -49,13 +49,15 @@ def pod_override(resources: Resources) -> Any | None:
 
 def with_pod_resources(resources: Mapping[str, Any] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
     """The operator's ``kwargs`` with ``executor_config``'s ``pod_override`` made from ``resources``
-    (unless the DAG gave its own); ``resources`` is parsed here, so a typo fails the DAG's parse.
+    (unless the DAG gave its own) and ``BaseOperator``'s ``resources`` in Airflow's form;
+    ``resources`` is parsed here, so a typo fails the DAG's parse.
 
     :raises JobConfigError: ``resources`` does not parse.
     """
     if not resources:
         return kwargs
     parsed = parse_resources(resources)
+    kwargs = {**kwargs, "resources": airflow_resources(parsed)}
     config = dict(kwargs.get("executor_config") or {})
     if "pod_override" not in config:
         pod = pod_override(parsed)
@@ -63,6 +65,17 @@ def with_pod_resources(resources: Mapping[str, Any] | None, kwargs: dict[str, An
             config["pod_override"] = pod
             return {**kwargs, "executor_config": config}
     return kwargs
+
+
+def airflow_resources(resources: Resources) -> dict[str, Any] | None:
+    """The same limits in the form of ``BaseOperator``'s own ``resources`` (Airflow's ``Resources``:
+    ``cpus``, ``ram`` and ``disk`` in MiB), which the operator's argument of that name replaces."""
+    values = {
+        "cpus": resources.cpu,
+        "ram": math.ceil(resources.memory / 2**20) if resources.memory else None,
+        "disk": math.ceil(resources.tmp / 2**20) if resources.tmp else None,
+    }
+    return {k: v for k, v in values.items() if v is not None} or None
 
 
 def push_run_facts(context: Any, facts: Mapping[str, Any] | None) -> None:
