@@ -5,9 +5,10 @@ retried, whatever ``exitCodes`` map; what a run had is in XCom ``python_exec_run
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
-from conftest import write_job
+from conftest import bearer, write_job
 from test_airflow import _engine, dags, jobs, load_dag  # noqa: F401 - fixtures
 from test_data_items_airflow import _xcoms
 
@@ -53,3 +54,23 @@ def test_a_typo_in_resources_fails_the_dags_parse(dags, jobs) -> None:
             """,
             "typo_dag",
         )
+
+
+def test_the_job_page_says_what_the_last_run_ran_with(client, auth, key, dags, jobs, capfd, caplog) -> None:
+    write_job(jobs / "ranwith", "print('hi')\n", job={"jobId": "ranwith"})
+    dag = load_dag(
+        dags,
+        f"""
+        with DAG("ran_with_dag", schedule=None, start_date=START) as dag:
+            PythonJobOperator(task_id="t", job="jobs/{jobs.name}/ranwith", resources={{"memory": "256Mi"}})
+    """,
+        "ran_with_dag",
+    )
+    with caplog.at_level(logging.INFO):
+        assert dag.test().state == "success"
+    job = client.get("/api/jobs/ranwith", headers=bearer(auth, "viewer")).json()
+    (use,) = job["usedBy"]
+    expected = r"Python [\d.]+, no environment; sandbox off; memory 256 MiB \((cgroup v[12]|rlimits)\)"
+    assert re.fullmatch(expected, use["ran_with"]), use["ran_with"]
+    page = client.get("/jobs/ranwith", headers=bearer(auth, "viewer")).text
+    assert "Ran with" in page and "memory 256 MiB" in page

@@ -85,6 +85,14 @@ class Resources(BaseModel):
         names = {"memory": "memory_bytes", "tmp": "tmp_bytes", "timeout": "timeout_s"}
         return {names.get(k, k): getattr(self, k) for k in KEYS if getattr(self, k) is not None}
 
+    @classmethod
+    def from_facts(cls, facts: Mapping[str, Any]) -> Resources:
+        """The limits back from :meth:`facts` (a run's metadata).
+
+        :raises pydantic.ValidationError: values of the wrong type."""
+        names = {"memory": "memory_bytes", "tmp": "tmp_bytes", "timeout": "timeout_s"}
+        return cls(**{k: facts.get(names.get(k, k)) for k in KEYS})
+
     def merged(self, over: Resources | None) -> Resources:
         """These limits with every value set in ``over`` replacing the same key."""
         if over is None:

@@ -287,6 +287,7 @@ def _job(job_id: str, user: Any, view: Any) -> catalog.JobEntry:
     entry = catalog.find_job(_catalog(EngineSettings.from_airflow_config(), user, view), job_id)
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
+    catalog.add_ran_with(entry)
     return entry
 
 
