@@ -235,7 +235,7 @@ class PythonExecutionService:
                 command.cwd,
                 grace_s=self.stop_grace_s,
                 launcher=command.launcher,
-                wrapper=limits.prefix(),
+                limits=limits,
             )
         except OSError as exc:
             limits.close()

@@ -266,6 +266,8 @@ def test_no_cgroup_is_left_behind(tmp_path: Path) -> None:
     if not _FULL:
         pytest.skip("no writable cgroups here")
     before = {c: set(os.listdir(folder)) for c, (_, folder) in _CGROUPS.items()}
+    own = Path("/proc/thread-self/cgroup").read_text()
     settings = EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache")
     run(settings, write_job(tmp_path / "hog", HOG), memory="64Mi", pids=32, cpu=1)
     assert {c: set(os.listdir(folder)) for c, (_, folder) in _CGROUPS.items()} == before
+    assert Path("/proc/thread-self/cgroup").read_text() == own  # the starting thread went back home

@@ -9,6 +9,7 @@ process runs in the job's cgroup or under its rlimits (memory, cpu, pids) and it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -62,13 +63,14 @@ def run_bounded(argv: Sequence[str], resources: Resources | None, say: Callable[
     process group is killed, nothing is left running.
     """
     limits = build_limits(resources)
-    process = subprocess.Popen(
-        [*(limits.prefix() if limits else ()), *argv],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    with limits.entered() if limits is not None else contextlib.nullcontext():
+        process = subprocess.Popen(
+            [*(limits.prefix() if limits else ()), *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     timer = Timeout(resources.timeout if resources else None, lambda: _kill_group(process.pid))
     code = 1
     try:

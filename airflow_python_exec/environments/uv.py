@@ -113,7 +113,7 @@ class Uv:
                 cwd or Path.cwd(),
                 grace_s=5.0,
                 launcher=launcher,
-                wrapper=limits.prefix() if limits else (),
+                limits=limits,
             )
         except BaseException:
             if limits is not None:

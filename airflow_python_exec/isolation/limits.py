@@ -3,10 +3,13 @@
 A run with limits gets a cgroup of its own where this process may create one: cgroup v2 (a
 delegated subtree whose ``cgroup.subtree_control`` enables ``memory``, ``pids`` and ``cpu``: our
 own cgroup's children), else the v1 ``memory``, ``pids`` and ``cpu`` hierarchies that are writable.
-The process is placed in it *before* it executes anything of the job: :meth:`RunLimits.prefix` is a
-two-line ``/bin/sh`` that writes its own pid into each ``cgroup.procs`` and then ``exec``\\ s the
-command (same pid, no ``preexec_fn``, so :mod:`subprocess` keeps its fast ``vfork`` start); every
-process the job starts inherits the cgroup. What no cgroup covers falls back to rlimits set by
+The process is born in it, so every process the job starts is inside, and :mod:`subprocess` keeps
+its fast ``vfork`` start (no ``preexec_fn``): under cgroup v1, :meth:`RunLimits.entered` moves the
+starting *thread* (v1 places threads one by one, through ``tasks``) into the run's cgroups for the
+instant of the start and back, and the child inherits them (no extra program started); under v2,
+where a thread cannot leave its process's cgroup, :meth:`RunLimits.prefix` is a one-line
+``/bin/sh`` that writes its own pid into ``cgroup.procs`` and then execs the command, same pid.
+What no cgroup covers falls back to rlimits set by
 util-linux's ``prlimit`` in front of the command (``RLIMIT_AS`` for memory, ``RLIMIT_CPU`` as a
 CPU-seconds budget ``cpu x timeout``, ``RLIMIT_FSIZE`` for ``tmp`` without a sandbox), with one
 warning per process naming the weaker limits. Nothing samples memory: after the run,
@@ -15,6 +18,7 @@ warning per process naming the weaker limits. Nothing samples memory: after the 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 import os
@@ -22,7 +26,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from airflow_python_exec.logs import log
@@ -204,14 +208,33 @@ class RunLimits:
         """The argv to put in front of the command: enter the run's cgroups, set the rlimits, then
         ``exec`` the command with the same pid. Empty when the run has no limits."""
         argv: list[str] = []
-        if self.groups:
-            procs = [os.path.join(folder, "cgroup.procs") for _, folder in self.groups.values()]
+        procs = [os.path.join(folder, "cgroup.procs") for version, folder in self.groups.values() if version == 2]
+        if procs:
             argv += ["/bin/sh", "-c", _ENTER, "sh", *procs, "--"]
         if self.rlimits:
             # CPU: the soft limit sends SIGXCPU (named after the run), the hard one a second later SIGKILL.
             values = {k: f"{v}:{v + 1}" if k == "cpu" else str(v) for k, v in self.rlimits.items()}
             argv += [str(shutil.which("prlimit")), *(f"--{k}={v}" for k, v in values.items()), "--"]
         return argv
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Start the run's process inside this block (v1): the calling thread is in the run's v1
+        cgroups for its duration, and back in its own ones after, however the block ends.
+
+        :raises OSError: this thread cannot be moved into a cgroup.
+        """
+        moves = [(folder, cgroup_parents()[c][1]) for c, (version, folder) in self.groups.items() if version == 1]
+        tid, done = str(threading.get_native_id()), []
+        try:
+            for folder, home in moves:
+                _write_or_raise(folder, "tasks", tid)
+                done.append(home)
+            yield
+        finally:
+            for home in done:
+                if not _write(home, "tasks", tid):  # never leave a worker thread under a job's limits
+                    log.error("thread %s could not leave a job's cgroup for %s", tid, home)
 
     def ended_by(self, exit_code: int, argv0: str, pid: int) -> str | None:
         """Which limit ended a run that exited with ``exit_code``, in words, or ``None``.
@@ -252,6 +275,11 @@ class RunLimits:
         for _, folder in self.groups.values():
             _remove(folder)
         self.groups.clear()
+
+
+def _write_or_raise(folder: str, name: str, value: object) -> None:
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(str(value))
 
 
 def _write_limit(controller: str, version: int, folder: str, value: float) -> bool:

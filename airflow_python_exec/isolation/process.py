@@ -29,6 +29,7 @@ script's end is watched past the launcher too (:mod:`airflow_python_exec.isolati
 from __future__ import annotations
 
 import codecs
+import contextlib
 import ctypes
 import errno
 import os
@@ -38,11 +39,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from airflow_python_exec.isolation.containment import RunContainment
 from airflow_python_exec.isolation.launcher_watch import wait_launched
+from airflow_python_exec.isolation.limits import RunLimits
 
 CHUNK_BYTES = 64 * 1024
 #: Longest line handed out in one piece, in characters.
@@ -152,6 +154,7 @@ class JobProcess:
         send SIGTERM past it (see the module's docstring).
     :param wrapper: commands that ``exec`` the rest with the same pid, put before the launcher (the
         resource limits' cgroup entry and ``prlimit``, see :mod:`airflow_python_exec.isolation.limits`).
+    :param limits: the run's limits: the process is started inside their :meth:`entered` block.
     :raises OSError: the executable cannot be started.
     """
 
@@ -163,6 +166,7 @@ class JobProcess:
         grace_s: float = STOP_GRACE_S,
         launcher: tuple[str, ...] | list[str] = (),
         wrapper: tuple[str, ...] | list[str] = (),
+        limits: RunLimits | None = None,
     ) -> None:
         self.grace_s = grace_s
         self._launcher = tuple(launcher)
@@ -176,19 +180,11 @@ class JobProcess:
         self._wake_lock = threading.Lock()
         try:
             prefix = _pdeathsig_prefix()
+            wrapper = [*wrapper, *(limits.prefix() if limits is not None else ())]
             if prefix or wrapper:
                 _check_executable(argv[0], env, cwd)
-            self._popen = subprocess.Popen(
-                [*prefix, *wrapper, *self._launcher, *argv],
-                env=self._containment.tag(env),
-                cwd=cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                close_fds=True,
-                preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR and not prefix else None,
-            )
+            with limits.entered() if limits is not None else contextlib.nullcontext():
+                self._popen = self._start(prefix, wrapper, argv, env, cwd)
         except BaseException:
             self._containment.end()  # nothing started: only forget the run
             raise
@@ -200,6 +196,21 @@ class JobProcess:
         # left behind still holds the pipe open.
         self._reaper = threading.Thread(target=self._reap, name=f"python-job-reaper-{self.pid}", daemon=True)
         self._reaper.start()
+
+    def _start(
+        self, prefix: list[str], wrapper: Sequence[str], argv: list[str], env: dict[str, str], cwd: Path
+    ) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [*prefix, *wrapper, *self._launcher, *argv],
+            env=self._containment.tag(env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR and not prefix else None,
+        )
 
     def stream(self, redact: Callable[[str], str] | None = None, hold: int = 0) -> Iterator[str]:
         """Yield output lines (without the newline) until the pipe closes; handles stop escalation.
