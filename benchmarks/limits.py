@@ -13,6 +13,7 @@ after, each side's median and the paired difference's median and quartiles.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -48,22 +49,50 @@ def _setup_ms(rounds: int = 200) -> float:
     return statistics.median(times)
 
 
-def _prefix_ms(rounds: int = 200) -> tuple[float, float]:
-    """Median start of ``/bin/true`` without and with a run's prefix (enter the cgroups, prlimit), in
-    ms, interleaved: what the limits add to each process start besides :func:`_setup_ms`."""
+def _start_ms(rounds: int = 200) -> dict[str, float]:
+    """Median start of ``/bin/true`` (``Popen`` to exit), interleaved: bare; born in a run's
+    cgroups (memory, pids, cpu: no extra program under v1); and with ``tmp`` too, which without a
+    sandbox adds ``prlimit`` (one exec). In ms."""
     from airflow_python_exec.isolation.limits import RunLimits
 
-    limits = RunLimits(memory=512 << 20, cpu=1.0, pids=256, tmp=1 << 30, timeout=600.0)
-    bare, wrapped = [], []
+    cgroups = RunLimits(memory=512 << 20, cpu=1.0, pids=256)
+    with_tmp = RunLimits(memory=512 << 20, cpu=1.0, pids=256, tmp=1 << 30)
+    times: dict[str, list[float]] = {"bare": [], "in the run's cgroups": [], "and tmp (prlimit)": []}
+    cases = list(zip(times, (None, cgroups, with_tmp), strict=True))
     try:
         for _ in range(rounds):
-            for argv, into in ((["/bin/true"], bare), ([*limits.prefix(), "/bin/true"], wrapped)):
+            for name, limits in cases:
                 started = time.perf_counter()
-                subprocess.run(argv, check=True)
-                into.append((time.perf_counter() - started) * 1000)
+                with limits.entered() if limits else contextlib.nullcontext():
+                    process = subprocess.Popen([*(limits.prefix() if limits else ()), "/bin/true"])
+                process.wait()
+                times[name].append((time.perf_counter() - started) * 1000)
     finally:
-        limits.close()
-    return statistics.median(bare), statistics.median(wrapped)
+        cgroups.close()
+        with_tmp.close()
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def _service_ms(pairs: int, sandbox: str) -> dict[str, list[float]]:
+    """Warm start of the cached ``hello`` job in this process, a new ``PythonExecutionService`` per
+    run (as a task does), interleaved: no limits; memory and pids; memory, pids and cpu. In ms."""
+    from airflow_python_exec import EngineSettings, PythonExecutionService
+
+    settings = EngineSettings.from_airflow_config(sandbox=sandbox)
+    job = REPO / "example_dags" / "jobs" / "hello"
+    cases = {"no limits": None, "memory, pids": {"memory": "512Mi", "pids": 256}}
+    cases["memory, pids, cpu"] = {"memory": "512Mi", "pids": 256, "cpu": 1}
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for i in range(pairs + 2):
+        order = list(cases) if i % 2 else list(reversed(cases))
+        for name in order:
+            started = time.perf_counter()
+            PythonExecutionService(settings).run(
+                job, on_line=lambda _l: None, on_setup_line=lambda _l: None, resources=cases[name]
+            )
+            if i >= 2:  # two rounds of warm-up
+                times[name].append((time.perf_counter() - started) * 1000)
+    return times
 
 
 def _paired(off: list[float], on: list[float]) -> str:
@@ -107,12 +136,19 @@ def main() -> None:
         plain_s, limited_s = [t[index] for t in off], [t[index] for t in on]
         print(f"{what}: without limits {statistics.median(plain_s) * 1000:.1f} ms, with limits ", end="")
         print(f"{statistics.median(limited_s) * 1000:.1f} ms; paired difference {_paired(plain_s, limited_s)}")
-    bare, wrapped = _prefix_ms()
-    print(f"starting /bin/true: {bare:.2f} ms bare, {wrapped:.2f} ms through the limits' prefix (median of 200)")
+    service = _service_ms(args.pairs, args.sandbox)
+    print(f"in-process warm start, new service per run ({args.pairs} interleaved rounds): ", end="")
+    print(f"no limits {statistics.median(service['no limits']):.1f} ms", end="")
+    for name in ("memory, pids", "memory, pids, cpu"):
+        diffs = [b - a for a, b in zip(service["no limits"], service[name], strict=True)]
+        print(f"; {name}: paired difference median {statistics.median(diffs):+.2f} ms", end="")
+    print()
+    starts = ", ".join(f"{name} {ms:.2f} ms" for name, ms in _start_ms().items())
+    print(f"starting /bin/true (median of 200 interleaved): {starts}")
     setup = _setup_ms()
     print(f"making and removing a run's cgroups/rlimits in-process: median {setup:.2f} ms ", end="")
     print(f"(target: +{TARGET_MS:.0f} ms", end=" ")
-    print("for the whole warm start; entering the cgroup and prlimit add one exec each)")
+    print("for the whole warm start)")
 
 
 if __name__ == "__main__":
