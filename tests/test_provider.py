@@ -45,6 +45,8 @@ def test_provider_info_declares_every_setting() -> None:
             "upload_folder",
             "job_dag_prefix",
             "data_store",
+            "default_resources",
+            "max_resources",
         }
     )
     assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"

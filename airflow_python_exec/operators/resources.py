@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_python_exec.models.resources import Resources, parse_resources
+if TYPE_CHECKING:  # imported when a task has resources: a DAG file's parse loads no job model
+    from airflow_python_exec.models.resources import Resources
 
 #: The container Airflow's KubernetesExecutor runs the task in.
 BASE_CONTAINER = "base"
@@ -56,6 +57,8 @@ def with_pod_resources(resources: Mapping[str, Any] | None, kwargs: dict[str, An
     """
     if not resources:
         return kwargs
+    from airflow_python_exec.models.resources import parse_resources
+
     parsed = parse_resources(resources)
     kwargs = {**kwargs, "resources": airflow_resources(parsed)}
     config = dict(kwargs.get("executor_config") or {})
