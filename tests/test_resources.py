@@ -49,6 +49,14 @@ def test_quantities_in_kubernetes_syntax(given, expected: Resources) -> None:
         ({"timeout": "soon"}, "resources timeout = 'soon' is not a duration; write e.g. 30s, 10m or 1h"),
         ({"timeout": "0s"}, "is out of range"),
         ([1], "resources must be an object like"),
+        # hostile values: huge, non-finite, nested, templated, NUL
+        ({"timeout": 10**400}, "is not a duration"),
+        ({"memory": "9" * 5000}, "resources memory = '999999999999999999999999999999999999..."),
+        ({"cpu": float("nan")}, "is not a quantity"),
+        ({"memory": {"nested": 1}}, "is not a quantity"),
+        ({"memory": "{{ conn.db.password }}"}, "is not a quantity"),
+        ({"tmp": "1Gi\x00"}, "is not a quantity"),
+        ({"pids": "-1"}, "is not a quantity"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_it(given, message: str) -> None:

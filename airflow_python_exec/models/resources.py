@@ -161,7 +161,8 @@ def _pairs(text: str, origin: str) -> dict[str, str]:
 
 
 def _parse_one(key: str, raw: Any, origin: str) -> float | int:
-    where = f"{origin} {key} = {raw!r}"
+    shown = repr(raw)
+    where = f"{origin} {key} = {shown if len(shown) <= 40 else shown[:37] + '...'}"
     if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
         raise JobConfigError(f"{where} is not a quantity; write it like {_EXAMPLE}")
     if key == "timeout":
@@ -210,9 +211,13 @@ def parse_duration(raw: int | float | str, where: str = "duration") -> float:
     :raises JobConfigError: not a duration.
     """
     if isinstance(raw, (int, float)):
-        if not math.isfinite(raw):
+        try:
+            seconds = float(raw)
+        except OverflowError:
+            seconds = math.inf
+        if not math.isfinite(seconds):
             raise JobConfigError(f"{where} is not a duration; write e.g. 30s, 10m or 1h")
-        return float(raw)
+        return seconds
     text = raw.strip()
     if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
         return float(text)
