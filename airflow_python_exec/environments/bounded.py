@@ -18,10 +18,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from airflow_python_exec.isolation.limits import RunLimits, Timeout
-from airflow_python_exec.models.resources import Resources
+from airflow_python_exec.models import PythonJob
+from airflow_python_exec.models.resources import Resources, effective_resources
+from airflow_python_exec.settings import EngineSettings
 
 #: Largest ``.py`` file the provisioning compiles to bytecode, in bytes.
 MAX_COMPILE_SOURCE_BYTES = 4 * 2**20
+
+
+def build_resources(job: PythonJob, settings: EngineSettings) -> Resources:
+    """The limits a job's builds run under: its own over ``default_resources``, under
+    ``max_resources`` (a run has merged them already; ``provision`` has not).
+
+    :raises JobConfigError: the job asks for more than ``max_resources``.
+    """
+    return effective_resources(job.resources, None, settings.default_resources, settings.max_resources)
 
 
 def build_limits(resources: Resources | None) -> RunLimits | None:

@@ -33,7 +33,7 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
-from .bounded import compile_command, run_bounded
+from .bounded import build_resources, compile_command, run_bounded
 from .cache_entry import acquire_or_see_marker, disk_errors_as_provisioning, ms, write_marker
 from .interpreters import Interpreter, find_python, probe_version
 from .key import environment_key
@@ -286,7 +286,7 @@ class EnvironmentProvisioner:
         the lock, install local extras with --no-deps, write the marker last. Installs compile
         bytecode (DESIGN.md "The environment cache"): a sandboxed environment is read-only and many
         hosts set PYTHONDONTWRITEBYTECODE, so otherwise every start recompiles (pandas: +0.7 s)."""
-        started, self.built, self._uv.resources = time.monotonic(), True, job.resources
+        started, self.built, self._uv.resources = time.monotonic(), True, build_resources(job, self.settings)
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
             # packages once per Python version, and .provisioned must record what was really installed.
@@ -365,7 +365,7 @@ class EnvironmentProvisioner:
         step = time.monotonic()
         for site_packages in sorted(path.glob("lib/python*/site-packages")):
             argv = [str(python), "-I", "-S", "-m", "compileall", "-q", "-j", "0", str(site_packages)]
-            run_bounded(compile_command(argv, site_packages), job.resources, self._say)
+            run_bounded(compile_command(argv, site_packages), self._uv.resources, self._say)
         self._say(f"bytecode compiled ({ms(step)})")
 
     def _say(self, message: str) -> None:
