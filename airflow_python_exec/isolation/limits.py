@@ -80,11 +80,14 @@ def _detect() -> dict[str, tuple[int, str]]:
     for line in lines:
         _, controllers, path = line.split(":", 2)
         if controllers == "" and "cgroup2" in mounts:
-            folder = os.path.join(mounts["cgroup2"], path.lstrip("/"))
-            enabled = _read(os.path.join(folder, "cgroup.subtree_control")).split()
-            for name in CONTROLLERS:
-                if name in enabled and os.access(folder, os.W_OK):
-                    found[name] = (2, folder)
+            own = os.path.join(mounts["cgroup2"], path.lstrip("/"))
+            # Our own cgroup, or its parent when we sit in a leaf of a delegated subtree (systemd's
+            # Delegate=yes with the worker moved into a child: v2 allows no process beside children).
+            for folder in (own, os.path.dirname(own.rstrip("/"))) if path.strip("/") else (own,):
+                enabled = _read(os.path.join(folder, "cgroup.subtree_control")).split()
+                for name in CONTROLLERS:
+                    if name in enabled and name not in found and os.access(folder, os.W_OK):
+                        found[name] = (2, folder)
     for line in lines:
         _, controllers, path = line.split(":", 2)
         for name in controllers.split(","):
