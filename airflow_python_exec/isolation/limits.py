@@ -66,7 +66,27 @@ def cgroup_parents() -> dict[str, tuple[int, str]]:
     global _backend
     if _backend is None:
         _backend = {} if os.environ.get(NO_CGROUPS_VAR) == "1" else _detect()
+        for _, folder in set(_backend.values()):
+            _sweep(folder)
     return _backend
+
+
+def _sweep(parent: str) -> None:
+    """Remove the runs' cgroups that a worker killed outright left behind (its pid is gone; the
+    kernel refuses to remove one that still holds a process)."""
+    try:
+        names = [n for n in os.listdir(parent) if n.startswith("python_exec-")]
+    except OSError:
+        return
+    for name in names:
+        pid, path = name.split("-")[1], os.path.join(parent, name)
+        try:
+            # A minute old at least: one made an instant ago (its process about to enter) by a worker
+            # whose pid this process cannot see (another PID namespace) is never taken.
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}") and time.time() - os.stat(path).st_mtime > 60:
+                os.rmdir(path)
+        except OSError:
+            continue
 
 
 def _detect() -> dict[str, tuple[int, str]]:
