@@ -253,7 +253,8 @@ class PythonExecutionService:
                 if on_line is not None:
                     on_line(last)
             exit_code = process.wait()
-            reason = limits.ended_by(exit_code, command.argv[0], process.pid)  # before its cgroup goes
+            pid = None if command.launcher else process.pid  # a sandboxed script's pid is bwrap's here
+            reason = limits.ended_by(exit_code, command.argv[0], pid)  # read before its cgroup goes
         except BaseException as exc:
             process.kill()  # an interrupted reader (task timeout, Ctrl-C) must not leave the group
             log.info("job %s %s in %.2f s", job.job_id, interruption(exc), time.monotonic() - started)

@@ -259,7 +259,7 @@ class RunLimits:
                 if not _write(home, "tasks", tid):  # never leave a worker thread under a job's limits
                     log.error("thread %s could not leave a job's cgroup for %s", tid, home)
 
-    def ended_by(self, exit_code: int, argv0: str, pid: int) -> str | None:
+    def ended_by(self, exit_code: int, argv0: str, pid: int | None) -> str | None:
         """Which limit ended a run that exited with ``exit_code``, in words, or ``None``.
 
         ``memory limit 512 MiB reached (the kernel killed python3, pid 4711)``, ``pids limit 256
@@ -269,7 +269,9 @@ class RunLimits:
         if exit_code == 0:
             return None
         if self.memory is not None and self._oom_kills() > 0:
-            who = f"the kernel killed {os.path.basename(argv0)}, pid {pid}" if exit_code == 128 + signal.SIGKILL else ""
+            who = ""
+            if exit_code == 128 + signal.SIGKILL:  # the script itself (in a sandbox: its pid there is its own)
+                who = f"the kernel killed {os.path.basename(argv0)}" + (f", pid {pid}" if pid is not None else "")
             return f"memory limit {show_bytes(self.memory)} reached ({who or 'the kernel killed a process of the job'})"
         refused = self._event("pids", "pids.events", "max")
         if self.pids is not None and refused > 0:
