@@ -83,6 +83,7 @@ bench: airflow-home example-envs
 	$(BIN)/python benchmarks/catalog.py && $(BIN)/python benchmarks/envs.py
 	$(BIN)/python benchmarks/job_dags.py
 	$(BIN)/python benchmarks/cold_envs.py 3
+	$(BIN)/python benchmarks/limits.py
 
 # Re-lock the examples from their requirements.in (needs PyPI): one universal lock per job, with
 # wheels for every platform and for each Python from 3.10 (the lowest pyproject.toml claims) up.

@@ -31,6 +31,8 @@ _EXAMPLES = {
     "data_allowed_uris": "/srv/shared-data/,s3://raw-bucket/,https://data.example.org/",
     "data_connections": "aws_default,raw_bucket",
     "max_cache_bytes": "21474836480",
+    "default_resources": "memory=2Gi,cpu=1,pids=512,tmp=1Gi,timeout=1h",
+    "max_resources": "memory=8Gi,cpu=4,pids=4096,tmp=10Gi,timeout=12h",
 }
 
 

@@ -25,12 +25,13 @@ from airflow_python_exec.errors import PythonExecError, ResultError
 from airflow_python_exec.handlers.data_items import AssetResolver, DataRun
 from airflow_python_exec.handlers.results import read_handler_error, read_result
 from airflow_python_exec.handlers.run_files import JobSource, RunFiles, resolve_job_source
-from airflow_python_exec.isolation.job_files import open_folder, read_job_file
+from airflow_python_exec.isolation.limits import LIMIT_EXIT_CODE, RunLimits, Timeout
 from airflow_python_exec.isolation.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.isolation.sandbox import Sandbox, sandbox_for
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
-from airflow_python_exec.run_result import RunResult
+from airflow_python_exec.models.resources import Resources, effective_resources, parse_resources, show
+from airflow_python_exec.run_result import RunResult, describe_facts, ending, interruption, run_facts
 from airflow_python_exec.settings import EngineSettings
 from airflow_python_exec.validator import PythonEngineValidator
 
@@ -52,6 +53,7 @@ class PythonExecutionService:
         self._process: JobProcess | None = None
         self._provisioner: EnvironmentProvisioner | None = None
         self._stop_requested = False
+        self._built = False
 
     @property
     def settings(self) -> EngineSettings:
@@ -83,6 +85,7 @@ class PythonExecutionService:
         on_setup_line: Callable[[str], None] | None = None,
         handler_context: Mapping[str, Any] | None = None,
         resolve_asset: AssetResolver | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
     ) -> RunResult:
         """Run ``job`` to its end and return its :class:`RunResult`.
 
@@ -102,6 +105,7 @@ class PythonExecutionService:
             ``[python_exec]`` or ``[uv]``); default: this module's logger.
         :param handler_context: a function job's ``context`` (JSON values); default ``{"job_id": ...}``.
         :param resolve_asset: an asset input's latest event (Airflow's); ``None``: asset inputs are refused.
+        :param resources: resource limits over the job's own (``{"memory": "512Mi", "timeout": "30m"}``).
         :raises PythonExecError: the job is refused before its script starts (exit status 2: among
             others ``SandboxUnavailableError`` for ``sandbox = bubblewrap`` without a usable bwrap), or
             its source or environment cannot be provisioned (``ProvisioningError``, exit status 3).
@@ -118,6 +122,10 @@ class PythonExecutionService:
             context_env=context_env,
             cwd=cwd,
         )
+        limits = effective_resources(
+            job.resources, parse_resources(resources), self.settings.default_resources, self.settings.max_resources
+        )
+        job = job.model_copy(update={"resources": limits})  # the provisioner bounds its builds with them
         sandbox = sandbox_for(self.settings)  # a missing bwrap is refused before anything is built
         data = _data_run(job, self.settings, resolve_asset, handler_context)
         setup_line = on_setup_line or provider_line
@@ -139,13 +147,13 @@ class PythonExecutionService:
                 python, venv, bootstrap=files.bootstrap if source is not None else None, run_env=run_env
             )
             if sandbox is not None:
-                command = _sandboxed(command, sandbox, job, source, venv, python, files, data is not None)
+                command = _sandboxed(command, sandbox, job, source, venv, python, files, data is not None, limits.tmp)
             if on_secrets is not None and command.secrets:
                 on_secrets(command.redact.forms)
             if self._stop_requested:
                 return self._stopped_before_start(job)
-            version = _venv_version(venv) if venv is not None else None
-            result = self._execute(job, command, version or interpreter.version, on_line)
+            facts = _facts(venv, self._built, interpreter.version, sandbox)
+            result = self._execute(job, command, facts, on_line)
             result = self._with_result(result, files, command, source is not None)
             return self._published(result, data, files, command, setup_line)
 
@@ -213,30 +221,36 @@ class PythonExecutionService:
             return stack.enter_context(provisioner.environment(job, interpreter, refresh=refresh, script=script))
         finally:
             self._provisioner = None
+            self._built = provisioner.built
 
     def _execute(
-        self, job: PythonJob, command: Command, version: str, on_line: Callable[[str], None] | None
+        self, job: PythonJob, command: Command, facts: dict[str, Any], on_line: Callable[[str], None] | None
     ) -> RunResult:
         redact = command.redact
+        resources = job.resources or Resources()
+        limits = RunLimits(**resources.model_dump(), sandboxed=command.launcher != ())
+        facts["resources"] = {**resources.facts(), "enforced_by": limits.enforced_by}
         log.info(
-            "running job %s: %s (Python %s, cwd %s%s)",
-            job.job_id,
-            " ".join(command.argv),
-            version,
-            command.cwd,
-            ", in a bubblewrap sandbox" if command.launcher else "",
+            "running job %s: %s (%s)", job.job_id, " ".join(command.argv), describe_facts(facts, resources.describe())
         )
         started = time.monotonic()
         try:
             process = JobProcess(
-                command.argv, command.env, command.cwd, grace_s=self.stop_grace_s, launcher=command.launcher
+                command.argv,
+                command.env,
+                command.cwd,
+                grace_s=self.stop_grace_s,
+                launcher=command.launcher,
+                limits=limits,
             )
         except OSError as exc:
+            limits.close()
             raise PythonExecError(
                 f"job {job.job_id!r} could not start {command.argv[0]} ({exc.strerror or exc}); "
                 "check the script, its interpreter and the working directory"
             ) from None
         self._process = process
+        timer = Timeout(resources.timeout, process.stop)
         last = ""
         try:
             if self._stop_requested:  # stop() raced with the start
@@ -245,15 +259,39 @@ class PythonExecutionService:
                 if on_line is not None:
                     on_line(last)
             exit_code = process.wait()
+            pid = None if command.launcher else process.pid  # a sandboxed script's pid is bwrap's here
+            reason = limits.ended_by(exit_code, command.argv[0], pid)  # read before its cgroup goes
         except BaseException as exc:
             process.kill()  # an interrupted reader (task timeout, Ctrl-C) must not leave the group
-            log.info("job %s %s in %.2f s", job.job_id, _interruption(exc), time.monotonic() - started)
+            log.info("job %s %s in %.2f s", job.job_id, interruption(exc), time.monotonic() - started)
             raise
         finally:
+            timer.cancel()
             self._process = None
             process.close()
-        result = RunResult(exit_code, time.monotonic() - started, last, stopped=process.stopped)
-        log.info("job %s %s in %.2f s", job.job_id, _ending(result), result.duration_s)
+            limits.close()
+        if timer.fired:
+            reason = f"timeout {show('timeout', resources.timeout)} reached"
+        return self._ended(job, process, exit_code, last, started, facts, reason)
+
+    def _ended(
+        self,
+        job: PythonJob,
+        process: JobProcess,
+        exit_code: int,
+        last: str,
+        started: float,
+        facts: dict[str, Any],
+        reason: str | None,
+    ) -> RunResult:
+        """The run's result, a limit that ended it named in one line (its own exit status)."""
+        duration = time.monotonic() - started
+        if reason is not None:
+            log.error("job %s ended: %s", job.job_id, reason)
+            result = RunResult(LIMIT_EXIT_CODE, duration, last, limit=reason, facts=facts)
+        else:
+            result = RunResult(exit_code, duration, last, stopped=process.stopped, facts=facts)
+        log.info("job %s %s in %.2f s", job.job_id, ending(result), result.duration_s)
         return result
 
     def stop(self) -> None:
@@ -284,6 +322,7 @@ def _sandboxed(
     python: Path,
     files: RunFiles,
     data_items: bool = False,
+    tmp_bytes: int | None = None,
 ) -> Command:
     """``command`` started inside ``sandbox``: the job folder, working directory, environment,
     interpreter installation and handler source readable, the run's private folder writable (its
@@ -295,7 +334,9 @@ def _sandboxed(
         readable.append(source.root)
     if data_items:
         readable.append(DataRun.inputs_folder(files.folder))
-    prefix = sandbox.prefix(job_folder=job.folder, cwd=command.cwd, readable=readable, writable=[files.folder])
+    prefix = sandbox.prefix(
+        job_folder=job.folder, cwd=command.cwd, readable=readable, writable=[files.folder], tmp_bytes=tmp_bytes
+    )
     return replace(command, launcher=tuple(prefix))
 
 
@@ -340,47 +381,12 @@ def main_file(job: PythonJob, settings: EngineSettings, on_line: Callable[[str],
     return _main_file(job, source)
 
 
-def _ending(result: RunResult) -> str:
-    """How a run ended, in words: ``exited with code 0``, ``stopped by SIGTERM (exit code 143)``."""
-    if result.stopped and result.exit_code > 128:
-        try:
-            name = signal.Signals(result.exit_code - 128).name
-        except ValueError:
-            name = f"signal {result.exit_code - 128}"
-        return f"stopped by {name} (exit code {result.exit_code})"
-    if result.stopped:
-        return f"stopped (exit code {result.exit_code})"
-    return f"exited with code {result.exit_code}"
+def _facts(venv: Path | None, built: bool, python: str, sandbox: Sandbox | None) -> dict[str, Any]:
+    """What the run runs with (its limits are added once they are set up)."""
+    environment = None
+    if venv is not None:
+        from airflow_python_exec.environments.facts import environment_facts, venv_version
 
-
-def _interruption(exc: BaseException) -> str:
-    """How an interrupted run is described. The core does not import Airflow, so its task timeout
-    (``AirflowTaskTimeout``, raised into the running task by ``execution_timeout``) is known by name."""
-    if isinstance(exc, TimeoutError) or type(exc).__name__ == "AirflowTaskTimeout":
-        return "timed out"
-    if isinstance(exc, KeyboardInterrupt):
-        return "stopped by SIGINT"
-    return f"interrupted by {type(exc).__name__}"
-
-
-def _venv_version(venv: Path) -> str | None:
-    """The Python version of a virtual environment, from its ``pyvenv.cfg`` (``version_info``).
-
-    Read as a job-writable file (an unsandboxed job can write a cached environment): never a FIFO,
-    a symlink, or more than 64 KiB."""
-    try:
-        folder = open_folder(venv)
-    except OSError:
-        return None
-    try:
-        raw = read_job_file("pyvenv.cfg", dir_fd=folder, limit=65536, what="pyvenv.cfg", fix="rebuild it")
-        text = raw.decode("utf-8", "replace") if raw is not None else ""
-    except ResultError:
-        return None
-    finally:
-        os.close(folder)
-    for line in text.splitlines():
-        key, _, value = line.partition("=")
-        if key.strip() in ("version_info", "version"):
-            return value.strip()
-    return None
+        python, environment = venv_version(venv) or python, environment_facts(venv, built)
+    box = {"mode": "off"} if sandbox is None else {"mode": "bubblewrap", "network": sandbox.network}
+    return run_facts(python, environment, box, {})

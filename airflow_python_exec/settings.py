@@ -129,6 +129,16 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "Largest input or output a run copies, in bytes (a folder counts all its files); a larger "
         "input refuses the job, a larger output fails the run.",
     ),
+    "default_resources": (
+        "",
+        "A job's resource limits when it asks for none, comma-separated KEY=VALUE in Kubernetes "
+        "quantity syntax: memory=2Gi,cpu=1,pids=512,tmp=1Gi,timeout=1h. Empty: no limits.",
+    ),
+    "max_resources": (
+        "",
+        "The most a job may ask for, same form as default_resources; asking for more refuses the job, "
+        "and a limit the job leaves unset gets this ceiling. Empty: no ceiling.",
+    ),
 }
 
 
@@ -243,6 +253,9 @@ class EngineSettings(BaseModel):
     #: ``None``: the connection id in ``data_store``, if any (:func:`airflow_python_exec.models.reach.reach_for`).
     data_connections: tuple[str, ...] | None = None
     max_data_bytes: int = Field(default=1_073_741_824, gt=0)
+    #: ``memory=2Gi,cpu=1,...`` (see :mod:`airflow_python_exec.models.resources`).
+    default_resources: str = ""
+    max_resources: str = ""
 
     _cache_dir = field_validator("cache_dir", mode="before")(absolute_cache_dir)
     _upload_folder = field_validator("upload_folder", mode="before")(absolute_upload_folder)

@@ -305,7 +305,9 @@ def test_task_log_separates_provider_lines_from_the_job_output(dags, jobs, capfd
     assert not any(line.startswith("[python_exec]") for line in task_log_lines(log))
     assert ours and all(line.startswith("[python_exec] ") for line in ours)
     assert re.fullmatch(
-        r"\[python_exec\] running job two_lines: \S+ \S+app\.py \(Python 3\.\d+\.\d+, cwd \S+\)", ours[0]
+        r"\[python_exec\] running job two_lines: \S+ \S+app\.py \(Python 3\.\d+\.\d+, no environment; "
+        r"sandbox off; no limits\)",
+        ours[0],
     )
     assert re.fullmatch(r"\[python_exec\] job two_lines exited with code 0 in \d+\.\d\d s", ours[-1])
 

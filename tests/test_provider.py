@@ -50,6 +50,8 @@ def test_provider_info_declares_every_setting() -> None:
             "data_allowed_uris",
             "data_connections",
             "max_data_bytes",
+            "default_resources",
+            "max_resources",
         }
     )
     assert section["sandbox"]["default"] == "off" and section["sandbox_network"]["type"] == "boolean"

@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="also print informational messages")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a job folder, a job.json or a .py file")
+    run = sub.add_parser(
+        "run",
+        help="run a job folder, a job.json or a .py file",
+        epilog="exit status: the script's own; 2 refused before the start; 3 provisioning failed; "
+        "124 ended by a resource limit (named on stderr); 130/143 stopped by SIGINT/SIGTERM",
+    )
     run.add_argument("path", nargs="?", help="job folder, job.json or .py file (optional with --code)")
     run.add_argument("--macro", action="append", type=macro_arg, metavar="KEY=VALUE", help="set a macro (repeatable)")
     run.add_argument("--dotenv-as-macros", action="store_true", help="convert the job's .env into variables")
@@ -90,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         "function.outputs; repeatable",
     )
     run.add_argument("--data-store", metavar="URI", help="override [python_exec] data_store")
+    for flag, example in (("memory", "512Mi"), ("cpu", "1.5"), ("pids", "256"), ("tmp", "1Gi"), ("timeout", "30m")):
+        run.add_argument(f"--{flag}", metavar=example, help=f"resource limit {flag} for this run (see Resource limits)")
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check the Python installation, print interpreter and version")

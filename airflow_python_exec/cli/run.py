@@ -73,6 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 cwd=args.cwd,
                 on_line=out,
                 on_setup_line=LineWriter(sys.stderr),
+                resources={k: getattr(args, k) for k in ("memory", "cpu", "pids", "tmp", "timeout")},
             )
             exit_code = result.exit_code
             error = result.handler_error  # "result" and "refused" were printed by the bootstrap itself

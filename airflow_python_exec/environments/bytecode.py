@@ -33,13 +33,17 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from .bounded import compilable, run_bounded
+
+if TYPE_CHECKING:
+    from airflow_python_exec.models.resources import Resources
 
 STORE = "bytecode"
 #: Inside a store entry, written last: ``{"files": [<pyc path relative to site-packages>...], "bytes": N}``.
@@ -146,8 +150,12 @@ def bytecode_plan(
             lock.release()
 
 
-def compile_files(python: Path, files: list[str]) -> None:
-    """Compile ``files`` (absolute ``.py`` paths) in one subprocess using every core.
+def compile_files(
+    python: Path, files: list[str], resources: Resources | None = None, say: Callable[[str], None] = lambda _: None
+) -> None:
+    """Compile ``files`` (absolute ``.py`` paths) in one subprocess using every core, under the job's
+    resource limits and without the sources over :data:`.bounded.MAX_COMPILE_SOURCE_BYTES` (see
+    :mod:`.bounded`: a wheel's module is the job's data).
 
     ``python`` is the base interpreter the environment was made from (same version, so the same
     bytecode), started with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables): the
@@ -156,15 +164,9 @@ def compile_files(python: Path, files: list[str]) -> None:
     only parses files. A file that does not compile is left without bytecode, as pip leaves it.
     """
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", errors="surrogateescape", suffix=".txt") as listing:
-        listing.write("\0".join(files))
+        listing.write("\0".join(compilable(files)))
         listing.flush()
-        subprocess.run(
-            [str(python), "-I", "-S", "-c", COMPILE_SCRIPT, listing.name],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=False,
-        )
+        run_bounded([str(python), "-I", "-S", "-c", COMPILE_SCRIPT, listing.name], resources, say)
 
 
 def _lock_or_link(store: Path, group: Group, plan: Plan, timeout_s: float, stopped: Callable[[], bool]) -> None:

@@ -32,6 +32,7 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
+from .bounded import build_resources
 from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
 from .bytecode import bytecode_plan, compile_files
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
@@ -56,6 +57,7 @@ class EnvironmentProvisioner:
         self.envs_dir = settings.cache_dir / "envs"
         self.ephemeral_dir = settings.cache_dir / "ephemeral"
         self._uv = Uv(settings, self.on_line)
+        self.built = False  # True once this provisioner built an environment (the run's start line says so)
 
     # -- public -----------------------------------------------------------------------------
 
@@ -268,8 +270,9 @@ class EnvironmentProvisioner:
     def _build(self, path: Path, job: PythonJob, spec: EnvironmentSpec) -> int:
         """uv venv, resolve requirements into ``<env>/pylock.toml`` (when the job has them), install
         the lock, install local extras with --no-deps, bytecode (a sandboxed environment is read-only:
-        without it every start recompiles), the marker last; a few progress lines on the way."""
-        started = time.monotonic()
+        without it every start recompiles), the marker last; a few progress lines on the way. Every
+        step runs under the job's resource limits (:mod:`.bounded`)."""
+        started, self.built, self._uv.resources = time.monotonic(), True, build_resources(job, self.settings)
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
             # packages once per Python version, and .provisioned must record what was really installed.
@@ -340,8 +343,8 @@ class EnvironmentProvisioner:
     def _compile(self, spec: EnvironmentSpec, path: Path) -> int:
         """Give every installed ``.py`` file its bytecode, as the last step before the marker: linked
         from the bytecode store when an earlier environment compiled the same files, else compiled
-        once by the base interpreter and stored (see :mod:`.bytecode` for why never the environment's
-        own interpreter, and for the store's rules).
+        once by the base interpreter, under the job's resource limits, and stored (see
+        :mod:`.bytecode` for why never the environment's own interpreter, and for the store's rules).
 
         :returns: ``site-packages``' disk usage without its bytecode, bytes (walked on the way).
         :raises ProvisioningError: waiting for another process's compile timed out or was stopped.
@@ -352,7 +355,7 @@ class EnvironmentProvisioner:
         ) as plan:
             if plan.compile:
                 self._say(f"compiling {len(plan.compile)} files")
-                compile_files(spec.python, plan.compile)
+                compile_files(spec.python, plan.compile, self._uv.resources, self._say)
         self._say(f"bytecode: {len(plan.compile)} files compiled, {plan.linked} linked from the store ({ms(step)})")
         return plan.site_bytes
 

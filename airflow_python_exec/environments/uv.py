@@ -15,7 +15,10 @@ from pathlib import Path
 from airflow_python_exec.errors import ProvisioningError
 from airflow_python_exec.isolation.base_env import base_environment
 from airflow_python_exec.isolation.process import JobProcess
+from airflow_python_exec.models.resources import Resources
 from airflow_python_exec.settings import EngineSettings
+
+from .bounded import build_limits
 
 #: uv's messages that say an offline attempt lacked something in the cache (retry online then).
 _CACHE_MISS = re.compile(r"network (connectivity )?(is|was) disabled|not found in the cache|--offline", re.IGNORECASE)
@@ -40,6 +43,8 @@ class Uv:
         self.on_line = on_line
         self.stopped = False
         self._process: JobProcess | None = None
+        #: The job's limits: every uv call (resolve, install, a sandboxed build) runs under them.
+        self.resources: Resources | None = None
         env = base_environment(os.environ, inherit=True)
         env.pop("PYTHONUNBUFFERED", None)
         env.update(
@@ -104,15 +109,23 @@ class Uv:
         if self.stopped:
             raise ProvisioningError("provisioning was stopped before it finished")
         launcher, env, cwd = where
-        process = JobProcess(
-            [uv_binary(), *args],
-            dict(self.env if env is None else env),
-            cwd or Path.cwd(),
-            grace_s=5.0,
-            launcher=launcher,
-        )
+        limits = build_limits(self.resources)
+        try:
+            process = JobProcess(
+                [uv_binary(), *args],
+                dict(self.env if env is None else env),
+                cwd or Path.cwd(),
+                grace_s=5.0,
+                launcher=launcher,
+                limits=limits,
+            )
+        except BaseException:
+            if limits is not None:
+                limits.close()
+            raise
         self._process = process
         lines: list[str] = []
+        code = 1
         try:
             for line in process.stream():
                 if _noise(line):
@@ -127,6 +140,10 @@ class Uv:
         finally:
             self._process = None
             process.close()
+            if limits is not None:
+                reason = limits.ended_by(code, "uv", process.pid)
+                limits.close()
+                lines += [f"error: {reason}"] if reason else []
         return code, lines
 
     def _fail(

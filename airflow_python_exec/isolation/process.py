@@ -29,13 +29,12 @@ script's end is watched past the launcher too (:mod:`airflow_python_exec.isolati
 from __future__ import annotations
 
 import codecs
-import ctypes
+import contextlib
 import errno
 import os
 import selectors
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,8 @@ from pathlib import Path
 from airflow_python_exec.isolation.containment import RunContainment
 from airflow_python_exec.isolation.env_handoff import Handoff, shell_would_interpret
 from airflow_python_exec.isolation.launcher_watch import wait_launched
+from airflow_python_exec.isolation.limits import RunLimits
+from airflow_python_exec.isolation.parent_death import PREEXEC_FOR, pdeathsig_prefix
 
 CHUNK_BYTES = 64 * 1024
 #: Longest line handed out in one piece, in characters.
@@ -56,72 +57,6 @@ STOP_GRACE_S = 5.0
 DRAIN_S = 2.0
 
 _EXITED, _STOP = b"x", b"s"
-
-
-def _die_with_parent() -> Callable[[int], Callable[[], None]] | None:
-    """Linux: a factory of ``preexec_fn`` asking the kernel to SIGKILL the child if its parent dies.
-
-    A parent killed outright (SIGKILL, OOM killer) gets no chance to stop its children; without
-    this, a script or a uv install would run on as an orphan and could write into an environment
-    that the next run is rebuilding. prctl is looked up here, before any fork. A parent that died
-    between the fork and the prctl call is caught by comparing the parent's pid.
-
-    Used only where util-linux's ``setpriv`` is missing (see :data:`SETPRIV`): a ``preexec_fn``
-    makes :mod:`subprocess` fork the whole process instead of using ``vfork``, which in an Airflow
-    worker (a few hundred MB of memory, several threads) costs 20 to 30 ms per start.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigkill = 1, int(signal.SIGKILL)
-
-    def preexec_for(parent: int) -> Callable[[], None]:
-        def preexec() -> None:
-            prctl(pr_set_pdeathsig, sigkill)
-            if os.getppid() != parent:
-                os._exit(1)
-
-        return preexec
-
-    return preexec_for
-
-
-def _setpriv() -> str | None:
-    """util-linux's ``setpriv`` when it can set the parent-death signal (Linux; ``--pdeathsig``,
-    util-linux 2.33 and later), else ``None``. Told by the option's name in the binary (a read of
-    a small file), not by running it: that would cost a process start in every task."""
-    if not sys.platform.startswith("linux"):
-        return None
-    for folder in ("/usr/bin", "/bin", "/usr/sbin", "/sbin"):
-        path = os.path.join(folder, "setpriv")
-        if os.access(path, os.X_OK):
-            try:
-                with open(path, "rb") as f:
-                    return path if b"pdeathsig" in f.read(8 << 20) else None
-            except OSError:
-                return None
-    return None
-
-
-#: ``setpriv --pdeathsig KILL --`` in front of the command sets the parent-death signal of the child
-#: before it executes the command, and leaves :mod:`subprocess` free to start it with ``vfork``
-#: (half a millisecond, against 20 to 30 ms for a ``fork`` of a large worker with a ``preexec_fn``).
-#: setpriv keeps the pid: the script's pid is the child's. The one difference from the ``preexec_fn``:
-#: a parent killed in the instant between the start and setpriv's own prctl call is not noticed.
-#: Looked up once, on the first start (``None``: fall back to the ``preexec_fn``).
-SETPRIV: str | bool | None = False
-
-_PREEXEC_FOR = _die_with_parent()
-
-
-def _pdeathsig_prefix() -> list[str]:
-    global SETPRIV
-    if SETPRIV is False:
-        SETPRIV = _setpriv()
-    return [SETPRIV, "--pdeathsig", "KILL", "--"] if isinstance(SETPRIV, str) else []
 
 
 def _check_executable(argv0: str, env: dict[str, str], cwd: Path) -> None:
@@ -152,6 +87,9 @@ class JobProcess:
     :param grace_s: seconds between SIGTERM and SIGKILL when stopped.
     :param launcher: a command that starts ``argv`` as its descendant (``bwrap ... --``); stops then
         send SIGTERM past it (see the module's docstring).
+    :param wrapper: commands that ``exec`` the rest with the same pid, put before the launcher (the
+        resource limits' cgroup entry and ``prlimit``, see :mod:`airflow_python_exec.isolation.limits`).
+    :param limits: the run's limits: the process is started inside their :meth:`entered` block.
     :raises OSError: the executable cannot be started.
     """
 
@@ -162,6 +100,8 @@ class JobProcess:
         cwd: Path,
         grace_s: float = STOP_GRACE_S,
         launcher: tuple[str, ...] | list[str] = (),
+        wrapper: tuple[str, ...] | list[str] = (),
+        limits: RunLimits | None = None,
     ) -> None:
         self.grace_s = grace_s
         self._launcher = tuple(launcher)
@@ -174,28 +114,21 @@ class JobProcess:
         self._closed = False
         self._wake_lock = threading.Lock()
         try:
-            prefix = _pdeathsig_prefix()
+            prefix = pdeathsig_prefix()
             if prefix and not self._launcher and shell_would_interpret(env):
                 # The handoff's /bin/sh would act on one of the job's variables (a non-numeric
                 # OPTIND stops dash): start the script itself, the parent-death signal set in the
                 # child, its environment exactly the job's (DESIGN.md "Reach: what a job may name").
                 prefix = []
-            if prefix:
+            wrapper = [*wrapper, *(limits.prefix() if limits is not None else ())]
+            if prefix or wrapper:
                 _check_executable(argv[0], env, cwd)
             # The wrappers run with the worker's cleaned environment; the job's reaches its script only.
-            with Handoff(prefix, self._launcher, argv, self._containment.tag(env)) as start:
-                self._popen = subprocess.Popen(
-                    start.argv,
-                    env=self._containment.tag(start.env),
-                    cwd=cwd,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    close_fds=True,
-                    pass_fds=start.pass_fds,
-                    preexec_fn=_PREEXEC_FOR(os.getpid()) if _PREEXEC_FOR and not prefix else None,
-                )
+            with (
+                limits.entered() if limits is not None else contextlib.nullcontext(),
+                Handoff([*prefix, *wrapper], self._launcher, argv, self._containment.tag(env)) as start,
+            ):
+                self._popen = self._start(start, cwd, setpriv=bool(prefix))
         except BaseException:
             self._containment.end()  # nothing started: only forget the run
             raise
@@ -207,6 +140,21 @@ class JobProcess:
         # left behind still holds the pipe open.
         self._reaper = threading.Thread(target=self._reap, name=f"python-job-reaper-{self.pid}", daemon=True)
         self._reaper.start()
+
+    def _start(self, start: Handoff, cwd: Path, setpriv: bool) -> subprocess.Popen[bytes]:
+        """Start the hand-off's command; without ``setpriv`` the child sets its parent-death signal itself."""
+        return subprocess.Popen(
+            start.argv,
+            env=self._containment.tag(start.env),
+            cwd=cwd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+            pass_fds=start.pass_fds,
+            preexec_fn=PREEXEC_FOR(os.getpid()) if PREEXEC_FOR and not setpriv else None,
+        )
 
     def stream(self, redact: Callable[[str], str] | None = None, hold: int = 0) -> Iterator[str]:
         """Yield output lines (without the newline) until the pipe closes; handles stop escalation.

@@ -131,7 +131,13 @@ class Sandbox:
     cache_dir: Path
 
     def prefix(
-        self, *, job_folder: Path, cwd: Path, readable: Iterable[Path] = (), writable: Iterable[Path] = ()
+        self,
+        *,
+        job_folder: Path,
+        cwd: Path,
+        readable: Iterable[Path] = (),
+        writable: Iterable[Path] = (),
+        tmp_bytes: int | None = None,
     ) -> list[str]:
         """The ``bwrap`` argv to put in front of the script's own (it ends with ``--``).
 
@@ -139,6 +145,8 @@ class Sandbox:
         :param cwd: the script's working directory, mounted read-only and entered.
         :param readable: more paths the run reads (environment, interpreter, handler source).
         :param writable: paths the run writes besides ``sandbox_writable_paths`` (its run folder).
+        :param tmp_bytes: the size of each private tmpfs (``/tmp`` and the hidden folders), in bytes
+            (``resources.tmp``); ``None``: unsized, as the kernel's tmpfs default.
         """
         mounts: dict[tuple[str, int], str] = {}
         for hide in hidden_paths(self.cache_dir, job_folder):
@@ -156,6 +164,7 @@ class Sandbox:
         _drop_nested_hides(mounts)
         args: list[str] = []
         for (dest, kind), source in sorted(mounts.items(), key=lambda m: (_depth(m[0][0]), m[0][1], m[0][0])):
+            args += [*(["--size", str(tmp_bytes)] if tmp_bytes and kind == _HIDE and os.path.isdir(dest) else [])]
             args += _mount(kind, source, dest)
         return [
             self.bwrap,

@@ -26,6 +26,7 @@ from .fields import (
     PythonEnv,
     RuntimeConfig,
 )
+from .resources import Resources, parse_resources
 from .rules import (
     DEFAULT_SCRIPT,
     JOB_FILE,
@@ -62,6 +63,8 @@ class PythonJob(BaseModel):
     project: str | None = None
     #: The DAG ``load_job_dags`` makes of the job (DESIGN.md, "Jobs as DAGs").
     dag: JobDagSpec | None = None
+    #: Resource limits (DESIGN.md, "Resource limits"); unset keys come from ``default_resources``.
+    resources: Resources | None = None
     folder: Path
 
     @model_validator(mode="before")
@@ -93,6 +96,14 @@ class PythonJob(BaseModel):
                 f"project {value!r} is not a project name; use letters, digits, '.', '_' and '-', e.g. demo-etl"
             )
         return value
+
+    @field_validator("resources", mode="before")
+    @classmethod
+    def _resources(cls, value: Any) -> Any:
+        try:
+            return parse_resources(value) if value is not None else None
+        except JobConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("folder")
     @classmethod

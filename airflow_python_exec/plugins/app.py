@@ -289,10 +289,8 @@ DAG_VIEW = Shared(lambda: catalog.dag_view())
 
 
 def _catalog(settings: EngineSettings, user: Any, view: Any, page: Page) -> tuple[list[catalog.JobEntry], int]:
-    """One page of the catalog as ``user`` may see it, and how many jobs match in all.
-
-    :param view: the DAGs' tasks (:func:`~airflow_python_exec.plugins.catalog.dag_view`).
-    """
+    """One page of the catalog as ``user`` may see it, and how many jobs match in all (``view``: the
+    DAGs' tasks, :func:`~airflow_python_exec.plugins.catalog.dag_view`)."""
     return catalog.catalog_page(settings.upload_folder, view, page, readable_by(user, view))
 
 
@@ -301,6 +299,7 @@ def _job(job_id: str, user: Any, view: Any) -> catalog.JobEntry:
     entry = catalog.job_entry(upload_folder, view, job_id, readable_by(user, view))
     if entry is None:
         raise HTTPException(404, f"no job with jobId {job_id!r} in the DAGs or upload_folder; check the id")
+    catalog.add_ran_with(entry)
     return entry
 
 

@@ -70,6 +70,8 @@ class TaskUse:
     job: str | None
     last_run: dict[str, Any] | None = None
     task_state: str | None = None
+    #: What the task's last run ran with (Python, environment, sandbox, limits), on a job's own page.
+    ran_with: str | None = None
 
 
 @dataclass
@@ -252,6 +254,23 @@ def fill_runs(uses: list[TaskUse], runs: dict[str, Any]) -> None:
             run, states = runs[use.dag_id]
             use.last_run = dict(run)
             use.task_state = states.get(use.task_id)
+
+
+def add_ran_with(entry: JobEntry) -> None:
+    """Fill each use's :attr:`TaskUse.ran_with` from its last run's XCom (one query for the job)."""
+    from pydantic import ValidationError
+
+    from airflow_python_exec.models.resources import Resources
+    from airflow_python_exec.plugins.operator_tasks import run_facts
+    from airflow_python_exec.run_result import describe_facts
+
+    keys = {(u.dag_id, u.last_run["run_id"], u.task_id): u for u in entry.used_by if u.last_run}
+    for key, facts in run_facts(list(keys)).items():
+        try:
+            limits = Resources.from_facts(facts["resources"]).describe()
+            keys[key].ran_with = describe_facts(facts, f"{limits} ({facts['resources']['enforced_by']})")
+        except (KeyError, TypeError, AttributeError, ValidationError):  # another version wrote it: not shown
+            continue
 
 
 def dag_view() -> list[TaskJob]:

@@ -184,6 +184,32 @@ def latest_runs(
     return found
 
 
+def run_facts(runs: list[tuple[str, str, str]]) -> dict[tuple[str, str, str], Any]:
+    """What each ``(dag_id, run_id, task_id)`` ran with: its XCom ``python_exec_run`` (environment,
+    sandbox, resources; see :func:`airflow_python_exec.run_result.run_facts`). One query, for the
+    few runs one job's page shows."""
+    from airflow.models.xcom import XComModel as XCom
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    wanted = set(runs)
+    if not wanted:
+        return {}
+    query = select(XCom).where(
+        XCom.key == "python_exec_run",
+        XCom.map_index == -1,
+        XCom.dag_id.in_(sorted({r[0] for r in wanted})),
+        XCom.run_id.in_(sorted({r[1] for r in wanted})),
+    )
+    with create_session() as session:
+        rows = session.scalars(query).all()
+        return {
+            (row.dag_id, row.run_id, row.task_id): XCom.deserialize_value(row)
+            for row in rows
+            if (row.dag_id, row.run_id, row.task_id) in wanted
+        }
+
+
 def _chunks(values: list[Any]) -> list[list[Any]]:
     return [values[i : i + CHUNK] for i in range(0, len(values), CHUNK)]
 
