@@ -25,10 +25,11 @@ from pydantic import ValidationError
 
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.isolation.base_env import base_environment
+from airflow_python_exec.isolation.job_files import read_capped
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import ENV_NAME, Macro, PythonJob, allowed_script, env_value, one_line
 from airflow_python_exec.models.policy import check_installed, check_interpreter_variables, check_working_directory
-from airflow_python_exec.models.rules import check_length, read_capped, shorten
+from airflow_python_exec.models.rules import check_length, shorten
 from airflow_python_exec.redaction import Redactor
 from airflow_python_exec.settings import EngineSettings
 

@@ -100,7 +100,7 @@ def job_json_declares_data(job: Any, folder: Path | None) -> bool:
         path = folder / path
     config = path if path.suffix == ".json" else path / "job.json"
     from airflow_python_exec.errors import JobConfigError
-    from airflow_python_exec.models.rules import read_capped
+    from airflow_python_exec.isolation.job_files import read_capped
 
     try:  # capped and checked on the open file: a FIFO or /dev/zero in a job folder must not hang a parse
         data = json.loads(read_capped(config, "job.json").decode("utf-8"))

@@ -18,7 +18,7 @@ from pydantic import (
 
 from airflow_python_exec.errors import JobConfigError, ScriptNotAllowedError
 from airflow_python_exec.isolation import json_limits
-from airflow_python_exec.isolation.job_files import file_kind
+from airflow_python_exec.isolation.job_files import read_capped
 
 JOB_FILE = "job.json"
 DEFAULT_SCRIPT = "app.py"
@@ -30,9 +30,6 @@ MAX_INT_DIGITS = 4300
 #: common short platform keys (``job``, ``jobs``: 2 edits from ``jobId``) still only warn.
 NEAR_MISS_EDITS = 2
 SHORT_KEY_CHARS = 5
-#: Largest ``job.json`` or ``.env`` read, in bytes: a job's configuration is a few KiB, and a parse of
-#: every job folder (the DAG file, the Python jobs page) must not be stalled by one huge file.
-MAX_JOB_FILE_BYTES = 4 << 20
 #: Longest path or command a job may name, in characters (Linux's PATH_MAX): a longer one could not
 #: be opened or executed anyway, and is refused in one short line before anything starts.
 MAX_NAME_CHARS = 4096
@@ -201,52 +198,3 @@ def _read_regular_file(path: Path) -> str:
         return read_capped(path, JOB_FILE).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise JobConfigError(f"{path} cannot be read ({exc}); check the file") from None
-
-
-def read_capped(path: Path, what: str, limit: int = MAX_JOB_FILE_BYTES) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes (``job.json``, ``.env``).
-
-    The size is checked on the open file (``fstat``, then a read of at most ``limit + 1`` bytes), not
-    by a ``stat`` before the open: a file swapped or grown in between is still caught, and a huge or
-    sparse file costs the worker neither time nor memory (DESIGN.md "Reach: what a job may name").
-
-    :param what: the file's role in messages (``job.json``, ``.env``).
-    :raises JobConfigError: one line: a dangling symlink, not a regular file (a FIFO is not waited
-        for), larger than ``limit``, or unreadable.
-    """
-    if path.is_symlink() and not path.exists():
-        raise JobConfigError(
-            f"{path} is a symlink to {os.readlink(path)}, which does not exist; fix the link or remove it"
-        )
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer; fstat then rejects it.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise JobConfigError(
-                    f"{path} is {file_kind(info.st_mode)}, not a file; replace it with the job's {what}"
-                )
-            data = b"" if info.st_size > limit else _read_up_to(fd, limit + 1)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        raise JobConfigError(f"{path} cannot be read ({exc}); check the file") from None
-    if info.st_size > limit or len(data) > limit:
-        raise JobConfigError(
-            f"{path} is larger than the {limit >> 20} MiB a {what} may hold "
-            f"({max(info.st_size, len(data))} bytes); make it smaller"
-        )
-    return data
-
-
-def _read_up_to(fd: int, limit: int) -> bytes:
-    """At most ``limit`` bytes from ``fd`` (fewer at its end)."""
-    chunks, left = [], limit
-    while left > 0:
-        chunk = os.read(fd, min(left, 1 << 20))
-        if not chunk:
-            break
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)

@@ -24,8 +24,8 @@ from typing import Any
 from dotenv import dotenv_values
 
 from airflow_python_exec.errors import JobConfigError, PythonExecError
+from airflow_python_exec.isolation.job_files import read_capped
 from airflow_python_exec.models import PythonJob
-from airflow_python_exec.models.rules import read_capped
 from airflow_python_exec.plugins.job_outputs import declared_outputs
 from airflow_python_exec.plugins.listing import Page, Row, matches, page_rows, rows_of, tagged_dags, upload_names
 from airflow_python_exec.plugins.operator_tasks import (
@@ -34,6 +34,7 @@ from airflow_python_exec.plugins.operator_tasks import (
     TaskJob,
     dag_task_jobs,
     latest_runs,
+    runs_a_job,
     task_job,
 )
 from airflow_python_exec.plugins.upload import SAFE_JOB_ID, VERSIONS
@@ -229,7 +230,7 @@ def task_jobs_of(dag: Any, fileloc: str | None = None) -> list[TaskJob]:
     return [
         task_job(dag.dag_id, task.task_id, _argument(task, "job"), _argument(task, "handler"), fileloc)
         for task in dag.tasks
-        if task.task_type == OPERATOR_TYPE and getattr(task, "_task_module", OPERATOR_MODULE) == OPERATOR_MODULE
+        if runs_a_job(task.task_type, getattr(task, "_task_module", None))
     ]
 
 

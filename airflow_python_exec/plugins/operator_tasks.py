@@ -26,6 +26,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 OPERATOR_MODULE = "airflow_python_exec.operators.python_job"
 OPERATOR_TYPE = "PythonJobOperator"
+#: ``(task_type, _task_module)`` of the operators that run a job: ours, and the task of a job DAG
+#: (``load_job_dags``' subclass).
+JOB_OPERATORS = frozenset({(OPERATOR_TYPE, OPERATOR_MODULE), ("JobDagOperator", "airflow_python_exec.job_dags")})
+
+
+def runs_a_job(task_type: Any, task_module: Any) -> bool:
+    """Whether a task of that serialized ``task_type`` and ``_task_module`` runs a job (see
+    :data:`JOB_OPERATORS`; a task without ``_task_module`` is taken as ours, as older versions wrote)."""
+    return (task_type, task_module or OPERATOR_MODULE) in JOB_OPERATORS
+
+
 #: Ids per ``IN (...)`` list: below every database's limit on bound parameters (SQLite: 32,766).
 CHUNK = 5_000
 
@@ -63,7 +74,7 @@ def tasks_of_serialized(data: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     found = []
     for item in data["dag"]["tasks"]:
         task = item.get("__var", item) if isinstance(item, dict) else {}
-        if task.get("task_type") != OPERATOR_TYPE or task.get("_task_module", OPERATOR_MODULE) != OPERATOR_MODULE:
+        if not runs_a_job(task.get("task_type"), task.get("_task_module")):
             continue
         partial = task.get("partial_kwargs") or {}
         job = task["job"] if task.get("job") is not None else partial.get("job")
