@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import bearer, bundle, hello_files, post_bundle
 
 from airflow_python_exec.handlers.declared import decorator_outputs, project_dataitems
 from airflow_python_exec.models import PythonJob
@@ -36,3 +37,46 @@ def test_a_handler_file_the_parser_gives_up_on_declares_nothing_and_the_jobs_pag
     assert decorator_outputs(folder / "app.py", "main") is None
     assert project_dataitems(folder / "app.py") == []
     assert declared_outputs(PythonJob.load(folder)) == []
+
+
+@pytest.fixture
+def team_editor(auth, monkeypatch):
+    """DAG-level permissions (as FAB or Keycloak give): ``viewer`` may read and edit only the DAGs
+    ``job_team_*`` (and DAGs in general, the question a list or an upload form asks); ``admin`` all."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager_type = type(get_auth_manager())
+    original = manager_type.get_authorized_dag_ids
+
+    def is_authorized_dag(self, *, method, user, access_entity=None, details=None):
+        if user.get_name() == "admin" or details is None or details.id is None:
+            return True
+        return details.id.startswith("job_team_")
+
+    def get_authorized_dag_ids(self, *, user, method="GET", **kw):
+        ids = original(self, user=user, method=method, **kw)
+        return ids if user.get_name() == "admin" else {d for d in ids if d.startswith("job_team_")}
+
+    monkeypatch.setattr(manager_type, "is_authorized_dag", is_authorized_dag)
+    monkeypatch.setattr(manager_type, "get_authorized_dag_ids", get_authorized_dag_ids)
+
+
+def test_an_editor_of_some_dags_cannot_upload_over_a_job_whose_dag_they_may_not_edit(
+    client, auth, key, uploads, team_editor
+) -> None:
+    # The admin's upload "hello" is the DAG job_hello, which the viewer may neither read nor edit. The
+    # viewer, who may edit job_team_* only, uploads a bundle with the same jobId: it would replace the
+    # code that job_hello runs (its schedule, its connections). Refused with 403, the folder untouched.
+    assert post_bundle(client, auth, bundle(hello_files(key, "admin's"))).status_code == 201
+    answer = post_bundle(client, auth, bundle(hello_files(key, "attacker's")), user="viewer")
+    assert answer.status_code == 403, answer.text
+    assert "admin's" in (uploads / "hello" / "app.py").read_text()
+    assert not (uploads / ".versions" / "hello").exists() or not any((uploads / ".versions" / "hello").iterdir())
+    # a new jobId outside the viewer's DAGs is refused too; one of theirs is accepted
+    files = hello_files(key)
+    files["job.json"] = files["job.json"].replace('"jobId": "hello"', '"jobId": "other"')
+    assert post_bundle(client, auth, bundle(files, top="other"), name="other.zip", user="viewer").status_code == 403
+    assert not (uploads / "other").exists()
+    files["job.json"] = files["job.json"].replace('"jobId": "other"', '"jobId": "team_etl"')
+    answer = post_bundle(client, auth, bundle(files, top="team_etl"), name="team_etl.zip", user="viewer")
+    assert answer.status_code == 201, answer.text
