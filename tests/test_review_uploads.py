@@ -80,3 +80,15 @@ def test_an_editor_of_some_dags_cannot_upload_over_a_job_whose_dag_they_may_not_
     files["job.json"] = files["job.json"].replace('"jobId": "other"', '"jobId": "team_etl"')
     answer = post_bundle(client, auth, bundle(files, top="team_etl"), name="team_etl.zip", user="viewer")
     assert answer.status_code == 201, answer.text
+
+
+@pytest.mark.parametrize("offset", [2**63, 10**30])
+def test_a_huge_offset_is_an_empty_page_not_a_server_error(client, auth, key, uploads, offset) -> None:
+    # A viewer asks for a page far past the end: the database's OFFSET is a 64-bit integer, and the
+    # SQLite driver raised OverflowError (500) for a larger one.
+    from airflow_python_exec.plugins.listing import ordered_dags, page_of
+
+    page = page_of(None, offset, None)
+    assert ordered_dags(["job_nobody"], limit=page.limit, offset=page.offset) == []
+    answer = client.get(f"/api/jobs?offset={offset}", headers=bearer(auth, "viewer"))
+    assert answer.status_code == 200 and answer.json()["jobs"] == [], answer.text
