@@ -92,3 +92,31 @@ def test_a_huge_offset_is_an_empty_page_not_a_server_error(client, auth, key, up
     assert ordered_dags(["job_nobody"], limit=page.limit, offset=page.offset) == []
     answer = client.get(f"/api/jobs?offset={offset}", headers=bearer(auth, "viewer"))
     assert answer.status_code == 200 and answer.json()["jobs"] == [], answer.text
+
+
+@pytest.mark.parametrize("project", ["dataitem", "artifact", "DataItem"])
+def test_a_project_named_like_a_data_store_folder_is_refused(tmp_path: Path, project: str) -> None:
+    # A hostile job sets project "dataitem": its store {data_store}/dataitem is the folder of every
+    # job's tables without a project, so its item folders would sit among (and inside) theirs.
+    from airflow_python_exec.errors import JobConfigError
+
+    folder = tmp_path / "squat"
+    folder.mkdir()
+    (folder / "app.py").write_text("def main():\n    return 1\n")
+    job = {"jobId": "squat", "project": project, "function": {"handler": "main"}}
+    (folder / "job.json").write_text(json.dumps(job))
+    with pytest.raises(JobConfigError, match="data store folder"):
+        PythonJob.load(folder)
+
+
+def test_a_folder_named_like_a_version_record_does_not_break_the_items_versions(tmp_path: Path) -> None:
+    # An item folder named "<version>.json" beside the version records (a project "dataitem" output so
+    # named, inside the item "dataitem" of the jobs without a project) made every reader of that item's
+    # versions (get_dataitem before the start, data-items show) raise IsADirectoryError.
+    from airflow_python_exec.handlers.store import version_records
+
+    item = tmp_path / "dataitem" / "victim"
+    (item / "20260101T000000000000Z-aaaaaa.json").mkdir(parents=True)
+    (item / "20260101T000000000001Z-bbbbbb.json").write_text(json.dumps({"version": "20260101T000000000001Z-bbbbbb"}))
+    records = version_records(f"file://{tmp_path}", "dataitem", "victim")
+    assert [r["version"] for r in records] == ["20260101T000000000001Z-bbbbbb"]
