@@ -17,6 +17,7 @@ _TYPES = {
     "lock_timeout": "float",
     "max_result_bytes": "integer",
     "max_source_bytes": "integer",
+    "max_output_bytes": "integer",
 }
 _EXAMPLES = {
     "install_path": "/usr/local",

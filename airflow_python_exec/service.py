@@ -159,6 +159,7 @@ class PythonExecutionService:
             files.folder,
             result.result,
             max_bytes=self.settings.max_result_bytes,
+            max_output_bytes=self.settings.max_output_bytes,
             redact=command.redact,
             on_line=on_line,
         )

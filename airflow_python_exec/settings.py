@@ -80,6 +80,11 @@ OPTIONS: dict[str, tuple[str | None, str]] = {
         "536870912",
         "Largest handler-job source, in bytes: a zip archive or git checkout unpacked, or inline code.",
     ),
+    "max_output_bytes": (
+        "10737418240",
+        "Largest total of a handler run's table and artifact outputs (a folder artifact's files summed), "
+        "in bytes, counted while they are copied to the data store; a larger total fails the run.",
+    ),
     "upload_folder": (
         None,
         'Where the "Python jobs" UI page writes uploaded job folders (upload_folder/<jobId>/, earlier '
@@ -187,6 +192,7 @@ class EngineSettings(BaseModel):
     sandbox_network: bool = True
     max_result_bytes: int = Field(default=1_048_576, gt=0)
     max_source_bytes: int = Field(default=536_870_912, gt=0)
+    max_output_bytes: int = Field(default=10_737_418_240, gt=0)
     upload_folder: Path | None = None
     job_dag_prefix: str = "job_"
     #: ``None``: ``file://$AIRFLOW_HOME/python_exec/data`` (see :mod:`airflow_python_exec.handlers.store`).

@@ -42,6 +42,7 @@ def test_provider_info_declares_every_setting() -> None:
             "sandbox_network",
             "max_result_bytes",
             "max_source_bytes",
+            "max_output_bytes",
             "upload_folder",
             "job_dag_prefix",
             "data_store",

@@ -4,6 +4,7 @@ written as the hostile uploader or job author would (one test per break found)."
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,69 @@ def test_a_folder_named_like_a_version_record_does_not_break_the_items_versions(
     (item / "20260101T000000000001Z-bbbbbb.json").write_text(json.dumps({"version": "20260101T000000000001Z-bbbbbb"}))
     records = version_records(f"file://{tmp_path}", "dataitem", "victim")
     assert [r["version"] for r in records] == ["20260101T000000000001Z-bbbbbb"]
+
+
+def _hostile_outputs(tmp_path: Path, depth: int = 0, sparse: int = 0) -> Path:
+    """What a hostile handler leaves in its outputs folder: a folder artifact ``model`` ``depth``
+    folders deep, holding a sparse file of ``sparse`` bytes (a few blocks on the disk)."""
+    out = tmp_path / "outputs"
+    (out / "model" / "m").mkdir(parents=True)
+    fd = os.open(out / "model" / "m", os.O_RDONLY)
+    for _ in range(depth):  # by descriptor: deeper than PATH_MAX allows by path
+        os.mkdir("a", dir_fd=fd)
+        inner = os.open("a", os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    os.close(fd)
+    if sparse:
+        with open(out / "model" / "m" / "big", "wb") as f:
+            f.truncate(sparse)
+    manifest = {"outputs": [{"name": "model", "kind": "artifact", "format": "folder", "file": "model/m"}]}
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_a_folder_artifact_nested_thousands_deep_fails_the_publish_in_one_line(tmp_path: Path) -> None:
+    # RecursionError escaped the worker's publish (a traceback, not the run's one-line failure).
+    from airflow_python_exec.handlers.outputs import PublishError, publish
+    from airflow_python_exec.models.data_item_specs import parse_outputs
+
+    out = _hostile_outputs(tmp_path, depth=3000)
+    try:
+        with pytest.raises(PublishError, match="folders deep"):
+            publish(
+                out, parse_outputs([{"name": "model", "kind": "artifact"}]), f"file://{tmp_path}/store", max_bytes=1 << 20
+            )
+    finally:
+        _flatten(out / "model" / "m")
+
+
+def _flatten(top: Path) -> None:
+    """Remove a chain of folders ``top/a/a/...`` too deep for ``shutil.rmtree`` (pytest's clean-up):
+    lift each level's child one up, so every path stays short."""
+    while (top / "a").is_dir():
+        if (top / "a" / "a").is_dir():
+            os.rename(top / "a" / "a", top / "lifted")
+            os.rmdir(top / "a")
+            os.rename(top / "lifted", top / "a")
+        else:
+            os.rmdir(top / "a")
+
+
+def test_a_sparse_file_in_an_artifact_is_copied_only_up_to_the_byte_cap(tmp_path: Path) -> None:
+    # A 64 MiB sparse file costs the job nothing; the worker copied all of it into the data store
+    # (a terabyte one fills the store): DESIGN "Reach" promises a byte cap on every output copy.
+    from airflow_python_exec.handlers.outputs import PublishError, publish
+    from airflow_python_exec.models.data_item_specs import parse_outputs
+
+    out = _hostile_outputs(tmp_path, sparse=64 << 20)
+    with pytest.raises(PublishError, match="max_output_bytes"):
+        publish(
+            out,
+            parse_outputs([{"name": "model", "kind": "artifact"}]),
+            f"file://{tmp_path}/store",
+            max_bytes=1 << 20,
+            max_output_bytes=1 << 20,
+        )
+    written = sum(p.stat().st_size for p in (tmp_path / "store").rglob("*") if p.is_file())
+    assert written <= 2 << 20, written

@@ -168,6 +168,7 @@ class DataRun:
         value: Any,
         *,
         max_bytes: int,
+        max_output_bytes: int | None = None,
         redact: Redactor | None = None,
         on_line: Callable[[str], None] | None = None,
     ) -> Outputs:
@@ -182,6 +183,7 @@ class DataRun:
             self.outputs,
             self.store,
             max_bytes=max_bytes,
+            max_output_bytes=max_output_bytes,
             redact=redact,
             on_line=on_line,
             project=self.project,

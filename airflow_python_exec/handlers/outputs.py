@@ -26,6 +26,10 @@ from airflow_python_exec.redaction import Redactor
 MANIFEST = "manifest.json"
 #: An artifact's ``format`` when it is a folder (stored whole, one version).
 FOLDER = "folder"
+#: Default of ``[python_exec] max_output_bytes``: the most bytes a run's outputs copy to the data store.
+MAX_OUTPUT_BYTES = 10 << 30
+#: Most folder levels inside a folder artifact (as the archive rules of Sources allow).
+MAX_FOLDER_DEPTH = 64
 
 
 class PublishError(PythonExecError):
@@ -94,6 +98,7 @@ def publish(
     data_store: str,
     *,
     max_bytes: int,
+    max_output_bytes: int | None = None,
     redact: Redactor | None = None,
     on_line: Callable[[str], None] | None = None,
     project: str | None = None,
@@ -104,6 +109,8 @@ def publish(
     :param declared: the job's declared outputs (their own ``uri``, their asset).
     :param data_store: the data store base URI (with the project's level already added).
     :param max_bytes: largest manifest read.
+    :param max_output_bytes: most bytes all outputs together copy (``[python_exec] max_output_bytes``;
+        default :data:`MAX_OUTPUT_BYTES`), counted as they are read: a sparse file counts its length.
     :param redact: the run's secrets: an output's file name holding one is refused; schemas and
         metrics have each occurrence replaced by ``***``.
     :param project: the job's project: asset names are ``{project}/{name}``.
@@ -117,6 +124,7 @@ def publish(
     version = store.new_version()
     items = []
     redact = redact or Redactor(())
+    budget = _Budget(MAX_OUTPUT_BYTES if max_output_bytes is None else max_output_bytes)
     with _open_folder(folder) as dir_fd:
         for entry in manifest.get("outputs") or []:
             spec, file_name = _checked(entry, specs)
@@ -127,10 +135,10 @@ def publish(
             target = store.version_uri(spec, data_store, version, file_name)
             try:
                 if entry.get("format") == FOLDER and spec.kind == ARTIFACT:
-                    size = _publish_folder(dir_fd, entry["file"], target, spec.name)
+                    size = _publish_folder(dir_fd, entry["file"], target, spec.name, budget)
                 else:
                     with _open_output(dir_fd, entry["file"]) as source:
-                        size = store.write_new(source, target, overwrite=spec.uri is not None)
+                        size = store.write_new(budget.reader(source, spec.name), target, overwrite=spec.uri is not None)
             except (OSError, ValueError) as exc:
                 raise PublishError(f"output {spec.name!r} cannot be published ({exc}); check the data store") from None
             declared_spec = specs.get(spec.name)
@@ -194,35 +202,68 @@ def _read_manifest(folder: Path, max_bytes: int) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def _publish_folder(dir_fd: int, relative: str, target: str, name: str) -> int:
+class _Budget:
+    """The bytes a run's outputs may still copy; :meth:`reader` wraps a source so that reading past
+    them raises :class:`PublishError` (counted as read: a sparse or growing file counts what it gives)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def reader(self, source: Any, name: str) -> Any:
+        budget = self
+
+        class Capped:
+            def read(self, size: int = -1) -> bytes:
+                want = budget.limit - budget.used + 1
+                chunk = source.read(want if size is None or size < 0 else min(size, want))
+                budget.used += len(chunk)
+                if budget.used > budget.limit:
+                    raise PublishError(
+                        f"output {name!r}: the run's outputs pass [python_exec] max_output_bytes "
+                        f"({budget.limit} bytes); write less or raise the setting"
+                    )
+                return chunk
+
+        return Capped()
+
+
+def _publish_folder(dir_fd: int, relative: str, target: str, name: str, budget: _Budget | None = None) -> int:
     """Copy the folder ``relative`` (under ``dir_fd``) to ``target``, following no link; return the bytes.
 
-    :raises PublishError: a link, FIFO or device inside it (the job may have put one there).
+    :raises PublishError: a link, FIFO or device inside it (the job may have put one there), more than
+        :data:`MAX_FOLDER_DEPTH` levels, or more bytes than ``budget`` has left.
     """
+    budget = budget or _Budget(MAX_OUTPUT_BYTES)
     folder_fd = dir_fd
     opened = []
     try:
         for part in relative.split("/"):
             folder_fd = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
             opened.append(folder_fd)
-        return _copy_tree(folder_fd, target, name, relative)
+        return _copy_tree(folder_fd, target, name, relative, budget)
     finally:
         for fd in opened:
             os.close(fd)
 
 
-def _copy_tree(folder_fd: int, target: str, name: str, where: str) -> int:
+def _copy_tree(folder_fd: int, target: str, name: str, where: str, budget: _Budget, depth: int = 0) -> int:
+    if depth >= MAX_FOLDER_DEPTH:  # a deeper tree would exhaust Python's recursion and the open files
+        raise PublishError(
+            f"output {name!r}: {where} is more than {MAX_FOLDER_DEPTH} folders deep; an artifact folder may "
+            f"nest at most {MAX_FOLDER_DEPTH} levels"
+        )
     size = 0
     for entry in sorted(os.scandir(folder_fd), key=lambda e: e.name):
         if entry.is_dir(follow_symlinks=False):
             sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
             try:
-                size += _copy_tree(sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}")
+                size += _copy_tree(sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}", budget, depth + 1)
             finally:
                 os.close(sub)
         elif entry.is_file(follow_symlinks=False):
             with open(open_regular(entry.name, dir_fd=folder_fd), "rb") as source:
-                size += store.write_new(source, f"{target}/{entry.name}")
+                size += store.write_new(budget.reader(source, name), f"{target}/{entry.name}")
         else:
             raise PublishError(
                 f"output {name!r}: {where}/{entry.name} is a link or a special file; an artifact folder may "
