@@ -152,7 +152,10 @@ def test_a_folder_artifact_nested_thousands_deep_fails_the_publish_in_one_line(t
     try:
         with pytest.raises(PublishError, match="folders deep"):
             publish(
-                out, parse_outputs([{"name": "model", "kind": "artifact"}]), f"file://{tmp_path}/store", max_bytes=1 << 20
+                out,
+                parse_outputs([{"name": "model", "kind": "artifact"}]),
+                f"file://{tmp_path}/store",
+                max_bytes=1 << 20,
             )
     finally:
         _flatten(out / "model" / "m")

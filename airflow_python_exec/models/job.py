@@ -39,7 +39,6 @@ from .rules import (
     read_json,
 )
 
-
 #: Project names that are folders of the data store itself (``{data_store}/{dataitem|artifact}/``).
 RESERVED_PROJECTS = ("dataitem", "artifact")
 
