@@ -35,12 +35,16 @@ def handler_file(root: Path, handler: str, main_file: Path | None) -> Path | Non
 
 
 def _tree(path: Path | None) -> ast.Module | None:
+    """The syntax tree of ``path``, or ``None`` when it cannot be read or parsed. CPython's parser
+    gives up on deep nesting or a long chain (``not not ...``, ``a.b.b...``, ``1+1+...``) with
+    ``RecursionError`` or ``MemoryError``, not ``SyntaxError``: such a file declares nothing too, so a
+    hostile handler file cannot fail the worker or the Python jobs page that describes it."""
     if path is None:
         return None
     try:
         with open(path, "rb") as f:
             return ast.parse(f.read(MAX_SOURCE_BYTES + 1)[:MAX_SOURCE_BYTES])
-    except (OSError, SyntaxError, ValueError):
+    except (OSError, SyntaxError, ValueError, RecursionError, MemoryError):
         return None
 
 

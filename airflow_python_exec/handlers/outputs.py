@@ -33,6 +33,8 @@ from airflow_python_exec.redaction import Redactor
 MANIFEST = "manifest.json"
 #: An artifact's ``format`` when it is a folder (stored whole, one version).
 FOLDER = "folder"
+#: Most folder levels inside a folder artifact (as the archive rules of Sources allow).
+MAX_FOLDER_DEPTH = 64
 
 
 class PublishError(PythonExecError):
@@ -275,7 +277,8 @@ def _publish_folder(dir_fd: int, relative: str, target: str, name: str, reach: R
 
     Each file goes through :func:`write_output` (the Reach rule), with what is left of ``cap``.
 
-    :raises PublishError: a link, FIFO or device inside it (the job may have put one there).
+    :raises PublishError: a link, FIFO or device inside it (the job may have put one there), or more
+        than :data:`MAX_FOLDER_DEPTH` levels.
     :raises ReachIOError: more than ``cap`` bytes in all.
     """
     folder_fd = dir_fd
@@ -290,13 +293,20 @@ def _publish_folder(dir_fd: int, relative: str, target: str, name: str, reach: R
             os.close(fd)
 
 
-def _copy_tree(folder_fd: int, target: str, name: str, where: str, reach: Reach, cap: int) -> int:
+def _copy_tree(folder_fd: int, target: str, name: str, where: str, reach: Reach, cap: int, depth: int = 0) -> int:
+    if depth >= MAX_FOLDER_DEPTH:  # a deeper tree would exhaust Python's recursion and the open files
+        raise PublishError(
+            f"output {name!r}: {where} is more than {MAX_FOLDER_DEPTH} folders deep; an artifact folder may "
+            f"nest at most {MAX_FOLDER_DEPTH} levels"
+        )
     size = 0
     for entry in sorted(os.scandir(folder_fd), key=lambda e: e.name):
         if entry.is_dir(follow_symlinks=False):
             sub = os.open(entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder_fd)
             try:
-                size += _copy_tree(sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}", reach, cap - size)
+                size += _copy_tree(
+                    sub, f"{target}/{entry.name}", name, f"{where}/{entry.name}", reach, cap - size, depth + 1
+                )
             finally:
                 os.close(sub)
         elif entry.is_file(follow_symlinks=False):

@@ -125,7 +125,7 @@ def version_records(data_store: str, group: str, name: str) -> list[dict[str, An
         return []
     records = []
     for entry in sorted(fs.ls(folder.path, detail=False)):
-        if str(entry).endswith(".json"):
+        if str(entry).endswith(".json") and fs.isfile(entry):  # a folder named *.json is an item's, not a record
             with fs.open(entry, "rb") as f:
                 try:
                     value = json.loads(f.read(MAX_RECORD_BYTES))

@@ -40,6 +40,9 @@ from .rules import (
     read_json,
 )
 
+#: Project names that are folders of the data store itself (``{data_store}/{dataitem|artifact}/``).
+RESERVED_PROJECTS = ("dataitem", "artifact")
+
 
 class PythonJob(BaseModel):
     """A job: its folder plus the platform's job configuration.
@@ -94,6 +97,13 @@ class PythonJob(BaseModel):
         if value is not None and (not isinstance(value, str) or not NAME.match(value)):
             raise ValueError(
                 f"project {value!r} is not a project name; use letters, digits, '.', '_' and '-', e.g. demo-etl"
+            )
+        if value is not None and value.casefold() in RESERVED_PROJECTS:
+            # {data_store}/dataitem/... is where the jobs without a project keep their tables: a project
+            # so named would put its items inside theirs (its item folders listed as their data items).
+            raise ValueError(
+                f"project {value!r} is the name of a data store folder ({', '.join(RESERVED_PROJECTS)}); "
+                "choose another project name"
             )
         return value
 

@@ -8,7 +8,8 @@ route                                       access                what
 ``GET /`` and ``GET /api/jobs``             DAG read (``GET``)    a page of jobs (:mod:`.listing`)
 ``GET /jobs/{id}``, ``GET /api/jobs/{id}``  DAG read (``GET``)    one job
 ``POST /encrypt``, ``POST /api/encrypt``    DAG edit (``PUT``)    a Fernet token for a value
-``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``)    a job bundle (:mod:`.upload`)
+``POST /upload``, ``POST /api/jobs``        DAG edit (``PUT``),   a job bundle (:mod:`.upload`)
+                                            and of its DAG
 ==========================================  ====================  ===============================
 
 Authentication is Airflow's own (``airflow.api_fastapi.core_api.security.get_user``: the JWT from an
@@ -46,6 +47,7 @@ from airflow_python_exec.plugins.threads import Shared, off_loop
 from airflow_python_exec.plugins.upload import (
     JobIdTakenError,
     UploadDisabledError,
+    UploadForbiddenError,
     require_upload_folder,
     upload_bundle,
 )
@@ -226,10 +228,11 @@ def api_encrypt(body: EncryptBody) -> dict[str, str]:
     return {"token": _encrypt(body.value)}
 
 
-def api_upload(file: UploadFile = File(...)) -> dict[str, Any]:
+def api_upload(file: UploadFile = File(...), user: Any = Depends(editor)) -> dict[str, Any]:
     """``POST /api/jobs`` (multipart, field ``file``): install a job bundle; 201 with what was written
-    and the DAG files asked to be re-parsed (``reparse``); 409 when its ``jobId`` is another folder's."""
-    done, files = _upload(file)
+    and the DAG files asked to be re-parsed (``reparse``); 403 when the user may not edit the DAG of its
+    ``jobId``; 409 when its ``jobId`` is another folder's."""
+    done, files = _upload(file, user)
     return hide_credentials_in(
         {
             "jobId": done.job_id,
@@ -274,9 +277,9 @@ def encrypt_form(request: Request, value: str = Form(..., max_length=MAX_SECRET_
     return _render(request, "result.html", title="Encrypted", token=_encrypt(value))
 
 
-def upload_form(request: Request, file: UploadFile = File(...)) -> HTMLResponse:
+def upload_form(request: Request, file: UploadFile = File(...), user: Any = Depends(editor)) -> HTMLResponse:
     """``POST /upload`` (form field ``file``): a page saying what was installed."""
-    done, files = _upload(file)
+    done, files = _upload(file, user)
     uploaded = SimpleNamespace(**hide_credentials_in(vars(done)), reparse=files)
     return _render(request, "result.html", title="Uploaded", uploaded=uploaded)
 
@@ -310,9 +313,14 @@ def _encrypt(value: str) -> str:
         raise HTTPException(500, str(exc)) from None
 
 
-def _upload(file: UploadFile) -> tuple[Any, list[str]]:
-    """Install the bundle (:func:`~.upload.upload_bundle`, refusing a ``jobId`` another folder owns),
-    then ask for a re-parse of the job DAG files (:func:`~.reparse.request_reparse`)."""
+def _upload(file: UploadFile, user: Any) -> tuple[Any, list[str]]:
+    """Install the bundle (:func:`~.upload.upload_bundle`, refusing a ``jobId`` whose DAG ``user`` may
+    not edit, then one another folder owns), then ask for a re-parse of the job DAG files
+    (:func:`~.reparse.request_reparse`).
+
+    Edit access to DAGs *in general* lets the form in; the bundle replaces (or makes) the DAG
+    ``job_<jobId>``, so the auth manager is asked for that very DAG too: with DAG-level permissions
+    (FAB, Keycloak) an editor of some DAGs must not replace the code another DAG runs."""
     settings = EngineSettings.from_airflow_config()
     try:
         folder = require_upload_folder(settings.upload_folder)
@@ -329,7 +337,10 @@ def _upload(file: UploadFile) -> tuple[Any, list[str]]:
                 folder,
                 max_bytes=settings.max_source_bytes,
                 owner=lambda job_id, target: job_owner(job_id, target, settings.job_dag_prefix),
+                may_edit=lambda job_id: _may_edit(user, settings.job_dag_prefix + job_id),
             )
+        except UploadForbiddenError as exc:
+            raise HTTPException(403, str(exc)) from None
         except JobIdTakenError as exc:
             raise HTTPException(409, hide_url_credentials(str(exc))) from None
         except JobConfigError as exc:  # quotes the job's values: URL user info hidden, as on the page
@@ -339,6 +350,15 @@ def _upload(file: UploadFile) -> tuple[Any, list[str]]:
                 500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"
             ) from exc
     return done, request_reparse()
+
+
+def _may_edit(user: Any, dag_id: str) -> bool:
+    """Whether the auth manager lets ``user`` edit (``PUT``) the DAG ``dag_id``, asked for that id even
+    before the DAG exists (as the listing asks to read an upload's DAG)."""
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
+
+    return bool(get_auth_manager().is_authorized_dag(method="PUT", user=user, details=DagDetails(id=dag_id)))
 
 
 def _spool(file: UploadFile, spool: Any, limit: int) -> None:

@@ -61,6 +61,11 @@ class Row:
     own_dag: str | None = None
 
 
+#: Largest ``offset`` taken (past it: an empty page, as any offset past the last job): a database's
+#: ``OFFSET`` is a signed 64-bit integer, and SQLite's driver raises on a larger Python int (a 500).
+MAX_OFFSET = 2**62
+
+
 def max_limit() -> int:
     """``[api] maximum_page_limit``: the most rows a page holds, as for Airflow's own lists."""
     from airflow.configuration import conf
@@ -70,9 +75,10 @@ def max_limit() -> int:
 
 def page_of(limit: int | None, offset: int | None, search: str | None) -> Page:
     """A :class:`Page` from request values: ``limit`` capped at :func:`max_limit` (as Airflow caps it),
-    a blank ``search`` is none."""
+    ``offset`` at :data:`MAX_OFFSET`, a blank ``search`` is none."""
     limit = DEFAULT_LIMIT if limit is None else limit
-    return Page(min(max(limit, 1), max_limit()), max(offset or 0, 0), (search or "").strip() or None)
+    offset = min(max(offset or 0, 0), MAX_OFFSET)
+    return Page(min(max(limit, 1), max_limit()), offset, (search or "").strip() or None)
 
 
 def page_query(

@@ -56,6 +56,10 @@ class UploadDisabledError(PythonExecError):
     """``[python_exec] upload_folder`` is unset: uploads are disabled."""
 
 
+class UploadForbiddenError(PythonExecError):
+    """The uploader may not edit the DAG the bundle's ``jobId`` makes (or replaces)."""
+
+
 class JobIdTakenError(JobConfigError):
     """The bundle's ``jobId`` already belongs to another job folder (the first owner keeps its DAG)."""
 
@@ -145,6 +149,7 @@ def upload_bundle(
     max_bytes: int = MAX_SOURCE_BYTES,
     max_entries: int | None = None,
     owner: Callable[[str, Path], str | None] | None = None,
+    may_edit: Callable[[str], bool] | None = None,
 ) -> Uploaded:
     """Check the job bundle ``archive`` and, when every rule holds, install it under ``upload_folder``.
 
@@ -154,7 +159,10 @@ def upload_bundle(
     :param max_entries: most entries; default :data:`airflow_python_exec.isolation.archive.MAX_ENTRIES`.
     :param owner: ``owner(job_id, destination)``: why that ``jobId`` belongs to another job folder, or
         ``None`` (default: not asked).
+    :param may_edit: ``may_edit(job_id)``: whether the uploader may edit the DAG of that ``jobId``
+        (asked before ``owner``, so a refused uploader learns nothing of another owner; default: not asked).
     :returns: what was installed and where the previous version went.
+    :raises UploadForbiddenError: ``may_edit`` said no; ``upload_folder`` is then untouched.
     :raises JobIdTakenError: ``owner`` named another owner; ``upload_folder`` is then untouched.
     :raises JobConfigError: the archive or the job breaks a rule, or its ``jobId`` is not a safe
         folder name; ``upload_folder`` is then untouched.
@@ -166,6 +174,10 @@ def upload_bundle(
     with unpacked(archive, filename, display, upload_folder, max_bytes, max_entries) as folder:
         job = PythonJob.load(folder)  # every job rule, as a run applies them
         job_id = check_job_id(job.job_id)
+        if may_edit is not None and not may_edit(job_id):
+            raise UploadForbiddenError(
+                f"you may not edit the DAG of jobId {job_id!r}; upload it under a jobId whose DAG you may edit"
+            )
         taken = owner(job_id, upload_folder / job_id) if owner is not None else None
         if taken:
             raise JobIdTakenError(taken)
