@@ -281,14 +281,18 @@ class JobDagOperator(PythonJobOperator):
     :param param_arguments: handler parameter names whose Param is passed with its JSON type.
     """
 
-    #: Nothing is templated: every argument comes from the job folder (``job`` is its path, whose
-    #: name the author chose: a folder named ``{{ var.value.x }}`` must stay that path).
-    template_fields: Sequence[str] = ()
+    #: ``job`` is serialized with the DAG (the Python jobs page reads which folder a job DAG runs),
+    #: but never rendered: see :meth:`render_template_fields`.
+    template_fields: Sequence[str] = ("job",)
 
     def __init__(self, *, param_macros: Iterable[str] = (), param_arguments: Iterable[str] = (), **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.param_macros = tuple(param_macros)
         self.param_arguments = tuple(param_arguments)
+
+    def render_template_fields(self, context: Any, jinja_env: Any = None) -> None:
+        """Render nothing: every argument comes from the job folder (``job`` is its path, whose name
+        the author chose: a folder named ``{{ var.value.x }}`` must stay that path)."""
 
     def execute(self, context: Any) -> Any:
         """Fill ``macros`` and ``parameters`` from the run's Params, then run the job."""

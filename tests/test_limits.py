@@ -220,7 +220,7 @@ def test_the_compile_bomb_of_a_local_extra_is_bounded(mode: str, tmp_path: Path,
     """An 8 MiB one-line literal in a wheel took the compile to 3.3 GiB: it is left uncompiled, the
     rest of the package is compiled, and the compile ran under the job's memory limit."""
     literal = "DATA = [" + "1," * (4 << 20) + "]\n"
-    wheel = write_wheel(tmp_path / "wheels", "bomb", extra_files={"bomb_data.py": literal.encode()})
+    wheel = write_wheel(tmp_path / "job" / "wheels", "bomb", extra_files={"bomb_data.py": literal.encode()})
     job = write_job(
         tmp_path / "job",
         "import bomb; print(bomb.VALUE)\n",
@@ -249,7 +249,7 @@ def test_the_start_line_and_the_facts_say_what_the_run_has(engine, sandbox: str,
 
 
 def test_an_environment_says_built_then_cache_hit(tmp_path: Path) -> None:
-    wheel = write_wheel(tmp_path / "wheels", "tiny")
+    wheel = write_wheel(tmp_path / "job" / "wheels", "tiny")
     job = write_job(
         tmp_path / "job", "import tiny\n", job={"jobId": "env", "pythonEnv": {"local_extra_deps": [str(wheel)]}}
     )

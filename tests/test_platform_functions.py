@@ -142,7 +142,8 @@ ANATOMY = """
 
 def test_the_anatomy_example_takes_each_kind_from_the_value(tmp_path) -> None:
     store = tmp_path / "store"
-    data = tmp_path / "in.csv"
+    data = tmp_path / "job" / "in.csv"  # a job-folder file: other places need data_allowed_uris
+    data.parent.mkdir()
     data.write_text("a;b\n1;x\n2;y\n")
     job = write_job(tmp_path / "job", ANATOMY, name="main.py")  # no packageName: main.py, as on the platform
     function = {"handler": "func", "parameters": {"parameter_1": {"some-key": 1}}}
@@ -256,7 +257,8 @@ def test_a_uri_inputs_name_is_its_file_name_and_download_keeps_the_extension(tmp
             into_folder = di.download(out2)
             return {"name": di.name, "path": os.path.basename(path), "folder": os.path.basename(into_folder)}
     """
-    data = tmp_path / "employees.csv"
+    data = tmp_path / "job" / "employees.csv"  # a job-folder file: other places need data_allowed_uris
+    data.parent.mkdir()
     data.write_text("id,name\n1,Ada\n")
     out, out2 = tmp_path / "out", tmp_path / "out2"
     out.mkdir()
