@@ -204,14 +204,32 @@ def key(monkeypatch, tmp_path) -> str:
     return fernet_key
 
 
+def forget_job_dags() -> None:
+    """Delete every job DAG (``job_*``) from the tests' metadata database: one test's uploaded job
+    would otherwise own its ``jobId`` in the next test's upload folder (an upload may not take the
+    ``jobId`` of another existing job folder)."""
+    from airflow.api.common.delete_dag import delete_dag
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        dag_ids = session.scalars(select(DagModel.dag_id).where(DagModel.dag_id.like("job\\_%", escape="\\"))).all()
+    for dag_id in dag_ids:
+        delete_dag(dag_id)
+
+
 @pytest.fixture
-def uploads(monkeypatch, tmp_path) -> Path:
-    """``[python_exec] upload_folder``, set and existing (with one unrelated file in it)."""
+def uploads(monkeypatch, tmp_path) -> Iterator[Path]:
+    """``[python_exec] upload_folder``, set and existing (with one unrelated file in it); no job DAG
+    of an earlier test in the metadata database, before or after."""
     folder = tmp_path / "dags" / "uploads"
     folder.mkdir(parents=True)
     (folder / "README.txt").write_text("jobs uploaded through the UI\n")
     monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(folder))
-    return folder
+    forget_job_dags()
+    yield folder
+    forget_job_dags()
 
 
 @pytest.fixture
