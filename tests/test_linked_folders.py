@@ -36,8 +36,8 @@ def handler_job(folder: Path, form: str, tmp_path: Path) -> Path:
     elif form == "zip":
         function.update(handler="mod:hello", source="code.zip")
     else:
-        repo = tmp_path / "repo"
-        repo.mkdir()
+        repo = folder / "repo"  # in the job folder: a repository elsewhere needs data_allowed_uris
+        repo.mkdir(parents=True)
         git("init", "-q", cwd=repo)
         (repo / "mod.py").write_text(CODE)
         git("add", ".", cwd=repo)
@@ -94,7 +94,8 @@ def test_outputs_go_to_a_data_store_behind_a_link(tmp_path: Path, sandbox: str) 
     )
     assert done.returncode == 0, done.stderr
     written = json.loads(done.stdout.strip().splitlines()[-1])["outputs"]["note"]
-    [real_file] = [p for p in (tmp_path / "disk" / "store").rglob("*") if p.is_file()]
+    # the output, beside its version record (data-items list/show read it)
+    [real_file] = [p for p in (tmp_path / "disk" / "store").rglob("*") if p.is_file() and p.suffix != ".json"]
     assert real_file.read_text() == "city\nRome\n"
     assert Path(written.removeprefix("file://")).resolve() == real_file
 
