@@ -10,7 +10,7 @@ import json
 import urllib.parse
 from pathlib import Path
 
-from conftest import SECRET, bearer, bundle, post_bundle
+from conftest import SECRET, bearer, bundle, forget_job_dags, post_bundle
 from test_airflow import dags, run_dag  # noqa: F401 - dags is a fixture
 
 from airflow_python_exec.crypto import encrypt
@@ -47,6 +47,7 @@ def test_an_upload_becomes_its_dag_and_the_page_links_the_dag_and_the_task_log(
 ) -> None:
     uploads = dags / "uploads"
     monkeypatch.setenv("AIRFLOW__PYTHON_EXEC__UPLOAD_FOLDER", str(uploads))
+    forget_job_dags()  # an earlier run's job_page_job would own the jobId
     assert post_bundle(client, auth, bundle(job_files(key, "v1"), top=JOB_ID)).status_code == 201
     page = client.get("/", headers=bearer(auth, "viewer")).text
     assert f"DAG <code>job_{JOB_ID}</code> at the next parse" in page  # uploaded, not parsed yet
