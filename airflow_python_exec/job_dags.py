@@ -44,6 +44,7 @@ import pendulum
 from airflow.sdk import DAG, Param
 
 from airflow_python_exec.errors import JobConfigError
+from airflow_python_exec.isolation.job_files import folder_signature
 from airflow_python_exec.logs import log
 from airflow_python_exec.models import DEFAULT_SCRIPT, JOB_FILE, PythonJob
 from airflow_python_exec.models.dag_spec import JobDagSpec
@@ -166,19 +167,6 @@ def loaded_job(folder: Path) -> PythonJob:
             _JOBS.clear()
         _JOBS[key] = (signature, job)
     return job
-
-
-def folder_signature(folder: str) -> tuple[Any, ...]:
-    """``(dev, inode, size, mtime_ns)`` of ``folder``, its ``job.json`` and its ``.env`` (``None`` when missing)."""
-    found: list[tuple[int, int, int, int] | None] = []
-    for path in (folder, os.path.join(folder, JOB_FILE), os.path.join(folder, ".env")):
-        try:
-            st = os.stat(path)
-        except OSError:
-            found.append(None)
-            continue
-        found.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(found)
 
 
 def job_folders(roots: Iterable[Path]) -> list[Path]:

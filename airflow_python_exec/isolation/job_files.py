@@ -22,6 +22,7 @@ import errno
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 from airflow_python_exec.errors import JobConfigError, ResultError
 
@@ -182,3 +183,17 @@ def _read_up_to(fd: int, limit: int) -> bytes:
         chunks.append(chunk)
         left -= len(chunk)
     return b"".join(chunks)
+
+
+def folder_signature(folder: str) -> tuple[Any, ...]:
+    """``(dev, inode, size, mtime_ns)`` of ``folder``, its ``job.json`` and its ``.env`` (``None`` when
+    missing): what a reader of job folders compares to know a folder is unchanged without reading it."""
+    found: list[tuple[int, int, int, int] | None] = []
+    for path in (folder, os.path.join(folder, "job.json"), os.path.join(folder, ".env")):
+        try:
+            st = os.stat(path)
+        except OSError:
+            found.append(None)
+            continue
+        found.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(found)

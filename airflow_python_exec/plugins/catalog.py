@@ -24,7 +24,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from airflow_python_exec.errors import JobConfigError, PythonExecError
-from airflow_python_exec.isolation.job_files import read_capped
+from airflow_python_exec.isolation.job_files import folder_signature, read_capped
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.plugins.job_outputs import declared_outputs
 from airflow_python_exec.plugins.listing import Page, Row, matches, page_rows, rows_of, tagged_dags, upload_names
@@ -160,7 +160,7 @@ def load_entry(folder: Path, origin: str) -> JobEntry:
     macros as ``secure``, ``.env`` keys only); who sees a DAG's folders is decided per request.
     """
     key = str(folder)
-    signature = _signature(folder)
+    signature = folder_signature(os.fspath(folder))
     cached = _FOLDERS.get(key)
     if cached is None or cached[0] != signature:
         cached = (signature, _read_entry(folder))
@@ -175,20 +175,6 @@ def load_entry(folder: Path, origin: str) -> JobEntry:
 #: ``str(folder) -> (signature, (job_id, folder shown, resolved folder, details, error))``.
 _FOLDERS: dict[str, tuple[tuple[Any, ...], tuple[str, str, str, dict[str, Any], str | None]]] = {}
 _FOLDERS_LOCK = threading.Lock()
-
-
-def _signature(folder: Path) -> tuple[Any, ...]:
-    """Inode, size and mtime of the folder, its ``job.json`` and its ``.env`` (``None`` for a missing one)."""
-    found: list[tuple[int, int, int, int] | None] = []
-    base = os.fspath(folder)
-    for path in (base, base + "/job.json", base + "/.env"):
-        try:
-            st = os.stat(path)
-        except OSError:
-            found.append(None)
-            continue
-        found.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
-    return tuple(found)
 
 
 def _read_entry(folder: Path) -> tuple[str, str, str, dict[str, Any], str | None]:
