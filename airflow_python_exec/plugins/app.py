@@ -24,12 +24,10 @@ access: 403. The list takes ``limit``, ``offset`` and ``search`` as Airflow's DA
 from __future__ import annotations
 
 import tempfile
-import urllib.parse
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
-from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -40,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
+from airflow_python_exec.plugins.access import editor, has_bearer, may_edit, reader
 from airflow_python_exec.plugins.job_outputs import latest_versions
 from airflow_python_exec.plugins.listing import Page, page_query
 from airflow_python_exec.plugins.reparse import job_owner, request_reparse
@@ -93,7 +92,7 @@ class BodyGuard:
 
 def _body_refusal(request: Request) -> tuple[int, str] | None:
     """``(status, detail)`` for a body that must not be read, else ``None``."""
-    if not _bearer(request) and "_token" not in request.cookies:
+    if not has_bearer(request) and "_token" not in request.cookies:
         return 401, "Not authenticated"
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_body_bytes():
@@ -108,63 +107,6 @@ class EncryptBody(BaseModel):
     """``POST /api/encrypt`` body: the plain value of a secure macro."""
 
     value: str = Field(max_length=MAX_SECRET_CHARS)
-
-
-def _require(user: Any, method: Literal["GET", "PUT"]) -> Any:
-    """403 unless ``user`` may ``method`` DAGs *in general*; returns the user.
-
-    Not Airflow's ``requires_access_dag``: on a route without a ``dag_id`` path parameter it takes
-    ``dag_id`` from the query string, so ``?dag_id=<a DAG the user may edit>`` would grant these
-    global actions (encrypt, upload, the whole listing). Here no request value reaches the check.
-    """
-    from airflow.api_fastapi.app import get_auth_manager
-
-    if not get_auth_manager().is_authorized_dag(method=method, user=user):
-        raise HTTPException(403, "Forbidden")
-    return user
-
-
-async def reader(user: Any = Depends(get_user)) -> Any:
-    """Dependency: the user, who may read DAGs (``GET``); 401 without a valid token, else 403.
-    The auth manager is asked off the event loop (:func:`off_loop`): it may query a database."""
-    return await off_loop(_require, user, "GET")
-
-
-async def editor(request: Request, user: Any = Depends(get_user)) -> Any:
-    """Dependency: the user, who may edit DAGs (``PUT``); 401 without a valid token, else 403.
-
-    A request authenticated by the browser's ``_token`` cookie must also come from this origin
-    (:func:`_same_origin`): ``SameSite=Lax`` stops another *site*, not a sibling subdomain or
-    another port of the same host, whose form post would carry the cookie (CSRF). The cookie
-    authenticates every request without a Bearer token (:func:`_bearer`), one with another
-    ``Authorization`` scheme too: Airflow's ``get_user`` ignores a ``Basic`` header, which a browser
-    adds by itself behind an HTTP Basic proxy.
-    """
-    if not _bearer(request) and not _same_origin(request):
-        raise HTTPException(403, "cross-origin request refused: post the form from the Python jobs page itself")
-    return await off_loop(_require, user, "PUT")
-
-
-def _bearer(request: Request) -> bool:
-    """The request carries an ``Authorization: Bearer <token>`` header: the credential Airflow's
-    ``get_user`` takes instead of the cookie (same parsing as FastAPI's ``HTTPBearer``). A browser
-    never adds one to a cross-origin form post, so such a request is not CSRF."""
-    from fastapi.security.utils import get_authorization_scheme_param
-
-    scheme, credentials = get_authorization_scheme_param(request.headers.get("authorization"))
-    return scheme.lower() == "bearer" and bool(credentials)
-
-
-def _same_origin(request: Request) -> bool:
-    """The browser says the request comes from this origin: ``Sec-Fetch-Site: same-origin``, else an
-    ``Origin`` (or, without one, a ``Referer``) of this very scheme://host[:port]."""
-    if request.headers.get("sec-fetch-site") == "same-origin":
-        return True
-    source = request.headers.get("origin") or request.headers.get("referer")
-    if not source or source == "null":
-        return False
-    parts = urllib.parse.urlsplit(source)
-    return (parts.scheme, parts.netloc) == (request.url.scheme, request.url.netloc)
 
 
 def create_app() -> FastAPI:
@@ -337,7 +279,7 @@ def _upload(file: UploadFile, user: Any) -> tuple[Any, list[str]]:
                 folder,
                 max_bytes=settings.max_source_bytes,
                 owner=lambda job_id, target: job_owner(job_id, target, settings.job_dag_prefix),
-                may_edit=lambda job_id: _may_edit(user, settings.job_dag_prefix + job_id),
+                may_edit=lambda job_id: may_edit(user, settings.job_dag_prefix + job_id),
             )
         except UploadForbiddenError as exc:
             raise HTTPException(403, str(exc)) from None
@@ -350,15 +292,6 @@ def _upload(file: UploadFile, user: Any) -> tuple[Any, list[str]]:
                 500, f"upload_folder {folder} cannot be written ({exc}); check its permissions"
             ) from exc
     return done, request_reparse()
-
-
-def _may_edit(user: Any, dag_id: str) -> bool:
-    """Whether the auth manager lets ``user`` edit (``PUT``) the DAG ``dag_id``, asked for that id even
-    before the DAG exists (as the listing asks to read an upload's DAG)."""
-    from airflow.api_fastapi.app import get_auth_manager
-    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
-
-    return bool(get_auth_manager().is_authorized_dag(method="PUT", user=user, details=DagDetails(id=dag_id)))
 
 
 def _spool(file: UploadFile, spool: Any, limit: int) -> None:
