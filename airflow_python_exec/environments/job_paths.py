@@ -7,15 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
-from airflow_python_exec.models.reach import check_local, code_reach
-from airflow_python_exec.settings import EngineSettings
+from airflow_python_exec.models.reach import Reach, check_local, code_reach
 
 __all__ = ["code_reach", "extra_paths", "job_path"]
 
 
-def job_path(settings: EngineSettings, job_folder: Path, value: str, what: str) -> Path:
+def job_path(reach: Reach, job_folder: Path, value: str, what: str) -> Path:
     """The checked absolute path of a job-named ``pythonEnv`` path.
 
+    :param reach: the job's reach (:func:`code_reach`, made once per environment spec).
     :param value: as the job wrote it (relative to ``job_folder``, or absolute, or ``file:``).
     :param what: names the field in messages (``pythonEnv.pylock``).
     :raises JobConfigError: outside the job folder and the allowed folders, in a hidden place, or
@@ -23,7 +23,7 @@ def job_path(settings: EngineSettings, job_folder: Path, value: str, what: str) 
     :raises ProvisioningError: it does not exist.
     """
     try:
-        return Path(check_local(code_reach(settings, job_folder), value, str(job_folder), what).path)
+        return Path(check_local(reach, value, str(job_folder), what).path)
     except JobConfigError as exc:
         if str(exc).endswith("does not exist"):
             raise ProvisioningError(
@@ -32,7 +32,7 @@ def job_path(settings: EngineSettings, job_folder: Path, value: str, what: str) 
         raise
 
 
-def extra_paths(settings: EngineSettings, job_folder: Path, extras: list[str]) -> tuple[Path, ...]:
+def extra_paths(reach: Reach, job_folder: Path, extras: list[str]) -> tuple[Path, ...]:
     """The checked paths of ``pythonEnv.local_extra_deps`` (see :func:`job_path`)."""
     where = "local extra pythonEnv.local_extra_deps"
-    return tuple(job_path(settings, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))
+    return tuple(job_path(reach, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))

@@ -37,7 +37,7 @@ from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
 from .bytecode import bytecode_plan, compile_files
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
-from .job_paths import extra_paths, job_path
+from .job_paths import code_reach, extra_paths, job_path
 from .key import content_digest, environment_key, stage_extras
 from .lockfile import check_lock_file, downloading, explain_install_failure, locked_packages
 from .spec import EnvironmentSpec, write_environment_marker
@@ -72,10 +72,12 @@ class EnvironmentProvisioner:
         env = job.python_env or PythonEnv()
         requirements, requires_python = self._requirements(job, env, script)
         python, version = self._python(env, interpreter, requires_python)
-        lock = job_path(self.settings, job.folder, env.pylock, "pythonEnv.pylock") if env.pylock else None
+        # The reach (real paths of the hidden places) is made once here: this runs on every start.
+        reach = code_reach(self.settings, job.folder) if env.pylock or env.local_extra_deps else None
+        lock = job_path(reach, job.folder, env.pylock, "pythonEnv.pylock") if reach and env.pylock else None
         if lock is not None:
             check_lock_file(lock)
-        extras = extra_paths(self.settings, job.folder, env.local_extra_deps)
+        extras = extra_paths(reach, job.folder, env.local_extra_deps) if reach else ()
         digests, needs = tuple(map(content_digest, extras)), None
         if requirements is not None:
             from .requirements import requirements_key
@@ -106,7 +108,6 @@ class EnvironmentProvisioner:
             meta = None
         if env.requirements is None and meta is None:
             return None, None
-        from .job_paths import code_reach
         from .requirements import normalize_requirements
 
         reach = code_reach(self.settings, job.folder)
