@@ -25,14 +25,13 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
             f"{env.job_id}{state}"
         )
     from airflow_python_exec.environments.cache_cap import cache_size
-    from airflow_python_exec.environments.store import list_entries
 
     settings = settings_from_args(args)
-    size, entries = cache_size(settings.cache_dir, envs), len(list_entries(settings.cache_dir))
+    size = cache_size(settings.cache_dir, envs)
     cap = f"; max_cache_bytes {_size(settings.max_cache_bytes)}" if settings.max_cache_bytes else ""
     print(
         f"total: {len(envs)} environment{'s' * (len(envs) != 1)}, {_size(size.environments_bytes)}; "
-        f"bytecode store: {entries} entries, {_size(size.store_bytes)}; together {_size(size.total)}{cap}"
+        f"bytecode store: {size.store_entries} entries, {_size(size.store_bytes)}; together {_size(size.total)}{cap}"
     )
     return 0
 
@@ -82,11 +81,9 @@ def duration_arg(text: str) -> float:
 
 
 def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+    from airflow_python_exec.environments.cache_cap import human_bytes
+
+    return human_bytes(n)
 
 
 def _when(ts: float) -> str:

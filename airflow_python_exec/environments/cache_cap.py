@@ -23,10 +23,14 @@ from .store import list_entries, prune_store
 
 @dataclasses.dataclass(frozen=True)
 class CacheSize:
-    """:ivar environments_bytes: / :ivar store_bytes: recorded sizes, bytes."""
+    """:ivar environments_bytes: / :ivar store_bytes: recorded sizes, bytes.
+    :ivar environments: / :ivar store_entries: how many environments (finished or not) and bytecode
+        store entries they count."""
 
     environments_bytes: int
     store_bytes: int
+    environments: int = 0
+    store_entries: int = 0
 
     @property
     def total(self) -> int:
@@ -37,7 +41,8 @@ class CacheSize:
 def cache_size(cache_dir: Path, envs: list[CachedEnvironment] | None = None) -> CacheSize:
     """The cache's recorded size (reads one small file per environment and store entry)."""
     envs = list_environments(cache_dir) if envs is None else envs
-    return CacheSize(sum(e.size_bytes for e in envs), sum(e.size_bytes for e in list_entries(cache_dir)))
+    entries = list_entries(cache_dir)
+    return CacheSize(sum(e.size_bytes for e in envs), sum(e.size_bytes for e in entries), len(envs), len(entries))
 
 
 def enforce_cap(cache_dir: Path, max_bytes: int, say: Callable[[str], None]) -> list[str]:
@@ -91,6 +96,15 @@ def _remove_if_unheld(cache_dir: Path, env: CachedEnvironment, removed_before: i
         return True
     finally:
         os.close(fd)
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes as ``envs list`` and the Python jobs page show it: ``512 B``, ``3.4 MiB``, ``1.2 GiB``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
 
 
 def _mib(n: int) -> str:

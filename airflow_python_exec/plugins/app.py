@@ -39,6 +39,7 @@ from airflow_python_exec import crypto
 from airflow_python_exec.errors import JobConfigError, PythonExecError
 from airflow_python_exec.plugins import URL_PREFIX, catalog
 from airflow_python_exec.plugins.access import editor, has_bearer, may_edit, reader
+from airflow_python_exec.plugins.cache_figures import cache_figures
 from airflow_python_exec.plugins.job_outputs import latest_versions
 from airflow_python_exec.plugins.listing import Page, page_query
 from airflow_python_exec.plugins.reparse import job_owner, request_reparse
@@ -140,7 +141,8 @@ def create_app() -> FastAPI:
 
 async def api_jobs(user: Any = Depends(reader), page: Page = Depends(page_query)) -> JSONResponse:
     """``GET /api/jobs?limit=&offset=&search=``: ``{"jobs": [...], "total_entries": n, "limit", "offset",
-    "search", "uploadFolder": path or null}``, most recently run first (:mod:`.listing`)."""
+    "search", "uploadFolder": path or null, "cache": {...}}``, most recently run first (:mod:`.listing`);
+    ``cache``: this machine's environment cache (:mod:`.cache_figures`)."""
     view = await DAG_VIEW.get()
     return await off_loop(_jobs_json, user, view, page)
 
@@ -155,6 +157,7 @@ def _jobs_json(user: Any, view: Any, page: Page) -> JSONResponse:
             "total_entries": total,
             **vars(page),
             "uploadFolder": str(settings.upload_folder) if settings.upload_folder else None,
+            "cache": cache_figures(settings).as_dict(),
         }
     )
 
@@ -191,13 +194,15 @@ def api_upload(file: UploadFile = File(...), user: Any = Depends(editor)) -> dic
 
 async def jobs_page(request: Request, user: Any = Depends(reader), page: Page = Depends(page_query)) -> HTMLResponse:
     """``GET /?limit=&offset=&search=``: a page of the jobs table (search box, previous/next links),
-    the Encrypt form and the Upload form."""
+    the Encrypt form, the Upload form and this machine's environment cache size."""
 
     def html() -> HTMLResponse:
         settings = EngineSettings.from_airflow_config()
         entries, total = _catalog(settings, user, view, page)
         jobs = [job.as_dict() for job in entries]
-        return _render(request, "jobs.html", jobs=jobs, upload_folder=settings.upload_folder, page=page, total=total)
+        cache = cache_figures(settings).shown()
+        folder = settings.upload_folder
+        return _render(request, "jobs.html", jobs=jobs, upload_folder=folder, page=page, total=total, cache=cache)
 
     view = await DAG_VIEW.get()
     return await off_loop(html)
