@@ -34,10 +34,10 @@ def envs_list_total(cache_dir, cap: int) -> str:
 
 def total_line(cache: dict) -> str:
     """The JSON's ``cache`` object written as ``envs list`` writes its total."""
-    n = cache["environments"]
+    n, stored = cache["environments"], cache["store_entries"]
     return (
         f"total: {n} environment{'s' * (n != 1)}, {human_bytes(cache['environments_bytes'])}; "
-        f"bytecode store: {cache['store_entries']} entries, {human_bytes(cache['store_bytes'])}; "
+        f"bytecode store: {stored} entr{'y' if stored == 1 else 'ies'}, {human_bytes(cache['store_bytes'])}; "
         f"together {human_bytes(cache['total_bytes'])}; max_cache_bytes {human_bytes(cache['max_cache_bytes'])}"
     )
 

@@ -31,7 +31,8 @@ def cmd_envs_list(args: argparse.Namespace) -> int:
     cap = f"; max_cache_bytes {_size(settings.max_cache_bytes)}" if settings.max_cache_bytes else ""
     print(
         f"total: {len(envs)} environment{'s' * (len(envs) != 1)}, {_size(size.environments_bytes)}; "
-        f"bytecode store: {size.store_entries} entries, {_size(size.store_bytes)}; together {_size(size.total)}{cap}"
+        f"bytecode store: {size.store_entries} entr{'y' if size.store_entries == 1 else 'ies'}, "
+        f"{_size(size.store_bytes)}; together {_size(size.total)}{cap}"
     )
     return 0
 
