@@ -25,10 +25,9 @@ from airflow_python_exec.errors import PythonExecError, ResultError
 from airflow_python_exec.handlers.data_items import AssetResolver, DataRun
 from airflow_python_exec.handlers.results import read_handler_error, read_result
 from airflow_python_exec.handlers.run_files import JobSource, RunFiles, resolve_job_source
-from airflow_python_exec.isolation.limits import LIMIT_EXIT_CODE, RunLimits
+from airflow_python_exec.isolation.limits import LIMIT_EXIT_CODE, RunLimits, Timeout
 from airflow_python_exec.isolation.process import STOP_GRACE_S, JobProcess
 from airflow_python_exec.isolation.sandbox import Sandbox, sandbox_for
-from airflow_python_exec.isolation.timeout import Timeout
 from airflow_python_exec.logs import log, provider_line
 from airflow_python_exec.models import PythonJob, declares_script_metadata
 from airflow_python_exec.models.resources import Resources, effective_resources, parse_resources, show
@@ -112,28 +111,25 @@ class PythonExecutionService:
             its source or environment cannot be provisioned (``ProvisioningError``, exit status 3).
         """
         job = job if isinstance(job, PythonJob) else PythonJob.load(job)
+        interpreter = self._interpreter or self.init()
+        # Everything about the job is checked before anything is built (an environment can take
+        # minutes): the macros, the .env, the working directory, the interpreter.
+        prepared = PythonCommandBuilder(self.settings).prepare(
+            job,
+            macros=macros,
+            dotenv_as_macros=dotenv_as_macros,
+            inherit_env=inherit_env,
+            context_env=context_env,
+            cwd=cwd,
+        )
         limits = effective_resources(
             job.resources, parse_resources(resources), self.settings.default_resources, self.settings.max_resources
         )
         job = job.model_copy(update={"resources": limits})  # the provisioner bounds its builds with them
         sandbox = sandbox_for(self.settings)  # a missing bwrap is refused before anything is built
+        data = _data_run(job, self.settings, resolve_asset, handler_context)
+        setup_line = on_setup_line or provider_line
         with ExitStack() as stack:
-            run_limits = RunLimits(**(limits or Resources()).model_dump(), sandboxed=sandbox is not None)
-            stack.callback(run_limits.close)
-            run_limits.prepare()  # the kernel's wait to enter its cgroups overlaps all that follows
-            interpreter = self._interpreter or self.init()
-            # Everything about the job is checked before anything is built (an environment can take
-            # minutes): the macros, the .env, the working directory, the interpreter.
-            prepared = PythonCommandBuilder(self.settings).prepare(
-                job,
-                macros=macros,
-                dotenv_as_macros=dotenv_as_macros,
-                inherit_env=inherit_env,
-                context_env=context_env,
-                cwd=cwd,
-            )
-            data = _data_run(job, self.settings, resolve_asset, handler_context)
-            setup_line = on_setup_line or provider_line
             if self._stop_requested:
                 return self._stopped_before_start(job)
             source = resolve_job_source(job, self.settings, setup_line) if job.function is not None else None
@@ -157,7 +153,7 @@ class PythonExecutionService:
             if self._stop_requested:
                 return self._stopped_before_start(job)
             facts = _facts(venv, self._built, interpreter.version, sandbox)
-            result = self._execute(job, command, facts, on_line, run_limits)
+            result = self._execute(job, command, facts, on_line)
             result = self._with_result(result, files, command, source is not None)
             return self._published(result, data, files, command, setup_line)
 
@@ -228,15 +224,11 @@ class PythonExecutionService:
             self._built = provisioner.built
 
     def _execute(
-        self,
-        job: PythonJob,
-        command: Command,
-        facts: dict[str, Any],
-        on_line: Callable[[str], None] | None,
-        limits: RunLimits,
+        self, job: PythonJob, command: Command, facts: dict[str, Any], on_line: Callable[[str], None] | None
     ) -> RunResult:
         redact = command.redact
         resources = job.resources or Resources()
+        limits = RunLimits(**resources.model_dump(), sandboxed=command.launcher != ())
         facts["resources"] = {**resources.facts(), "enforced_by": limits.enforced_by}
         log.info(
             "running job %s: %s (%s)", job.job_id, " ".join(command.argv), describe_facts(facts, resources.describe())

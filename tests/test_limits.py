@@ -21,7 +21,6 @@ from conftest import write_job
 from wheels import write_wheel
 
 from airflow_python_exec import EngineSettings, PythonExecutionService
-from airflow_python_exec.errors import PythonExecError
 from airflow_python_exec.isolation import limits
 from airflow_python_exec.isolation.sandbox import unusable
 
@@ -274,17 +273,6 @@ def test_no_cgroup_is_left_behind(tmp_path: Path) -> None:
     assert Path("/proc/thread-self/cgroup").read_text() == own  # the starting thread went back home
 
 
-def _threads_cgroups() -> set[str]:
-    """The cgroup lines of every thread of this process."""
-    lines = set()
-    for tid in os.listdir("/proc/self/task"):
-        try:
-            lines.add(Path(f"/proc/self/task/{tid}/cgroup").read_text())
-        except FileNotFoundError:  # a thread that just ended
-            continue
-    return lines
-
-
 INSIDE = """
 import sys, time
 print([line.split(":")[2] for line in open("/proc/self/cgroup").read().splitlines() if ":memory:" in line][0])
@@ -295,8 +283,8 @@ print("done")
 
 
 def test_no_thread_of_the_worker_stays_in_the_runs_cgroup_while_the_job_runs(tmp_path: Path) -> None:
-    """The thread that starts the script joins the run's cgroups before the start and leaves them
-    right after: while the job runs, its cgroup holds the job's processes, none of the worker's."""
+    """The thread that starts the script joins the run's cgroups for the start and leaves them right
+    after: while the job runs, its cgroup holds the job's processes, none of the worker's."""
     if not _FULL or _CGROUPS["memory"][0] != 1:
         pytest.skip("no writable cgroup v1 hierarchies here")
     settings = EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache")
@@ -311,20 +299,3 @@ def test_no_thread_of_the_worker_stays_in_the_runs_cgroup_while_the_job_runs(tmp
     assert result.exit_code == 0 and lines[-1] == "done"  # the job outlived the start (no parent-death signal)
     assert "python_exec-" in lines[0]
     assert seen["tasks"] and not seen["tasks"] & set(os.listdir("/proc/self/task"))
-
-
-def test_a_run_refused_after_its_limits_were_made_leaves_no_cgroup_and_no_thread_inside(tmp_path: Path) -> None:
-    """A job refused before its start (here: its working directory is missing) once its cgroups
-    exist and a thread is entering them: the cgroups go, every thread of the worker is back home."""
-    if not _FULL:
-        pytest.skip("no writable cgroups here")
-    before = {c: set(os.listdir(folder)) for c, (_, folder) in _CGROUPS.items()}
-    own = _threads_cgroups()
-    settings = EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache")
-    job = write_job(
-        tmp_path / "refused", "print('never')\n", job={"jobId": "refused", "resources": {"memory": "64Mi", "pids": 32}}
-    )
-    with pytest.raises(PythonExecError, match="missing"):
-        PythonExecutionService(settings).run(job, on_line=lambda _l: None, cwd=Path("missing"))
-    assert {c: set(os.listdir(folder)) for c, (_, folder) in _CGROUPS.items()} == before
-    assert _threads_cgroups() <= own

@@ -16,8 +16,7 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from airflow_python_exec.isolation.limits import RunLimits
-from airflow_python_exec.isolation.timeout import Timeout
+from airflow_python_exec.isolation.limits import RunLimits, Timeout
 from airflow_python_exec.models import PythonJob
 from airflow_python_exec.models.resources import Resources, effective_resources
 from airflow_python_exec.settings import EngineSettings

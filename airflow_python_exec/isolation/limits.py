@@ -28,9 +28,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
-from airflow_python_exec.isolation.cgroup_entry import CgroupEntry
 from airflow_python_exec.logs import log
 
 #: Set ``PYTHON_EXEC_LIMITS_NO_CGROUPS=1`` to force the rlimits fallback (tests, or a host whose
@@ -44,7 +42,6 @@ LIMIT_EXIT_CODE = 124
 #: The sh placing its own pid in the run's cgroups, then becoming the command (args: files, ``--``).
 _ENTER = 'for f do case $f in --) shift; break;; esac; echo $$ >"$f" || exit 125; shift; done; exec "$@"'
 
-T = TypeVar("T")
 _counter = itertools.count()
 _backend: dict[str, tuple[int, str]] | None = None  # controller -> (cgroup version, our own cgroup's folder)
 _warned: set[frozenset[str]] = set()
@@ -174,7 +171,6 @@ class RunLimits:
     #: controller -> the run's own cgroup folder.
     groups: dict[str, tuple[int, str]] = field(default_factory=dict)
     rlimits: dict[str, int] = field(default_factory=dict)
-    _entry: CgroupEntry | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         wanted = {"memory": self.memory, "pids": self.pids, "cpu": self.cpu}
@@ -244,25 +240,6 @@ class RunLimits:
             argv += [str(shutil.which("prlimit")), *(f"--{k}={v}" for k, v in values.items()), "--"]
         return argv
 
-    def prepare(self) -> None:
-        """Begin entering the run's v1 cgroups now, on a thread of its own (see :mod:`.cgroup_entry`):
-        the kernel's wait for the move overlaps the run's preparation. :meth:`start` then starts the
-        process on that thread; :meth:`close` ends it. Nothing to do without v1 cgroups."""
-        moves = self._moves()
-        if moves and self._entry is None:
-            self._entry = CgroupEntry(moves)
-
-    def start(self, task: Callable[[], T]) -> T:
-        """Call ``task`` (a ``subprocess.Popen``) so that the process it starts is born in the run's
-        v1 cgroups: on the thread :meth:`prepare` made, else inside :meth:`entered`.
-
-        :raises OSError: the process cannot be moved into a cgroup (nothing was started).
-        """
-        if self._entry is not None:
-            return self._entry.start(task)
-        with self.entered():
-            return task()
-
     @contextlib.contextmanager
     def entered(self) -> Iterator[None]:
         """Start the run's process inside this block (v1): the calling thread is in the run's v1
@@ -270,9 +247,10 @@ class RunLimits:
 
         :raises OSError: this thread cannot be moved into a cgroup.
         """
+        moves = [(folder, cgroup_parents()[c][1]) for c, (version, folder) in self.groups.items() if version == 1]
         tid, done = str(threading.get_native_id()), []
         try:
-            for folder, home in self._moves():
+            for folder, home in moves:
                 _write_or_raise(folder, "tasks", tid)
                 done.append(home)
             yield
@@ -280,10 +258,6 @@ class RunLimits:
             for home in done:
                 if not _write(home, "tasks", tid):  # never leave a worker thread under a job's limits
                     log.error("thread %s could not leave a job's cgroup for %s", tid, home)
-
-    def _moves(self) -> list[tuple[str, str]]:
-        """(the run's cgroup folder, ours) for each v1 hierarchy it has."""
-        return [(folder, cgroup_parents()[c][1]) for c, (version, folder) in self.groups.items() if version == 1]
 
     def ended_by(self, exit_code: int, argv0: str, pid: int | None) -> str | None:
         """Which limit ended a run that exited with ``exit_code``, in words, or ``None``.
@@ -323,9 +297,6 @@ class RunLimits:
 
     def close(self) -> None:
         """Kill whatever is still in the run's cgroups and remove them (idempotent)."""
-        if self._entry is not None:
-            self._entry.close()  # our own thread out first
-            self._entry = None
         for _, folder in self.groups.values():
             _remove(folder)
         self.groups.clear()
@@ -358,7 +329,7 @@ def _remove(folder: str, wait_s: float = 2.0) -> None:
     killed: set[int] = set()
     while True:
         for pid in map(int, _read(os.path.join(folder, "cgroup.procs")).split()):
-            if pid == os.getpid():  # one of our threads still inside (v1 lists its process)
+            if pid == os.getpid():  # a thread of ours still inside (v1 lists its process): never kill it
                 continue
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -386,3 +357,27 @@ def _reap(pids: set[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
+
+
+class Timeout:
+    """Call ``stop`` after ``seconds`` of wall time (``None``: never); :attr:`fired` says whether it did.
+
+    One timer thread, no polling; :meth:`cancel` once the run has ended."""
+
+    def __init__(self, seconds: float | None, stop: Callable[[], None]) -> None:
+        self.fired = False
+        self._stop = stop
+        self._timer: threading.Timer | None = None
+        if seconds is not None:
+            self._timer = threading.Timer(seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._stop()
+
+    def cancel(self) -> None:
+        """Forget the timeout (the run ended first)."""
+        if self._timer is not None:
+            self._timer.cancel()

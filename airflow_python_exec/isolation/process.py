@@ -29,8 +29,8 @@ script's end is watched past the launcher too (:mod:`airflow_python_exec.isolati
 from __future__ import annotations
 
 import codecs
+import contextlib
 import errno
-import functools
 import os
 import selectors
 import signal
@@ -89,7 +89,7 @@ class JobProcess:
         send SIGTERM past it (see the module's docstring).
     :param wrapper: commands that ``exec`` the rest with the same pid, put before the launcher (the
         resource limits' cgroup entry and ``prlimit``, see :mod:`airflow_python_exec.isolation.limits`).
-    :param limits: the run's limits: the process is started through their :meth:`~.limits.RunLimits.start`.
+    :param limits: the run's limits: the process is started inside their :meth:`entered` block.
     :raises OSError: the executable cannot be started.
     """
 
@@ -124,9 +124,11 @@ class JobProcess:
             if prefix or wrapper:
                 _check_executable(argv[0], env, cwd)
             # The wrappers run with the worker's cleaned environment; the job's reaches its script only.
-            with Handoff([*prefix, *wrapper], self._launcher, argv, self._containment.tag(env)) as start:
-                begin = functools.partial(self._start, start, cwd, setpriv=bool(prefix))
-                self._popen = limits.start(begin) if limits is not None else begin()
+            with (
+                limits.entered() if limits is not None else contextlib.nullcontext(),
+                Handoff([*prefix, *wrapper], self._launcher, argv, self._containment.tag(env)) as start,
+            ):
+                self._popen = self._start(start, cwd, setpriv=bool(prefix))
         except BaseException:
             self._containment.end()  # nothing started: only forget the run
             raise
