@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError, PythonExecError
 from airflow_python_exec.isolation.sandbox import sandbox_for
@@ -42,6 +44,9 @@ from .key import content_digest, environment_key, stage_extras
 from .lockfile import check_lock_file, downloading, explain_install_failure, locked_packages
 from .spec import EnvironmentSpec, write_environment_marker
 from .uv import Uv
+
+if TYPE_CHECKING:
+    from airflow_python_exec.models.reach import Reach
 
 
 class EnvironmentProvisioner:
@@ -70,10 +75,11 @@ class EnvironmentProvisioner:
             extra, a ``python_version`` not installed, or no Python matching ``requires-python``.
         """
         env = job.python_env or PythonEnv()
-        requirements, requires_python = self._requirements(job, env, script)
+        # The reach (real paths of the hidden places) is made at most once: this runs on every start.
+        reach_of = functools.cache(lambda: code_reach(self.settings, job.folder))
+        requirements, requires_python = self._requirements(job, env, script, reach_of)
         python, version = self._python(env, interpreter, requires_python)
-        # The reach (real paths of the hidden places) is made once here: this runs on every start.
-        reach = code_reach(self.settings, job.folder) if env.pylock or env.local_extra_deps else None
+        reach = reach_of() if env.pylock or env.local_extra_deps else None
         lock = job_path(reach, job.folder, env.pylock, "pythonEnv.pylock") if reach and env.pylock else None
         if lock is not None:
             check_lock_file(lock)
@@ -92,9 +98,10 @@ class EnvironmentProvisioner:
         return job.needs_environment or (script is not None and declares_script_metadata(script))
 
     def _requirements(
-        self, job: PythonJob, env: PythonEnv, script: Path | None
+        self, job: PythonJob, env: PythonEnv, script: Path | None, reach_of: Callable[[], Reach]
     ) -> tuple[tuple[str, ...] | None, str | None]:
-        """``(normalized requirements or None, requires-python or None)`` from ``pythonEnv`` or PEP 723."""
+        """``(normalized requirements or None, requires-python or None)`` from ``pythonEnv`` or PEP 723;
+        ``reach_of`` gives the job's reach (made once per spec)."""
         meta = None
         if script is not None and declares_script_metadata(script):
             from .requirements import read_script_metadata
@@ -110,7 +117,7 @@ class EnvironmentProvisioner:
             return None, None
         from .requirements import normalize_requirements
 
-        reach = code_reach(self.settings, job.folder)
+        reach = reach_of()
         if meta is not None:
             return normalize_requirements(list(meta.dependencies), job.folder, reach), meta.requires_python
         return normalize_requirements(env.requirements, job.folder, reach), None  # type: ignore[arg-type]
