@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -234,6 +235,59 @@ def test_a_git_source_in_a_sibling_folder_and_web_sources_without_network_are_re
     )
     with pytest.raises(JobConfigError, match="sandbox_network is False"):
         run(offline, script)
+
+
+def _git(*args: str, cwd: Path) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout.strip()
+
+
+def _borrowing_repo(tmp_path: Path, how: str) -> tuple[Path, str]:
+    """A sibling job's private repository (one commit holding a secret) and, in the hostile job's
+    folder, a repository that borrows its objects: through ``objects/info/alternates``, a symlinked
+    ``objects`` folder, or a ``.git`` file (``gitdir:``) pointing at the sibling's. Its ``HEAD``
+    names the sibling's commit, which the hostile repository itself does not hold."""
+    sibling = tmp_path / "jobs" / "sibling" / "private"
+    sibling.mkdir(parents=True)
+    _git("init", "-q", cwd=sibling)
+    (sibling / "m.py").write_text("def f():\n    return 'FILE-SECRET-4711'\n")
+    _git("add", "m.py", cwd=sibling)
+    _git("commit", "-q", "-m", "private", cwd=sibling)
+    secret = _git("rev-parse", "HEAD", cwd=sibling)
+    job = write_job(tmp_path / "jobs" / "job", "", job={"jobId": "g", "function": {"handler": "m:f", "source": "x/"}})
+    repo = job / "repo"
+    repo.mkdir()
+    if how == "gitdir file":
+        (repo / ".git").write_text(f"gitdir: {sibling / '.git'}\n")
+        return job, secret
+    _git("init", "-q", cwd=repo)
+    if how == "alternates":
+        (repo / ".git" / "objects" / "info" / "alternates").write_text(f"{sibling / '.git' / 'objects'}\n")
+    else:
+        import shutil
+
+        shutil.rmtree(repo / ".git" / "objects")
+        (repo / ".git" / "objects").symlink_to(sibling / ".git" / "objects")
+    _git("update-ref", "refs/heads/main", secret, cwd=repo)
+    _git("symbolic-ref", "HEAD", "refs/heads/main", cwd=repo)
+    return job, secret
+
+
+@pytest.mark.parametrize("how", ["alternates", "symlinked objects", "gitdir file"])
+def test_a_local_git_source_cannot_borrow_another_repositorys_objects(tmp_path, reach_settings, how) -> None:
+    """git reads a local repository's ``objects/info/alternates``, follows links in its git folder
+    and a ``.git`` file's ``gitdir:``: with the worker's rights, each would bring a sibling job's
+    private commit into this job's source. Refused in one line before anything is fetched."""
+    job, secret = _borrowing_repo(tmp_path, how)
+    for source in (f"git+{job / 'repo'}", f"git+{job / 'repo'}@{secret}"):
+        with pytest.raises(JobConfigError) as info:
+            run(reach_settings, PythonJob.load(job).with_function(source=source))
+        message = str(info.value)
+        assert "\n" not in message and "FILE-SECRET" not in message
+        assert "another repository" in message
+    sources = reach_settings.cache_dir / "sources"
+    assert not any("FILE-SECRET" in p.read_text(errors="replace") for p in files_in(sources))
 
 
 # -- 8. outputs copied with a byte cap

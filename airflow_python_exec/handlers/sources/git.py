@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Callable
@@ -136,3 +137,45 @@ class GitFetcher:
                 f"git {what} of {spec.display} failed: {detail}; check the URL, the ref and access to the repository"
             )
         return done.stdout
+
+
+#: Files of a git folder through which git reads objects or settings of another repository.
+_BORROWING = {"objects/info/alternates", "objects/info/http-alternates", "commondir"}
+
+
+def refuse_borrowed_objects(repo: Path, display: str) -> None:
+    """Refuse a local repository that would make git read another one with the worker's rights.
+
+    git reads the objects named by ``objects/info/alternates`` (and ``http-alternates``), a linked
+    worktree's ``commondir``, a ``.git`` file's ``gitdir:``, and follows symbolic links inside the git
+    folder: each could bring another job's private commits into this job's source (DESIGN.md "Reach").
+    The repository must be a folder holding its own objects: a work tree with a ``.git`` folder, or a
+    bare repository.
+
+    :param repo: the checked local path (a work tree or a bare repository).
+    :param display: the source as shown in messages.
+    :raises JobConfigError: one line naming the file and the fix.
+    """
+    git_dir = repo / ".git"
+    try:
+        mode = os.lstat(git_dir).st_mode
+    except FileNotFoundError:
+        git_dir = repo  # a bare repository
+    else:
+        if not stat.S_ISDIR(mode):
+            _refuse(display, ".git is not a folder (a linked worktree or submodule's .git file)")
+    for folder, dirs, files in os.walk(git_dir):  # links are listed, never followed
+        below = os.path.relpath(folder, git_dir)
+        for name in (*dirs, *files):
+            rel = name if below == "." else f"{below}/{name}"
+            if os.path.islink(os.path.join(folder, name)):
+                _refuse(display, f"{rel} in its git folder is a symbolic link")
+            if rel in _BORROWING:
+                _refuse(display, f"its git folder has {rel}")
+
+
+def _refuse(display: str, why: str) -> None:
+    raise JobConfigError(
+        f"{display}: {why}, through which git would read another repository; give a repository that "
+        "holds its own objects (git repack -a -d, then remove objects/info/alternates; or a fresh git clone --no-local)"
+    )

@@ -35,7 +35,7 @@ from airflow_python_exec.models.source_spec import (
 from airflow_python_exec.redaction import hide_url_credentials
 
 from .download import Downloader
-from .git import GitFetcher
+from .git import GitFetcher, refuse_borrowed_objects
 
 MARKER_SUFFIX = ".provisioned"
 
@@ -300,4 +300,5 @@ def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
     if spec.kind != "git" or network:
         return spec
     location = check_local(reach, spec.location, str(job_folder), "function.source")
+    refuse_borrowed_objects(Path(location.path), spec.display)
     return replace(spec, location=location.public)  # file://<the checked path>: git gets what was checked
