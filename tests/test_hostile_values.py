@@ -116,6 +116,25 @@ def _script(ctx: Ctx, python_env: dict | None = None, script: str = "print('ran'
     _service(ctx, ctx.job)
 
 
+def _lock_place(ctx: Ctx, key: str, value: str, kind: str = "wheels") -> None:
+    """A PEP 751 lock naming the hostile value as a package's local ``path`` or ``file:`` ``url``."""
+    table = "[[packages.wheels]]" if kind == "wheels" else f"[packages.{kind}]"
+    lock = "\n".join(
+        [
+            'lock-version = "1.0"',
+            'created-by = "hostile"',
+            "[[packages]]",
+            'name = "x"',
+            'version = "1.0"',
+            table,
+            f"{key} = {json.dumps(value)}",
+            f'hashes = {{sha256 = "{"0" * 64}"}}',
+        ]
+    )
+    (ctx.job / "pylock.toml").write_text(lock + "\n")
+    _script(ctx, {"pylock": "pylock.toml"})
+
+
 def _pep723(ctx: Ctx, value: str) -> None:
     dependency = json.dumps(f"x @ {_file_url(ctx, value)}")
     _script(ctx, script=f"# /// script\n# dependencies = [{dependency}]\n# ///\nprint('ran')\n")
@@ -142,6 +161,8 @@ FIELDS: dict[str, tuple[bool, Callable[[Ctx, str], None]]] = {
     "PEP 723 dependencies": (False, _pep723),
     "pythonEnv.pylock": (False, lambda c, v: _script(c, {"pylock": v})),
     "pythonEnv.local_extra_deps": (False, lambda c, v: _script(c, {"local_extra_deps": [v]})),
+    "pylock.toml packages[].wheels[].path": (False, lambda c, v: _lock_place(c, "path", v)),
+    "pylock.toml packages[].archive.url": (False, lambda c, v: _lock_place(c, "url", _file_url(c, v), "archive")),
     "function.source folder": (False, lambda c, v: _service(c, _job(c, source=v))),
     "function.source zip": (False, lambda c, v: _service(c, _job(c, source=f"{v}.zip"))),
     "function.source git+file": (False, lambda c, v: _service(c, _job(c, source=f"git+{_file_url(c, v)}"))),

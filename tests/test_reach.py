@@ -355,6 +355,39 @@ def test_the_data_store_may_not_be_a_worker_place(tmp_path, settings) -> None:
     assert not (job / "ran").exists()
 
 
+@pytest.mark.parametrize("form", ["relative path", "absolute path", "file url", "directory"])
+def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_settings, form) -> None:
+    """PEP 751 lets a lock name a package by a local ``path`` (relative to the lock) or a ``file:``
+    URL, which uv reads with the worker's rights: a sibling job's private wheel would end up in this
+    job's environment. Each local place in the lock is held to the Reach rule before uv reads it."""
+    import hashlib
+
+    from wheels import write_wheel
+
+    sibling = tmp_path / "jobs" / "sibling"
+    wheel = write_wheel(sibling, "private", module="VALUE = 'FILE-SECRET-4711'\n")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    script = "import private\nprint(private.VALUE)\n"
+    job = write_job(tmp_path / "jobs" / "job", script, job={"jobId": "l", "pythonEnv": {"pylock": "pylock.toml"}})
+    where = {
+        "relative path": f'path = "../sibling/{wheel.name}"',
+        "absolute path": f'path = "{wheel}"',
+        "file url": f'url = "file://{wheel}"',
+    }
+    if form == "directory":
+        entry = f'[packages.directory]\npath = "{sibling}"\n'
+    else:
+        entry = f'[[packages.wheels]]\n{where[form]}\nhashes = {{sha256 = "{digest}"}}\n'
+    lock = f'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n{entry}'
+    (job / "pylock.toml").write_text(lock)
+    with pytest.raises(JobConfigError) as info:
+        run(reach_settings, job)
+    message = str(info.value)
+    assert "\n" not in message and "FILE-SECRET" not in message
+    assert "pylock.toml" in message and "outside the job folder" in message
+    assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
+
+
 def test_provisioning_errors_for_reach_are_not_retried_builds(tmp_path, reach_settings) -> None:
     job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "p", "pythonEnv": {"pylock": "/etc/pylock.toml"}})
     with pytest.raises(JobConfigError, match=r"pythonEnv\.pylock: '/etc/pylock\.toml' is outside the job folder"):

@@ -214,7 +214,8 @@ def test_requirements_compile_into_a_lock_the_provisioner_installs(settings, loc
     write_job(
         job_dir, "import tinydep\nprint(tinydep.VALUE)\n", job={"jobId": "req", "pythonEnv": {"pylock": "pylock.toml"}}
     )
-    env = EnvironmentProvisioner(settings, lines.append).provision(PythonJob.load(job_dir), interpreter)
+    shared = settings.override(data_allowed_uris=str(local_index))  # the lock names the index's wheels by file: URL
+    env = EnvironmentProvisioner(shared, lines.append).provision(PythonJob.load(job_dir), interpreter)
     out = subprocess.run(
         [str(env / "bin" / "python"), str(job_dir / "app.py")], capture_output=True, text=True, check=True
     ).stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -67,13 +68,19 @@ def write_lock(
     universal: bool = False,
     python_version: str = "3.10",
 ) -> Path:
-    """Resolve ``requirements`` against the local ``wheels`` folder into ``job_dir/<name>`` (offline).
+    """Resolve ``requirements`` against the local ``wheels`` folder into ``job_dir/<name>`` (offline);
+    ``wheels`` outside ``job_dir`` is copied into ``job_dir/wheels`` first (the lock names each wheel
+    by its ``file:`` URL, which a job may only name inside its folder).
 
     :param universal: ``--universal``: one lock for every Python from ``python_version`` and every
         platform, each package entry carrying the marker under which it applies, as the examples' locks
         are made. Otherwise the lock is for ``python_version`` (uv's ``--python-version``) alone.
     """
     job_dir.mkdir(parents=True, exist_ok=True)
+    if not wheels.resolve().is_relative_to(job_dir.resolve()):
+        # The lock names its wheels by file: URL, which the Reach rule allows only in the job folder.
+        shutil.copytree(wheels, job_dir / "wheels", dirs_exist_ok=True)
+        wheels = job_dir / "wheels"
     req = job_dir / "requirements.in"
     req.write_text("\n".join(requirements) + "\n")
     lock = job_dir / name

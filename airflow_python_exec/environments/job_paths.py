@@ -1,4 +1,5 @@
-"""The paths a job names in ``pythonEnv`` (``pylock``, ``local_extra_deps``) under the Reach rule
+"""The paths a job names in ``pythonEnv`` (``pylock``, ``local_extra_deps``, the lock's own local
+package places) under the Reach rule
 (DESIGN.md "Reach: what a job may name"): only in the job folder or a ``data_allowed_uris`` folder,
 reached with no link at any component; the checked path is the one handed on to uv."""
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.models.reach import Reach, check_local, code_reach
 
-__all__ = ["code_reach", "extra_paths", "job_path"]
+__all__ = ["check_lock_places", "code_reach", "extra_paths", "job_path"]
 
 
 def job_path(reach: Reach, job_folder: Path, value: str, what: str) -> Path:
@@ -36,3 +37,17 @@ def extra_paths(reach: Reach, job_folder: Path, extras: list[str]) -> tuple[Path
     """The checked paths of ``pythonEnv.local_extra_deps`` (see :func:`job_path`)."""
     where = "local extra pythonEnv.local_extra_deps"
     return tuple(job_path(reach, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))
+
+
+def check_lock_places(reach: Reach, lock: Path) -> None:
+    """Hold every local place the lock names (a package's ``path``, relative to the lock's folder, or
+    ``file:`` URL; :func:`.lockfile.local_places`) to the Reach rule before uv reads it: uv reads them
+    with the worker's rights, and a sibling job's private wheel would end up in this environment.
+
+    :raises JobConfigError: one line naming the lock, the entry and the value.
+    :raises ProvisioningError: the lock cannot be parsed, or a named place does not exist.
+    """
+    from .lockfile import local_places
+
+    for value, where in local_places(lock):
+        job_path(reach, lock.parent, value, f"{lock.name} {where}")

@@ -174,6 +174,28 @@ def explain_install_failure(lines: list[str], lock: Path, python_version: str) -
     return None
 
 
+def local_places(lock: Path) -> tuple[tuple[str, str], ...]:
+    """Every local place ``lock`` names for uv to read: a ``path`` (relative to the lock's folder,
+    PEP 751) or a ``file:`` ``url`` of a package's ``vcs``, ``directory``, ``archive``, ``sdist`` or
+    ``wheels`` entry, as ``(the value as written, where: "packages[3].wheels[0].path")``.
+
+    :raises ProvisioningError: as :func:`locked_packages`.
+    """
+    places = []
+    for i, package in enumerate(p for p in _load(lock).get("packages") or () if isinstance(p, dict)):
+        for kind in ("vcs", "directory", "archive", "sdist", "wheels"):
+            entries = package.get(kind)
+            entries = entries if isinstance(entries, list) else [entries]
+            for j, entry in enumerate(e for e in entries if isinstance(e, dict)):
+                at = f"packages[{i}].{kind}" + (f"[{j}]" if kind == "wheels" else "")
+                if "path" in entry:
+                    places.append((entry["path"], f"{at}.path"))
+                url = entry.get("url")
+                if isinstance(url, str) and url.split(":", 1)[0].lower() in ("file", "local"):
+                    places.append((url, f"{at}.url"))
+    return tuple(places)
+
+
 def _load(lock: Path) -> dict:
     if sys.version_info >= (3, 11):  # imported here: the cache-hit path never needs a TOML parser
         import tomllib

@@ -39,7 +39,7 @@ from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
 from .bytecode import bytecode_plan, compile_files
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
-from .job_paths import code_reach, extra_paths, job_path
+from .job_paths import check_lock_places, code_reach, extra_paths, job_path
 from .key import content_digest, environment_key, stage_extras
 from .lockfile import check_lock_file, downloading, explain_install_failure, locked_packages
 from .spec import EnvironmentSpec, write_environment_marker
@@ -281,6 +281,8 @@ class EnvironmentProvisioner:
         without it every start recompiles), the marker last; a few progress lines on the way. Every
         step runs under the job's resource limits (:mod:`.bounded`)."""
         started, self.built, self._uv.resources = time.monotonic(), True, build_resources(job, self.settings)
+        if spec.lock is not None:  # before anything is made: uv reads these with the worker's rights
+            check_lock_places(code_reach(self.settings, job.folder), spec.lock)
         try:
             # Only the entries whose PEP 508 markers hold for this Python: a universal lock lists some
             # packages once per Python version, and .provisioned must record what was really installed.
