@@ -59,9 +59,13 @@ airflow-stop:
 
 # End-to-end tests against a deployment started (and stopped) by the tests themselves, on port 8089;
 # the browser part drives Debian's chromium (installed here when missing; Playwright downloads none).
-e2e: airflow-home example-envs
+# Its own home, $(AIRFLOW_HOME)/e2e (the demo's database never gets its DAGs and runs), sharing the
+# demo's environment cache (the examples' environments are provisioned there once).
+E2E_HOME := $(AIRFLOW_HOME)/e2e
+e2e: $(E2E_HOME)/.db-migrated example-envs
 	bash scripts/ensure_debs.sh chromium=chromium
-	$(BIN)/pytest -p no:cacheprovider tests_e2e --ignore=tests_e2e/celery $(PYTEST_ARGS)
+	AIRFLOW_HOME=$(E2E_HOME) AIRFLOW__PYTHON_EXEC__CACHE_DIR=$(AIRFLOW_HOME)/cache \
+		$(BIN)/pytest -p no:cacheprovider tests_e2e --ignore=tests_e2e/celery $(PYTEST_ARGS)
 
 # CeleryExecutor: Redis (127.0.0.1:6389), the api-server on 8090 and two Celery workers, each with its
 # own environment cache as on two machines, in a fresh $(AIRFLOW_HOME)/e2e-celery; all stopped after.
@@ -139,7 +143,7 @@ airflow-home: $(AIRFLOW_HOME)/.db-migrated
 # The demo's home and the tests' own: the same recipe for each.
 # A stamp, not airflow.db itself: Airflow creates an empty airflow.db on import (a bare `pytest`
 # run does), which must not count as a migrated database.
-$(AIRFLOW_HOME)/.db-migrated $(TEST_HOME)/.db-migrated: %/.db-migrated: $(BIN)/.installed scripts/airflow_home.py
+$(AIRFLOW_HOME)/.db-migrated $(TEST_HOME)/.db-migrated $(E2E_HOME)/.db-migrated: %/.db-migrated: $(BIN)/.installed scripts/airflow_home.py
 	$(BIN)/python scripts/airflow_home.py $*
 	AIRFLOW_HOME=$* $(BIN)/airflow db migrate > $*/db-migrate.log 2>&1 || (cat $*/db-migrate.log; exit 1)
 	touch $@

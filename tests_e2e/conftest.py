@@ -4,7 +4,7 @@ The session starts ``scripts/airflow_local.sh`` (api-server, scheduler, dag-proc
 LocalExecutor, SQLite) on its own port with this folder's ``dags/`` as a second DAG bundle, talks to
 it through the REST API (``/auth/token``, ``/api/v2``) as a user or the UI would, and stops it. The
 browser fixtures (``browser_page``: a logged-in Playwright page; ``base_url``) drive the UI itself in
-Debian's chromium, for any test of what a person sees (screenshots under ``$AIRFLOW_HOME/e2e/``).
+Debian's chromium, for any test of what a person sees (screenshots under ``$AIRFLOW_HOME/screenshots/``).
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ CHROMIUM_ARGS = [
 ]
 # Airflow 3's UI is a React app that keeps fetching after "load": the machine is shared and slow.
 UI_TIMEOUT_MS = 90_000
-SCREENSHOTS = HOME / "e2e"
+SCREENSHOTS = HOME / "screenshots"
 
 
 @pytest.fixture(scope="session")
@@ -166,7 +166,7 @@ def browser(deployment: Api):
 @pytest.fixture()
 def browser_page(browser, base_url: str, admin_password: str, request: pytest.FixtureRequest):
     """A Playwright page logged in as ``admin`` on the UI's home page; a failing test leaves a
-    screenshot of where it stopped under ``$AIRFLOW_HOME/e2e/``."""
+    screenshot of where it stopped under ``$AIRFLOW_HOME/screenshots/``."""
     context = browser.new_context(viewport={"width": 1400, "height": 900})
     context.set_default_timeout(UI_TIMEOUT_MS)
     page = context.new_page()
@@ -192,7 +192,7 @@ def login(page, base_url: str, user: str, password: str) -> None:
 
 
 def screenshot(page, name: str) -> Path:
-    """Keep a full-page screenshot for a person to look at: ``$AIRFLOW_HOME/e2e/<name>.png``."""
+    """Keep a full-page screenshot for a person to look at: ``$AIRFLOW_HOME/screenshots/<name>.png``."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)

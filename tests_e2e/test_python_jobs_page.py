@@ -1,7 +1,7 @@
 """The "Python jobs" page in a browser against the running deployment: log in through the simple auth
 manager's login page, open "Python jobs" from the navigation, see the hello job's secure macro shown as
 ``secure``, encrypt a value, upload two versions of a job, run a DAG that names the upload and find
-the new output in its task log. Screenshots go to ``$AIRFLOW_HOME/e2e/``.
+the new output in its task log. Screenshots go to ``$AIRFLOW_HOME/screenshots/``.
 
 The logged-in page is conftest's ``browser_page`` (Playwright driving Debian's chromium).
 """
