@@ -12,7 +12,9 @@ from creation), grown to each size of ``--dags`` in turn; ``--uploads`` job
 folders exposed as job DAGs by four ``load_job_dags(globals(), folders=[...], shard=(i, 4))`` files
 (each its own task id, as uploads have); one run per DAG through the REST API (paused DAGs: no task
 loads the machine). While it measures, a thread keeps changing run states (``PATCH`` of a run to
-success, failed or queued, every 0.5 s), as a busy deployment does.
+success, failed or queued, every 0.5 s), as a busy deployment does: between the blocks of the CPU
+measurement (its own requests' CPU would otherwise count in whichever block is running), throughout
+the viewers' measurement.
 
 For each size: the first request of each endpoint once the DAGs are there (cold: the api-server has
 read none of their serialized versions), then warm ones, ``--rounds`` rounds each interleaving
@@ -21,6 +23,13 @@ read none of their serialized versions), then warm ones, ``--rounds`` rounds eac
 (``utime + stime`` of its process group, ``/proc/<pid>/stat``: far less sensitive to the machine's
 load than latency); then ``--viewers`` viewers at once, each asking for all three in turn. Every
 figure is printed next to the baseline's of the same round, with the load average.
+
+After the largest size: one new job folder uploaded through the page's own upload API (``POST
+/python-exec/api/jobs``, a zip, into ``[python_exec] upload_folder``, which ``example_dags/python_jobs.py``
+and the four shard files expose as job DAGs), then ``GET /api/v2/dags/job_<jobId>`` every second until
+it answers: the seconds from the upload to its DAG, with the number of DAG files and DAGs in the
+deployment and the load average. The uploaded folder (and ``upload_folder`` itself when the upload
+made it) is removed and its DAG deleted at the end, as the rest.
 """
 
 from __future__ import annotations
@@ -34,7 +43,10 @@ import statistics
 import sys
 import threading
 import time
+import warnings
+import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from io import BytesIO
 from pathlib import Path
 
 import httpx
@@ -42,6 +54,8 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "page_load_"
 UPLOAD_PREFIX = "pl_up_"
+#: The job uploaded after the largest size (its DAG, ``job_pl_up_upload``, is deleted with the others).
+UPLOADED = f"{UPLOAD_PREFIX}upload"
 PER_FILE = 250
 SHARDS = 4
 BASELINE = "/api/v2/dags?limit=100"
@@ -182,29 +196,40 @@ class StateChanger(threading.Thread):
         super().__init__(daemon=True)
         self.base, self.headers, self.dag_ids, self.every_s = base, headers, dag_ids, every_s
         self.stop, self.changes = threading.Event(), 0
+        #: Held by :func:`measure` during a CPU block: no change is being made meanwhile.
+        self.lock = threading.Lock()
 
     def run(self) -> None:
         with httpx.Client(base_url=self.base, headers=self.headers, timeout=60) as http:
             while not self.stop.wait(self.every_s):
-                dag_id = random.choice(self.dag_ids)
-                runs = http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1})
-                if runs.status_code != 200 or not runs.json()["dag_runs"]:
-                    continue
-                run_id = runs.json()["dag_runs"][0]["dag_run_id"]
-                state = random.choice(["success", "failed", "queued"])
-                if http.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}).status_code == 200:
-                    self.changes += 1
+                with self.lock:
+                    self.change(http)
+
+    def change(self, http: httpx.Client) -> None:
+        dag_id = random.choice(self.dag_ids)
+        runs = http.get(f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 1})
+        if runs.status_code != 200 or not runs.json()["dag_runs"]:
+            return
+        run_id = runs.json()["dag_runs"][0]["dag_run_id"]
+        state = random.choice(["success", "failed", "queued"])
+        if http.patch(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}", json={"state": state}).status_code == 200:
+            self.changes += 1
 
 
-def measure(http: httpx.Client, pid: int, rounds: int, per_block: int = 3) -> dict[str, tuple[float, float]]:
-    """Warm, one viewer: ``{name: (median ms, median CPU ms per request)}``, endpoints interleaved per round."""
+def measure(
+    http: httpx.Client, pid: int, rounds: int, changer: StateChanger, per_block: int = 3
+) -> dict[str, tuple[float, float]]:
+    """Warm, one viewer: ``{name: (median ms, median CPU ms per request)}``, endpoints interleaved per
+    round; ``changer`` waits during each block (state changes come between blocks)."""
     latency: dict[str, list[float]] = {name: [] for name in PAGES}
     cpu: dict[str, list[float]] = {name: [] for name in PAGES}
     for _ in range(rounds):
         for name, path in PAGES.items():
-            before = group_cpu_s(pid)
-            latency[name] += [timed_get(http, path) for _ in range(per_block)]
-            cpu[name].append((group_cpu_s(pid) - before) * 1000 / per_block)
+            with changer.lock:
+                before = group_cpu_s(pid)
+                latency[name] += [timed_get(http, path) for _ in range(per_block)]
+                cpu[name].append((group_cpu_s(pid) - before) * 1000 / per_block)
+            time.sleep(changer.every_s * 2)  # a state change or two between blocks
     return {name: (statistics.median(latency[name]), statistics.median(cpu[name])) for name in PAGES}
 
 
@@ -244,11 +269,14 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="leave the bench DAG files and job folders in place")
     args = parser.parse_args()
     folder = dags_folder() / "page_load_bench"
+    uploaded: list[Path] = []  # what the upload wrote, to remove
     try:
-        run(args, folder)
+        run(args, folder, uploaded)
     finally:
         if not args.keep:
             shutil.rmtree(folder, ignore_errors=True)
+            for path in uploaded:
+                shutil.rmtree(path, ignore_errors=True)
             deleted = delete_dags(args.url, [PREFIX, f"job_{UPLOAD_PREFIX}"])
             print(f"removed {folder} and deleted its {deleted} DAGs")
 
@@ -271,7 +299,52 @@ def delete_dags(base: str, patterns: list[str]) -> int:
             return sum(pool.map(lambda dag_id: http.delete(f"/api/v2/dags/{dag_id}").status_code == 204, dag_ids))
 
 
-def run(args: argparse.Namespace, folder: Path) -> None:
+def upload_bundle() -> bytes:
+    """A zip of a job folder (``app.py``, ``job.json``) whose ``jobId`` is :data:`UPLOADED`."""
+    buffer = BytesIO()
+    with zipfile.ZipFile(buffer, "w") as bundle:
+        bundle.writestr("app.py", "print('hello')\n")
+        bundle.writestr("job.json", json.dumps({"jobId": UPLOADED, "packageName": "app.py"}))
+    return buffer.getvalue()
+
+
+def upload_to_dag(http: httpx.Client, uploaded: list[Path], timeout_s: float = 600) -> None:
+    """Upload :data:`UPLOADED` through ``POST /python-exec/api/jobs``, then poll its DAG: print the seconds.
+
+    ``uploaded`` gets what to remove at the end: the job's folder and its kept versions, or the whole
+    ``upload_folder`` when it did not exist before.
+    """
+    root = http.get("/python-exec/api/jobs", params={"limit": 1}).json().get("uploadFolder")
+    if not root:
+        raise SystemExit("uploads are off in this deployment ([python_exec] upload_folder is unset)")
+    existed = Path(root).is_dir()
+    dag_id = f"job_{UPLOADED}"
+    started = time.monotonic()
+    answer = http.post("/python-exec/api/jobs", files={"file": (f"{UPLOADED}.zip", upload_bundle(), "application/zip")})
+    if answer.status_code != 201:
+        raise SystemExit(f"POST /python-exec/api/jobs: {answer.status_code} {answer.text[:300]}")
+    posted = time.monotonic() - started
+    uploaded += [Path(root)] if not existed else [Path(root) / UPLOADED, Path(root) / ".versions" / UPLOADED]
+    while http.get(f"/api/v2/dags/{dag_id}").status_code != 200:
+        if time.monotonic() - started > timeout_s:
+            raise SystemExit(f"{dag_id} was no DAG {timeout_s:.0f} s after its upload")
+        time.sleep(1)
+    seconds = time.monotonic() - started
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    from airflow.utils.file import list_py_file_paths
+
+    with warnings.catch_warnings():  # pathspec's deprecation of the pattern class Airflow uses
+        warnings.simplefilter("ignore", DeprecationWarning)
+        files = len(list_py_file_paths(dags_folder()))
+    dags = http.get("/api/v2/dags", params={"limit": 1}).json()["total_entries"]
+    print(
+        f"\nupload to DAG: {dag_id} listed {seconds:.1f} s after POST /python-exec/api/jobs (answered in "
+        f"{posted:.1f} s; re-parse asked for {len(answer.json()['reparse'])} files); {files} DAG files, "
+        f"{dags} DAGs in the deployment; load average {load}"
+    )
+
+
+def run(args: argparse.Namespace, folder: Path, uploaded: list[Path]) -> None:
     pid = int((home() / "run" / "api-server.pid").read_text())
     headers = {"Authorization": f"Bearer {admin_token(args.url)}"}
     print(f"Python jobs page under load: {args.url}, api-server pid {pid}, {os.cpu_count()} CPUs")
@@ -293,12 +366,13 @@ def run(args: argparse.Namespace, folder: Path) -> None:
             changer = StateChanger(args.url, headers, bench + uploads)
             changer.start()
             try:
-                warm = measure(http, pid, args.rounds)
+                warm = measure(http, pid, args.rounds, changer)
                 many = viewers(args.url, headers, args.viewers, args.rounds)
             finally:
                 changer.stop.set()
                 changer.join()
             report(size, args.uploads, cold, warm, many, args.viewers, changer.changes)
+        upload_to_dag(http, uploaded)
 
 
 if __name__ == "__main__":

@@ -87,9 +87,16 @@ def listed(client, auth, query: str, user: str = "viewer") -> dict:
     return answer.json()
 
 
-def test_pages_come_most_recently_run_first_and_add_up_to_the_total(client, auth, key, tmp_path, prefix) -> None:
+@pytest.mark.parametrize("listed_ids", [500, 0], ids=["ids named", "every DAG read in order"])
+def test_pages_come_most_recently_run_first_and_add_up_to_the_total(
+    client, auth, key, tmp_path, prefix, monkeypatch, listed_ids
+) -> None:
     """Runs at minutes 5, 50, 20 for DAGs 3, 7, 1; the rest never ran (last, by DAG id); pages of 4 cover
-    every job once, and ``limit`` is capped at ``[api] maximum_page_limit``."""
+    every job once, and ``limit`` is capped at ``[api] maximum_page_limit``. The same whether the
+    ordering query names the DAG ids or reads every DAG in order (past ``MAX_LISTED_IDS`` ids)."""
+    from airflow_python_exec.plugins import listing
+
+    monkeypatch.setattr(listing, "MAX_LISTED_IDS", listed_ids)
     ids = add_dags(tmp_path, prefix, 11, runs={3: 5, 7: 50, 1: 20})
     whole = listed(client, auth, f"search={prefix}&limit=100")
     order = [u["dag_id"] for job in whole["jobs"] for u in job["usedBy"]]

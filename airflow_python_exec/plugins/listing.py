@@ -7,7 +7,7 @@ The rows come from what is already in memory: the DAGs' ``PythonJobOperator`` ta
 the names of the folders under ``upload_folder`` (one ``scandir``, kept while the folder's mtime
 holds). A row is one job folder (or one task's template or handler job); its order is the last run of
 its DAG (an upload: its own ``job_<jobId>``; otherwise the first DAG, by id, that runs it), asked
-of the database with ``ORDER BY ... LIMIT`` over those DAG ids, so only the page's rows are fetched.
+of the database in that order (:func:`ordered_dags`), so only the page's rows are fetched.
 Uploads that have no DAG yet (the DAG processor has not parsed them, or they break a rule) come
 first. Only the page's rows are then read (:func:`~airflow_python_exec.plugins.catalog.load_entry`)
 and only their DAGs' last runs looked up: a request costs the same at 100 DAGs or 3,000.
@@ -24,14 +24,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from fastapi import Query
 
-from airflow_python_exec.plugins.operator_tasks import CHUNK, TaskJob
+from airflow_python_exec.plugins.operator_tasks import TaskJob
 
 #: Rows per page when the request names no ``limit`` (Airflow's own default).
 DEFAULT_LIMIT = 50
+#: Most DAG ids :func:`ordered_dags` names in its query; past it, it reads every DAG in order instead.
+MAX_LISTED_IDS = 500
 
 
 @dataclass(frozen=True)
@@ -164,32 +165,40 @@ def page_rows(rows: list[Row], page: Page) -> list[Row]:
 
 def ordered_dags(dag_ids: list[str], limit: int, offset: int = 0) -> list[str]:
     """``dag_ids`` ordered by their latest run (``run_after``), newest first, DAGs never run last (by
-    id); rows ``offset`` to ``offset + limit`` only, cut by the database (``LIMIT``/``OFFSET``). Past
-    :data:`~airflow_python_exec.plugins.operator_tasks.CHUNK` ids (the bound-parameter limit), each chunk
-    gives its first ``offset + limit`` and the merge is cut here."""
+    id); rows ``offset`` to ``offset + limit`` only.
+
+    Up to :data:`MAX_LISTED_IDS` ids: one query naming them (``IN``), cut by the database
+    (``LIMIT``/``OFFSET``). More (a deployment's job DAGs, when the page is not searched): no list of
+    ids is sent; the database orders every DAG the same way and the rows are read in that order, a
+    batch at a time, until ``offset + limit`` of ``dag_ids`` have come (the first batch, when most
+    DAGs run jobs), so the cost follows the page, not the number of DAGs."""
     from airflow.models.dag import DagModel
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session
     from sqlalchemy import case, func, select
 
+    if limit <= 0 or not dag_ids:
+        return []
+    dag, run = DagModel.__table__.c, DagRun.__table__.c
     last = (
-        select(func.max(DagRun.run_after)).where(DagRun.dag_id == DagModel.dag_id).correlate(DagModel).scalar_subquery()
+        select(func.max(run.run_after)).where(run.dag_id == dag.dag_id).correlate(DagModel.__table__).scalar_subquery()
     )
     never = case((last.is_(None), 1), else_=0)
-    chunks = [dag_ids[i : i + CHUNK] for i in range(0, len(dag_ids), CHUNK)]
-    found: list[tuple[int, Any, str]] = []
+    query = select(dag.dag_id).order_by(never, last.desc(), dag.dag_id)
     with create_session() as session:
-        for chunk in chunks:
-            query = select(DagModel.dag_id, never.label("never"), last.label("last")).where(DagModel.dag_id.in_(chunk))
-            query = query.order_by(never, last.desc(), DagModel.dag_id)
-            query = query.limit(limit).offset(offset) if len(chunks) == 1 else query.limit(offset + limit)
-            found += [(row.never, row.last, row.dag_id) for row in session.execute(query)]
-    if len(chunks) > 1:
-        found.sort(key=lambda r: r[2])
-        found.sort(key=lambda r: r[1].timestamp() if r[1] is not None else 0.0, reverse=True)
-        found.sort(key=lambda r: r[0])
-        found = found[offset : offset + limit]
-    return [dag_id for _, _, dag_id in found]
+        if len(dag_ids) <= MAX_LISTED_IDS:
+            return list(session.scalars(query.where(dag.dag_id.in_(dag_ids)).limit(limit).offset(offset)))
+        wanted, found = set(dag_ids), []
+        result = session.execute(query.execution_options(yield_per=min(max(2 * (offset + limit), 200), 10_000)))
+        try:
+            for dag_id in result.scalars():
+                if dag_id in wanted:
+                    found.append(dag_id)
+                    if len(found) == offset + limit:
+                        break
+        finally:
+            result.close()
+    return found[offset:]
 
 
 def tagged_dags(search: str | None) -> set[str]:

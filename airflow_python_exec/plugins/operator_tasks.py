@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import uuid
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,21 +99,25 @@ def dag_task_jobs() -> list[TaskJob]:
     from airflow.models.dag_version import DagVersion
     from airflow.models.serialized_dag import SerializedDagModel as SDM
     from airflow.utils.session import create_session
-    from sqlalchemy import func, select
+    from sqlalchemy import String, cast, func, select
 
+    # The tables' columns, not the ORM's attributes: the rows are plain tuples (no ORM loading per row),
+    # and the version's id is read as text (not one uuid.UUID made per DAG per request).
+    dag, sdm, version = DagModel.__table__.c, SDM.__table__.c, DagVersion.__table__.c
     latest = (
-        select(DagVersion.dag_id, func.max(DagVersion.version_number).label("number"))
-        .join(SDM, SDM.dag_version_id == DagVersion.id)
-        .group_by(DagVersion.dag_id)
+        select(version.dag_id, func.max(version.version_number).label("number"))
+        .join(SDM.__table__, sdm.dag_version_id == version.id)
+        .group_by(version.dag_id)
         .subquery()
     )
     index = (
-        select(DagModel.dag_id, DagModel.fileloc, SDM.id, SDM.dag_hash)
-        .join(SDM, SDM.dag_id == DagModel.dag_id)
-        .join(DagVersion, SDM.dag_version_id == DagVersion.id)
-        .join(latest, (DagVersion.dag_id == latest.c.dag_id) & (DagVersion.version_number == latest.c.number))
-        .where(DagModel.is_stale.is_(False))
-        .order_by(DagModel.dag_id)
+        select(dag.dag_id, dag.fileloc, cast(sdm.id, String).label("id"), sdm.dag_hash)
+        .select_from(DagModel.__table__)
+        .join(SDM.__table__, sdm.dag_id == dag.dag_id)
+        .join(DagVersion.__table__, sdm.dag_version_id == version.id)
+        .join(latest, (version.dag_id == latest.c.dag_id) & (version.version_number == latest.c.number))
+        .where(dag.is_stale.is_(False))
+        .order_by(dag.dag_id)
     )
     with create_session() as session:
         rows = session.execute(index).all()
@@ -122,8 +127,8 @@ def dag_task_jobs() -> list[TaskJob]:
         ]
         for chunk in _chunks([row.id for row in missing]):
             data = session.execute(
-                select(SDM.id, SDM._data.label("data"), SDM._data_compressed.label("compressed")).where(
-                    SDM.id.in_(chunk)
+                select(cast(sdm.id, String).label("id"), sdm.data, sdm.data_compressed.label("compressed")).where(
+                    sdm.id.in_([uuid.UUID(value) for value in chunk])
                 )
             ).all()
             by_id = {r.id: r for r in data}
