@@ -305,3 +305,15 @@ def tree_digest(folder: Path) -> str:
         else:
             digest.update(b"D")
     return digest.hexdigest()
+
+
+def save_parsed_dags(made: list) -> None:
+    """Write serialized DAGs (``LazyDeserializedDAG``) to the metadata database as the DAG processor
+    does for bundle ``dags-folder``, whose row it first makes when missing (a fresh test home)."""
+    from airflow.dag_processing.bundles.manager import DagBundlesManager
+    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
+    from airflow.utils.session import create_session
+
+    DagBundlesManager().sync_bundles_to_db(deactivate_missing=False)
+    with create_session() as session:
+        update_dag_parsing_results_in_db("dags-folder", None, made, {}, None, set(), session=session)

@@ -11,7 +11,7 @@ import html
 import uuid
 
 import pytest
-from conftest import bearer, bundle, hello_files, post_bundle, write_job
+from conftest import bearer, bundle, hello_files, post_bundle, save_parsed_dags, write_job
 
 
 def add_dags(folder, prefix: str, count: int, *, runs: dict[int, int] | None = None, tags=("team-a",)) -> list[str]:
@@ -19,7 +19,6 @@ def add_dags(folder, prefix: str, count: int, *, runs: dict[int, int] | None = N
     ``tags`` plus ``<prefix>-odd`` for odd ``i``) and give DAG ``i`` a finished run ``runs[i]`` minutes
     after a fixed start; returns the DAG ids."""
     import pendulum
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.sdk import DAG
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
@@ -42,8 +41,7 @@ def add_dags(folder, prefix: str, count: int, *, runs: dict[int, int] | None = N
         dag.relative_fileloc = f"{dag_id}.py"
         made.append(LazyDeserializedDAG.from_dag(dag))
         ids.append(dag_id)
-    with create_session() as session:
-        update_dag_parsing_results_in_db("dags-folder", None, made, {}, None, set(), session=session)
+    save_parsed_dags(made)
     with create_session() as session:
         for i, minute in (runs or {}).items():
             dag = SerializedDagModel.get_dag(ids[i], session=session)

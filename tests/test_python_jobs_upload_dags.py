@@ -10,22 +10,19 @@ import json
 import uuid
 
 import pytest
-from conftest import bearer, bundle, hello_files, post_bundle, write_job
+from conftest import bearer, bundle, hello_files, post_bundle, save_parsed_dags, write_job
 from test_python_jobs_paging import drop_dags
 
 
 def serialize(dags: dict, fileloc: str) -> None:
     """Write ``dags`` to the metadata database as parsed from ``fileloc`` (bundle ``dags-folder``)."""
-    from airflow.dag_processing.collection import update_dag_parsing_results_in_db
     from airflow.serialization.serialized_objects import LazyDeserializedDAG
-    from airflow.utils.session import create_session
 
     made = []
     for dag in dags.values():
         dag.fileloc, dag.relative_fileloc = fileloc, fileloc.rsplit("/", 1)[-1]
         made.append(LazyDeserializedDAG.from_dag(dag))
-    with create_session() as session:
-        update_dag_parsing_results_in_db("dags-folder", None, made, {}, None, set(), session=session)
+    save_parsed_dags(made)
 
 
 @pytest.fixture
