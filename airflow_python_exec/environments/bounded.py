@@ -4,7 +4,9 @@ compile is "bounded in memory and time like a run").
 A wheel's module is the job's data: an 8 MiB one-line literal made the compile take 36 s and
 3.3 GiB outside the sandbox. So sources over :data:`MAX_COMPILE_SOURCE_BYTES` are not compiled (they
 are compiled, in memory, if and when the job imports them, inside its own limits), and the compile
-process runs in the job's cgroup or under its rlimits (memory, cpu, pids) and its timeout.
+process runs in the job's cgroup or under its rlimits (memory, cpu, pids) and its timeout. It is
+started (:class:`Bounded`) before the store's bytecode is linked and waited for after, so the two
+overlap; stopping the provisioning kills it.
 """
 
 from __future__ import annotations
@@ -84,8 +86,8 @@ def start_compile(
     python: Path, files: list[str], resources: Resources | None = None, say: Callable[[str], None] = lambda _: None
 ) -> Bounded:
     """Start compiling ``files`` (absolute ``.py`` paths) in one subprocess using every core, under
-    the job's resource limits and without the sources over :data:`.bounded.MAX_COMPILE_SOURCE_BYTES`
-    (see :mod:`.bounded`: a wheel's module is the job's data); :meth:`.Bounded.wait` for it (always).
+    the job's resource limits and without the sources over :data:`MAX_COMPILE_SOURCE_BYTES` (a
+    wheel's module is the job's data, see above); :meth:`Bounded.wait` for it (always).
 
     ``python`` is the base interpreter the environment was made from (same version, so the same
     bytecode), started with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables): the
