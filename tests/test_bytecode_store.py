@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -327,3 +328,59 @@ def test_a_blank_max_cache_bytes_means_no_cap(settings) -> None:
         check=True,
     )
     assert "max_cache_bytes" not in done.stdout and "total: 0 environments" in done.stdout
+
+
+#: Stands for a compile that takes long: it starts a process of its own, says both pids, and waits.
+HANGING_COMPILE = """
+import os, subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+open({pids!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+time.sleep(600)
+"""
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_stopped_provisioning_kills_the_compile_it_links_beside(
+    settings, tmp_path: Path, wheels: Path, monkeypatch
+) -> None:
+    """The compile of a second environment's new package runs while the store's bytecode is linked:
+    stopping the provisioning then kills it and what it started, removes the unfinished environment
+    and stores nothing; the next provisioning builds it."""
+    from airflow_python_exec import PythonJob
+    from airflow_python_exec.environments import bounded
+    from airflow_python_exec.errors import ProvisioningError
+    from airflow_python_exec.validator import PythonEngineValidator
+
+    env_of_job(settings, locked(tmp_path / "first", wheels, ["tinyapp"]))
+    pids = tmp_path / "pids"
+    monkeypatch.setattr(bounded, "COMPILE_SCRIPT", HANGING_COMPILE.format(pids=str(pids)))
+    interpreter = PythonEngineValidator(settings).validate()
+    job = PythonJob.load(locked(tmp_path / "second", wheels, ["tinyapp", "tinyextra"]))
+    provisioner = EnvironmentProvisioner(settings, on_line=lambda _l: None)
+
+    def stop_once_compiling() -> None:
+        deadline = time.monotonic() + 120
+        while not (pids.is_file() and len(pids.read_text().split()) == 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        provisioner.stop()
+
+    stopper = threading.Thread(target=stop_once_compiling)
+    stopper.start()
+    started = time.monotonic()
+    with pytest.raises(ProvisioningError, match="stopped"):
+        provisioner.provision(job, interpreter)
+    stopper.join()
+    assert time.monotonic() - started < 60
+    assert not any(map(alive, map(int, pids.read_text().split())))
+    assert not (settings.cache_dir / "envs" / provisioner.spec(job, interpreter).key).exists()
+    store = store_dir(settings.cache_dir)
+    assert not [p for p in store.iterdir() if p.is_dir() and p.name.startswith(("tinyextra", ".tmp-"))]
+    monkeypatch.undo()
+    env = env_of_job(settings, tmp_path / "second")
+    assert list(env.glob("lib/python*/site-packages/__pycache__/tinyextra.*.pyc"))

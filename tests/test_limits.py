@@ -235,6 +235,26 @@ def test_the_compile_bomb_of_a_local_extra_is_bounded(mode: str, tmp_path: Path,
     assert not list(site.glob("__pycache__/bomb_data.*.pyc"))
 
 
+def test_a_compile_ended_by_a_limit_stores_nothing_for_other_environments(mode: str, tmp_path: Path) -> None:
+    """A module just under the compile's size cap (3.9 MiB of one literal) still takes the compile
+    past a 256 MiB memory limit: the compile is ended, the job runs without that bytecode, and the
+    bytecode store keeps no entry of the package (a later environment compiles it again, under its
+    own limits, instead of linking an entry that lacks files for good)."""
+    literal = "DATA = [" + "1," * (1950 << 10) + "]\n"
+    wheel = write_wheel(tmp_path / "job" / "wheels", "bomb2", extra_files={"bomb2_data.py": literal.encode()})
+    job = write_job(
+        tmp_path / "job",
+        "import bomb2; print(bomb2.VALUE)\n",
+        job={"jobId": "extra2", "pythonEnv": {"local_extra_deps": [str(wheel)]}, "resources": {"memory": "256Mi"}},
+    )
+    settings = EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache")
+    result, lines = run(settings, job)
+    assert (result.exit_code, lines) == (0, ["42"])
+    (site,) = (tmp_path / "cache" / "envs").glob("*/lib/python*/site-packages")
+    assert not list(site.glob("__pycache__/bomb2_data.*.pyc"))
+    assert not [p for p in (tmp_path / "cache" / "bytecode").glob("bomb2-*") if p.is_dir()]
+
+
 def test_the_start_line_and_the_facts_say_what_the_run_has(engine, sandbox: str, tmp_path: Path, caplog) -> None:
     job = write_job(tmp_path / "facts", "print('hi')\n", job={"jobId": "facts", "resources": {"pids": 256}})
     with caplog.at_level(logging.INFO, logger="airflow_python_exec"):

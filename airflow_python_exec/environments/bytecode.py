@@ -33,17 +33,14 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .bounded import compilable, run_bounded
-
 if TYPE_CHECKING:
-    from airflow_python_exec.models.resources import Resources
+    from .bounded import Bounded
 
 STORE = "bytecode"
 #: Inside a store entry, written last: ``{"files": [<pyc path relative to site-packages>...], "bytes": N}``.
@@ -55,20 +52,6 @@ _SAFE = re.compile(r"[^A-Za-z0-9._+]")
 _ENTRY = re.compile(r"[A-Za-z0-9_+][A-Za-z0-9._+-]*")
 #: ``bytecode/.index/<digest of the files' identities>`` -> the entry (see :func:`_group`).
 INDEX = ".index"
-
-#: Run by the base interpreter with ``-I -S`` (no ``site``: no ``.pth`` file of the job's runs):
-#: compiles the NUL-separated ``.py`` paths listed in the file ``argv[1]`` on every core.
-COMPILE_SCRIPT = """\
-import compileall, concurrent.futures, functools, os, py_compile, sys
-files = [f for f in open(sys.argv[1], encoding='utf-8', errors='surrogateescape').read().split('\\0') if f]
-work = functools.partial(compileall.compile_file, quiet=2, force=True,
-                         invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
-if len(files) > 64 and (os.cpu_count() or 1) > 1:  # a pool costs more than a few files
-    with concurrent.futures.ProcessPoolExecutor() as pool:
-        list(pool.map(work, files, chunksize=16))
-else:
-    list(map(work, files))
-"""
 
 
 @dataclass
@@ -89,20 +72,47 @@ class Group:
 
 @dataclass
 class Plan:
-    """What :func:`link_or_plan` decided for one environment.
+    """What :func:`bytecode_plan` decided for one environment.
 
     :ivar linked: ``.pyc`` files linked from the store; :ivar compile: ``.py`` files to compile
         (absolute); :ivar build: groups whose entries this process stores after the compile (it holds
-        their locks); :ivar entries: every entry the environment uses.
+        their locks); :ivar entries: every entry the environment uses; :ivar hits: the groups the
+        store has, with their entries' listings, for :meth:`link` to link.
     """
 
     linked: int = 0
-    #: disk usage of ``site-packages`` without its bytecode, bytes (for the environment's recorded size)
-    site_bytes: int = 0
     compile: list[str] = field(default_factory=list)
     build: list[Group] = field(default_factory=list)
     entries: list[str] = field(default_factory=list)
     locks: list[Any] = field(default_factory=list)
+    hits: list[tuple[Group, Path, list[str]]] = field(default_factory=list)
+    #: disk usage by inode of the files measured, and the files not measured yet (see :meth:`measure`)
+    usage: dict[tuple[int, int], int] = field(default_factory=dict)
+    unmeasured: list[os.DirEntry[str]] = field(default_factory=list)
+
+    def measure(self) -> int:
+        """Disk usage of ``site-packages`` without its bytecode, bytes (for the environment's recorded
+        size). The files that are not sources are measured at the first call, which
+        :func:`link_while_compiling` makes while the compile runs: half the walk's cost, off its path."""
+        for entry in self.unmeasured:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:  # removed meanwhile: nothing to count
+                continue
+            self.usage[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+        self.unmeasured = []
+        return sum(self.usage.values())
+
+    def link(self) -> list[str]:
+        """Link the store's hits into the environment (while :attr:`compile` compiles: the two overlap);
+        return the ``.py`` files of those whose entry was removed meanwhile, to compile (not stored:
+        this process holds no lock for them, and taking one now could deadlock)."""
+        late: list[str] = []
+        for group, entry, files in self.hits:
+            if not _link_files(entry, group, files, self):
+                late.extend(str(group.site_packages / rel) for rel in group.sources)
+        self.hits = []
+        return late
 
 
 def store_dir(cache_dir: Path) -> Path:
@@ -119,8 +129,10 @@ def bytecode_plan(
     timeout_s: float,
     stopped: Callable[[], bool] = lambda: False,
 ) -> Iterator[Plan]:
-    """Link what the store has into environment ``env``; yield the :class:`Plan` of what is left to
-    compile; when the block ends without error, store what it compiled. Locks are always released.
+    """Find what the store has for environment ``env`` and lock what it lacks; yield the
+    :class:`Plan`: the caller starts compiling :attr:`Plan.compile`, calls :meth:`Plan.link` while it
+    runs, and waits for it; when the block ends without error, store what it compiled. Locks are
+    always released.
 
     :param python_version: the base interpreter's full version (``"3.11.7"``).
     :param timeout_s: seconds to wait for another process compiling the same entry (``lock_timeout``).
@@ -133,12 +145,16 @@ def bytecode_plan(
     plan = Plan()
     try:
         site = sorted(env.glob("lib/python*/site-packages"))
-        usage: dict[tuple[int, int], int] = {}
-        groups = [g for sp in site for g in _groups(sp, python_version, index, usage)]
-        plan.site_bytes = sum(usage.values())
+        groups = [g for sp in site for g in _groups(sp, python_version, index, plan)]
         plan.entries = sorted({g.entry for g in groups})
         (env / USES).write_text(json.dumps(plan.entries))
-        missing = [g for g in groups if not _link_entry(store / g.entry, g, plan)]
+        missing = []
+        for group in groups:
+            files = _listing(store / group.entry)
+            if files is None:
+                missing.append(group)
+            else:
+                plan.hits.append((group, store / group.entry, files))
         for group in sorted(missing, key=lambda g: g.entry):
             _lock_or_link(store, group, plan, timeout_s, stopped)
         yield plan
@@ -150,23 +166,26 @@ def bytecode_plan(
             lock.release()
 
 
-def compile_files(
-    python: Path, files: list[str], resources: Resources | None = None, say: Callable[[str], None] = lambda _: None
-) -> None:
-    """Compile ``files`` (absolute ``.py`` paths) in one subprocess using every core, under the job's
-    resource limits and without the sources over :data:`.bounded.MAX_COMPILE_SOURCE_BYTES` (see
-    :mod:`.bounded`: a wheel's module is the job's data).
-
-    ``python`` is the base interpreter the environment was made from (same version, so the same
-    bytecode), started with ``-I -S`` (no ``site``, no user site, no ``PYTHON*`` variables): the
-    environment's own interpreter would run every installed ``.pth`` file, as the worker, outside the
-    sandbox, and a wheel's ``.data/data/pyvenv.cfg`` could name another standard library. Compiling
-    only parses files. A file that does not compile is left without bytecode, as pip leaves it.
-    """
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", errors="surrogateescape", suffix=".txt") as listing:
-        listing.write("\0".join(compilable(files)))
-        listing.flush()
-        run_bounded([str(python), "-I", "-S", "-c", COMPILE_SCRIPT, listing.name], resources, say)
+def link_while_compiling(plan: Plan, start: Callable[[list[str]], Bounded], wait: Callable[[Bounded], int]) -> int:
+    """Start compiling :attr:`Plan.compile` (``start``), link the store's hits while it runs, then
+    ``wait`` for it (its exit status); compile the files of an entry removed while it was linked. On
+    two cores the linking costs nothing more. A failure (or an interrupt) while linking kills the
+    compile before it is raised; a compile that did not end well (a limit, the timeout) stores
+    nothing. Returns how many files were compiled."""
+    compiling = start(plan.compile) if plan.compile else None
+    try:
+        late = plan.link()
+        plan.measure()  # now, while the compile runs
+    except BaseException:
+        if compiling is not None:
+            compiling.kill()
+            wait(compiling)
+        raise
+    if compiling is not None and wait(compiling) != 0:
+        plan.build.clear()  # its entries would lack bytecode for good: a later environment compiles again
+    if late:  # a prune removed an entry while it was linked
+        wait(start(late))
+    return len(plan.compile) + len(late)
 
 
 def _lock_or_link(store: Path, group: Group, plan: Plan, timeout_s: float, stopped: Callable[[], bool]) -> None:
@@ -188,27 +207,58 @@ def _lock_or_link(store: Path, group: Group, plan: Plan, timeout_s: float, stopp
         plan.compile.extend(str(group.site_packages / rel) for rel in group.sources)
 
 
-def _link_entry(entry: Path, group: Group, plan: Plan) -> bool:
-    """Link every ``.pyc`` of a complete ``entry`` into the group's ``site-packages``; ``False`` when
-    the entry is absent (or removed while linking: the caller compiles instead)."""
+def _listing(entry: Path) -> list[str] | None:
+    """The ``.pyc`` files of a complete ``entry`` (its ``.files``), ``None`` when it is absent."""
     try:
         files = json.loads((entry / LISTING).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return None
+    return files if isinstance(files, list) else None
+
+
+def _link_entry(entry: Path, group: Group, plan: Plan) -> bool:
+    """Link every ``.pyc`` of a complete ``entry`` into the group's ``site-packages``; ``False`` when
+    the entry is absent (or removed while linking: the caller compiles instead)."""
+    files = _listing(entry)
+    return files is not None and _link_files(entry, group, files, plan)
+
+
+def _link_files(entry: Path, group: Group, files: list[str], plan: Plan) -> bool:
+    """Link ``files`` (the entry's listing) into the group's ``site-packages``; ``False`` when the
+    entry was removed while linking. A ``__pycache__`` that is a symbolic link gets nothing.
+
+    Thousands of files: plain strings, each folder made by one ``mkdir`` (``makedirs`` only when
+    its parent is missing), and ``os.link`` called inline (its fallbacks only on error)."""
     folders: dict[str, bool] = {}  # __pycache__ folder -> may be written (made once, never a link)
-    source, target = f"{entry}/", f"{group.site_packages}/"  # plain strings: thousands of files
+    source, target = f"{entry}/", f"{group.site_packages}/"
+    link = os.link
     try:
         for rel in files:
-            folder = target + rel.rpartition("/")[0]
-            if folder not in folders:
-                folders[folder] = not os.path.islink(folder)
-                if folders[folder]:
-                    os.makedirs(folder, exist_ok=True)
-            if folders[folder]:
-                _link(source + rel, target + rel)
+            folder = rel.rpartition("/")[0]
+            writable = folders.get(folder)
+            if writable is None:
+                writable = folders[folder] = _make_folder(target + folder)
+            if writable:
+                try:
+                    link(source + rel, target + rel)
+                except FileNotFoundError:
+                    raise
+                except OSError:
+                    _link(source + rel, target + rel)
     except FileNotFoundError:
         return False
     plan.linked += len(files)
+    return True
+
+
+def _make_folder(folder: str) -> bool:
+    """Make ``folder`` (and its parents when missing); ``False`` when it is a symbolic link."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        return not os.path.islink(folder)
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
     return True
 
 
@@ -247,10 +297,10 @@ def _store(store: Path, group: Group) -> None:
         raise
 
 
-def _groups(site_packages: Path, python_version: str, index: Path, usage: dict[tuple[int, int], int]) -> list[Group]:
+def _groups(site_packages: Path, python_version: str, index: Path, plan: Plan) -> list[Group]:
     """Every ``.py`` file under ``site_packages`` (no symbolic link followed), grouped by the
     distribution whose ``RECORD`` lists it, each group named by the digest of its files."""
-    sources = dict(_walk_sources(site_packages, usage))
+    sources = dict(_walk_sources(site_packages, plan))
     tag = f"cpython-{site_packages.parent.name.removeprefix('python').replace('.', '')}"
     groups, owned = [], set()
     for dist_info in sorted(site_packages.glob("*.dist-info")):
@@ -288,33 +338,48 @@ def _group(
     return Group(site_packages, "-".join(_SAFE.sub("_", part) or "_" for part in parts), mine, tag, seen)
 
 
-def _walk_sources(root: Path, usage: dict[tuple[int, int], int]) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
+def _walk_sources(root: Path, plan: Plan) -> Iterator[tuple[str, tuple[int, int, int, int]]]:
     """``(path relative to root, (device, inode, size, mtime_ns))`` of the regular ``.py`` files under
-    ``root``, not descending symbolic links; ``usage`` gets every file's disk usage by inode (bytes),
-    ``__pycache__`` left out: the bytecode counts in the store."""
+    ``root``, not descending symbolic links; their disk usage goes to ``plan.usage`` by inode, the
+    other files to ``plan.unmeasured`` (:meth:`Plan.measure`); ``__pycache__`` left out: the
+    bytecode counts in the store."""
     stack = [""]
     while stack:
         rel = stack.pop()
-        with os.scandir(f"{root}/{rel}") as entries:
-            for entry in entries:
-                path = f"{rel}/{entry.name}" if rel else entry.name
+        prefix = f"{rel}/" if rel else ""
+        with os.scandir(f"{root}/{prefix}") as entries:
+            for entry in entries:  # thousands: no path made for a file that is not a source
                 if entry.is_dir(follow_symlinks=False):
                     if entry.name != "__pycache__":
-                        stack.append(path)
-                else:
-                    st = entry.stat(follow_symlinks=False)
-                    usage[(st.st_dev, st.st_ino)] = st.st_blocks * 512
-                    if entry.name.endswith(".py") and entry.is_file(follow_symlinks=False):
-                        yield path, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+                        stack.append(prefix + entry.name)
+                    continue
+                if not (entry.name.endswith(".py") and entry.is_file(follow_symlinks=False)):
+                    plan.unmeasured.append(entry)
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                plan.usage[(st.st_dev, st.st_ino)] = st.st_blocks * 512
+                yield prefix + entry.name, (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _record_sources(dist_info: Path) -> Iterator[str]:
+    """The ``.py`` paths the distribution's ``RECORD`` lists. Thousands of rows: split by hand (a
+    third of the ``csv`` module's time) unless a row is quoted (a path with a comma or a quote)."""
     try:
         with open(dist_info / "RECORD", encoding="utf-8", newline="") as record:
-            for row in csv.reader(record):
-                if row and row[0].endswith(".py"):
-                    yield os.path.normpath(row[0])
-    except (OSError, UnicodeDecodeError, csv.Error):
+            text = record.read()
+    except (OSError, UnicodeDecodeError):
+        return
+    if '"' not in text:
+        for line in text.splitlines():
+            path = line.partition(",")[0]
+            if path.endswith(".py"):
+                yield os.path.normpath(path)
+        return
+    try:
+        for row in csv.reader(text.splitlines()):
+            if row and row[0].endswith(".py"):
+                yield os.path.normpath(row[0])
+    except csv.Error:
         return
 
 

@@ -34,9 +34,9 @@ from airflow_python_exec.models import PythonEnv, PythonJob, declares_script_met
 from airflow_python_exec.settings import EngineSettings
 
 from . import metrics
-from .bounded import build_resources
+from .bounded import Bounded, build_resources, start_compile
 from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
-from .bytecode import bytecode_plan, compile_files
+from .bytecode import bytecode_plan, link_while_compiling
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
 from .job_paths import check_lock_places, code_reach, extra_paths, job_path
@@ -63,6 +63,7 @@ class EnvironmentProvisioner:
         self.ephemeral_dir = settings.cache_dir / "ephemeral"
         self._uv = Uv(settings, self.on_line)
         self.built = False  # True once this provisioner built an environment (the run's start line says so)
+        self._compiling: Bounded | None = None  # the bytecode compile running, for stop()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -180,8 +181,11 @@ class EnvironmentProvisioner:
             return self._cached(job, spec)
 
     def stop(self) -> None:
-        """Stop a provisioning in progress (its uv process group). Safe from any thread."""
+        """Stop a provisioning in progress (its uv or bytecode compile process group). Safe from any thread."""
         self._uv.stop()
+        compiling = self._compiling
+        if compiling is not None:
+            compiling.kill()
 
     @contextlib.contextmanager
     def in_use(self, key: str) -> Iterator[None]:
@@ -355,29 +359,41 @@ class EnvironmentProvisioner:
         from the bytecode store when an earlier environment compiled the same files, else compiled
         once by the base interpreter, under the job's resource limits, and stored (see
         :mod:`.bytecode` for why never the environment's own interpreter, and for the store's rules).
+        The compile (another process) runs while this one links the store's files.
 
         :returns: ``site-packages``' disk usage without its bytecode, bytes (walked on the way).
-        :raises ProvisioningError: waiting for another process's compile timed out or was stopped.
+        :raises ProvisioningError: waiting for another process's compile timed out or was stopped,
+            or the provisioning was stopped while compiling (the compile is killed).
         """
         step = time.monotonic()
-        with bytecode_plan(
-            path, self.settings.cache_dir, spec.version, timeout_s=self.settings.lock_timeout, stopped=self._stopped
-        ) as plan:
-            if plan.compile:
-                self._say(f"compiling {len(plan.compile)} files")
-                compile_files(spec.python, plan.compile, self._uv.resources, self._say)
-        self._say(f"bytecode: {len(plan.compile)} files compiled, {plan.linked} linked from the store ({ms(step)})")
-        return plan.site_bytes
+        stopped, timeout_s = (lambda: self._uv.stopped), self.settings.lock_timeout
+        with bytecode_plan(path, self.settings.cache_dir, spec.version, timeout_s=timeout_s, stopped=stopped) as plan:
+            compiled = link_while_compiling(plan, lambda files: self._start_compile(spec, files), self._wait)
+        self._say(f"bytecode: {compiled} files compiled, {plan.linked} linked from the store ({ms(step)})")
+        return plan.measure()
 
-    def _stopped(self) -> bool:
-        return self._uv.stopped
+    def _start_compile(self, spec: EnvironmentSpec, files: list[str]) -> Bounded:
+        if self._uv.stopped:
+            raise ProvisioningError("provisioning was stopped before it finished")
+        self._say(f"compiling {len(files)} files")
+        self._compiling = compiling = start_compile(spec.python, files, self._uv.resources, self._say)
+        if self._uv.stopped:  # stop() ran before it could see the process
+            compiling.kill()
+        return compiling
+
+    def _wait(self, compiling: Bounded) -> int:
+        try:
+            code = compiling.wait()
+        finally:
+            self._compiling = None
+        if self._uv.stopped:
+            raise ProvisioningError("provisioning was stopped before it finished")
+        return code
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
 
 
 def _touch(path: Path) -> None:
-    try:
+    with contextlib.suppress(OSError):  # a read-only cache still runs jobs; only "last used" goes stale
         path.touch()
-    except OSError:  # a read-only cache still runs jobs; only "last used" goes stale
-        pass
