@@ -216,43 +216,39 @@ def test_the_timeout_ends_the_run_and_names_itself(engine, tmp_path: Path) -> No
     assert (result.exit_code, result.limit, result.stopped) == (limits.LIMIT_EXIT_CODE, "timeout 2 s reached", False)
 
 
-def test_the_compile_bomb_of_a_local_extra_is_bounded(mode: str, tmp_path: Path, caplog) -> None:
-    """An 8 MiB one-line literal in a wheel took the compile to 3.3 GiB: it is left uncompiled, the
-    rest of the package is compiled, and the compile ran under the job's memory limit."""
-    literal = "DATA = [" + "1," * (4 << 20) + "]\n"
+def _bomb(tmp_path: Path, commas: int) -> tuple[Path, Path]:
+    """Provision and run a job whose local extra ``bomb`` holds ``bomb_data.py``, one list literal of
+    ``commas`` elements, under a 256 MiB memory limit; the run printed ``42`` (the package's other
+    module). Returns ``site-packages`` and the bytecode store."""
+    literal = "DATA = [" + "1," * commas + "]\n"
     wheel = write_wheel(tmp_path / "job" / "wheels", "bomb", extra_files={"bomb_data.py": literal.encode()})
     job = write_job(
         tmp_path / "job",
         "import bomb; print(bomb.VALUE)\n",
         job={"jobId": "extra", "pythonEnv": {"local_extra_deps": [str(wheel)]}, "resources": {"memory": "256Mi"}},
     )
-    settings = EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache")
-    result, lines = run(settings, job)
+    result, lines = run(EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache"), job)
     assert (result.exit_code, lines) == (0, ["42"])
     (site,) = (tmp_path / "cache" / "envs").glob("*/lib/python*/site-packages")
+    assert not list(site.glob("__pycache__/bomb_data.*.pyc"))
+    return site, tmp_path / "cache" / "bytecode"
+
+
+def test_the_compile_bomb_of_a_local_extra_is_bounded(mode: str, tmp_path: Path) -> None:
+    """An 8 MiB one-line literal in a wheel took the compile to 3.3 GiB: it is left uncompiled, the
+    rest of the package is compiled, and the compile ran under the job's memory limit."""
+    site, _ = _bomb(tmp_path, 4 << 20)
     assert (site / "bomb_data.py").stat().st_size > 8 << 20
     assert list(site.glob("__pycache__/bomb.*.pyc"))
-    assert not list(site.glob("__pycache__/bomb_data.*.pyc"))
 
 
 def test_a_compile_ended_by_a_limit_stores_nothing_for_other_environments(mode: str, tmp_path: Path) -> None:
     """A module just under the compile's size cap (3.9 MiB of one literal) still takes the compile
-    past a 256 MiB memory limit: the compile is ended, the job runs without that bytecode, and the
+    past the 256 MiB memory limit: the compile is ended, the job runs without that bytecode, and the
     bytecode store keeps no entry of the package (a later environment compiles it again, under its
     own limits, instead of linking an entry that lacks files for good)."""
-    literal = "DATA = [" + "1," * (1950 << 10) + "]\n"
-    wheel = write_wheel(tmp_path / "job" / "wheels", "bomb2", extra_files={"bomb2_data.py": literal.encode()})
-    job = write_job(
-        tmp_path / "job",
-        "import bomb2; print(bomb2.VALUE)\n",
-        job={"jobId": "extra2", "pythonEnv": {"local_extra_deps": [str(wheel)]}, "resources": {"memory": "256Mi"}},
-    )
-    settings = EngineSettings(install_path=sys.prefix, cache_dir=tmp_path / "cache")
-    result, lines = run(settings, job)
-    assert (result.exit_code, lines) == (0, ["42"])
-    (site,) = (tmp_path / "cache" / "envs").glob("*/lib/python*/site-packages")
-    assert not list(site.glob("__pycache__/bomb2_data.*.pyc"))
-    assert not [p for p in (tmp_path / "cache" / "bytecode").glob("bomb2-*") if p.is_dir()]
+    _, store = _bomb(tmp_path, 1950 << 10)
+    assert not [p for p in store.glob("bomb-*") if p.is_dir()]
 
 
 def test_the_start_line_and_the_facts_say_what_the_run_has(engine, sandbox: str, tmp_path: Path, caplog) -> None:
