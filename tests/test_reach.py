@@ -388,6 +388,47 @@ def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_sett
     assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
 
 
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "file://{jobs}/job/%2e%2e/sibling/{name}",  # a URL reader takes %2e%2e for ..
+        "file://{jobs}/job/../sibling/{name}?/../../job/{name}",  # the query is not part of the path
+        "file://{jobs}/job/../sibling/{name}#/../../job/{name}",  # nor the fragment
+        "file://{jobs}/job/..\\sibling\\{name}",  # a file: URL reader takes a backslash for /
+        "file:{rel}/sibling/{name}",  # file:x is /x to a URL reader, not relative to the lock
+        "file://{jobs}/job/x%2F..%2F..%2Fsibling%2F{name}",  # uv hands the decoded ../ to the file system
+    ],
+)
+def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_path, reach_settings, spelling) -> None:
+    """The attacker makes the literal spelling exist in the job folder (a folder named ``%2e%2e``,
+    a file named ``..\\sibling\\x.whl``): uv reads the URL as a URL reader does, so the check must too."""
+    import hashlib
+
+    from wheels import write_wheel
+
+    jobs = tmp_path / "jobs"
+    wheel = write_wheel(jobs / "sibling", "private", module="VALUE = 'FILE-SECRET-4711'\n")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    script = "import private\nprint(private.VALUE)\n"
+    job = write_job(jobs / "job", script, job={"jobId": "l", "pythonEnv": {"pylock": "pylock.toml"}})
+    url = spelling.format(jobs=jobs, rel=str(jobs).lstrip("/"), name=wheel.name)
+    decoys = ["%2e%2e/sibling/", "", "..\\sibling\\", str(jobs).lstrip("/") + "/sibling/", "x%2F..%2F..%2Fsibling%2F"]
+    for decoy in (job / f"{d}{wheel.name}" for d in decoys):
+        decoy.parent.mkdir(parents=True, exist_ok=True)  # what a check of the literal spelling finds
+        decoy.write_text("decoy")
+    lock = (
+        'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n'
+        f"[[packages.wheels]]\nurl = '{url}'\nhashes = {{sha256 = \"{digest}\"}}\n"
+    )
+    (job / "pylock.toml").write_text(lock)
+    with pytest.raises(JobConfigError) as info:
+        run(reach_settings, job)
+    message = str(info.value)
+    assert "\n" not in message and "FILE-SECRET" not in message
+    assert "pylock.toml" in message and ("outside the job folder" in message or "encoded '/'" in message)
+    assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
+
+
 def test_provisioning_errors_for_reach_are_not_retried_builds(tmp_path, reach_settings) -> None:
     job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "p", "pythonEnv": {"pylock": "/etc/pylock.toml"}})
     with pytest.raises(JobConfigError, match=r"pythonEnv\.pylock: '/etc/pylock\.toml' is outside the job folder"):

@@ -10,8 +10,10 @@ import shlex
 import sys
 import sysconfig
 from pathlib import Path
+from urllib.parse import unquote
 
-from airflow_python_exec.errors import ProvisioningError
+from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.redaction import hide_url_credentials
 
 #: PEP 751: ``pylock.toml`` or ``pylock.<name>.toml`` (name non-empty, no dots).
 LOCK_NAME = re.compile(r"pylock(\.[^.]+)?\.toml\Z")
@@ -191,9 +193,22 @@ def local_places(lock: Path) -> tuple[tuple[str, str], ...]:
                 if "path" in entry:
                     places.append((entry["path"], f"{at}.path"))
                 url = entry.get("url")
-                if isinstance(url, str) and url.split(":", 1)[0].lower() in ("file", "local"):
-                    places.append((url, f"{at}.url"))
+                if isinstance(url, str) and url.strip().split(":", 1)[0].lower() in ("file", "local"):
+                    places.append((_read_as(url.strip(), f"{lock.name} {at}.url"), f"{at}.url"))
     return tuple(places)
+
+
+def _read_as(url: str, what: str) -> str:
+    """The ``file:`` URL of the path uv reads for ``url``: a URL reader takes a backslash for ``/``,
+    ends the path at ``?`` or ``#``, makes ``file:x`` absolute and decodes ``%2e%2e`` and every other
+    escape, so the check sees what uv opens, never a literal spelling the job made exist.
+
+    :raises JobConfigError: an encoded ``/`` (uv would hand its ``..`` to the file system).
+    """
+    scheme, _, rest = re.split(r"[?#]", url.replace("\\", "/"), maxsplit=1)[0].partition(":")
+    if re.search(r"%2f", rest, re.IGNORECASE):
+        raise JobConfigError(f"{what}: {hide_url_credentials(url)!r} holds an encoded '/' (%2F); write it plainly")
+    return f"{scheme}:{'' if rest.startswith('/') else '/'}{unquote(rest)}"
 
 
 def _load(lock: Path) -> dict:
