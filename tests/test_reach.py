@@ -290,6 +290,29 @@ def test_a_local_git_source_cannot_borrow_another_repositorys_objects(tmp_path, 
     assert not any("FILE-SECRET" in p.read_text(errors="replace") for p in files_in(sources))
 
 
+@pytest.mark.parametrize("spelling", ["git+{job}/%2e%2e/sibling/private", "git+file://{job}/%2e%2e/sibling/private"])
+def test_a_local_git_source_is_read_where_it_was_checked_not_where_git_decodes_it(
+    tmp_path, reach_settings, spelling
+) -> None:
+    """git decodes ``%2e%2e`` (and ``%2F``) in a ``file://`` URL: the job makes a harmless
+    repository at the literal path ``%2e%2e/sibling/private`` in its folder, which passes the check,
+    while git, handed ``file://<that path>``, would read the sibling job's private repository."""
+    job, secret = _borrowing_repo(tmp_path, "alternates")
+    decoy = job / "%2e%2e" / "sibling" / "private"
+    decoy.mkdir(parents=True)
+    _git("init", "-q", cwd=decoy)
+    (decoy / "m.py").write_text("def f():\n    return 'decoy'\n")
+    _git("add", "m.py", cwd=decoy)
+    _git("commit", "-q", "-m", "decoy", cwd=decoy)
+    source = spelling.format(job=job)
+    with pytest.raises(PythonExecError) as info:
+        run(reach_settings, PythonJob.load(job).with_function(source=f"{source}@{secret}"))
+    message = str(info.value)
+    assert "\n" not in message and "FILE-SECRET" not in message
+    sources = reach_settings.cache_dir / "sources"
+    assert not any("FILE-SECRET" in p.read_text(errors="replace") for p in files_in(sources))
+
+
 # -- 8. outputs copied with a byte cap
 
 

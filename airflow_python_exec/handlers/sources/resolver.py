@@ -301,4 +301,5 @@ def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
         return spec
     location = check_local(reach, spec.location, str(job_folder), "function.source")
     refuse_borrowed_objects(Path(location.path), spec.display)
-    return replace(spec, location=location.public)  # file://<the checked path>: git gets what was checked
+    # The checked path itself, never a file:// URL: git decodes %2e%2e and %2F in one, reading elsewhere.
+    return replace(spec, location=location.path)
