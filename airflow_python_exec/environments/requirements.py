@@ -154,6 +154,8 @@ def _checked_file(value: str, job_folder: Path, reach: Reach) -> Path:
 def _check_url(url: str, reach: Reach, job_folder: Path | None, what: str) -> None:
     """A requirement's direct URL under the Reach rule: ``file:`` (also ``git+file:``) inside the job
     folder or an allowed folder; a network URL only with network."""
+    from urllib.parse import unquote
+
     from airflow_python_exec.models.reach import check_local
 
     inner = url.split("+", 1)[1] if re.match(r"[A-Za-z]+\+[A-Za-z]", url) else url
@@ -164,7 +166,8 @@ def _check_url(url: str, reach: Reach, job_folder: Path | None, what: str) -> No
         path = inner.split("#", 1)[0]
         if url.lower().startswith(("git+", "hg+", "svn+", "bzr+")):
             path = re.sub(r"@[^/@]*$", "", path)  # pip's @<ref> after the repository
-        check_local(reach, path, str(job_folder) if job_folder else None, what)
+        # Decoded as uv reads it: a literal %2e%2e folder in the job folder must not pass for ..
+        check_local(reach, unquote(path), str(job_folder) if job_folder else None, what)
     elif not reach.network:
         raise JobConfigError(
             f"{what}: {hide_url_credentials(url)!r} would be fetched over the network, and [python_exec] "
