@@ -439,7 +439,7 @@ def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_sett
         "file://{jobs}/job/../sibling/{name}#/../../job/{name}",  # nor the fragment
         "file://{jobs}/job/..\\sibling\\{name}",  # a file: URL reader takes a backslash for /
         "file:{rel}/sibling/{name}",  # file:x is /x to a URL reader, not relative to the lock
-        "file://{jobs}/job/x%2F..%2F..%2Fsibling%2F{name}",  # uv hands the decoded ../ to the file system
+        "file://{jobs}/job/..%2Fsibling/{name}",  # uv hands the decoded ../ to the file system
     ],
 )
 def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_path, reach_settings, spelling) -> None:
@@ -455,7 +455,7 @@ def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_pat
     script = "import private\nprint(private.VALUE)\n"
     job = write_job(jobs / "job", script, job={"jobId": "l", "pythonEnv": {"pylock": "pylock.toml"}})
     url = spelling.format(jobs=jobs, rel=str(jobs).lstrip("/"), name=wheel.name)
-    decoys = ["%2e%2e/sibling/", "", "..\\sibling\\", str(jobs).lstrip("/") + "/sibling/", "x%2F..%2F..%2Fsibling%2F"]
+    decoys = ["%2e%2e/sibling/", "", "..\\sibling\\", str(jobs).lstrip("/") + "/sibling/", "..%2Fsibling/"]
     for decoy in (job / f"{d}{wheel.name}" for d in decoys):
         decoy.parent.mkdir(parents=True, exist_ok=True)  # what a check of the literal spelling finds
         decoy.write_text("decoy")
