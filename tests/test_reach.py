@@ -310,6 +310,26 @@ def test_a_local_git_source_cannot_borrow_another_repositorys_objects(tmp_path, 
     assert not any("FILE-SECRET" in p.read_text(errors="replace") for p in files_in(sources))
 
 
+@pytest.mark.parametrize("beside", ["repo.git", "repo.git/.git"])
+def test_a_local_git_source_is_the_folder_named_not_one_git_finds_beside_it(tmp_path, reach_settings, beside) -> None:
+    """git's upload-pack, given ``repo`` that is no repository, tries ``repo.git/.git`` and ``repo.git``,
+    and follows a ``gitdir:`` file there: an empty ``repo`` folder passed the check while git read the
+    sibling job's private repository named by ``repo.git``."""
+    job, secret = _borrowing_repo(tmp_path, "gitdir file")
+    sibling = tmp_path / "jobs" / "sibling" / "private"
+    (job / "repo" / ".git").unlink()
+    (job / beside).parent.mkdir(parents=True, exist_ok=True)
+    (job / beside).write_text(f"gitdir: {sibling / '.git'}\n")
+    for source in (f"git+{job / 'repo'}", f"git+{job / 'repo'}@{secret}"):
+        with pytest.raises(PythonExecError) as info:
+            run(reach_settings, PythonJob.load(job).with_function(source=source))
+        message = str(info.value)
+        assert "\n" not in message and "FILE-SECRET" not in message
+        assert str(job / "repo") in message
+    sources = reach_settings.cache_dir / "sources"
+    assert not any("FILE-SECRET" in p.read_text(errors="replace") for p in files_in(sources))
+
+
 @pytest.mark.parametrize("spelling", ["git+{job}/%2e%2e/sibling/private", "git+file://{job}/%2e%2e/sibling/private"])
 def test_a_local_git_source_is_read_where_it_was_checked_not_where_git_decodes_it(
     tmp_path, reach_settings, spelling

@@ -38,7 +38,7 @@ class GitFetcher:
         if spec.ref and FULL_SHA.match(spec.ref):
             return spec.ref
         ref = spec.ref or "HEAD"
-        out = self._run_git(["ls-remote", "--", spec.location, ref, f"{ref}^{{}}"], spec, "ls-remote")
+        out = self._run_git(["ls-remote", *_strict(spec), "--", spec.location, ref, f"{ref}^{{}}"], spec, "ls-remote")
         refs = {}  # ref name -> sha, from "<sha>\t<name>" lines
         for line in out.splitlines():
             sha, _, name = line.partition("\t")
@@ -59,7 +59,10 @@ class GitFetcher:
         self._run_git(["init", "-q", str(dest)], spec, "init")
         try:
             self._run_git(
-                ["-C", str(dest), "fetch", "-q", "--depth", "1", "--no-tags", "--", spec.location, commit],
+                [
+                    *("-C", str(dest), "fetch", "-q", *_strict(spec)),
+                    *("--depth", "1", "--no-tags", "--", spec.location, commit),
+                ],
                 spec,
                 "fetch",
             )
@@ -71,6 +74,7 @@ class GitFetcher:
                     str(dest),
                     "fetch",
                     "-q",
+                    *_strict(spec),
                     "--no-tags",
                     "--",
                     spec.location,
@@ -143,7 +147,13 @@ class GitFetcher:
 _BORROWING = {"objects/info/alternates", "objects/info/http-alternates", "commondir"}
 
 
-def refuse_borrowed_objects(repo: Path, display: str) -> None:
+def _strict(spec: SourceSpec) -> list[str]:
+    """For a local repository (an absolute path: its checked git folder), git's upload-pack takes that
+    folder or nothing: never ``<path>/.git``, ``<path>.git`` or a ``gitdir:`` file it would find there."""
+    return ["--upload-pack=git-upload-pack --strict"] if spec.location.startswith("/") else []
+
+
+def refuse_borrowed_objects(repo: Path, display: str) -> Path:
     """Refuse a local repository that would make git read another one with the worker's rights.
 
     git reads the objects named by ``objects/info/alternates`` (and ``http-alternates``), a linked
@@ -154,12 +164,13 @@ def refuse_borrowed_objects(repo: Path, display: str) -> None:
 
     :param repo: the checked local path (a work tree or a bare repository).
     :param display: the source as shown in messages.
+    :returns: the git folder checked (``repo/.git``, or ``repo`` itself): the one git must read.
     :raises JobConfigError: one line naming the file and the fix.
     """
     git_dir = repo / ".git"
     try:
         mode = os.lstat(git_dir).st_mode
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         git_dir = repo  # a bare repository
     else:
         if not stat.S_ISDIR(mode):
@@ -172,6 +183,7 @@ def refuse_borrowed_objects(repo: Path, display: str) -> None:
                 _refuse(display, f"{rel} in its git folder is a symbolic link")
             if rel in _BORROWING:
                 _refuse(display, f"its git folder has {rel}")
+    return git_dir
 
 
 def _refuse(display: str, why: str) -> None:

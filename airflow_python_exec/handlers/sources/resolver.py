@@ -300,6 +300,6 @@ def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
     if spec.kind != "git" or network:
         return spec
     location = check_local(reach, spec.location, str(job_folder), "function.source")
-    refuse_borrowed_objects(Path(location.path), spec.display)
-    # The checked path itself, never a file:// URL: git decodes %2e%2e and %2F in one, reading elsewhere.
-    return replace(spec, location=location.path)
+    git_dir = refuse_borrowed_objects(Path(location.path), spec.display)
+    # The checked git folder itself, never a file:// URL: git decodes %2e%2e and %2F in one, reading elsewhere.
+    return replace(spec, location=str(git_dir))
