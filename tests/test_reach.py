@@ -492,6 +492,31 @@ def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_pat
     assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
 
 
+def test_a_lock_naming_a_relative_wheel_never_reuses_another_jobs_environment(tmp_path, reach_settings) -> None:
+    """The environment's key was the lock's text only: a job copying a sibling's lock (uv takes
+    ``hashes = {}`` for a local wheel) got the environment built from the sibling's private wheel,
+    without holding the wheel. The key now covers what each local place of the lock holds."""
+    from wheels import write_wheel
+
+    script = "import private\nprint(private.VALUE)\n"
+    lock = (
+        'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n'
+        '[[packages.wheels]]\npath = "private-1.0-py3-none-any.whl"\nhashes = {}\n'
+    )
+    owner = write_job(tmp_path / "jobs" / "owner", script, job={"jobId": "o", "pythonEnv": {"pylock": "pylock.toml"}})
+    write_wheel(owner, "private", module="VALUE = 'FILE-SECRET-4711'\n")
+    (owner / "pylock.toml").write_text(lock)
+    assert any("FILE-SECRET-4711" in line for line in run(reach_settings, owner)[1])
+    thief = write_job(tmp_path / "jobs" / "thief", script, job={"jobId": "t", "pythonEnv": {"pylock": "pylock.toml"}})
+    (thief / "pylock.toml").write_text(lock)
+    with pytest.raises(PythonExecError) as info:
+        run(reach_settings, thief)
+    message = str(info.value)
+    assert "\n" not in message and "FILE-SECRET" not in message and "does not exist" in message
+    write_wheel(thief, "private", module="VALUE = 'own'\n")
+    assert not any("FILE-SECRET" in line for line in run(reach_settings, thief)[1])
+
+
 def test_provisioning_errors_for_reach_are_not_retried_builds(tmp_path, reach_settings) -> None:
     job = write_job(tmp_path / "job", "print('ran')\n", job={"jobId": "p", "pythonEnv": {"pylock": "/etc/pylock.toml"}})
     with pytest.raises(JobConfigError, match=r"pythonEnv\.pylock: '/etc/pylock\.toml' is outside the job folder"):

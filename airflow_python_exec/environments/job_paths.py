@@ -5,12 +5,13 @@ reached with no link at any component; the checked path is the one handed on to 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.models.reach import Reach, check_local, code_reach
 
-__all__ = ["check_lock_places", "code_reach", "extra_paths", "job_path"]
+__all__ = ["check_lock_places", "code_reach", "extra_paths", "job_path", "lock_place_digests"]
 
 
 def job_path(reach: Reach, job_folder: Path, value: str, what: str) -> Path:
@@ -39,15 +40,37 @@ def extra_paths(reach: Reach, job_folder: Path, extras: list[str]) -> tuple[Path
     return tuple(job_path(reach, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))
 
 
-def check_lock_places(reach: Reach, lock: Path) -> None:
+def check_lock_places(reach: Reach, lock: Path) -> tuple[Path, ...]:
     """Hold every local place the lock names (a package's ``path``, relative to the lock's folder, or
     ``file:`` URL; :func:`.lockfile.local_places`) to the Reach rule before uv reads it: uv reads them
     with the worker's rights, and a sibling job's private wheel would end up in this environment.
 
+    :returns: the checked paths.
     :raises JobConfigError: one line naming the lock, the entry and the value.
     :raises ProvisioningError: the lock cannot be parsed, or a named place does not exist.
     """
     from .lockfile import local_places
 
-    for value, where in local_places(lock):
-        job_path(reach, lock.parent, value, f"{lock.name} {where}")
+    return tuple(job_path(reach, lock.parent, value, f"{lock.name} {where}") for value, where in local_places(lock))
+
+
+#: Found in a lock's text whenever it may name a local place (a false hit only costs a parse).
+_MAY_NAME_A_PLACE = re.compile(rb"path|file:|local:|\\[uU]", re.IGNORECASE)
+
+
+def lock_place_digests(reach: Reach, lock: Path) -> tuple[str, ...]:
+    """Check the lock file and its local places (:func:`check_lock_places`) on every start, and
+    return what each place holds (:func:`.key.content_digest`) for the environment's key: two jobs
+    with the same lock text naming ``path = "private.whl"`` never share the environment built from
+    one job's wheel. A lock whose text cannot name a place is not parsed.
+
+    :raises JobConfigError: as :func:`check_lock_places`.
+    :raises ProvisioningError: as :func:`.lockfile.check_lock_file` and :func:`check_lock_places`.
+    """
+    from .key import content_digest
+    from .lockfile import check_lock_file
+
+    check_lock_file(lock)
+    if not _MAY_NAME_A_PLACE.search(lock.read_bytes()):
+        return ()
+    return tuple(content_digest(path) for path in check_lock_places(reach, lock))

@@ -39,9 +39,9 @@ from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
 from .bytecode import bytecode_plan, link_while_compiling
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
-from .job_paths import check_lock_places, code_reach, extra_paths, job_path
+from .job_paths import check_lock_places, code_reach, extra_paths, job_path, lock_place_digests
 from .key import content_digest, environment_key, stage_extras
-from .lockfile import check_lock_file, downloading, explain_install_failure, locked_packages
+from .lockfile import downloading, explain_install_failure, locked_packages
 from .spec import EnvironmentSpec, write_environment_marker
 from .uv import Uv
 
@@ -82,15 +82,14 @@ class EnvironmentProvisioner:
         python, version = self._python(env, interpreter, requires_python)
         reach = reach_of() if env.pylock or env.local_extra_deps else None
         lock = job_path(reach, job.folder, env.pylock, "pythonEnv.pylock") if reach and env.pylock else None
-        if lock is not None:
-            check_lock_file(lock)
+        places = lock_place_digests(reach, lock) if reach and lock is not None else ()  # checks the lock too
         extras = extra_paths(reach, job.folder, env.local_extra_deps) if reach else ()
         digests, needs = tuple(map(content_digest, extras)), None
         if requirements is not None:
             from .requirements import requirements_key
 
             needs = requirements_key(requirements)
-        key = environment_key(python, version, lock, extras, requirements=needs, extra_digests=digests)
+        key = environment_key(python, version, lock, extras, requirements=needs, extra_digests=digests, places=places)
         return EnvironmentSpec(python, version, lock, extras, key, requirements, digests)
 
     def needs_environment(self, job: PythonJob, script: Path | None) -> bool:
