@@ -198,23 +198,31 @@ def test_a_requirement_naming_a_sibling_jobs_wheel_is_refused_before_any_build(t
     assert not (reach_settings.cache_dir / "envs").exists() or not any((reach_settings.cache_dir / "envs").iterdir())
 
 
-def test_a_requirement_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_path, reach_settings) -> None:
-    """uv reads ``%2e%2e`` in a ``file:`` URL as ``..``: a decoy at the literal
-    spelling in the job folder must not let the check pass while uv installs the sibling's wheel."""
+@pytest.mark.parametrize("spelling", ["file://{jobs}/job/%2e%2e/sibling/{name}", "file:{rel}/sibling/{name}"])
+def test_a_requirement_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(
+    tmp_path, reach_settings, monkeypatch, spelling
+) -> None:
+    """uv reads ``%2e%2e`` in a ``file:`` URL as ``..``, and ``file:x`` from its working folder (the
+    worker's: ``/`` here): a decoy at the literal spelling in the job folder must not let the check
+    pass while uv installs the sibling's wheel."""
     from wheels import write_wheel
+
+    monkeypatch.chdir("/")
 
     jobs = tmp_path / "jobs"
     wheel = write_wheel(jobs / "sibling", "private", module="VALUE = 'FILE-SECRET-4711'\n")
-    requirements = [f"private @ file://{jobs}/job/%2e%2e/sibling/{wheel.name}"]
+    rel = str(jobs).lstrip("/")
+    requirements = ["private @ " + spelling.format(jobs=jobs, rel=rel, name=wheel.name)]
     script = "import private\nprint(private.VALUE)\n"
     job = write_job(jobs / "job", script, job={"jobId": "w", "pythonEnv": {"requirements": requirements}})
-    decoy = job / "%2e%2e" / "sibling" / wheel.name
-    decoy.parent.mkdir(parents=True)
-    decoy.write_text("decoy")
+    for decoy in (job / "%2e%2e" / "sibling" / wheel.name, job / rel / "sibling" / wheel.name):
+        decoy.parent.mkdir(parents=True)
+        decoy.write_text("decoy")
     with pytest.raises(JobConfigError) as info:
         run(reach_settings, job)
     message = str(info.value)
-    assert "\n" not in message and "FILE-SECRET" not in message and "is outside the job folder" in message
+    assert "\n" not in message and "FILE-SECRET" not in message
+    assert "is outside the job folder" in message or "relative file: URL" in message
     assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
 
 

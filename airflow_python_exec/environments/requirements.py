@@ -166,6 +166,8 @@ def _check_url(url: str, reach: Reach, job_folder: Path | None, what: str) -> No
         path = inner.split("#", 1)[0]
         if url.lower().startswith(("git+", "hg+", "svn+", "bzr+")):
             path = re.sub(r"@[^/@]*$", "", path)  # pip's @<ref> after the repository
+        if not path.split(":", 1)[1].startswith("/"):  # uv takes it from its working folder, the worker's
+            raise JobConfigError(f"{what}: a relative file: URL; write file:///<the absolute path>")
         # Decoded as uv reads it: a literal %2e%2e folder in the job folder must not pass for ..
         check_local(reach, unquote(path), str(job_folder) if job_folder else None, what)
     elif not reach.network:
