@@ -37,8 +37,9 @@ def check_lock_file(lock: Path) -> None:
 def locked_packages(lock: Path, python_version: str | None = None) -> tuple[str, ...]:
     """Parse ``lock`` and check it is a version-1 PEP 751 lock; only needed when building.
 
-    A cache hit never parses the lock: its key is the lock's digest, and an environment exists only
-    for content that parsed and installed before.
+    A cache hit never calls this: its key is the lock's digest (and what the lock's local places
+    hold, :func:`.job_paths.lock_place_digests`), and an environment exists only for content that
+    parsed and installed before.
 
     :param python_version: the full version of the environment's interpreter (``"3.12.1"``). A
         universal lock lists a package once per Python it supports, each with a ``marker``; given a
