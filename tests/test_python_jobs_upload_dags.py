@@ -7,6 +7,8 @@ metadata database as the DAG processor writes them; real uploads through the plu
 from __future__ import annotations
 
 import json
+import os
+import time
 import uuid
 
 import pytest
@@ -79,6 +81,7 @@ def test_an_upload_may_replace_its_own_job_and_asks_for_a_reparse(client, auth, 
     dags_file = tmp_path / f"jobs_{job_id}.py"
     dags_file.write_text("from airflow_python_exec.job_dags import load_job_dags\n\nload_job_dags(globals())\n")
     serialize(load_job_dags({}), str(dags_file))
+    os.utime(dags_file, (1_000_000_000, 1_000_000_000))  # older than every other DAG file
 
     for _ in range(2):
         again = post_bundle(client, auth, bundle(job_files(key, job_id), top=job_id), name=f"{job_id}.zip")
@@ -89,5 +92,7 @@ def test_an_upload_may_replace_its_own_job_and_asks_for_a_reparse(client, auth, 
             select(DagPriorityParsingRequest.bundle_name, DagPriorityParsingRequest.relative_fileloc)
         ).all()
     assert pending.count(("dags-folder", dags_file.name)) == 1
+    # the newest file: the DAG processor sorts its queue by modification time when it refreshes the bundle
+    assert dags_file.stat().st_mtime > time.time() - 60
     listed = client.get(f"/api/jobs?search={job_id}", headers=bearer(auth, "viewer")).json()["jobs"]
     assert [(j["jobId"], j["parsing"]) for j in listed] == [(job_id, False)]

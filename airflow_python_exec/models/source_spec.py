@@ -31,6 +31,8 @@ class SourceSpec:
     :ivar ref: git only: the branch, tag or commit, or ``None`` for the remote's ``HEAD``.
     :ivar subdirectory: the folder inside the archive or repository that is the source root.
     :ivar sha256: zip forms only: the archive's expected digest (lowercase hex), if given.
+    :ivar written: the location as the job wrote it, when :attr:`location` was replaced by the
+        checked place (a local git source: its git folder), for messages.
     """
 
     kind: str
@@ -38,11 +40,12 @@ class SourceSpec:
     ref: str | None = None
     subdirectory: str | None = None
     sha256: str | None = None
+    written: str | None = None
 
     @property
     def display(self) -> str:
         """The source as written, with any password or token in the URL replaced by ``***``."""
-        location = hide_url_credentials(self.location)
+        location = hide_url_credentials(self.written or self.location)
         text = {"git": f"git+{location}", "zip_url": f"zip+{location}"}.get(self.kind, location)
         return text + (f"@{self.ref}" if self.ref else "")
 

@@ -302,4 +302,4 @@ def reached(spec: SourceSpec, reach: Reach, job_folder: Path) -> SourceSpec:
     location = check_local(reach, spec.location, str(job_folder), "function.source")
     git_dir = refuse_borrowed_objects(Path(location.path), spec.display)
     # The checked git folder itself, never a file:// URL: git decodes %2e%2e and %2F in one, reading elsewhere.
-    return replace(spec, location=str(git_dir))
+    return replace(spec, location=str(git_dir), written=spec.location)
