@@ -323,7 +323,7 @@ def upload_bundle(job_id: str) -> bytes:
     return buffer.getvalue()
 
 
-def upload_to_dag(http: httpx.Client, uploaded: list[Path], job_id: str = UPLOADED, timeout_s: float = 600) -> float:
+def upload_to_dag(http: httpx.Client, uploaded: list[Path], job_id: str = UPLOADED, timeout_s: float = 1800) -> float:
     """Upload ``job_id`` through ``POST /python-exec/api/jobs``, then poll its DAG: print (and return) the seconds.
 
     ``uploaded`` gets what to remove at the end: the job's folder and its kept versions, or the whole
