@@ -2,13 +2,14 @@
 
     AIRFLOW_PORT=8095 make airflow DB=postgres
     AIRFLOW_PORT=8095 .venv/bin/python benchmarks/page_load.py [--dags 1000,3000] [--uploads 1000]
-        [--viewers 4] [--rounds 5] [--keep]
+        [--per-file 250] [--viewers 4] [--rounds 5] [--upload-only] [--upload-tries 1] [--keep]
     make airflow-stop
 
 What it adds to the deployment (``<dags_folder>/page_load_bench/``, gitignored; at the end the folder
 is removed and its DAGs, with their runs, deleted through the REST API, unless ``--keep``): DAG files
-of 250 DAGs each (``page_load_0000`` ..., a ``PythonJobOperator`` running its own job folder, paused
-from creation), grown to each size of ``--dags`` in turn; ``--uploads`` job
+of ``--per-file`` DAGs each (250; ``--per-file 1``: one DAG file per DAG; ``page_load_0000`` ..., a
+``PythonJobOperator`` running its own job folder, paused from creation), grown to each size of
+``--dags`` in turn; ``--uploads`` job
 folders exposed as job DAGs by four ``load_job_dags(globals(), folders=[...], shard=(i, 4))`` files
 (each its own task id, as uploads have); one run per DAG through the REST API (paused DAGs: no task
 loads the machine). While it measures, a thread keeps changing run states (``PATCH`` of a run to
@@ -29,7 +30,11 @@ After the largest size: one new job folder uploaded through the page's own uploa
 and the four shard files expose as job DAGs), then ``GET /api/v2/dags/job_<jobId>`` every second until
 it answers: the seconds from the upload to its DAG, with the number of DAG files and DAGs in the
 deployment and the load average. The uploaded folder (and ``upload_folder`` itself when the upload
-made it) is removed and its DAG deleted at the end, as the rest.
+made it) is removed and its DAG deleted at the end, as the rest. ``--upload-tries N``: N uploads in
+turn, each a new job (``pl_up_upload``, ``pl_up_upload_2`` ...), each timed.
+
+``--upload-only``: no runs, no page or viewer measurement: the DAGs of each size, then the upload(s)
+timed as above (only after the DAG processor lists every DAG of the largest size, and every job DAG).
 """
 
 from __future__ import annotations
@@ -54,8 +59,10 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 PREFIX = "page_load_"
 UPLOAD_PREFIX = "pl_up_"
-#: The job uploaded after the largest size (its DAG, ``job_pl_up_upload``, is deleted with the others).
+#: The job uploaded after the largest size (its DAG, ``job_pl_up_upload``, is deleted with the others);
+#: the next tries of ``--upload-tries`` upload ``pl_up_upload_2`` ...
 UPLOADED = f"{UPLOAD_PREFIX}upload"
+#: DAGs per DAG file unless ``--per-file``.
 PER_FILE = 250
 SHARDS = 4
 BASELINE = "/api/v2/dags?limit=100"
@@ -109,13 +116,13 @@ def job_folder(folder: Path, job_id: str) -> None:
     (folder / ".env").write_text("DB_PASSWORD=x\nREGION=eu\n")
 
 
-def write_dags(folder: Path, first: int, last: int) -> None:
-    """DAGs ``first`` to ``last - 1``, :data:`PER_FILE` per DAG file, each with its job folder."""
+def write_dags(folder: Path, first: int, last: int, per_file: int = PER_FILE) -> None:
+    """DAGs ``first`` to ``last - 1``, ``per_file`` per DAG file, each with its job folder."""
     for i in range(first, last):
         job_folder(folder / "jobs" / f"job_{i:04d}", f"job_{i:04d}")
     (folder / ".airflowignore").write_text("jobs/\nuploads/\n")
-    for start in range(first - first % PER_FILE, last, PER_FILE):
-        text = DAG_FILE.format(first=start, last=min(start + PER_FILE, last), prefix=PREFIX)
+    for start in range(first - first % per_file, last, per_file):
+        text = DAG_FILE.format(first=start, last=min(start + per_file, last), prefix=PREFIX)
         (folder / f"page_load_dags_{start:04d}.py").write_text(text)
 
 
@@ -264,10 +271,17 @@ def main() -> None:
     parser.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('AIRFLOW_PORT', '8080')}")
     parser.add_argument("--dags", default="1000,3000", help="sizes, in turn (comma-separated)")
     parser.add_argument("--uploads", type=int, default=1000)
+    parser.add_argument("--per-file", type=int, default=PER_FILE, help="DAGs per DAG file (1: a file per DAG)")
     parser.add_argument("--viewers", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument(
+        "--upload-only", action="store_true", help="no runs, no page or viewer measurement: only time the upload"
+    )
+    parser.add_argument("--upload-tries", type=int, default=1, help="uploads timed in turn, each a new job")
     parser.add_argument("--keep", action="store_true", help="leave the bench DAG files and job folders in place")
     args = parser.parse_args()
+    if args.per_file < 1 or args.upload_tries < 1:
+        parser.error("--per-file and --upload-tries must be at least 1")
     folder = dags_folder() / "page_load_bench"
     uploaded: list[Path] = []  # what the upload wrote, to remove
     try:
@@ -295,21 +309,22 @@ def delete_dags(base: str, patterns: list[str]) -> int:
                 dag_ids, offset = dag_ids + found, offset + len(found)
                 if len(found) < 100:
                     break
-        with ThreadPoolExecutor(4) as pool:
+        print(f"deleting {len(dag_ids):,} DAGs through the REST API", flush=True)
+        with ThreadPoolExecutor(8) as pool:
             return sum(pool.map(lambda dag_id: http.delete(f"/api/v2/dags/{dag_id}").status_code == 204, dag_ids))
 
 
-def upload_bundle() -> bytes:
-    """A zip of a job folder (``app.py``, ``job.json``) whose ``jobId`` is :data:`UPLOADED`."""
+def upload_bundle(job_id: str) -> bytes:
+    """A zip of a job folder (``app.py``, ``job.json``) whose ``jobId`` is ``job_id``."""
     buffer = BytesIO()
     with zipfile.ZipFile(buffer, "w") as bundle:
         bundle.writestr("app.py", "print('hello')\n")
-        bundle.writestr("job.json", json.dumps({"jobId": UPLOADED, "packageName": "app.py"}))
+        bundle.writestr("job.json", json.dumps({"jobId": job_id, "packageName": "app.py"}))
     return buffer.getvalue()
 
 
-def upload_to_dag(http: httpx.Client, uploaded: list[Path], timeout_s: float = 600) -> None:
-    """Upload :data:`UPLOADED` through ``POST /python-exec/api/jobs``, then poll its DAG: print the seconds.
+def upload_to_dag(http: httpx.Client, uploaded: list[Path], job_id: str = UPLOADED, timeout_s: float = 1800) -> float:
+    """Upload ``job_id`` through ``POST /python-exec/api/jobs``, then poll its DAG: print (and return) the seconds.
 
     ``uploaded`` gets what to remove at the end: the job's folder and its kept versions, or the whole
     ``upload_folder`` when it did not exist before.
@@ -318,13 +333,14 @@ def upload_to_dag(http: httpx.Client, uploaded: list[Path], timeout_s: float = 6
     if not root:
         raise SystemExit("uploads are off in this deployment ([python_exec] upload_folder is unset)")
     existed = Path(root).is_dir()
-    dag_id = f"job_{UPLOADED}"
+    dag_id = f"job_{job_id}"
     started = time.monotonic()
-    answer = http.post("/python-exec/api/jobs", files={"file": (f"{UPLOADED}.zip", upload_bundle(), "application/zip")})
+    bundle = upload_bundle(job_id)
+    answer = http.post("/python-exec/api/jobs", files={"file": (f"{job_id}.zip", bundle, "application/zip")})
     if answer.status_code != 201:
         raise SystemExit(f"POST /python-exec/api/jobs: {answer.status_code} {answer.text[:300]}")
     posted = time.monotonic() - started
-    uploaded += [Path(root)] if not existed else [Path(root) / UPLOADED, Path(root) / ".versions" / UPLOADED]
+    uploaded += [Path(root)] if not existed else [Path(root) / job_id, Path(root) / ".versions" / job_id]
     while http.get(f"/api/v2/dags/{dag_id}").status_code != 200:
         if time.monotonic() - started > timeout_s:
             raise SystemExit(f"{dag_id} was no DAG {timeout_s:.0f} s after its upload")
@@ -340,8 +356,10 @@ def upload_to_dag(http: httpx.Client, uploaded: list[Path], timeout_s: float = 6
     print(
         f"\nupload to DAG: {dag_id} listed {seconds:.1f} s after POST /python-exec/api/jobs (answered in "
         f"{posted:.1f} s; re-parse asked for {len(answer.json()['reparse'])} files); {files} DAG files, "
-        f"{dags} DAGs in the deployment; load average {load}"
+        f"{dags} DAGs in the deployment; load average {load}",
+        flush=True,
     )
+    return seconds
 
 
 def run(args: argparse.Namespace, folder: Path, uploaded: list[Path]) -> None:
@@ -352,10 +370,16 @@ def run(args: argparse.Namespace, folder: Path, uploaded: list[Path]) -> None:
     made = 0
     with httpx.Client(base_url=args.url, headers=headers, timeout=300) as http:
         for size in sorted(int(n) for n in args.dags.split(",")):
-            write_dags(folder, made, size)
+            write_dags(folder, made, size, args.per_file)
+            files = -(-size // args.per_file) + SHARDS
+            print(f"{size:,} DAGs in {files:,} DAG files written; waiting for the DAG processor", flush=True)
             waited = wait_for(http, PREFIX, size)
             wait_for(http, f"job_{UPLOAD_PREFIX}", args.uploads)
             pause(http, f"job_{UPLOAD_PREFIX}")
+            if args.upload_only:
+                print(f"{size:,} DAGs + {args.uploads:,} job DAGs listed after {waited:.0f} s", flush=True)
+                made = size
+                continue
             cold = {name: timed_get(http, path) for name, path in PAGES.items()}
             bench = [f"{PREFIX}{i:04d}" for i in range(made, size)]
             uploads = [f"job_{UPLOAD_PREFIX}{i:04d}" for i in range(args.uploads)] if not made else []
@@ -372,7 +396,10 @@ def run(args: argparse.Namespace, folder: Path, uploaded: list[Path]) -> None:
                 changer.stop.set()
                 changer.join()
             report(size, args.uploads, cold, warm, many, args.viewers, changer.changes)
-        upload_to_dag(http, uploaded)
+        names = [UPLOADED] + [f"{UPLOADED}_{k}" for k in range(2, args.upload_tries + 1)]
+        seconds = [upload_to_dag(http, uploaded, name) for name in names]
+        if len(seconds) > 1:
+            print("upload to DAG, each try: " + ", ".join(f"{s:.1f}" for s in seconds) + " s")
 
 
 if __name__ == "__main__":
