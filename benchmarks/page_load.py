@@ -2,7 +2,8 @@
 
     AIRFLOW_PORT=8095 make airflow DB=postgres
     AIRFLOW_PORT=8095 .venv/bin/python benchmarks/page_load.py [--dags 1000,3000] [--uploads 1000]
-        [--per-file 250] [--viewers 4] [--rounds 5] [--upload-only] [--upload-tries 1] [--keep]
+        [--per-file 250] [--viewers 4] [--rounds 5] [--upload-only] [--upload-tries 1] [--upload-after 0]
+        [--keep]
     make airflow-stop
 
 What it adds to the deployment (``<dags_folder>/page_load_bench/``, gitignored; at the end the folder
@@ -31,7 +32,11 @@ and the four shard files expose as job DAGs), then ``GET /api/v2/dags/job_<jobId
 it answers: the seconds from the upload to its DAG, with the number of DAG files and DAGs in the
 deployment and the load average. The uploaded folder (and ``upload_folder`` itself when the upload
 made it) is removed and its DAG deleted at the end, as the rest. ``--upload-tries N``: N uploads in
-turn, each a new job (``pl_up_upload``, ``pl_up_upload_2`` ...), each timed.
+turn, each a new job (``pl_up_upload``, ``pl_up_upload_2`` ...), each timed. ``--upload-after S``:
+wait S seconds before the first upload; with ``--upload-only`` the upload otherwise comes as the DAG
+processor ends its first pass over the files, its queue empty, while a deployment of thousands of
+DAG files is always in a pass (each file is due again ``min_file_process_interval``, 30 s, after its
+last parse): 60 s puts the upload behind a queue of most of the files.
 
 ``--upload-only``: no runs, no page or viewer measurement: the DAGs of each size, then the upload(s)
 timed as above (only after the DAG processor lists every DAG of the largest size, and every job DAG).
@@ -278,6 +283,9 @@ def main() -> None:
         "--upload-only", action="store_true", help="no runs, no page or viewer measurement: only time the upload"
     )
     parser.add_argument("--upload-tries", type=int, default=1, help="uploads timed in turn, each a new job")
+    parser.add_argument(
+        "--upload-after", type=float, default=0.0, help="seconds to wait before the first upload (DAG processor busy)"
+    )
     parser.add_argument("--keep", action="store_true", help="leave the bench DAG files and job folders in place")
     args = parser.parse_args()
     if args.per_file < 1 or args.upload_tries < 1:
@@ -397,6 +405,9 @@ def run(args: argparse.Namespace, folder: Path, uploaded: list[Path]) -> None:
                 changer.join()
             report(size, args.uploads, cold, warm, many, args.viewers, changer.changes)
         names = [UPLOADED] + [f"{UPLOADED}_{k}" for k in range(2, args.upload_tries + 1)]
+        if args.upload_after > 0:
+            print(f"waiting {args.upload_after:.0f} s before the upload: the DAG processor parses every file again")
+            time.sleep(args.upload_after)
         seconds = [upload_to_dag(http, uploaded, name) for name in names]
         if len(seconds) > 1:
             print("upload to DAG, each try: " + ", ".join(f"{s:.1f}" for s in seconds) + " s")

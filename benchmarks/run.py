@@ -372,7 +372,8 @@ def sandbox_pandas(workdir: Path) -> None:
     from airflow_python_exec.environments.uv import uv_binary
     from airflow_python_exec.isolation.sandbox import unusable
 
-    if unusable() is not None:
+    if (reason := unusable()) is not None:
+        print(f"  sandboxed warm import pandas: not measured, the sandbox cannot run here ({reason})")
         return
     job_dir = _bench_job(workdir, "bench_pandas")
     (job_dir / "app.py").write_text(IMPORT_PANDAS)

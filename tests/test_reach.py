@@ -56,6 +56,17 @@ def files_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file()) if folder.exists() else []
 
 
+def _refused_before_install(settings, job) -> str:
+    """Run ``job``, expecting a refusal: its one-line message, which never quotes the sibling's
+    file, and no environment holds the sibling's ``private.py``."""
+    with pytest.raises(JobConfigError) as info:
+        run(settings, job)
+    message = str(info.value)
+    assert "\n" not in message and "FILE-SECRET" not in message
+    assert not list((settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
+    return message
+
+
 # -- 2. outputs: only under the data store or an allowed prefix, never through a link, never over a file
 
 
@@ -218,12 +229,8 @@ def test_a_requirement_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(
     for decoy in (job / "%2e%2e" / "sibling" / wheel.name, job / rel / "sibling" / wheel.name):
         decoy.parent.mkdir(parents=True)
         decoy.write_text("decoy")
-    with pytest.raises(JobConfigError) as info:
-        run(reach_settings, job)
-    message = str(info.value)
-    assert "\n" not in message and "FILE-SECRET" not in message
+    message = _refused_before_install(reach_settings, job)
     assert "is outside the job folder" in message or "relative file: URL" in message
-    assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
 
 
 @pytest.mark.parametrize("path", ["/proc/self/environ", "{home}/airflow.cfg", "link.txt"])
@@ -271,18 +278,24 @@ def _git(*args: str, cwd: Path) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True, env=env).stdout.strip()
 
 
+def _one_commit_repo(folder: Path, returns: str) -> str:
+    """A git repository at ``folder`` with one commit of ``m.py`` (``f()`` returns ``returns``); its
+    commit id."""
+    folder.mkdir(parents=True)
+    _git("init", "-q", cwd=folder)
+    (folder / "m.py").write_text(f"def f():\n    return {returns!r}\n")
+    _git("add", "m.py", cwd=folder)
+    _git("commit", "-q", "-m", returns, cwd=folder)
+    return _git("rev-parse", "HEAD", cwd=folder)
+
+
 def _borrowing_repo(tmp_path: Path, how: str) -> tuple[Path, str]:
     """A sibling job's private repository (one commit holding a secret) and, in the hostile job's
     folder, a repository that borrows its objects: through ``objects/info/alternates``, a symlinked
     ``objects`` folder, or a ``.git`` file (``gitdir:``) pointing at the sibling's. Its ``HEAD``
     names the sibling's commit, which the hostile repository itself does not hold."""
     sibling = tmp_path / "jobs" / "sibling" / "private"
-    sibling.mkdir(parents=True)
-    _git("init", "-q", cwd=sibling)
-    (sibling / "m.py").write_text("def f():\n    return 'FILE-SECRET-4711'\n")
-    _git("add", "m.py", cwd=sibling)
-    _git("commit", "-q", "-m", "private", cwd=sibling)
-    secret = _git("rev-parse", "HEAD", cwd=sibling)
+    secret = _one_commit_repo(sibling, "FILE-SECRET-4711")
     job = write_job(tmp_path / "jobs" / "job", "", job={"jobId": "g", "function": {"handler": "m:f", "source": "x/"}})
     repo = job / "repo"
     repo.mkdir()
@@ -346,12 +359,7 @@ def test_a_local_git_source_is_read_where_it_was_checked_not_where_git_decodes_i
     repository at the literal path ``%2e%2e/sibling/private`` in its folder, which passes the check,
     while git, handed ``file://<that path>``, would read the sibling job's private repository."""
     job, secret = _borrowing_repo(tmp_path, "alternates")
-    decoy = job / "%2e%2e" / "sibling" / "private"
-    decoy.mkdir(parents=True)
-    _git("init", "-q", cwd=decoy)
-    (decoy / "m.py").write_text("def f():\n    return 'decoy'\n")
-    _git("add", "m.py", cwd=decoy)
-    _git("commit", "-q", "-m", "decoy", cwd=decoy)
+    _one_commit_repo(job / "%2e%2e" / "sibling" / "private", "decoy")
     source = spelling.format(job=job)
     with pytest.raises(PythonExecError) as info:
         run(reach_settings, PythonJob.load(job).with_function(source=f"{source}@{secret}"))
@@ -451,12 +459,8 @@ def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_sett
         entry = f'[[packages.wheels]]\n{where[form]}\nhashes = {{sha256 = "{digest}"}}\n'
     lock = f'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n{entry}'
     (job / "pylock.toml").write_text(lock)
-    with pytest.raises(JobConfigError) as info:
-        run(reach_settings, job)
-    message = str(info.value)
-    assert "\n" not in message and "FILE-SECRET" not in message
+    message = _refused_before_install(reach_settings, job)
     assert "pylock.toml" in message and "outside the job folder" in message
-    assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
 
 
 @pytest.mark.parametrize(
@@ -492,12 +496,8 @@ def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_pat
         f"[[packages.wheels]]\nurl = '{url}'\nhashes = {{sha256 = \"{digest}\"}}\n"
     )
     (job / "pylock.toml").write_text(lock)
-    with pytest.raises(JobConfigError) as info:
-        run(reach_settings, job)
-    message = str(info.value)
-    assert "\n" not in message and "FILE-SECRET" not in message
+    message = _refused_before_install(reach_settings, job)
     assert "pylock.toml" in message and ("outside the job folder" in message or "encoded '/'" in message)
-    assert not list((reach_settings.cache_dir / "envs").glob("*/lib/*/site-packages/private.py"))
 
 
 def test_a_lock_naming_a_relative_wheel_never_reuses_another_jobs_environment(tmp_path, reach_settings) -> None:

@@ -78,7 +78,8 @@ def request_reparse() -> list[str]:
                 .where(DagModel.relative_fileloc.is_not(None))
                 .distinct()
             ).all()
-            pending = set(session.execute(select(Request.bundle_name, Request.relative_fileloc)).tuples())
+            requested = session.execute(select(Request.bundle_name, Request.relative_fileloc))
+            pending = {(row.bundle_name, row.relative_fileloc) for row in requested}
             wanted = sorted({(row.bundle_name, row.relative_fileloc) for row in files})
             for bundle, path in wanted:
                 if (bundle, path) not in pending:
