@@ -39,9 +39,11 @@ def extra_paths(reach: Reach, job_folder: Path, extras: list[str]) -> tuple[Path
     return tuple(job_path(reach, job_folder, p, f"{where}[{i}]") for i, p in enumerate(extras))
 
 
-#: Found in a lock's text, lowercased, whenever it may name a local place (a ``path`` key, a ``file:``
-#: or ``local:`` URL, a TOML ``\\u`` escape spelling any of them); a false hit only costs a parse.
-_PLACE_MARKS = (b"path", b"file:", b"local:", b"\\u")
+#: Found in a lock's text, lowercased, whenever it may name a local place: a ``path`` key, a ``file:``
+#: or ``local:`` URL, or any backslash (a TOML escape such as ``\\u0070``, or a line-ending backslash
+#: inside a multi-line string, can spell either without the text holding it). A false hit only
+#: costs a parse.
+_PLACE_MARKS = (b"path", b"file:", b"local:", b"\\")
 
 
 def _may_name_a_place(text: bytes) -> bool:
@@ -55,7 +57,7 @@ def check_lock_places(reach: Reach, lock: Path) -> tuple[Path, ...]:
     """Hold every local place the lock names (a package's ``path``, relative to the lock's folder, or
     ``file:`` URL; :func:`.lockfile.local_places`) to the Reach rule before uv reads it: uv reads them
     with the worker's rights, and a sibling job's private wheel would end up in this environment.
-    A lock whose text cannot name a place (no ``path``, ``file:``, ``local:`` or escape) is not
+    A lock whose text cannot name a place (no ``path``, ``file:``, ``local:`` or backslash) is not
     parsed: an index-only lock of pandas takes 10-15 ms to parse, on every start.
 
     :returns: the checked paths.
