@@ -434,7 +434,9 @@ def test_the_data_store_may_not_be_a_worker_place(tmp_path, settings) -> None:
     assert not (job / "ran").exists()
 
 
-@pytest.mark.parametrize("form", ["relative path", "absolute path", "file url", "file url, line continuation", "directory"])
+@pytest.mark.parametrize(
+    "form", ["relative path", "absolute path", "file url", "file url, line continuation", "directory"]
+)
 def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_settings, form) -> None:
     """PEP 751 lets a lock name a package by a local ``path`` (relative to the lock) or a ``file:``
     URL, which uv reads with the worker's rights: a sibling job's private wheel would end up in this
