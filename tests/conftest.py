@@ -185,7 +185,8 @@ def auth(tmp_path_factory):
     )
     mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
     mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(home / "passwords.json"))
-    mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-" + generate_key())
+    # 64 bytes at least: PyJWT warns (InsecureKeyLengthWarning) below that for the HS512 it signs with
+    mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "test-secret-" + generate_key() + generate_key())
     purge_cached_app()
     manager = init_auth_manager()
     roles = {"admin": "admin", "viewer": "viewer"}
