@@ -194,9 +194,16 @@ def local_places(lock: Path) -> tuple[tuple[str, str], ...]:
                 if "path" in entry:
                     places.append((entry["path"], f"{at}.path"))
                 url = entry.get("url")
-                if isinstance(url, str) and url.strip().split(":", 1)[0].lower() in ("file", "local"):
+                if isinstance(url, str) and _as_url_reader_sees(url).split(":", 1)[0].lower() in ("file", "local"):
                     places.append((_read_as(url.strip(), f"{lock.name} {at}.url"), f"{at}.url"))
     return tuple(places)
+
+
+def _as_url_reader_sees(url: str) -> str:
+    """``url`` as a URL reader (WHATWG, uv's) takes it: blanks and control characters trimmed at
+    both ends, and every tab and newline dropped, so ``'fi<TAB>le:///x.whl'`` is a ``file:`` URL (the
+    check then refuses the control character in the value as written)."""
+    return re.sub(r"[\t\n\r]", "", url).strip("".join(map(chr, range(33))))
 
 
 def _read_as(url: str, what: str) -> str:
