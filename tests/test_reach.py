@@ -527,6 +527,31 @@ def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_pat
     )
 
 
+def test_a_lock_path_spelled_as_a_file_url_cannot_reach_a_sibling_jobs_wheel(tmp_path, reach_settings) -> None:
+    """uv reads a ``path`` as a path relative to the lock: ``file:/../../<job>/x.whl`` is the folder
+    ``file:`` in the job, then two levels up, then the job's absolute path again, so in the folder
+    of jobs, in the sibling job named by the first component of the job's path. Read as a URL, the
+    check saw ``<job>/x.whl``, a decoy the attacker put there."""
+    import hashlib
+
+    from wheels import write_wheel
+
+    jobs = tmp_path / "jobs"
+    script = "import private\nprint(private.VALUE)\n"
+    job = write_job(jobs / "job", script, job={"jobId": "l", "pythonEnv": {"pylock": "pylock.toml"}})
+    wheel = write_wheel(jobs / str(job).lstrip("/"), "private", module="VALUE = 'FILE-SECRET-4711'\n")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (job / wheel.name).write_text("decoy")
+    (job / "file:").mkdir()
+    lock = (
+        'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n'
+        f'[[packages.wheels]]\npath = "file:/../..{job}/{wheel.name}"\nhashes = {{sha256 = "{digest}"}}\n'
+    )
+    (job / "pylock.toml").write_text(lock)
+    message = _refused_before_install(reach_settings, job)
+    assert "pylock.toml" in message and "outside the job folder" in message
+
+
 def test_a_lock_naming_a_relative_wheel_never_reuses_another_jobs_environment(tmp_path, reach_settings) -> None:
     """The environment's key was the lock's text only: a job copying a sibling's lock (uv takes
     ``hashes = {}`` for a local wheel) got the environment built from the sibling's private wheel,
