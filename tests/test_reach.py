@@ -435,7 +435,16 @@ def test_the_data_store_may_not_be_a_worker_place(tmp_path, settings) -> None:
 
 
 @pytest.mark.parametrize(
-    "form", ["relative path", "absolute path", "file url", "file url, line continuation", "directory"]
+    "form",
+    [
+        "relative path",
+        "absolute path",
+        "file url",
+        "file url, line continuation",
+        "file url, tab in the scheme",
+        "file url, newline in the scheme",
+        "directory",
+    ],
 )
 def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_settings, form) -> None:
     """PEP 751 lets a lock name a package by a local ``path`` (relative to the lock) or a ``file:``
@@ -457,6 +466,9 @@ def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_sett
         # TOML drops a backslash, the newline and the blanks after it in a multi-line string: the
         # text holds no "file:", the value does
         "file url, line continuation": f'url = """fi\\\n   le://{wheel}"""',
+        # a URL reader drops every tab and newline, which a TOML literal string holds as written
+        "file url, tab in the scheme": f"url = 'fi\tle://{wheel}'",
+        "file url, newline in the scheme": f"url = '''fi\nle://{wheel}'''",
     }
     if form == "directory":
         entry = f'[packages.directory]\npath = "{sibling}"\n'
@@ -465,7 +477,7 @@ def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_sett
     lock = f'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n{entry}'
     (job / "pylock.toml").write_text(lock)
     message = _refused_before_install(reach_settings, job)
-    assert "pylock.toml" in message and "outside the job folder" in message
+    assert "pylock.toml" in message and ("outside the job folder" in message or "control character" in message)
 
 
 @pytest.mark.parametrize(
@@ -477,6 +489,7 @@ def test_a_lock_cannot_install_a_sibling_jobs_private_wheel(tmp_path, reach_sett
         "file://{jobs}/job/..\\sibling\\{name}",  # a file: URL reader takes a backslash for /
         "file:{rel}/sibling/{name}",  # file:x is /x to a URL reader, not relative to the lock
         "file://{jobs}/job/..%2Fsibling/{name}",  # uv hands the decoded ../ to the file system
+        "file://{jobs}/job/.\t./sibling/{name}",  # a URL reader drops the tab: .. again
     ],
 )
 def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_path, reach_settings, spelling) -> None:
@@ -492,7 +505,14 @@ def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_pat
     script = "import private\nprint(private.VALUE)\n"
     job = write_job(jobs / "job", script, job={"jobId": "l", "pythonEnv": {"pylock": "pylock.toml"}})
     url = spelling.format(jobs=jobs, rel=str(jobs).lstrip("/"), name=wheel.name)
-    decoys = ["%2e%2e/sibling/", "", "..\\sibling\\", str(jobs).lstrip("/") + "/sibling/", "..%2Fsibling/"]
+    decoys = [
+        "%2e%2e/sibling/",
+        "",
+        "..\\sibling\\",
+        str(jobs).lstrip("/") + "/sibling/",
+        "..%2Fsibling/",
+        ".\t./sibling/",
+    ]
     for decoy in (job / f"{d}{wheel.name}" for d in decoys):
         decoy.parent.mkdir(parents=True, exist_ok=True)  # what a check of the literal spelling finds
         decoy.write_text("decoy")
@@ -502,7 +522,34 @@ def test_a_lock_file_url_cannot_be_spelled_to_reach_a_sibling_jobs_wheel(tmp_pat
     )
     (job / "pylock.toml").write_text(lock)
     message = _refused_before_install(reach_settings, job)
-    assert "pylock.toml" in message and ("outside the job folder" in message or "encoded '/'" in message)
+    assert "pylock.toml" in message and any(
+        m in message for m in ("outside the job folder", "encoded '/'", "control character")
+    )
+
+
+def test_a_lock_path_spelled_as_a_file_url_cannot_reach_a_sibling_jobs_wheel(tmp_path, reach_settings) -> None:
+    """uv reads a ``path`` as a path relative to the lock: ``file:/../../<job>/x.whl`` is the folder
+    ``file:`` in the job, then two levels up, then the job's absolute path again, so in the folder
+    of jobs, in the sibling job named by the first component of the job's path. Read as a URL, the
+    check saw ``<job>/x.whl``, a decoy the attacker put there."""
+    import hashlib
+
+    from wheels import write_wheel
+
+    jobs = tmp_path / "jobs"
+    script = "import private\nprint(private.VALUE)\n"
+    job = write_job(jobs / "job", script, job={"jobId": "l", "pythonEnv": {"pylock": "pylock.toml"}})
+    wheel = write_wheel(jobs / str(job).lstrip("/"), "private", module="VALUE = 'FILE-SECRET-4711'\n")
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    (job / wheel.name).write_text("decoy")
+    (job / "file:").mkdir()
+    lock = (
+        'lock-version = "1.0"\ncreated-by = "test"\n\n[[packages]]\nname = "private"\nversion = "1.0"\n'
+        f'[[packages.wheels]]\npath = "file:/../..{job}/{wheel.name}"\nhashes = {{sha256 = "{digest}"}}\n'
+    )
+    (job / "pylock.toml").write_text(lock)
+    message = _refused_before_install(reach_settings, job)
+    assert "pylock.toml" in message and "outside the job folder" in message
 
 
 def test_a_lock_naming_a_relative_wheel_never_reuses_another_jobs_environment(tmp_path, reach_settings) -> None:

@@ -44,12 +44,15 @@ def extra_paths(reach: Reach, job_folder: Path, extras: list[str]) -> tuple[Path
 #: inside a multi-line string, can spell either without the text holding it). A false hit only
 #: costs a parse.
 _PLACE_MARKS = (b"path", b"file:", b"local:", b"\\")
+#: A URL reader drops every tab and newline in a URL (``'fi<TAB>le:///x.whl'`` is ``file:///x.whl``
+#: to uv), and a TOML literal string holds them as written: they are dropped before looking.
+_URL_BLANKS = b"\t\n\r"
 
 
 def _may_name_a_place(text: bytes) -> bool:
     """Whether ``text`` may name a local place; ``bytes.lower`` and ``in``, not a case-insensitive
-    regular expression: 0.25 ms instead of 1.5 ms for a 77 KB lock, paid on every start."""
-    lowered = text.lower()
+    regular expression: 0.27 ms instead of 1.5 ms for a 77 KB lock, paid on every start."""
+    lowered = text.lower().translate(None, _URL_BLANKS)
     return any(mark in lowered for mark in _PLACE_MARKS)
 
 

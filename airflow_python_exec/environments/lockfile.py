@@ -192,11 +192,24 @@ def local_places(lock: Path) -> tuple[tuple[str, str], ...]:
             for j, entry in enumerate(e for e in entries if isinstance(e, dict)):
                 at = f"packages[{i}].{kind}" + (f"[{j}]" if kind == "wheels" else "")
                 if "path" in entry:
-                    places.append((entry["path"], f"{at}.path"))
+                    places.append((_read_as_path(entry["path"]), f"{at}.path"))
                 url = entry.get("url")
-                if isinstance(url, str) and url.strip().split(":", 1)[0].lower() in ("file", "local"):
+                if isinstance(url, str) and _as_url_reader_sees(url).split(":", 1)[0].lower() in ("file", "local"):
                     places.append((_read_as(url.strip(), f"{lock.name} {at}.url"), f"{at}.url"))
     return tuple(places)
+
+
+def _read_as_path(path: object) -> object:
+    """``path`` as uv reads it, a path, never a URL: ``file:/../x`` is the folder ``file:`` next to
+    the lock, then its parent, not ``/x``; ``./`` keeps the check from reading it as a URL."""
+    return f"./{path}" if isinstance(path, str) and re.match(r"\s*[A-Za-z][A-Za-z0-9+.-]*:", path) else path
+
+
+def _as_url_reader_sees(url: str) -> str:
+    """``url`` as a URL reader (WHATWG, uv's) takes it: blanks and control characters trimmed at
+    both ends, and every tab and newline dropped, so ``'fi<TAB>le:///x.whl'`` is a ``file:`` URL (the
+    check then refuses the control character in the value as written)."""
+    return re.sub(r"[\t\n\r]", "", url).strip("".join(map(chr, range(33))))
 
 
 def _read_as(url: str, what: str) -> str:
