@@ -199,9 +199,10 @@ def local_places(lock: Path) -> tuple[tuple[str, str], ...]:
     return tuple(places)
 
 
-def _read_as_path(path: object) -> object:
+def _read_as_path(path: str) -> str:
     """``path`` as uv reads it, a path, never a URL: ``file:/../x`` is the folder ``file:`` next to
     the lock, then its parent, not ``/x``; ``./`` keeps the check from reading it as a URL."""
+    # isinstance: a lock may hold any TOML value there; job_path refuses what is not a string
     return f"./{path}" if isinstance(path, str) and re.match(r"\s*[A-Za-z][A-Za-z0-9+.-]*:", path) else path
 
 
