@@ -552,6 +552,33 @@ def test_a_lock_path_spelled_as_a_file_url_cannot_reach_a_sibling_jobs_wheel(tmp
     assert "pylock.toml" in message and "outside the job folder" in message
 
 
+def test_a_huge_sparse_lock_is_refused_without_taking_the_workers_memory(tmp_path) -> None:
+    """A job's ``pylock.toml`` made a sparse file of 4 GiB (valid TOML, then zeros): the worker read
+    every start's lock whole, and the search for local places copied it twice more. Under a 1.5 GiB
+    address-space limit the CLI must still refuse it in one line, quickly, before anything starts."""
+    import resource
+    import time
+
+    from conftest import CLI, cli_env
+
+    job = write_job(tmp_path / "job", "open('ran', 'w')\n", job={"jobId": "h", "pythonEnv": {"pylock": "pylock.toml"}})
+    lock = job / "pylock.toml"
+    lock.write_text('lock-version = "1.0"\ncreated-by = "x"\n')
+    os.truncate(lock, 4 << 30)
+    limit = 3 << 29
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    started = time.monotonic()
+    env = cli_env(cache_dir=str(tmp_path / "cache"))
+    done = subprocess.run([CLI, "run", str(job)], env=env, capture_output=True, text=True, preexec_fn=cap, timeout=120)
+    assert time.monotonic() - started < 60
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "MemoryError" not in done.stderr
+    assert [line for line in done.stderr.splitlines() if "larger than" in line], done.stderr
+    assert not (job / "ran").exists()
+
+
 def test_a_lock_naming_a_relative_wheel_never_reuses_another_jobs_environment(tmp_path, reach_settings) -> None:
     """The environment's key was the lock's text only: a job copying a sibling's lock (uv takes
     ``hashes = {}`` for a local wheel) got the environment built from the sibling's private wheel,

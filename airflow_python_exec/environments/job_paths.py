@@ -10,7 +10,7 @@ from pathlib import Path
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
 from airflow_python_exec.models.reach import Reach, check_local, code_reach
 
-__all__ = ["check_lock_places", "code_reach", "extra_paths", "job_path", "lock_place_digests"]
+__all__ = ["check_lock_places", "code_reach", "extra_paths", "job_path", "lock_digests"]
 
 
 def job_path(reach: Reach, job_folder: Path, value: str, what: str) -> Path:
@@ -56,38 +56,43 @@ def _may_name_a_place(text: bytes) -> bool:
     return any(mark in lowered for mark in _PLACE_MARKS)
 
 
-def check_lock_places(reach: Reach, lock: Path) -> tuple[Path, ...]:
+def check_lock_places(reach: Reach, lock: Path, text: bytes | None = None) -> tuple[Path, ...]:
     """Hold every local place the lock names (a package's ``path``, relative to the lock's folder, or
     ``file:`` URL; :func:`.lockfile.local_places`) to the Reach rule before uv reads it: uv reads them
     with the worker's rights, and a sibling job's private wheel would end up in this environment.
     A lock whose text cannot name a place (no ``path``, ``file:``, ``local:`` or backslash) is not
     parsed: an index-only lock of pandas takes 10-15 ms to parse, on every start.
 
+    :param text: the lock's bytes when the caller has read them (:func:`.lockfile.read_lock`).
     :returns: the checked paths.
-    :raises JobConfigError: one line naming the lock, the entry and the value.
-    :raises ProvisioningError: the lock cannot be read or parsed, or a named place does not exist.
+    :raises JobConfigError: one line naming the lock, the entry and the value; or the lock cannot
+        be read, is not a regular file or is over its cap (:func:`.lockfile.read_lock`).
+    :raises ProvisioningError: the lock cannot be parsed, or a named place does not exist.
     """
-    from .lockfile import local_places
+    from .lockfile import local_places, read_lock
 
-    try:
-        if not _may_name_a_place(lock.read_bytes()):
-            return ()
-    except OSError as exc:
-        raise ProvisioningError(f"lock file {lock} cannot be read ({exc.strerror or exc})") from None
-    return tuple(job_path(reach, lock.parent, value, f"{lock.name} {where}") for value, where in local_places(lock))
+    text = read_lock(lock) if text is None else text  # capped: also what the places are parsed from
+    if not _may_name_a_place(text):
+        return ()
+    places = local_places(lock, text)
+    return tuple(job_path(reach, lock.parent, value, f"{lock.name} {where}") for value, where in places)
 
 
-def lock_place_digests(reach: Reach, lock: Path) -> tuple[str, ...]:
-    """Check the lock file and its local places (:func:`check_lock_places`) on every start, and
-    return what each place holds (:func:`.key.content_digest`) for the environment's key: two jobs
-    with the same lock text naming ``path = "private.whl"`` never share the environment built from
-    one job's wheel.
+def lock_digests(reach: Reach, lock: Path) -> tuple[str, tuple[str, ...]]:
+    """Check the lock file and its local places (:func:`check_lock_places`) on every start, from one
+    read of the lock; return the SHA-256 of those bytes (hex, what the environment's key covers) and
+    what each place holds (:func:`.key.content_digest`): two jobs with the same lock text naming
+    ``path = "private.whl"`` never share the environment built from one job's wheel.
 
     :raises JobConfigError: as :func:`check_lock_places`.
     :raises ProvisioningError: as :func:`.lockfile.check_lock_file` and :func:`check_lock_places`.
     """
+    import hashlib
+
     from .key import content_digest
-    from .lockfile import check_lock_file
+    from .lockfile import check_lock_file, read_lock
 
     check_lock_file(lock)
-    return tuple(content_digest(path) for path in check_lock_places(reach, lock))
+    text = read_lock(lock)
+    places = tuple(content_digest(path) for path in check_lock_places(reach, lock, text))
+    return hashlib.sha256(text).hexdigest(), places

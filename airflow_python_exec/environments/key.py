@@ -172,6 +172,7 @@ def environment_key(
     extras: Iterable[Path],
     requirements: str | None = None,
     extra_digests: Iterable[str] | None = None,
+    lock_digest: str | None = None,
     places: Iterable[str] = (),
 ) -> str:
     """Return the environment's key, ``KEY_CHARS`` hex digits.
@@ -185,14 +186,16 @@ def environment_key(
         lock-file jobs stay what they were.
     :param extra_digests: the extras' :func:`content_digest`, when the caller has them already
         (``extras`` is then not read).
-    :param places: what each local place the lock names holds (:func:`.job_paths.lock_place_digests`).
+    :param lock_digest: the lock's :func:`file_digest`, when the caller has it already (``lock`` is
+        then not read; :func:`.job_paths.lock_digests`).
+    :param places: what each local place the lock names holds (:func:`.job_paths.lock_digests`).
     """
     parts = [
         f"layout={LAYOUT_VERSION}",
         f"host={socket.gethostname()}",
         f"python={interpreter_path}",
         f"version={interpreter_version}",
-        f"lock={file_digest(lock) if lock is not None else '-'}",
+        f"lock={lock_digest or (file_digest(lock) if lock is not None else '-')}",
         *(f"extra={d}" for d in (extra_digests if extra_digests is not None else map(content_digest, extras))),
         *([f"requirements={requirements}"] if requirements is not None else []),
         *(f"place={d}" for d in places),

@@ -13,10 +13,23 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from airflow_python_exec.errors import JobConfigError, ProvisioningError
+from airflow_python_exec.isolation.job_files import read_capped
 from airflow_python_exec.redaction import hide_url_credentials
 
 #: PEP 751: ``pylock.toml`` or ``pylock.<name>.toml`` (name non-empty, no dots).
 LOCK_NAME = re.compile(r"pylock(\.[^.]+)?\.toml\Z")
+#: The most a lock file may hold, bytes: the worker reads it whole (a universal lock of a large
+#: data-science stack is a few MiB; a sparse file of gigabytes would take as much of the worker's memory).
+MAX_LOCK_BYTES = 64 << 20
+
+
+def read_lock(lock: Path) -> bytes:
+    """The bytes of ``lock``, read the way every job file is (:func:`~airflow_python_exec.isolation.
+    job_files.read_capped`: a FIFO is not waited for, a file over :data:`MAX_LOCK_BYTES` is not read).
+
+    :raises JobConfigError: one line: not a regular file, over the cap, or unreadable.
+    """
+    return read_capped(lock, "lock file", MAX_LOCK_BYTES)
 
 
 def check_lock_file(lock: Path) -> None:
@@ -38,7 +51,7 @@ def locked_packages(lock: Path, python_version: str | None = None) -> tuple[str,
     """Parse ``lock`` and check it is a version-1 PEP 751 lock; only needed when building.
 
     A cache hit never calls this: its key is the lock's digest (and what the lock's local places
-    hold, :func:`.job_paths.lock_place_digests`), and an environment exists only for content that
+    hold, :func:`.job_paths.lock_digests`), and an environment exists only for content that
     parsed and installed before.
 
     :param python_version: the full version of the environment's interpreter (``"3.12.1"``). A
@@ -177,15 +190,16 @@ def explain_install_failure(lines: list[str], lock: Path, python_version: str) -
     return None
 
 
-def local_places(lock: Path) -> tuple[tuple[str, str], ...]:
+def local_places(lock: Path, text: bytes | None = None) -> tuple[tuple[str, str], ...]:
     """Every local place ``lock`` names for uv to read: a ``path`` (relative to the lock's folder,
     PEP 751) or a ``file:`` ``url`` of a package's ``vcs``, ``directory``, ``archive``, ``sdist`` or
     ``wheels`` entry, as ``(the value as written, where: "packages[3].wheels[0].path")``.
 
+    :param text: the lock's bytes when the caller has read them (:func:`read_lock`), else read here.
     :raises ProvisioningError: as :func:`locked_packages`.
     """
     places = []
-    for i, package in enumerate(p for p in _load(lock).get("packages") or () if isinstance(p, dict)):
+    for i, package in enumerate(p for p in _load(lock, text).get("packages") or () if isinstance(p, dict)):
         for kind in ("vcs", "directory", "archive", "sdist", "wheels"):
             entries = package.get(kind)
             entries = entries if isinstance(entries, list) else [entries]
@@ -226,18 +240,21 @@ def _read_as(url: str, what: str) -> str:
     return f"{scheme}:{'' if rest.startswith('/') else '/'}{unquote(rest)}"
 
 
-def _load(lock: Path) -> dict:
+def _load(lock: Path, text: bytes | None = None) -> dict:
+    """The parsed lock (``text``: its bytes, when already read).
+
+    :raises JobConfigError: as :func:`read_lock`.
+    :raises ProvisioningError: not UTF-8 TOML.
+    """
     if sys.version_info >= (3, 11):  # imported here: the cache-hit path never needs a TOML parser
         import tomllib
     else:  # pragma: no cover
         import tomli as tomllib
 
     try:
-        return tomllib.loads(lock.read_text(encoding="utf-8"))
+        return tomllib.loads((read_lock(lock) if text is None else text).decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ProvisioningError(f"lock file {lock} is not valid TOML ({exc}); regenerate it") from None
-    except OSError as exc:
-        raise ProvisioningError(f"lock file {lock} cannot be read ({exc.strerror or exc})") from None
 
 
 def _marker_holds(marker: object, python_version: str) -> bool:

@@ -39,7 +39,7 @@ from .build_once import acquire_or_see_marker, disk_errors_as_provisioning, ms
 from .bytecode import bytecode_plan, link_while_compiling
 from .cache_files import LAST_USED, MARKER, OWNER, SIZE, check_venv_cfg, open_lock_file  # noqa: F401 - SIZE re-exported
 from .interpreters import Interpreter, find_python, probe_version
-from .job_paths import check_lock_places, code_reach, extra_paths, job_path, lock_place_digests
+from .job_paths import check_lock_places, code_reach, extra_paths, job_path, lock_digests
 from .key import content_digest, environment_key, stage_extras
 from .lockfile import downloading, explain_install_failure, locked_packages
 from .spec import EnvironmentSpec, write_environment_marker
@@ -82,14 +82,23 @@ class EnvironmentProvisioner:
         python, version = self._python(env, interpreter, requires_python)
         reach = reach_of() if env.pylock or env.local_extra_deps else None
         lock = job_path(reach, job.folder, env.pylock, "pythonEnv.pylock") if reach and env.pylock else None
-        places = lock_place_digests(reach, lock) if reach and lock is not None else ()  # checks the lock too
+        lock_digest, places = lock_digests(reach, lock) if reach and lock is not None else (None, ())  # checks it too
         extras = extra_paths(reach, job.folder, env.local_extra_deps) if reach else ()
         digests, needs = tuple(map(content_digest, extras)), None
         if requirements is not None:
             from .requirements import requirements_key
 
             needs = requirements_key(requirements)
-        key = environment_key(python, version, lock, extras, requirements=needs, extra_digests=digests, places=places)
+        key = environment_key(
+            python,
+            version,
+            lock,
+            extras,
+            requirements=needs,
+            extra_digests=digests,
+            lock_digest=lock_digest,
+            places=places,
+        )
         return EnvironmentSpec(python, version, lock, extras, key, requirements, digests)
 
     def needs_environment(self, job: PythonJob, script: Path | None) -> bool:
