@@ -90,14 +90,7 @@ class EnvironmentProvisioner:
 
             needs = requirements_key(requirements)
         key = environment_key(
-            python,
-            version,
-            lock,
-            extras,
-            requirements=needs,
-            extra_digests=digests,
-            lock_digest=lock_digest,
-            places=places,
+            python, version, lock, extras, needs, extra_digests=digests, lock_digest=lock_digest, places=places
         )
         return EnvironmentSpec(python, version, lock, extras, key, requirements, digests)
 
@@ -169,7 +162,8 @@ class EnvironmentProvisioner:
             return
         with self.in_use(spec.key):
             path = self._cached(job, spec)
-            _touch(path / LAST_USED)
+            with contextlib.suppress(OSError):  # a read-only cache still runs jobs; only "last used" goes stale
+                (path / LAST_USED).touch()
             yield path
 
     def provision(self, job: PythonJob, interpreter: Interpreter, script: Path | None = None) -> Path:
@@ -400,8 +394,3 @@ class EnvironmentProvisioner:
 
     def _say(self, message: str) -> None:
         self.on_line(f"{PREFIX} {message}")
-
-
-def _touch(path: Path) -> None:
-    with contextlib.suppress(OSError):  # a read-only cache still runs jobs; only "last used" goes stale
-        path.touch()
